@@ -1,0 +1,488 @@
+//! Wire decoding and validation: JSON bytes → validated [`Document`]s (SPEC §1.2,
+//! §1.3), and the upsert-envelope key rules of SPEC §1.1.
+//!
+//! Every rejection is a [`DecodeError`] naming the field and the problem, e.g.
+//! `lines[2].quantity: more than 4 fractional digits: "1.00001"`. Sources put
+//! that sentence in the dead-letter record; nothing here panics on bad input.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+
+use crate::decimal::{parse_decimal, DecimalRule, SignRule};
+use crate::model::*;
+
+/// Identifiers longer than this many bytes are rejected.
+pub const MAX_IDENTIFIER_BYTES: usize = 256;
+/// Documents with more lines than this are rejected.
+pub const MAX_LINES: usize = 10_000;
+
+const QUANTITY: DecimalRule = DecimalRule {
+    max_fraction_digits: 4,
+    sign: SignRule::Positive,
+};
+const RECEIPT_QUANTITY: DecimalRule = DecimalRule {
+    max_fraction_digits: 4,
+    sign: SignRule::NonZero,
+};
+const PRICE: DecimalRule = DecimalRule {
+    max_fraction_digits: 6,
+    sign: SignRule::NonNegative,
+};
+const AMOUNT: DecimalRule = DecimalRule {
+    max_fraction_digits: 6,
+    sign: SignRule::Any,
+};
+/// Tolerances are percentages or amounts: at most 6 fractional digits, never negative.
+const TOLERANCE: DecimalRule = DecimalRule {
+    max_fraction_digits: 6,
+    sign: SignRule::NonNegative,
+};
+
+/// Why a message was rejected: the offending field (a JSON path such as
+/// `lines[2].quantity`, or `value` / `key` for the whole message) and the problem.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct DecodeError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl DecodeError {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        DecodeError {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, DecodeError>;
+
+/// One change to one document, as an upsert: the identity key and the new
+/// version, or `None` for a delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upsert {
+    pub kind: DocumentKind,
+    pub key: Fingerprint,
+    /// The identity field values, tenant first (for logs and dead letters).
+    pub identity: Vec<String>,
+    pub document: Option<Document>,
+}
+
+/// Decodes a message of the **upsert** envelope (SPEC §1.1).
+///
+/// `value = None` is a tombstone and needs a JSON-object key carrying the
+/// identity fields. With a value, the key is optional; if it is a JSON object its
+/// identity fields must agree with the document's.
+pub fn decode_upsert(kind: DocumentKind, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Upsert> {
+    let key_object = match key {
+        Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(object)) => Some(object),
+            _ => None,
+        },
+        None => None,
+    };
+    match value {
+        None => {
+            let object = key_object.ok_or_else(|| {
+                DecodeError::new(
+                    "key",
+                    "a tombstone (null value) needs a JSON-object key with the identity fields",
+                )
+            })?;
+            let identity = identity_from_key(kind, &object)?;
+            let parts: Vec<&str> = identity.iter().map(String::as_str).collect();
+            Ok(Upsert {
+                kind,
+                key: kind.key_of(&parts),
+                identity,
+                document: None,
+            })
+        }
+        Some(bytes) => {
+            let document = decode_document(kind, bytes)?;
+            let identity = document_identity(&document);
+            if let Some(object) = key_object {
+                check_key_agrees(kind, &object, &identity)?;
+            }
+            Ok(Upsert {
+                kind,
+                key: document.key(),
+                identity,
+                document: Some(document),
+            })
+        }
+    }
+}
+
+/// The identity field values of a JSON-object key (SPEC §1.1).
+pub fn identity_from_key(kind: DocumentKind, key: &Map<String, Value>) -> Result<Vec<String>> {
+    kind.identity_fields()
+        .iter()
+        .map(|field| identifier(key, field, &format!("key.{field}")).map(|text| text.to_string()))
+        .collect()
+}
+
+fn check_key_agrees(kind: DocumentKind, key: &Map<String, Value>, identity: &[String]) -> Result<()> {
+    for (field, value) in kind.identity_fields().iter().zip(identity) {
+        match key.get(*field) {
+            Some(Value::String(in_key)) if in_key == value => {}
+            Some(other) => {
+                return Err(DecodeError::new(
+                    format!("key.{field}"),
+                    format!("contradicts the value: key has {other}, document has {value:?}"),
+                ))
+            }
+            None => {
+                return Err(DecodeError::new(
+                    format!("key.{field}"),
+                    "missing: a JSON-object key must carry the identity fields",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The identity field values of a document, tenant first.
+pub fn document_identity(document: &Document) -> Vec<String> {
+    match document {
+        Document::PurchaseOrder(po) => vec![po.tenant_id.to_string(), po.po_number.to_string()],
+        Document::GoodsReceipt(gr) => vec![gr.tenant_id.to_string(), gr.receipt_id.to_string()],
+        Document::Invoice(inv) => vec![inv.tenant_id.to_string(), inv.invoice_id.to_string()],
+        Document::MatchPolicy(policy) => vec![policy.tenant_id.to_string()],
+    }
+}
+
+/// Decodes and validates one document of `kind` from JSON bytes.
+pub fn decode_document(kind: DocumentKind, bytes: &[u8]) -> Result<Document> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|error| DecodeError::new("value", format!("not valid JSON: {error}")))?;
+    document_from_json(kind, &value)
+}
+
+/// Validates an already parsed JSON value as a document of `kind` (used by
+/// envelopes that carry the document inside another object, e.g. Debezium).
+pub fn document_from_json(kind: DocumentKind, value: &Value) -> Result<Document> {
+    let object = value.as_object().ok_or_else(|| {
+        DecodeError::new("value", format!("expected a JSON object, got {}", type_name(value)))
+    })?;
+    Ok(match kind {
+        DocumentKind::PurchaseOrder => Document::PurchaseOrder(Arc::new(purchase_order(object)?)),
+        DocumentKind::GoodsReceipt => Document::GoodsReceipt(Arc::new(goods_receipt(object)?)),
+        DocumentKind::Invoice => Document::Invoice(Arc::new(invoice(object)?)),
+        DocumentKind::MatchPolicy => Document::MatchPolicy(Arc::new(match_policy(object)?)),
+    })
+}
+
+fn purchase_order(object: &Map<String, Value>) -> Result<PurchaseOrder> {
+    let tenant_id = identifier(object, "tenant_id", "tenant_id")?;
+    let po_number = identifier(object, "po_number", "po_number")?;
+    let vendor_id = identifier(object, "vendor_id", "vendor_id")?;
+    let currency = currency(object)?;
+    let status = match optional_str(object, "status", "status")? {
+        None | Some("open") => PoStatus::Open,
+        Some("closed") => PoStatus::Closed,
+        Some("cancelled") => PoStatus::Cancelled,
+        Some(other) => return Err(unknown_value("status", other, "open, closed or cancelled")),
+    };
+    let receipt_required = match present(object, "receipt_required") {
+        None => true,
+        Some(Value::Bool(flag)) => *flag,
+        Some(other) => return Err(wrong_type("receipt_required", "true or false", other)),
+    };
+    let mut seen = HashSet::new();
+    let mut lines = lines_of(object, |line, path| {
+        let line_no = line_number(line, "line_no", path)?;
+        if !seen.insert(line_no) {
+            return Err(DecodeError::new(
+                format!("{path}.line_no"),
+                format!("line {line_no} appears more than once"),
+            ));
+        }
+        Ok(PoLine {
+            line_no,
+            sku: optional_identifier(line, "sku", &format!("{path}.sku"))?,
+            quantity: decimal(line, "quantity", path, QUANTITY)?,
+            unit_price: decimal(line, "unit_price", path, PRICE)?,
+        })
+    })?;
+    lines.sort_by_key(|line| line.line_no);
+    Ok(PurchaseOrder {
+        tenant_id,
+        po_number,
+        vendor_id,
+        currency,
+        status,
+        receipt_required,
+        lines,
+    })
+}
+
+fn goods_receipt(object: &Map<String, Value>) -> Result<GoodsReceipt> {
+    let tenant_id = identifier(object, "tenant_id", "tenant_id")?;
+    let receipt_id = identifier(object, "receipt_id", "receipt_id")?;
+    let po_number = identifier(object, "po_number", "po_number")?;
+    let received_at = match optional_str(object, "received_at", "received_at")? {
+        None => None,
+        Some(text) => {
+            chrono::DateTime::parse_from_rfc3339(text).map_err(|_| {
+                DecodeError::new(
+                    "received_at",
+                    format!("not an RFC 3339 timestamp (e.g. 2026-11-02T09:30:00Z): {text:?}"),
+                )
+            })?;
+            Some(Text::from(text))
+        }
+    };
+    let lines = lines_of(object, |line, path| {
+        Ok(ReceiptLine {
+            po_line_no: line_number(line, "po_line_no", path)?,
+            quantity: decimal(line, "quantity", path, RECEIPT_QUANTITY)?,
+        })
+    })?;
+    Ok(GoodsReceipt {
+        tenant_id,
+        receipt_id,
+        po_number,
+        received_at,
+        lines,
+    })
+}
+
+fn invoice(object: &Map<String, Value>) -> Result<Invoice> {
+    let tenant_id = identifier(object, "tenant_id", "tenant_id")?;
+    let invoice_id = identifier(object, "invoice_id", "invoice_id")?;
+    let kind = match optional_str(object, "kind", "kind")? {
+        None | Some("invoice") => InvoiceKind::Invoice,
+        Some("credit_memo") => InvoiceKind::CreditMemo,
+        Some(other) => return Err(unknown_value("kind", other, "invoice or credit_memo")),
+    };
+    let status = match optional_str(object, "status", "status")? {
+        None | Some("active") => InvoiceStatus::Active,
+        Some("cancelled") => InvoiceStatus::Cancelled,
+        Some(other) => return Err(unknown_value("status", other, "active or cancelled")),
+    };
+    let vendor_id = identifier(object, "vendor_id", "vendor_id")?;
+    let invoice_number = identifier(object, "invoice_number", "invoice_number")?;
+    let po_number = identifier(object, "po_number", "po_number")?;
+    let currency = currency(object)?;
+    let invoice_date = date(object, "invoice_date")?;
+    let mut seen = HashSet::new();
+    let mut lines = lines_of(object, |line, path| {
+        let po_line_no = line_number(line, "po_line_no", path)?;
+        if !seen.insert(po_line_no) {
+            return Err(DecodeError::new(
+                format!("{path}.po_line_no"),
+                format!("PO line {po_line_no} appears more than once on the invoice"),
+            ));
+        }
+        Ok(InvoiceLine {
+            po_line_no,
+            quantity: decimal(line, "quantity", path, QUANTITY)?,
+            unit_price: decimal(line, "unit_price", path, PRICE)?,
+        })
+    })?;
+    lines.sort_by_key(|line| line.po_line_no);
+    Ok(Invoice {
+        tenant_id,
+        invoice_id,
+        kind,
+        status,
+        vendor_id,
+        invoice_number,
+        po_number,
+        currency,
+        invoice_date,
+        lines,
+        tax: optional_decimal(object, "tax", "", AMOUNT)?.unwrap_or(Decimal::ZERO),
+        freight: optional_decimal(object, "freight", "", AMOUNT)?.unwrap_or(Decimal::ZERO),
+        total: optional_decimal(object, "total", "", AMOUNT)?,
+    })
+}
+
+fn match_policy(object: &Map<String, Value>) -> Result<MatchPolicy> {
+    Ok(MatchPolicy {
+        tenant_id: identifier(object, "tenant_id", "tenant_id")?,
+        price_tolerance_pct: optional_decimal(object, "price_tolerance_pct", "", TOLERANCE)?,
+        price_tolerance_abs: optional_decimal(object, "price_tolerance_abs", "", TOLERANCE)?,
+        qty_tolerance_pct: optional_decimal(object, "qty_tolerance_pct", "", TOLERANCE)?,
+        total_tolerance_abs: optional_decimal(object, "total_tolerance_abs", "", TOLERANCE)?,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Field helpers. `path` is the JSON path of the enclosing object ("" at the top).
+
+fn field_path(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+/// A field's value, treating JSON `null` as absent.
+fn present<'a>(object: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
+    object.get(field).filter(|value| !value.is_null())
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn wrong_type(path: &str, expected: &str, got: &Value) -> DecodeError {
+    DecodeError::new(path, format!("expected {expected}, got {}", type_name(got)))
+}
+
+fn unknown_value(path: &str, got: &str, expected: &str) -> DecodeError {
+    DecodeError::new(path, format!("unknown value {got:?} (expected {expected})"))
+}
+
+fn optional_str<'a>(object: &'a Map<String, Value>, field: &str, path: &str) -> Result<Option<&'a str>> {
+    match present(object, field) {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(other) => Err(wrong_type(path, "a string", other)),
+    }
+}
+
+/// A required identifier: a non-empty string of at most 256 bytes.
+fn identifier(object: &Map<String, Value>, field: &str, path: &str) -> Result<Text> {
+    optional_identifier(object, field, path)?.ok_or_else(|| DecodeError::new(path, "missing"))
+}
+
+fn optional_identifier(object: &Map<String, Value>, field: &str, path: &str) -> Result<Option<Text>> {
+    let Some(text) = optional_str(object, field, path)? else {
+        return Ok(None);
+    };
+    if text.is_empty() {
+        return Err(DecodeError::new(path, "must not be empty"));
+    }
+    if text.len() > MAX_IDENTIFIER_BYTES {
+        return Err(DecodeError::new(
+            path,
+            format!("longer than {MAX_IDENTIFIER_BYTES} bytes ({} bytes)", text.len()),
+        ));
+    }
+    Ok(Some(Text::from(text)))
+}
+
+fn currency(object: &Map<String, Value>) -> Result<Currency> {
+    let text = optional_str(object, "currency", "currency")?
+        .ok_or_else(|| DecodeError::new("currency", "missing"))?;
+    match text.as_bytes() {
+        [a, b, c] if text.bytes().all(|byte| byte.is_ascii_uppercase()) => Ok(Currency([*a, *b, *c])),
+        _ => Err(DecodeError::new(
+            "currency",
+            format!("must be three upper-case letters (ISO 4217, e.g. USD), got {text:?}"),
+        )),
+    }
+}
+
+/// A `YYYY-MM-DD` calendar date as days since 1970-01-01.
+fn date(object: &Map<String, Value>, field: &str) -> Result<i32> {
+    let text = optional_str(object, field, field)?.ok_or_else(|| DecodeError::new(field, "missing"))?;
+    let bad = || DecodeError::new(field, format!("not a calendar date in YYYY-MM-DD form: {text:?}"));
+    let bytes = text.as_bytes();
+    let shape_ok = bytes.len() == 10
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit());
+    if !shape_ok {
+        return Err(bad());
+    }
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad())?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("the epoch is a date");
+    Ok((date - epoch).num_days() as i32)
+}
+
+/// A line number: an integer from 1 to 2^31 − 1 (it is an Arrow `Int32` downstream).
+fn line_number(line: &Map<String, Value>, field: &str, path: &str) -> Result<u32> {
+    let path = field_path(path, field);
+    match present(line, field) {
+        None => Err(DecodeError::new(path, "missing")),
+        Some(Value::Number(number)) => match number.as_u64() {
+            Some(n) if (1..=i32::MAX as u64).contains(&n) => Ok(n as u32),
+            _ => Err(DecodeError::new(
+                path,
+                format!("must be an integer from 1 to {}, got {number}", i32::MAX),
+            )),
+        },
+        Some(other) => Err(wrong_type(&path, "an integer", other)),
+    }
+}
+
+fn decimal(object: &Map<String, Value>, field: &str, path: &str, rule: DecimalRule) -> Result<Decimal> {
+    optional_decimal(object, field, path, rule)?
+        .ok_or_else(|| DecodeError::new(field_path(path, field), "missing"))
+}
+
+/// A decimal given as a JSON string or a JSON number, parsed exactly from its text.
+fn optional_decimal(
+    object: &Map<String, Value>,
+    field: &str,
+    path: &str,
+    rule: DecimalRule,
+) -> Result<Option<Decimal>> {
+    let text = match present(object, field) {
+        None => return Ok(None),
+        Some(Value::String(text)) => text.as_str(),
+        Some(Value::Number(number)) => number.as_str(),
+        Some(other) => {
+            return Err(wrong_type(
+                &field_path(path, field),
+                "a decimal (string or number)",
+                other,
+            ))
+        }
+    };
+    parse_decimal(text, rule)
+        .map(Some)
+        .map_err(|problem| DecodeError::new(field_path(path, field), problem))
+}
+
+/// Decodes the `lines` array (1 to 10,000 objects) with `line_fn(object, path)`.
+fn lines_of<T>(
+    object: &Map<String, Value>,
+    mut line_fn: impl FnMut(&Map<String, Value>, &str) -> Result<T>,
+) -> Result<Vec<T>> {
+    let lines = match present(object, "lines") {
+        None => return Err(DecodeError::new("lines", "missing")),
+        Some(Value::Array(lines)) => lines,
+        Some(other) => return Err(wrong_type("lines", "an array of line objects", other)),
+    };
+    if lines.is_empty() {
+        return Err(DecodeError::new("lines", "no lines: a document needs at least one"));
+    }
+    if lines.len() > MAX_LINES {
+        return Err(DecodeError::new(
+            "lines",
+            format!("{} lines is more than the limit of {MAX_LINES}", lines.len()),
+        ));
+    }
+    lines
+        .iter()
+        .enumerate()
+        .map(|(index, line)| {
+            let path = format!("lines[{index}]");
+            match line {
+                Value::Object(line) => line_fn(line, &path),
+                other => Err(wrong_type(&path, "a line object", other)),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,449 @@
+//! The three-way-match dataflow: SPEC §2 as differential-dataflow operators.
+//!
+//! Input: the *current* documents — collections of `(identity key, document)`,
+//! one element per present document (upserts have already been resolved; see
+//! [`crate::engine`]). Output: the collections of SPEC §3, keyed by `tenant_id`
+//! so that readers can seek one tenant's rows.
+//!
+//! Read top to bottom, the graph follows the SPEC:
+//! 1. the effective policy of every active invoice, and its PO (or none);
+//! 2. header and price exceptions, local to an invoice and its PO;
+//! 3. per PO line: `received_qty`, and `billed_to_date` in (`invoice_date`,
+//!    `invoice_id`) order — one reduce per PO line, so a change touches only its
+//!    line's group;
+//! 4. quantity exceptions from those per-line facts;
+//! 5. duplicates per (tenant, vendor, normalized invoice number) group;
+//! 6. the output rows.
+
+use std::sync::Arc;
+
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use differential_dataflow::VecCollection;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::model::*;
+use crate::rows::*;
+use crate::rules::{self, LineQuantities, Raised};
+
+/// A collection of the graph, at logical time [`Time`], with integer multiplicities.
+pub type Collection<'s, D> = VecCollection<'s, Time, D, isize>;
+
+/// An arrangement keyed by `K` with values `V`.
+pub type KeyedArrangement<'s, K, V> = Arranged<'s, TraceAgent<ValSpine<K, V, Time, isize>>>;
+
+/// The present documents the graph matches.
+pub struct Documents<'s> {
+    pub purchase_orders: Collection<'s, (Fingerprint, Arc<PurchaseOrder>)>,
+    pub goods_receipts: Collection<'s, (Fingerprint, Arc<GoodsReceipt>)>,
+    pub invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
+    pub match_policies: Collection<'s, (Fingerprint, Arc<MatchPolicy>)>,
+}
+
+/// The output collections of SPEC §3, keyed by `tenant_id`.
+pub struct MatchOutputs<'s> {
+    pub invoice_matches: Collection<'s, (Text, InvoiceMatchRow)>,
+    pub match_exceptions: Collection<'s, (Text, ExceptionRow)>,
+    pub po_lines: Collection<'s, (Text, PoLineRow)>,
+    pub exception_summary: Collection<'s, (Text, ExceptionSummaryRow)>,
+}
+
+/// An active invoice with everything its header and price rules need.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InvoiceContext {
+    pub invoice: Arc<Invoice>,
+    pub tolerances: Tolerances,
+    /// The PO the invoice names, if it exists.
+    pub po: Option<Arc<PurchaseOrder>>,
+}
+
+/// What happens on one PO line: the PO line itself, receipts, and billing.
+///
+/// The variant order matters: a PO line's reduce sees the PO first, then
+/// receipts, then billing entries in (`invoice_date`, `invoice_id`) order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum LineActivity {
+    /// The PO that has this line.
+    Ordered(Arc<PurchaseOrder>),
+    /// A receipt line's quantity (negative for returns).
+    Received(Decimal),
+    /// An active invoice or credit memo line.
+    Billed(BillingEntry),
+}
+
+/// One active invoice's line on a PO line, in billing order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BillingEntry {
+    pub invoice_date: i32,
+    pub invoice_id: Text,
+    pub invoice: Fingerprint,
+    pub kind: InvoiceKind,
+    /// Positive for invoices, negative for credit memos.
+    pub signed_quantity: Decimal,
+}
+
+/// Builds the matching graph over the present documents.
+pub fn three_way_match<'s>(documents: Documents<'s>, default_tolerances: Tolerances) -> MatchOutputs<'s> {
+    let Documents {
+        purchase_orders,
+        goods_receipts,
+        invoices,
+        match_policies,
+    } = documents;
+
+    let active_invoices = invoices.clone().filter(|(_, invoice)| invoice.is_active());
+    let purchase_orders = purchase_orders.arrange_by_key();
+
+    // 1. Every active invoice with its effective tolerances and its PO, if any.
+    let with_tolerances = effective_tolerances(active_invoices.clone(), match_policies, default_tolerances);
+    let contexts = invoice_contexts(with_tolerances, &purchase_orders);
+
+    // 2. Exceptions local to an invoice and its PO.
+    let local_exceptions = contexts.clone().flat_map(|(id, context)| {
+        let mut raised = Vec::new();
+        rules::header_exceptions(&context.invoice, context.po.as_deref(), &context.tolerances, &mut raised);
+        if let Some(po) = &context.po {
+            rules::line_exceptions(&context.invoice, po, &context.tolerances, &mut raised);
+        }
+        raised.into_iter().map(move |r| (id, (context.invoice.clone(), r)))
+    });
+
+    // 3. Per PO line: what was ordered, received and billed.
+    let line_activity = line_activity(&purchase_orders, goods_receipts, active_invoices.clone()).arrange_by_key();
+    let po_line_rows = po_line_rows(&line_activity);
+    let billing = billing_to_date(&line_activity);
+
+    // 4. Quantity exceptions of each billed line, under its invoice's tolerances.
+    let contexts = contexts.arrange_by_key();
+    let quantity_exceptions = billing.join_core(contexts, |id, quantities, context| {
+        let mut raised = Vec::new();
+        rules::quantity_exceptions(quantities, &context.tolerances, &mut raised);
+        let id = *id;
+        let invoice = context.invoice.clone();
+        raised.into_iter().map(move |r| (id, (invoice.clone(), r)))
+    });
+
+    // 5. Duplicates.
+    let duplicate_exceptions = duplicates(active_invoices);
+
+    let exceptions = local_exceptions
+        .concat(quantity_exceptions)
+        .concat(duplicate_exceptions);
+
+    // 6. Output rows.
+    MatchOutputs {
+        invoice_matches: invoice_match_rows(invoices, exceptions.clone()),
+        exception_summary: exception_summary_rows(exceptions.clone()),
+        match_exceptions: exceptions.map(|(_, (invoice, raised))| {
+            let row = exception_row(&invoice, raised);
+            (row.tenant_id.clone(), row)
+        }),
+        po_lines: po_line_rows,
+    }
+}
+
+/// Each active invoice paired with its tenant's tolerances: the tenant's policy
+/// field by field over `default`, or `default` for a tenant without a policy.
+fn effective_tolerances<'s>(
+    active_invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
+    match_policies: Collection<'s, (Fingerprint, Arc<MatchPolicy>)>,
+    default: Tolerances,
+) -> Collection<'s, (Fingerprint, (Arc<Invoice>, Tolerances))> {
+    let tenant_tolerances = match_policies
+        .map(move |(tenant, policy)| (tenant, policy.resolve(&default)))
+        .arrange_by_key();
+    let by_tenant = active_invoices.map(|(id, invoice)| (tenant_key(&invoice.tenant_id), (id, invoice)));
+    let with_policy = by_tenant
+        .clone()
+        .join_core(tenant_tolerances.clone(), |_, (id, invoice), tolerances| {
+            Some((*id, (invoice.clone(), *tolerances)))
+        });
+    let without_policy = by_tenant
+        .antijoin(tenant_tolerances.as_collection(|tenant, _| *tenant))
+        .map(move |(_, (id, invoice))| (id, (invoice, default)));
+    with_policy.concat(without_policy)
+}
+
+/// Each active invoice with its tolerances and the PO it names (or `None`).
+fn invoice_contexts<'s>(
+    with_tolerances: Collection<'s, (Fingerprint, (Arc<Invoice>, Tolerances))>,
+    purchase_orders: &KeyedArrangement<'s, Fingerprint, Arc<PurchaseOrder>>,
+) -> Collection<'s, (Fingerprint, InvoiceContext)> {
+    let by_po = with_tolerances.map(|(id, (invoice, tolerances))| (invoice.po_key(), (id, invoice, tolerances)));
+    let found = by_po
+        .clone()
+        .join_core(purchase_orders.clone(), |_, (id, invoice, tolerances), po| {
+            Some((
+                *id,
+                InvoiceContext {
+                    invoice: invoice.clone(),
+                    tolerances: *tolerances,
+                    po: Some(po.clone()),
+                },
+            ))
+        });
+    let missing = by_po
+        .antijoin(purchase_orders.clone().as_collection(|key, _| *key))
+        .map(|(_, (id, invoice, tolerances))| {
+            (
+                id,
+                InvoiceContext {
+                    invoice,
+                    tolerances,
+                    po: None,
+                },
+            )
+        });
+    found.concat(missing)
+}
+
+/// Everything that happens on each PO line, keyed by the line.
+fn line_activity<'s>(
+    purchase_orders: &KeyedArrangement<'s, Fingerprint, Arc<PurchaseOrder>>,
+    goods_receipts: Collection<'s, (Fingerprint, Arc<GoodsReceipt>)>,
+    active_invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
+) -> Collection<'s, (PoLineKey, LineActivity)> {
+    let ordered = purchase_orders.clone().flat_map_ref(|key, po| {
+        let key = *key;
+        let po = po.clone();
+        (0..po.lines.len()).map(move |index| ((key, po.lines[index].line_no), LineActivity::Ordered(po.clone())))
+    });
+    let received = goods_receipts.flat_map(|(_, receipt)| {
+        let po = po_key(&receipt.tenant_id, &receipt.po_number);
+        (0..receipt.lines.len()).map(move |index| {
+            let line = &receipt.lines[index];
+            ((po, line.po_line_no), LineActivity::Received(line.quantity))
+        })
+    });
+    let billed = active_invoices.flat_map(|(id, invoice)| {
+        let po = invoice.po_key();
+        (0..invoice.lines.len()).map(move |index| {
+            let line = &invoice.lines[index];
+            let entry = BillingEntry {
+                invoice_date: invoice.invoice_date,
+                invoice_id: invoice.invoice_id.clone(),
+                invoice: id,
+                kind: invoice.kind,
+                signed_quantity: invoice.signed_quantity(line),
+            };
+            ((po, line.po_line_no), LineActivity::Billed(entry))
+        })
+    });
+    ordered.concat(received).concat(billed)
+}
+
+/// Σ of the received quantities among a PO line's activity.
+fn received_qty(activity: &[(&LineActivity, isize)]) -> Decimal {
+    activity
+        .iter()
+        .map(|(entry, count)| match entry {
+            LineActivity::Received(quantity) => *quantity * Decimal::from(*count),
+            _ => Decimal::ZERO,
+        })
+        .sum()
+}
+
+/// The PO of a PO line's activity, if the PO exists and has the line.
+fn ordering_po<'a>(activity: &[(&'a LineActivity, isize)]) -> Option<&'a Arc<PurchaseOrder>> {
+    match activity.first() {
+        Some((LineActivity::Ordered(po), _)) => Some(po),
+        _ => None,
+    }
+}
+
+/// One `po_lines` row per line of a present PO.
+fn po_line_rows<'s>(activity: &KeyedArrangement<'s, PoLineKey, LineActivity>) -> Collection<'s, (Text, PoLineRow)> {
+    activity
+        .clone()
+        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<PoLineKey, PoLineRow, Time, isize>, _, _>(
+            "po_lines",
+            |&(_, line_no), activity, output| {
+                let Some(po) = ordering_po(activity) else { return };
+                let Some(line) = po.line(line_no) else { return };
+                let mut billed_qty = Decimal::ZERO;
+                let mut invoice_count: u32 = 0;
+                for (entry, count) in activity {
+                    if let LineActivity::Billed(billing) = entry {
+                        billed_qty += billing.signed_quantity * Decimal::from(*count);
+                        invoice_count += *count as u32;
+                    }
+                }
+                let row = PoLineRow {
+                    tenant_id: po.tenant_id.clone(),
+                    po_number: po.po_number.clone(),
+                    line_no,
+                    vendor_id: po.vendor_id.clone(),
+                    currency: po.currency,
+                    po_status: po.status,
+                    sku: line.sku.clone(),
+                    ordered_qty: line.quantity,
+                    unit_price: line.unit_price,
+                    received_qty: received_qty(activity),
+                    billed_qty,
+                    invoice_count,
+                };
+                output.push((row, 1));
+            },
+            |buffer, key, updates| {
+                buffer.clear();
+                buffer.extend(updates.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
+            },
+        )
+        .as_collection(|_, row: &PoLineRow| (row.tenant_id.clone(), row.clone()))
+}
+
+/// For each active `kind = invoice` line on an existing PO line: its
+/// `billed_to_date` and the line's ordered and received quantities, keyed by invoice.
+fn billing_to_date<'s>(
+    activity: &KeyedArrangement<'s, PoLineKey, LineActivity>,
+) -> KeyedArrangement<'s, Fingerprint, LineQuantities> {
+    activity
+        .clone()
+        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<PoLineKey, (Fingerprint, LineQuantities), Time, isize>, _, _>(
+            "billed_to_date",
+            |&(_, line_no), activity, output| {
+                let Some(po) = ordering_po(activity) else { return };
+                let Some(line) = po.line(line_no) else { return };
+                let received_qty = received_qty(activity);
+                let mut billed_to_date = Decimal::ZERO;
+                // Billing entries arrive sorted by (invoice_date, invoice_id).
+                for (entry, count) in activity {
+                    if let LineActivity::Billed(billing) = entry {
+                        billed_to_date += billing.signed_quantity * Decimal::from(*count);
+                        if billing.kind == InvoiceKind::Invoice {
+                            let quantities = LineQuantities {
+                                po_line_no: line_no,
+                                receipt_required: po.receipt_required,
+                                ordered_qty: line.quantity,
+                                received_qty,
+                                billed_to_date,
+                            };
+                            output.push(((billing.invoice, quantities), 1));
+                        }
+                    }
+                }
+            },
+            |buffer, key, updates| {
+                buffer.clear();
+                buffer.extend(updates.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
+            },
+        )
+        .as_collection(|_, (invoice, quantities)| (*invoice, quantities.clone()))
+        .arrange_by_key()
+}
+
+/// `DUPLICATE_INVOICE`: within each (tenant, vendor, normalized invoice number)
+/// group of active invoices, every one but the first in (`invoice_date`,
+/// `invoice_id`) order.
+fn duplicates<'s>(
+    active_invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
+) -> Collection<'s, (Fingerprint, (Arc<Invoice>, Raised))> {
+    active_invoices
+        .filter(|(_, invoice)| invoice.kind == InvoiceKind::Invoice)
+        .map(|(id, invoice)| {
+            let group = duplicate_group_key(&invoice.tenant_id, &invoice.vendor_id, &invoice.invoice_number);
+            (group, (invoice.invoice_date, invoice.invoice_id.clone(), id, invoice))
+        })
+        .reduce_named("duplicates", |_, group, output| {
+            let original = &group[0].0 .1;
+            for ((_, _, id, invoice), _) in &group[1..] {
+                output.push(((*id, invoice.clone(), original.clone()), 1));
+            }
+        })
+        .map(|(_, (id, invoice, original))| {
+            let raised = rules::duplicate_exception(&invoice, &original);
+            (id, (invoice, raised))
+        })
+}
+
+/// A `match_exceptions` row.
+fn exception_row(invoice: &Invoice, raised: Raised) -> ExceptionRow {
+    ExceptionRow {
+        tenant_id: invoice.tenant_id.clone(),
+        invoice_id: invoice.invoice_id.clone(),
+        po_number: invoice.po_number.clone(),
+        vendor_id: invoice.vendor_id.clone(),
+        po_line_no: raised.po_line_no,
+        exception_type: raised.exception_type,
+        expected: raised.expected,
+        actual: raised.actual,
+        detail: raised.detail,
+    }
+}
+
+/// What the per-invoice reduce of `invoice_matches` sees: the document and the
+/// severity of each exception raised for it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum InvoiceFact {
+    Document(Arc<Invoice>),
+    Raised(Severity),
+}
+
+/// One `invoice_matches` row per present invoice, with its exception counts.
+fn invoice_match_rows<'s>(
+    invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
+    exceptions: Collection<'s, (Fingerprint, (Arc<Invoice>, Raised))>,
+) -> Collection<'s, (Text, InvoiceMatchRow)> {
+    let documents = invoices.map(|(id, invoice)| (id, InvoiceFact::Document(invoice)));
+    let severities = exceptions.map(|(id, (_, raised))| (id, InvoiceFact::Raised(raised.exception_type.severity())));
+    documents
+        .concat(severities)
+        .reduce_named("invoice_matches", |_, facts, output| {
+            let InvoiceFact::Document(invoice) = facts[0].0 else {
+                return; // exceptions of an invoice that is no longer present
+            };
+            let mut exception_count = 0u32;
+            let mut blocking_count = 0u32;
+            for (fact, count) in &facts[1..] {
+                if let InvoiceFact::Raised(severity) = fact {
+                    exception_count += *count as u32;
+                    if *severity == Severity::Blocking {
+                        blocking_count += *count as u32;
+                    }
+                }
+            }
+            let status = if !invoice.is_active() {
+                MatchStatus::Cancelled
+            } else if blocking_count > 0 {
+                MatchStatus::Exception
+            } else {
+                MatchStatus::Matched
+            };
+            let row = InvoiceMatchRow {
+                tenant_id: invoice.tenant_id.clone(),
+                invoice_id: invoice.invoice_id.clone(),
+                invoice_number: invoice.invoice_number.clone(),
+                kind: invoice.kind,
+                vendor_id: invoice.vendor_id.clone(),
+                po_number: invoice.po_number.clone(),
+                currency: invoice.currency,
+                invoice_date: invoice.invoice_date,
+                status,
+                line_count: invoice.lines.len() as u32,
+                invoice_amount: invoice.invoice_amount(),
+                exception_count,
+                blocking_count,
+            };
+            output.push((row, 1));
+        })
+        .map(|(_, row)| (row.tenant_id.clone(), row))
+}
+
+/// One `exception_summary` row per (tenant, exception type) that has exceptions.
+fn exception_summary_rows<'s>(
+    exceptions: Collection<'s, (Fingerprint, (Arc<Invoice>, Raised))>,
+) -> Collection<'s, (Text, ExceptionSummaryRow)> {
+    exceptions
+        .map(|(id, (invoice, raised))| ((invoice.tenant_id.clone(), raised.exception_type), id))
+        .reduce_named("exception_summary", |(tenant_id, exception_type), invoices, output| {
+            let row = ExceptionSummaryRow {
+                tenant_id: tenant_id.clone(),
+                exception_type: *exception_type,
+                exception_count: invoices.iter().map(|(_, count)| *count as u64).sum(),
+                invoice_count: invoices.len() as u64,
+            };
+            output.push((row, 1));
+        })
+        .map(|(_, row)| (row.tenant_id.clone(), row))
+}

@@ -1,0 +1,22 @@
+//! trimatch's matching engine.
+//!
+//! * [`model`] — the input documents of SPEC §1.2 and the keys the graph uses;
+//! * [`decode`] — JSON → validated documents, with reasons for every rejection (SPEC §1.3);
+//! * [`rules`] — the matching rules of SPEC §2 as pure functions;
+//! * [`graph`] — the incremental three-way-match dataflow;
+//! * [`rows`] — the output rows of SPEC §3;
+//! * [`engine`] — one timely worker's handle: upserts in, snapshots and changes out.
+//!
+//! This crate knows nothing about Kafka or Arrow Flight: sources feed a
+//! [`engine::Matcher`], serving reads from it.
+
+pub mod decimal;
+pub mod decode;
+pub mod engine;
+pub mod graph;
+pub mod model;
+pub mod rows;
+pub mod rules;
+
+pub use engine::{Change, ChangeSink, MatchConfig, Matcher, OutputCollection, ReadError, Row};
+pub use model::Time;

@@ -1,0 +1,387 @@
+//! The input documents of SPEC §1.2 as validated Rust values, and the identifiers
+//! the matching graph keys them by.
+//!
+//! Documents are immutable once decoded and travel through the dataflow behind an
+//! [`Arc`], so joins clone a pointer rather than a document. Text fields are
+//! [`Text`] (`Arc<str>`) for the same reason. Keys inside the graph are
+//! [`Fingerprint`]s — 128-bit hashes of the identity strings — so that joins and
+//! arrangements compare and hash 16 bytes instead of strings.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Logical time: milliseconds since the Unix epoch at ingestion (SPEC §4).
+pub type Time = u64;
+
+/// Immutable shared text. Cloning is a reference-count increment.
+pub type Text = Arc<str>;
+
+/// A 128-bit fingerprint of an identity (e.g. `tenant_id` + `po_number`).
+///
+/// Fingerprints are stable across processes and builds (xxh3-128 of the
+/// length-prefixed parts), so timely workers in different processes agree on them.
+/// With 128 bits the chance that two of a billion identities collide is about
+/// 10^-21; the graph relies on fingerprints being unique.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Fingerprint(pub u128);
+
+impl Fingerprint {
+    /// Fingerprint of a sequence of parts. Parts are length-prefixed, so
+    /// `("ab", "c")` and `("a", "bc")` differ. `domain` separates the kinds of
+    /// identity (a PO and an invoice with the same number never share a key).
+    pub fn of(domain: u8, parts: &[&str]) -> Self {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(&[domain]);
+        for part in parts {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        Fingerprint(hasher.digest128())
+    }
+}
+
+/// Identity of a tenant (the key of `match_policies`).
+pub fn tenant_key(tenant_id: &str) -> Fingerprint {
+    Fingerprint::of(1, &[tenant_id])
+}
+/// Identity of a purchase order: (`tenant_id`, `po_number`).
+pub fn po_key(tenant_id: &str, po_number: &str) -> Fingerprint {
+    Fingerprint::of(2, &[tenant_id, po_number])
+}
+/// Identity of a goods receipt: (`tenant_id`, `receipt_id`).
+pub fn receipt_key(tenant_id: &str, receipt_id: &str) -> Fingerprint {
+    Fingerprint::of(3, &[tenant_id, receipt_id])
+}
+/// Identity of an invoice or credit memo: (`tenant_id`, `invoice_id`).
+pub fn invoice_key(tenant_id: &str, invoice_id: &str) -> Fingerprint {
+    Fingerprint::of(4, &[tenant_id, invoice_id])
+}
+/// Group of possible duplicates: (`tenant_id`, `vendor_id`, normalized `invoice_number`).
+pub fn duplicate_group_key(tenant_id: &str, vendor_id: &str, invoice_number: &str) -> Fingerprint {
+    Fingerprint::of(5, &[tenant_id, vendor_id, &normalize_invoice_number(invoice_number)])
+}
+
+/// A PO line: the PO's key and the line's `line_no`.
+pub type PoLineKey = (Fingerprint, u32);
+
+/// The invoice number as duplicate detection compares it: trimmed, ASCII upper-cased.
+pub fn normalize_invoice_number(invoice_number: &str) -> String {
+    invoice_number.trim().to_ascii_uppercase()
+}
+
+/// A three-letter ISO 4217 currency code (validated upper-case ASCII).
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Currency(pub [u8; 3]);
+
+impl Currency {
+    /// The code as text.
+    pub fn as_str(&self) -> &str {
+        // Constructed only from three ASCII upper-case letters.
+        std::str::from_utf8(&self.0).unwrap_or("???")
+    }
+}
+impl fmt::Debug for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `status` of a purchase order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PoStatus {
+    Open,
+    Closed,
+    Cancelled,
+}
+impl PoStatus {
+    /// The wire spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PoStatus::Open => "open",
+            PoStatus::Closed => "closed",
+            PoStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// `kind` of an invoice document.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum InvoiceKind {
+    Invoice,
+    CreditMemo,
+}
+impl InvoiceKind {
+    /// The wire spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            InvoiceKind::Invoice => "invoice",
+            InvoiceKind::CreditMemo => "credit_memo",
+        }
+    }
+}
+
+/// `status` of an invoice document.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum InvoiceStatus {
+    Active,
+    Cancelled,
+}
+impl InvoiceStatus {
+    /// The wire spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            InvoiceStatus::Active => "active",
+            InvoiceStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A purchase order (topic `purchase_orders`). Lines are sorted by `line_no`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PurchaseOrder {
+    pub tenant_id: Text,
+    pub po_number: Text,
+    pub vendor_id: Text,
+    pub currency: Currency,
+    pub status: PoStatus,
+    pub receipt_required: bool,
+    pub lines: Vec<PoLine>,
+}
+
+/// One line of a purchase order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PoLine {
+    pub line_no: u32,
+    pub sku: Option<Text>,
+    pub quantity: Decimal,
+    pub unit_price: Decimal,
+}
+
+impl PurchaseOrder {
+    /// The document's identity key.
+    pub fn key(&self) -> Fingerprint {
+        po_key(&self.tenant_id, &self.po_number)
+    }
+    /// The line with `line_no`, if the PO has one.
+    pub fn line(&self, line_no: u32) -> Option<&PoLine> {
+        self.lines
+            .binary_search_by_key(&line_no, |line| line.line_no)
+            .ok()
+            .map(|index| &self.lines[index])
+    }
+}
+
+/// A goods receipt (topic `goods_receipts`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GoodsReceipt {
+    pub tenant_id: Text,
+    pub receipt_id: Text,
+    pub po_number: Text,
+    /// RFC 3339 timestamp as sent, if any.
+    pub received_at: Option<Text>,
+    pub lines: Vec<ReceiptLine>,
+}
+
+/// One line of a goods receipt. A negative quantity is a return to vendor.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReceiptLine {
+    pub po_line_no: u32,
+    pub quantity: Decimal,
+}
+
+impl GoodsReceipt {
+    /// The document's identity key.
+    pub fn key(&self) -> Fingerprint {
+        receipt_key(&self.tenant_id, &self.receipt_id)
+    }
+}
+
+/// An invoice or credit memo (topic `invoices`). Lines are sorted by `po_line_no`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Invoice {
+    pub tenant_id: Text,
+    pub invoice_id: Text,
+    pub kind: InvoiceKind,
+    pub status: InvoiceStatus,
+    pub vendor_id: Text,
+    pub invoice_number: Text,
+    pub po_number: Text,
+    pub currency: Currency,
+    /// Days since 1970-01-01 (Arrow `Date32`).
+    pub invoice_date: i32,
+    pub lines: Vec<InvoiceLine>,
+    pub tax: Decimal,
+    pub freight: Decimal,
+    pub total: Option<Decimal>,
+}
+
+/// One line of an invoice; `quantity` is positive for both kinds.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct InvoiceLine {
+    pub po_line_no: u32,
+    pub quantity: Decimal,
+    pub unit_price: Decimal,
+}
+
+impl Invoice {
+    /// The document's identity key.
+    pub fn key(&self) -> Fingerprint {
+        invoice_key(&self.tenant_id, &self.invoice_id)
+    }
+    /// The key of the PO the invoice names.
+    pub fn po_key(&self) -> Fingerprint {
+        po_key(&self.tenant_id, &self.po_number)
+    }
+    /// Whether the invoice takes part in sums, ordering and duplicate checks.
+    pub fn is_active(&self) -> bool {
+        self.status == InvoiceStatus::Active
+    }
+    /// A line's quantity as it counts towards `billed_to_date`: negative for credit memos.
+    pub fn signed_quantity(&self, line: &InvoiceLine) -> Decimal {
+        match self.kind {
+            InvoiceKind::Invoice => line.quantity,
+            InvoiceKind::CreditMemo => -line.quantity,
+        }
+    }
+    /// Σ quantity × unit_price over the lines.
+    pub fn invoice_amount(&self) -> Decimal {
+        self.lines
+            .iter()
+            .map(|line| line.quantity * line.unit_price)
+            .sum()
+    }
+}
+
+/// A tenant's tolerance policy (topic `match_policies`); absent fields fall back
+/// to the global default field by field.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MatchPolicy {
+    pub tenant_id: Text,
+    pub price_tolerance_pct: Option<Decimal>,
+    pub price_tolerance_abs: Option<Decimal>,
+    pub qty_tolerance_pct: Option<Decimal>,
+    pub total_tolerance_abs: Option<Decimal>,
+}
+
+impl MatchPolicy {
+    /// The document's identity key.
+    pub fn key(&self) -> Fingerprint {
+        tenant_key(&self.tenant_id)
+    }
+    /// This policy with its missing fields taken from `default`.
+    pub fn resolve(&self, default: &Tolerances) -> Tolerances {
+        Tolerances {
+            price_tolerance_pct: self.price_tolerance_pct.unwrap_or(default.price_tolerance_pct),
+            price_tolerance_abs: self.price_tolerance_abs.unwrap_or(default.price_tolerance_abs),
+            qty_tolerance_pct: self.qty_tolerance_pct.unwrap_or(default.qty_tolerance_pct),
+            total_tolerance_abs: self.total_tolerance_abs.unwrap_or(default.total_tolerance_abs),
+        }
+    }
+}
+
+/// A fully resolved policy: the tolerances the rules of SPEC §2 apply.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Tolerances {
+    pub price_tolerance_pct: Decimal,
+    pub price_tolerance_abs: Decimal,
+    pub qty_tolerance_pct: Decimal,
+    pub total_tolerance_abs: Decimal,
+}
+
+impl Default for Tolerances {
+    /// The SPEC's global default: exact prices and quantities, totals to the cent.
+    fn default() -> Self {
+        Tolerances {
+            price_tolerance_pct: Decimal::ZERO,
+            price_tolerance_abs: Decimal::ZERO,
+            qty_tolerance_pct: Decimal::ZERO,
+            total_tolerance_abs: Decimal::new(1, 2),
+        }
+    }
+}
+
+/// Which input topic a document comes from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum DocumentKind {
+    PurchaseOrder,
+    GoodsReceipt,
+    Invoice,
+    MatchPolicy,
+}
+
+impl DocumentKind {
+    /// All kinds, in topic order.
+    pub const ALL: [DocumentKind; 4] = [
+        DocumentKind::PurchaseOrder,
+        DocumentKind::GoodsReceipt,
+        DocumentKind::Invoice,
+        DocumentKind::MatchPolicy,
+    ];
+    /// The default topic name (SPEC §1).
+    pub fn default_topic(&self) -> &'static str {
+        match self {
+            DocumentKind::PurchaseOrder => "purchase_orders",
+            DocumentKind::GoodsReceipt => "goods_receipts",
+            DocumentKind::Invoice => "invoices",
+            DocumentKind::MatchPolicy => "match_policies",
+        }
+    }
+    /// The names of the identity fields, tenant first.
+    pub fn identity_fields(&self) -> &'static [&'static str] {
+        match self {
+            DocumentKind::PurchaseOrder => &["tenant_id", "po_number"],
+            DocumentKind::GoodsReceipt => &["tenant_id", "receipt_id"],
+            DocumentKind::Invoice => &["tenant_id", "invoice_id"],
+            DocumentKind::MatchPolicy => &["tenant_id"],
+        }
+    }
+    /// The identity key of the document with these identity field values
+    /// (in the order of [`identity_fields`](Self::identity_fields)).
+    pub fn key_of(&self, identity: &[&str]) -> Fingerprint {
+        match (self, identity) {
+            (DocumentKind::PurchaseOrder, [tenant, id]) => po_key(tenant, id),
+            (DocumentKind::GoodsReceipt, [tenant, id]) => receipt_key(tenant, id),
+            (DocumentKind::Invoice, [tenant, id]) => invoice_key(tenant, id),
+            (DocumentKind::MatchPolicy, [tenant]) => tenant_key(tenant),
+            _ => panic!("{self:?} identity has {} parts", self.identity_fields().len()),
+        }
+    }
+}
+
+/// A decoded, validated document of any kind.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Document {
+    PurchaseOrder(Arc<PurchaseOrder>),
+    GoodsReceipt(Arc<GoodsReceipt>),
+    Invoice(Arc<Invoice>),
+    MatchPolicy(Arc<MatchPolicy>),
+}
+
+impl Document {
+    /// Which topic kind the document belongs to.
+    pub fn kind(&self) -> DocumentKind {
+        match self {
+            Document::PurchaseOrder(_) => DocumentKind::PurchaseOrder,
+            Document::GoodsReceipt(_) => DocumentKind::GoodsReceipt,
+            Document::Invoice(_) => DocumentKind::Invoice,
+            Document::MatchPolicy(_) => DocumentKind::MatchPolicy,
+        }
+    }
+    /// The document's identity key.
+    pub fn key(&self) -> Fingerprint {
+        match self {
+            Document::PurchaseOrder(doc) => doc.key(),
+            Document::GoodsReceipt(doc) => doc.key(),
+            Document::Invoice(doc) => doc.key(),
+            Document::MatchPolicy(doc) => doc.key(),
+        }
+    }
+}

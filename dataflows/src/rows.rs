@@ -1,0 +1,203 @@
+//! Rows of the output collections of SPEC §3, as the graph maintains them.
+//!
+//! Fields are in the SPEC's column order. Decimal columns are exact
+//! [`Decimal`]s (the serving layer widens them to `Decimal128(38, 10)`), dates
+//! are days since the epoch (`Date32`), counts are unsigned.
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Currency, InvoiceKind, PoStatus, Text};
+
+/// The exception types of SPEC §2.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ExceptionType {
+    PoNotFound,
+    PoClosed,
+    VendorMismatch,
+    CurrencyMismatch,
+    DuplicateInvoice,
+    TotalMismatch,
+    LineNotOnPo,
+    PriceVariance,
+    ReceiptMissing,
+    QtyExceedsReceived,
+    QtyExceedsOrdered,
+}
+
+/// How much an exception matters: blocking ones keep an invoice from `matched`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Severity {
+    Blocking,
+    Warning,
+}
+
+impl Severity {
+    /// The wire spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Severity::Blocking => "blocking",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+impl ExceptionType {
+    /// Every exception type, in SPEC order.
+    pub const ALL: [ExceptionType; 11] = [
+        ExceptionType::PoNotFound,
+        ExceptionType::PoClosed,
+        ExceptionType::VendorMismatch,
+        ExceptionType::CurrencyMismatch,
+        ExceptionType::DuplicateInvoice,
+        ExceptionType::TotalMismatch,
+        ExceptionType::LineNotOnPo,
+        ExceptionType::PriceVariance,
+        ExceptionType::ReceiptMissing,
+        ExceptionType::QtyExceedsReceived,
+        ExceptionType::QtyExceedsOrdered,
+    ];
+
+    /// The wire spelling, e.g. `PRICE_VARIANCE`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExceptionType::PoNotFound => "PO_NOT_FOUND",
+            ExceptionType::PoClosed => "PO_CLOSED",
+            ExceptionType::VendorMismatch => "VENDOR_MISMATCH",
+            ExceptionType::CurrencyMismatch => "CURRENCY_MISMATCH",
+            ExceptionType::DuplicateInvoice => "DUPLICATE_INVOICE",
+            ExceptionType::TotalMismatch => "TOTAL_MISMATCH",
+            ExceptionType::LineNotOnPo => "LINE_NOT_ON_PO",
+            ExceptionType::PriceVariance => "PRICE_VARIANCE",
+            ExceptionType::ReceiptMissing => "RECEIPT_MISSING",
+            ExceptionType::QtyExceedsReceived => "QTY_EXCEEDS_RECEIVED",
+            ExceptionType::QtyExceedsOrdered => "QTY_EXCEEDS_ORDERED",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(text: &str) -> Option<ExceptionType> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// Only `TOTAL_MISMATCH` is a warning; every other type blocks.
+    pub fn severity(&self) -> Severity {
+        match self {
+            ExceptionType::TotalMismatch => Severity::Warning,
+            _ => Severity::Blocking,
+        }
+    }
+
+    /// Whether the exception is about a line (and carries a `po_line_no`).
+    pub fn is_line_level(&self) -> bool {
+        matches!(
+            self,
+            ExceptionType::LineNotOnPo
+                | ExceptionType::PriceVariance
+                | ExceptionType::ReceiptMissing
+                | ExceptionType::QtyExceedsReceived
+                | ExceptionType::QtyExceedsOrdered
+        )
+    }
+}
+
+impl fmt::Display for ExceptionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `status` of an invoice in `invoice_matches`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MatchStatus {
+    Matched,
+    Exception,
+    Cancelled,
+}
+
+impl MatchStatus {
+    /// The wire spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MatchStatus::Matched => "matched",
+            MatchStatus::Exception => "exception",
+            MatchStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A row of `invoice_matches`: one per present invoice.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct InvoiceMatchRow {
+    pub tenant_id: Text,
+    pub invoice_id: Text,
+    pub invoice_number: Text,
+    pub kind: InvoiceKind,
+    pub vendor_id: Text,
+    pub po_number: Text,
+    pub currency: Currency,
+    pub invoice_date: i32,
+    pub status: MatchStatus,
+    pub line_count: u32,
+    pub invoice_amount: Decimal,
+    pub exception_count: u32,
+    pub blocking_count: u32,
+}
+
+/// A row of `match_exceptions`: one per raised exception.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ExceptionRow {
+    pub tenant_id: Text,
+    pub invoice_id: Text,
+    pub po_number: Text,
+    pub vendor_id: Text,
+    pub po_line_no: Option<u32>,
+    pub exception_type: ExceptionType,
+    pub expected: Option<Decimal>,
+    pub actual: Option<Decimal>,
+    /// A sentence for the AP analyst.
+    pub detail: Text,
+}
+
+impl ExceptionRow {
+    /// `blocking` or `warning`, from the type.
+    pub fn severity(&self) -> Severity {
+        self.exception_type.severity()
+    }
+}
+
+/// A row of `po_lines`: one per line of a present PO.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PoLineRow {
+    pub tenant_id: Text,
+    pub po_number: Text,
+    pub line_no: u32,
+    pub vendor_id: Text,
+    pub currency: Currency,
+    pub po_status: PoStatus,
+    pub sku: Option<Text>,
+    pub ordered_qty: Decimal,
+    pub unit_price: Decimal,
+    pub received_qty: Decimal,
+    pub billed_qty: Decimal,
+    pub invoice_count: u32,
+}
+
+/// A row of `exception_summary`: one per (tenant, exception type) with exceptions.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ExceptionSummaryRow {
+    pub tenant_id: Text,
+    pub exception_type: ExceptionType,
+    pub exception_count: u64,
+    /// Distinct invoices with at least one exception of this type.
+    pub invoice_count: u64,
+}
+
+impl ExceptionSummaryRow {
+    /// `blocking` or `warning`, from the type.
+    pub fn severity(&self) -> Severity {
+        self.exception_type.severity()
+    }
+}

@@ -1,0 +1,288 @@
+//! The matching rules of SPEC §2 as pure functions over documents.
+//!
+//! The dataflow in [`crate::graph`] decides *which* documents meet (which PO an
+//! invoice names, which invoices order before it on a PO line); the functions
+//! here decide what that meeting raises. Each raised exception carries its
+//! `expected`/`actual` values and a sentence for the analyst.
+
+use std::cmp::Ordering;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::decimal::compare_products;
+use crate::model::{Invoice, InvoiceKind, PoStatus, PurchaseOrder, Text, Tolerances};
+use crate::rows::ExceptionType;
+
+/// An exception raised for one invoice, before it is dressed with the invoice's names.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Raised {
+    pub exception_type: ExceptionType,
+    pub po_line_no: Option<u32>,
+    pub expected: Option<Decimal>,
+    pub actual: Option<Decimal>,
+    pub detail: Text,
+}
+
+impl Raised {
+    fn header(exception_type: ExceptionType, detail: String) -> Self {
+        Raised {
+            exception_type,
+            po_line_no: None,
+            expected: None,
+            actual: None,
+            detail: detail.into(),
+        }
+    }
+    fn line(
+        exception_type: ExceptionType,
+        po_line_no: u32,
+        expected: Option<Decimal>,
+        actual: Option<Decimal>,
+        detail: String,
+    ) -> Self {
+        Raised {
+            exception_type,
+            po_line_no: Some(po_line_no),
+            expected,
+            actual,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// `10.50` → `10.5`, for sentences.
+fn show(value: Decimal) -> Decimal {
+    value.normalize()
+}
+
+/// `price_allowance(p) = max(price_tolerance_abs, p × price_tolerance_pct / 100)`:
+/// whether `invoice_price − po_price` exceeds it. Exact: `d > abs ∧ 100·d > p·pct`.
+pub fn price_exceeds_allowance(po_price: Decimal, invoice_price: Decimal, tolerances: &Tolerances) -> bool {
+    let difference = invoice_price - po_price;
+    difference > tolerances.price_tolerance_abs
+        && compare_products(
+            difference,
+            Decimal::ONE_HUNDRED,
+            po_price,
+            tolerances.price_tolerance_pct,
+        ) == Ordering::Greater
+}
+
+/// `quantity > qty_limit(base) = base × (1 + qty_tolerance_pct / 100)`.
+/// Exact: `100·quantity > base·(100 + pct)`.
+pub fn exceeds_qty_limit(quantity: Decimal, base: Decimal, tolerances: &Tolerances) -> bool {
+    compare_products(
+        quantity,
+        Decimal::ONE_HUNDRED,
+        base,
+        Decimal::ONE_HUNDRED + tolerances.qty_tolerance_pct,
+    ) == Ordering::Greater
+}
+
+/// The header exceptions that depend on the invoice, its PO (if it exists) and
+/// its tolerances: `PO_NOT_FOUND`, `PO_CLOSED`, `VENDOR_MISMATCH`,
+/// `CURRENCY_MISMATCH`, `TOTAL_MISMATCH`. (`DUPLICATE_INVOICE` needs the other
+/// invoices and is found in the graph.)
+pub fn header_exceptions(invoice: &Invoice, po: Option<&PurchaseOrder>, tolerances: &Tolerances, out: &mut Vec<Raised>) {
+    match po {
+        None => out.push(Raised::header(
+            ExceptionType::PoNotFound,
+            format!("No purchase order {} exists for tenant {}.", invoice.po_number, invoice.tenant_id),
+        )),
+        Some(po) => {
+            if invoice.kind == InvoiceKind::Invoice && po.status != PoStatus::Open {
+                out.push(Raised::header(
+                    ExceptionType::PoClosed,
+                    format!("Purchase order {} is {}; it accepts no new invoices.", po.po_number, po.status.as_str()),
+                ));
+            }
+            if invoice.vendor_id != po.vendor_id {
+                out.push(Raised::header(
+                    ExceptionType::VendorMismatch,
+                    format!(
+                        "Invoice vendor {} differs from vendor {} on purchase order {}.",
+                        invoice.vendor_id, po.vendor_id, po.po_number
+                    ),
+                ));
+            }
+            if invoice.currency != po.currency {
+                out.push(Raised::header(
+                    ExceptionType::CurrencyMismatch,
+                    format!(
+                        "Invoice currency {} differs from currency {} on purchase order {}.",
+                        invoice.currency, po.currency, po.po_number
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(stated) = invoice.total {
+        let computed = invoice.invoice_amount() + invoice.tax + invoice.freight;
+        if (stated - computed).abs() > tolerances.total_tolerance_abs {
+            out.push(Raised {
+                exception_type: ExceptionType::TotalMismatch,
+                po_line_no: None,
+                expected: Some(computed),
+                actual: Some(stated),
+                detail: format!(
+                    "Stated total {} differs from lines + tax + freight = {} by more than {}.",
+                    show(stated),
+                    show(computed),
+                    show(tolerances.total_tolerance_abs)
+                )
+                .into(),
+            });
+        }
+    }
+}
+
+/// The line exceptions that need only the invoice and its PO: `LINE_NOT_ON_PO`
+/// (both kinds) and `PRICE_VARIANCE` (invoices, unless the currencies differ).
+pub fn line_exceptions(invoice: &Invoice, po: &PurchaseOrder, tolerances: &Tolerances, out: &mut Vec<Raised>) {
+    let check_price = invoice.kind == InvoiceKind::Invoice && invoice.currency == po.currency;
+    for line in &invoice.lines {
+        match po.line(line.po_line_no) {
+            None => out.push(Raised::line(
+                ExceptionType::LineNotOnPo,
+                line.po_line_no,
+                None,
+                None,
+                format!("Purchase order {} has no line {}.", po.po_number, line.po_line_no),
+            )),
+            Some(po_line) => {
+                if check_price && price_exceeds_allowance(po_line.unit_price, line.unit_price, tolerances) {
+                    out.push(Raised::line(
+                        ExceptionType::PriceVariance,
+                        line.po_line_no,
+                        Some(po_line.unit_price),
+                        Some(line.unit_price),
+                        format!(
+                            "Unit price {} on line {} exceeds the PO price {} by more than the allowed tolerance.",
+                            show(line.unit_price),
+                            line.po_line_no,
+                            show(po_line.unit_price)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// What the quantity rules know about one invoice line on one PO line.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LineQuantities {
+    pub po_line_no: u32,
+    pub receipt_required: bool,
+    pub ordered_qty: Decimal,
+    pub received_qty: Decimal,
+    /// Signed sum over active invoices and credit memos ordered at or before this one.
+    pub billed_to_date: Decimal,
+}
+
+/// `RECEIPT_MISSING`, `QTY_EXCEEDS_RECEIVED` and `QTY_EXCEEDS_ORDERED` for one
+/// line of an active `kind = invoice`.
+pub fn quantity_exceptions(line: &LineQuantities, tolerances: &Tolerances, out: &mut Vec<Raised>) {
+    let LineQuantities {
+        po_line_no,
+        receipt_required,
+        ordered_qty,
+        received_qty,
+        billed_to_date,
+    } = *line;
+    if receipt_required {
+        if received_qty <= Decimal::ZERO {
+            out.push(Raised::line(
+                ExceptionType::ReceiptMissing,
+                po_line_no,
+                Some(received_qty),
+                Some(billed_to_date),
+                format!(
+                    "Line {po_line_no} is billed ({} to date) but nothing has been received.",
+                    show(billed_to_date)
+                ),
+            ));
+        } else if exceeds_qty_limit(billed_to_date, received_qty, tolerances) {
+            out.push(Raised::line(
+                ExceptionType::QtyExceedsReceived,
+                po_line_no,
+                Some(received_qty),
+                Some(billed_to_date),
+                format!(
+                    "Billed to date {} on line {po_line_no} exceeds the received quantity {}.",
+                    show(billed_to_date),
+                    show(received_qty)
+                ),
+            ));
+        }
+    }
+    if exceeds_qty_limit(billed_to_date, ordered_qty, tolerances) {
+        out.push(Raised::line(
+            ExceptionType::QtyExceedsOrdered,
+            po_line_no,
+            Some(ordered_qty),
+            Some(billed_to_date),
+            format!(
+                "Billed to date {} on line {po_line_no} exceeds the ordered quantity {}.",
+                show(billed_to_date),
+                show(ordered_qty)
+            ),
+        ));
+    }
+}
+
+/// `DUPLICATE_INVOICE` for an invoice that an earlier one (`original`) duplicates.
+pub fn duplicate_exception(invoice: &Invoice, original_invoice_id: &str) -> Raised {
+    Raised::header(
+        ExceptionType::DuplicateInvoice,
+        format!(
+            "Invoice number {} from vendor {} was already billed as invoice {}.",
+            invoice.invoice_number.trim(),
+            invoice.vendor_id,
+            original_invoice_id
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(text: &str) -> Decimal {
+        text.parse().unwrap()
+    }
+
+    fn tolerances(price_pct: &str, price_abs: &str, qty_pct: &str) -> Tolerances {
+        Tolerances {
+            price_tolerance_pct: d(price_pct),
+            price_tolerance_abs: d(price_abs),
+            qty_tolerance_pct: d(qty_pct),
+            total_tolerance_abs: d("0.01"),
+        }
+    }
+
+    #[test]
+    fn price_allowance_is_the_larger_of_absolute_and_percentage() {
+        // 2% of 10.00 = 0.20 beats the absolute 0.05.
+        let policy = tolerances("2", "0.05", "0");
+        assert!(!price_exceeds_allowance(d("10.00"), d("10.20"), &policy));
+        assert!(price_exceeds_allowance(d("10.00"), d("10.200001"), &policy));
+        // 2% of 1.00 = 0.02 loses to the absolute 0.05.
+        assert!(!price_exceeds_allowance(d("1.00"), d("1.05"), &policy));
+        assert!(price_exceeds_allowance(d("1.00"), d("1.050001"), &policy));
+        // A lower invoice price is never a variance.
+        assert!(!price_exceeds_allowance(d("1.00"), d("0.01"), &Tolerances::default()));
+        // Zero tolerance: any increase is a variance.
+        assert!(price_exceeds_allowance(d("1.00"), d("1.000001"), &Tolerances::default()));
+    }
+
+    #[test]
+    fn qty_limit_scales_with_the_percentage() {
+        let policy = tolerances("0", "0", "5");
+        assert!(!exceeds_qty_limit(d("105"), d("100"), &policy));
+        assert!(exceeds_qty_limit(d("105.0001"), d("100"), &policy));
+        assert!(!exceeds_qty_limit(d("100"), d("100"), &Tolerances::default()));
+        assert!(exceeds_qty_limit(d("100.0001"), d("100"), &Tolerances::default()));
+    }
+}
