@@ -117,7 +117,9 @@ pub fn parse_decimal(text: &str, rule: DecimalRule) -> Result<Decimal, String> {
     }
     let integer_digits = digits.len() as i64 + power;
     if !is_zero && integer_digits > MAX_INTEGER_DIGITS as i64 {
-        return Err(format!("out of range (absolute value must be below 10^9): {text:?}"));
+        return Err(format!(
+            "out of range (absolute value must be below 10^9): {text:?}"
+        ));
     }
     let mut mantissa: i128 = 0;
     for digit in &digits {
@@ -198,12 +200,20 @@ mod tests {
 
     #[test]
     fn rejects_over_precise_out_of_range_and_garbage() {
-        assert!(parse("0.00001").unwrap_err().contains("more than 4 fractional digits"));
-        assert!(parse("1e-5").unwrap_err().contains("more than 4 fractional digits"));
+        assert!(parse("0.00001")
+            .unwrap_err()
+            .contains("more than 4 fractional digits"));
+        assert!(parse("1e-5")
+            .unwrap_err()
+            .contains("more than 4 fractional digits"));
         assert!(parse("1000000000").unwrap_err().contains("out of range"));
         assert!(parse("1e9").unwrap_err().contains("out of range"));
-        assert!(parse("1e99999999999999999999").unwrap_err().contains("out of range"));
-        for garbage in ["", "-", ".", "abc", "1.2.3", "1e", "1e+-2", "0x10", " 1", "NaN", "1,5"] {
+        assert!(parse("1e99999999999999999999")
+            .unwrap_err()
+            .contains("out of range"));
+        for garbage in [
+            "", "-", ".", "abc", "1.2.3", "1e", "1e+-2", "0x10", " 1", "NaN", "1,5",
+        ] {
             assert!(parse(garbage).is_err(), "{garbage:?} should be rejected");
         }
     }
@@ -229,10 +239,21 @@ mod tests {
     fn compares_products_exactly() {
         let d = |s: &str| s.parse::<Decimal>().unwrap();
         assert_eq!(
-            compare_products(d("999999999.999999"), d("999999999.999999"), d("999999999.999999"), d("999999999.999998")),
+            compare_products(
+                d("999999999.999999"),
+                d("999999999.999999"),
+                d("999999999.999999"),
+                d("999999999.999998")
+            ),
             Ordering::Greater
         );
-        assert_eq!(compare_products(d("0.5"), d("4"), d("2"), d("1")), Ordering::Equal);
-        assert_eq!(compare_products(d("-1"), d("3"), d("1"), d("1")), Ordering::Less);
+        assert_eq!(
+            compare_products(d("0.5"), d("4"), d("2"), d("1")),
+            Ordering::Equal
+        );
+        assert_eq!(
+            compare_products(d("-1"), d("3"), d("1"), d("1")),
+            Ordering::Less
+        );
     }
 }

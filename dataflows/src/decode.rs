@@ -77,7 +77,11 @@ pub struct Upsert {
 /// `value = None` is a tombstone and needs a JSON-object key carrying the
 /// identity fields. With a value, the key is optional; if it is a JSON object its
 /// identity fields must agree with the document's.
-pub fn decode_upsert(kind: DocumentKind, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Upsert> {
+pub fn decode_upsert(
+    kind: DocumentKind,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<Upsert> {
     let key_object = match key {
         Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
             Ok(Value::Object(object)) => Some(object),
@@ -126,7 +130,11 @@ pub fn identity_from_key(kind: DocumentKind, key: &Map<String, Value>) -> Result
         .collect()
 }
 
-fn check_key_agrees(kind: DocumentKind, key: &Map<String, Value>, identity: &[String]) -> Result<()> {
+fn check_key_agrees(
+    kind: DocumentKind,
+    key: &Map<String, Value>,
+    identity: &[String],
+) -> Result<()> {
     for (field, value) in kind.identity_fields().iter().zip(identity) {
         match key.get(*field) {
             Some(Value::String(in_key)) if in_key == value => {}
@@ -168,7 +176,10 @@ pub fn decode_document(kind: DocumentKind, bytes: &[u8]) -> Result<Document> {
 /// envelopes that carry the document inside another object, e.g. Debezium).
 pub fn document_from_json(kind: DocumentKind, value: &Value) -> Result<Document> {
     let object = value.as_object().ok_or_else(|| {
-        DecodeError::new("value", format!("expected a JSON object, got {}", type_name(value)))
+        DecodeError::new(
+            "value",
+            format!("expected a JSON object, got {}", type_name(value)),
+        )
     })?;
     Ok(match kind {
         DocumentKind::PurchaseOrder => Document::PurchaseOrder(Arc::new(purchase_order(object)?)),
@@ -349,7 +360,11 @@ fn unknown_value(path: &str, got: &str, expected: &str) -> DecodeError {
     DecodeError::new(path, format!("unknown value {got:?} (expected {expected})"))
 }
 
-fn optional_str<'a>(object: &'a Map<String, Value>, field: &str, path: &str) -> Result<Option<&'a str>> {
+fn optional_str<'a>(
+    object: &'a Map<String, Value>,
+    field: &str,
+    path: &str,
+) -> Result<Option<&'a str>> {
     match present(object, field) {
         None => Ok(None),
         Some(Value::String(text)) => Ok(Some(text)),
@@ -362,7 +377,11 @@ fn identifier(object: &Map<String, Value>, field: &str, path: &str) -> Result<Te
     optional_identifier(object, field, path)?.ok_or_else(|| DecodeError::new(path, "missing"))
 }
 
-fn optional_identifier(object: &Map<String, Value>, field: &str, path: &str) -> Result<Option<Text>> {
+fn optional_identifier(
+    object: &Map<String, Value>,
+    field: &str,
+    path: &str,
+) -> Result<Option<Text>> {
     let Some(text) = optional_str(object, field, path)? else {
         return Ok(None);
     };
@@ -372,7 +391,10 @@ fn optional_identifier(object: &Map<String, Value>, field: &str, path: &str) -> 
     if text.len() > MAX_IDENTIFIER_BYTES {
         return Err(DecodeError::new(
             path,
-            format!("longer than {MAX_IDENTIFIER_BYTES} bytes ({} bytes)", text.len()),
+            format!(
+                "longer than {MAX_IDENTIFIER_BYTES} bytes ({} bytes)",
+                text.len()
+            ),
         ));
     }
     Ok(Some(Text::from(text)))
@@ -382,7 +404,9 @@ fn currency(object: &Map<String, Value>) -> Result<Currency> {
     let text = optional_str(object, "currency", "currency")?
         .ok_or_else(|| DecodeError::new("currency", "missing"))?;
     match text.as_bytes() {
-        [a, b, c] if text.bytes().all(|byte| byte.is_ascii_uppercase()) => Ok(Currency([*a, *b, *c])),
+        [a, b, c] if text.bytes().all(|byte| byte.is_ascii_uppercase()) => {
+            Ok(Currency([*a, *b, *c]))
+        }
         _ => Err(DecodeError::new(
             "currency",
             format!("must be three upper-case letters (ISO 4217, e.g. USD), got {text:?}"),
@@ -392,8 +416,14 @@ fn currency(object: &Map<String, Value>) -> Result<Currency> {
 
 /// A `YYYY-MM-DD` calendar date as days since 1970-01-01.
 fn date(object: &Map<String, Value>, field: &str) -> Result<i32> {
-    let text = optional_str(object, field, field)?.ok_or_else(|| DecodeError::new(field, "missing"))?;
-    let bad = || DecodeError::new(field, format!("not a calendar date in YYYY-MM-DD form: {text:?}"));
+    let text =
+        optional_str(object, field, field)?.ok_or_else(|| DecodeError::new(field, "missing"))?;
+    let bad = || {
+        DecodeError::new(
+            field,
+            format!("not a calendar date in YYYY-MM-DD form: {text:?}"),
+        )
+    };
     let bytes = text.as_bytes();
     let shape_ok = bytes.len() == 10
         && bytes[4] == b'-'
@@ -426,7 +456,12 @@ fn line_number(line: &Map<String, Value>, field: &str, path: &str) -> Result<u32
     }
 }
 
-fn decimal(object: &Map<String, Value>, field: &str, path: &str, rule: DecimalRule) -> Result<Decimal> {
+fn decimal(
+    object: &Map<String, Value>,
+    field: &str,
+    path: &str,
+    rule: DecimalRule,
+) -> Result<Decimal> {
     optional_decimal(object, field, path, rule)?
         .ok_or_else(|| DecodeError::new(field_path(path, field), "missing"))
 }
@@ -466,12 +501,18 @@ fn lines_of<T>(
         Some(other) => return Err(wrong_type("lines", "an array of line objects", other)),
     };
     if lines.is_empty() {
-        return Err(DecodeError::new("lines", "no lines: a document needs at least one"));
+        return Err(DecodeError::new(
+            "lines",
+            "no lines: a document needs at least one",
+        ));
     }
     if lines.len() > MAX_LINES {
         return Err(DecodeError::new(
             "lines",
-            format!("{} lines is more than the limit of {MAX_LINES}", lines.len()),
+            format!(
+                "{} lines is more than the limit of {MAX_LINES}",
+                lines.len()
+            ),
         ));
     }
     lines

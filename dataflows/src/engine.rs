@@ -68,7 +68,9 @@ impl OutputCollection {
     }
     /// The collection with this name.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|collection| collection.name() == name)
+        Self::ALL
+            .into_iter()
+            .find(|collection| collection.name() == name)
     }
 }
 
@@ -155,18 +157,24 @@ impl Matcher {
                 Document,
             >(upserts, "current documents");
             let documents = Documents {
-                purchase_orders: current.clone().flat_map_ref(|key, document| match document {
-                    Document::PurchaseOrder(po) => Some((*key, po.clone())),
-                    _ => None,
-                }),
-                goods_receipts: current.clone().flat_map_ref(|key, document| match document {
-                    Document::GoodsReceipt(receipt) => Some((*key, receipt.clone())),
-                    _ => None,
-                }),
-                invoices: current.clone().flat_map_ref(|key, document| match document {
-                    Document::Invoice(invoice) => Some((*key, invoice.clone())),
-                    _ => None,
-                }),
+                purchase_orders: current
+                    .clone()
+                    .flat_map_ref(|key, document| match document {
+                        Document::PurchaseOrder(po) => Some((*key, po.clone())),
+                        _ => None,
+                    }),
+                goods_receipts: current
+                    .clone()
+                    .flat_map_ref(|key, document| match document {
+                        Document::GoodsReceipt(receipt) => Some((*key, receipt.clone())),
+                        _ => None,
+                    }),
+                invoices: current
+                    .clone()
+                    .flat_map_ref(|key, document| match document {
+                        Document::Invoice(invoice) => Some((*key, invoice.clone())),
+                        _ => None,
+                    }),
                 match_policies: current.flat_map_ref(|key, document| match document {
                     Document::MatchPolicy(policy) => Some((*key, policy.clone())),
                     _ => None,
@@ -182,7 +190,12 @@ impl Matcher {
                 invoice_matches: publish(invoice_matches, Row::InvoiceMatch, &probe, &changes),
                 match_exceptions: publish(match_exceptions, Row::Exception, &probe, &changes),
                 po_lines: publish(po_lines, Row::PoLine, &probe, &changes),
-                exception_summary: publish(exception_summary, Row::ExceptionSummary, &probe, &changes),
+                exception_summary: publish(
+                    exception_summary,
+                    Row::ExceptionSummary,
+                    &probe,
+                    &changes,
+                ),
             }
         });
         Matcher {
@@ -203,7 +216,11 @@ impl Matcher {
     /// key is upserted more than once before the time advances, the version with
     /// the highest offset wins, whatever the call order.
     pub fn upsert(&mut self, key: Fingerprint, document: Option<Document>, offset: i64) {
-        self.pending.push(PendingUpsert { key, offset, document });
+        self.pending.push(PendingUpsert {
+            key,
+            offset,
+            document,
+        });
     }
 
     /// Sends the staged upserts at the current time and moves to `time`, which
@@ -272,13 +289,23 @@ impl Matcher {
         let mut rows = Vec::new();
         let traces = &mut self.traces;
         match collection {
-            OutputCollection::InvoiceMatches => {
-                read_trace(&mut traces.invoice_matches, as_of, tenant, Row::InvoiceMatch, &mut rows)
+            OutputCollection::InvoiceMatches => read_trace(
+                &mut traces.invoice_matches,
+                as_of,
+                tenant,
+                Row::InvoiceMatch,
+                &mut rows,
+            ),
+            OutputCollection::MatchExceptions => read_trace(
+                &mut traces.match_exceptions,
+                as_of,
+                tenant,
+                Row::Exception,
+                &mut rows,
+            ),
+            OutputCollection::PoLines => {
+                read_trace(&mut traces.po_lines, as_of, tenant, Row::PoLine, &mut rows)
             }
-            OutputCollection::MatchExceptions => {
-                read_trace(&mut traces.match_exceptions, as_of, tenant, Row::Exception, &mut rows)
-            }
-            OutputCollection::PoLines => read_trace(&mut traces.po_lines, as_of, tenant, Row::PoLine, &mut rows),
             OutputCollection::ExceptionSummary => read_trace(
                 &mut traces.exception_summary,
                 as_of,
@@ -349,7 +376,11 @@ fn read_trace<R: Clone + Ord + 'static>(
     to_row: fn(R) -> Row,
     rows: &mut Vec<(Row, isize)>,
 ) -> Result<(), ReadError> {
-    let since = trace.get_logical_compaction().first().copied().unwrap_or(Time::MAX);
+    let since = trace
+        .get_logical_compaction()
+        .first()
+        .copied()
+        .unwrap_or(Time::MAX);
     if as_of < since {
         return Err(ReadError::Compacted { as_of, since });
     }

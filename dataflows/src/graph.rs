@@ -84,7 +84,10 @@ pub struct BillingEntry {
 }
 
 /// Builds the matching graph over the present documents.
-pub fn three_way_match<'s>(documents: Documents<'s>, default_tolerances: Tolerances) -> MatchOutputs<'s> {
+pub fn three_way_match<'s>(
+    documents: Documents<'s>,
+    default_tolerances: Tolerances,
+) -> MatchOutputs<'s> {
     let Documents {
         purchase_orders,
         goods_receipts,
@@ -96,21 +99,30 @@ pub fn three_way_match<'s>(documents: Documents<'s>, default_tolerances: Toleran
     let purchase_orders = purchase_orders.arrange_by_key();
 
     // 1. Every active invoice with its effective tolerances and its PO, if any.
-    let with_tolerances = effective_tolerances(active_invoices.clone(), match_policies, default_tolerances);
+    let with_tolerances =
+        effective_tolerances(active_invoices.clone(), match_policies, default_tolerances);
     let contexts = invoice_contexts(with_tolerances, &purchase_orders);
 
     // 2. Exceptions local to an invoice and its PO.
     let local_exceptions = contexts.clone().flat_map(|(id, context)| {
         let mut raised = Vec::new();
-        rules::header_exceptions(&context.invoice, context.po.as_deref(), &context.tolerances, &mut raised);
+        rules::header_exceptions(
+            &context.invoice,
+            context.po.as_deref(),
+            &context.tolerances,
+            &mut raised,
+        );
         if let Some(po) = &context.po {
             rules::line_exceptions(&context.invoice, po, &context.tolerances, &mut raised);
         }
-        raised.into_iter().map(move |r| (id, (context.invoice.clone(), r)))
+        raised
+            .into_iter()
+            .map(move |r| (id, (context.invoice.clone(), r)))
     });
 
     // 3. Per PO line: what was ordered, received and billed.
-    let line_activity = line_activity(&purchase_orders, goods_receipts, active_invoices.clone()).arrange_by_key();
+    let line_activity =
+        line_activity(&purchase_orders, goods_receipts, active_invoices.clone()).arrange_by_key();
     let po_line_rows = po_line_rows(&line_activity);
     let billing = billing_to_date(&line_activity);
 
@@ -153,7 +165,8 @@ fn effective_tolerances<'s>(
     let tenant_tolerances = match_policies
         .map(move |(tenant, policy)| (tenant, policy.resolve(&default)))
         .arrange_by_key();
-    let by_tenant = active_invoices.map(|(id, invoice)| (tenant_key(&invoice.tenant_id), (id, invoice)));
+    let by_tenant =
+        active_invoices.map(|(id, invoice)| (tenant_key(&invoice.tenant_id), (id, invoice)));
     let with_policy = by_tenant
         .clone()
         .join_core(tenant_tolerances.clone(), |_, (id, invoice), tolerances| {
@@ -170,10 +183,11 @@ fn invoice_contexts<'s>(
     with_tolerances: Collection<'s, (Fingerprint, (Arc<Invoice>, Tolerances))>,
     purchase_orders: &KeyedArrangement<'s, Fingerprint, Arc<PurchaseOrder>>,
 ) -> Collection<'s, (Fingerprint, InvoiceContext)> {
-    let by_po = with_tolerances.map(|(id, (invoice, tolerances))| (invoice.po_key(), (id, invoice, tolerances)));
-    let found = by_po
-        .clone()
-        .join_core(purchase_orders.clone(), |_, (id, invoice, tolerances), po| {
+    let by_po = with_tolerances
+        .map(|(id, (invoice, tolerances))| (invoice.po_key(), (id, invoice, tolerances)));
+    let found = by_po.clone().join_core(
+        purchase_orders.clone(),
+        |_, (id, invoice, tolerances), po| {
             Some((
                 *id,
                 InvoiceContext {
@@ -182,7 +196,8 @@ fn invoice_contexts<'s>(
                     po: Some(po.clone()),
                 },
             ))
-        });
+        },
+    );
     let missing = by_po
         .antijoin(purchase_orders.clone().as_collection(|key, _| *key))
         .map(|(_, (id, invoice, tolerances))| {
@@ -207,7 +222,12 @@ fn line_activity<'s>(
     let ordered = purchase_orders.clone().flat_map_ref(|key, po| {
         let key = *key;
         let po = po.clone();
-        (0..po.lines.len()).map(move |index| ((key, po.lines[index].line_no), LineActivity::Ordered(po.clone())))
+        (0..po.lines.len()).map(move |index| {
+            (
+                (key, po.lines[index].line_no),
+                LineActivity::Ordered(po.clone()),
+            )
+        })
     });
     let received = goods_receipts.flat_map(|(_, receipt)| {
         let po = po_key(&receipt.tenant_id, &receipt.po_number);
@@ -253,7 +273,9 @@ fn ordering_po<'a>(activity: &[(&'a LineActivity, isize)]) -> Option<&'a Arc<Pur
 }
 
 /// One `po_lines` row per line of a present PO.
-fn po_line_rows<'s>(activity: &KeyedArrangement<'s, PoLineKey, LineActivity>) -> Collection<'s, (Text, PoLineRow)> {
+fn po_line_rows<'s>(
+    activity: &KeyedArrangement<'s, PoLineKey, LineActivity>,
+) -> Collection<'s, (Text, PoLineRow)> {
     activity
         .clone()
         .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<PoLineKey, PoLineRow, Time, isize>, _, _>(
@@ -342,8 +364,20 @@ fn duplicates<'s>(
     active_invoices
         .filter(|(_, invoice)| invoice.kind == InvoiceKind::Invoice)
         .map(|(id, invoice)| {
-            let group = duplicate_group_key(&invoice.tenant_id, &invoice.vendor_id, &invoice.invoice_number);
-            (group, (invoice.invoice_date, invoice.invoice_id.clone(), id, invoice))
+            let group = duplicate_group_key(
+                &invoice.tenant_id,
+                &invoice.vendor_id,
+                &invoice.invoice_number,
+            );
+            (
+                group,
+                (
+                    invoice.invoice_date,
+                    invoice.invoice_id.clone(),
+                    id,
+                    invoice,
+                ),
+            )
         })
         .reduce_named("duplicates", |_, group, output| {
             let original = &group[0].0 .1;
@@ -386,7 +420,8 @@ fn invoice_match_rows<'s>(
     exceptions: Collection<'s, (Fingerprint, (Arc<Invoice>, Raised))>,
 ) -> Collection<'s, (Text, InvoiceMatchRow)> {
     let documents = invoices.map(|(id, invoice)| (id, InvoiceFact::Document(invoice)));
-    let severities = exceptions.map(|(id, (_, raised))| (id, InvoiceFact::Raised(raised.exception_type.severity())));
+    let severities = exceptions
+        .map(|(id, (_, raised))| (id, InvoiceFact::Raised(raised.exception_type.severity())));
     documents
         .concat(severities)
         .reduce_named("invoice_matches", |_, facts, output| {
@@ -436,14 +471,17 @@ fn exception_summary_rows<'s>(
 ) -> Collection<'s, (Text, ExceptionSummaryRow)> {
     exceptions
         .map(|(id, (invoice, raised))| ((invoice.tenant_id.clone(), raised.exception_type), id))
-        .reduce_named("exception_summary", |(tenant_id, exception_type), invoices, output| {
-            let row = ExceptionSummaryRow {
-                tenant_id: tenant_id.clone(),
-                exception_type: *exception_type,
-                exception_count: invoices.iter().map(|(_, count)| *count as u64).sum(),
-                invoice_count: invoices.len() as u64,
-            };
-            output.push((row, 1));
-        })
+        .reduce_named(
+            "exception_summary",
+            |(tenant_id, exception_type), invoices, output| {
+                let row = ExceptionSummaryRow {
+                    tenant_id: tenant_id.clone(),
+                    exception_type: *exception_type,
+                    exception_count: invoices.iter().map(|(_, count)| *count as u64).sum(),
+                    invoice_count: invoices.len() as u64,
+                };
+                output.push((row, 1));
+            },
+        )
         .map(|(_, row)| (row.tenant_id.clone(), row))
 }

@@ -61,7 +61,14 @@ pub fn invoice_key(tenant_id: &str, invoice_id: &str) -> Fingerprint {
 }
 /// Group of possible duplicates: (`tenant_id`, `vendor_id`, normalized `invoice_number`).
 pub fn duplicate_group_key(tenant_id: &str, vendor_id: &str, invoice_number: &str) -> Fingerprint {
-    Fingerprint::of(5, &[tenant_id, vendor_id, &normalize_invoice_number(invoice_number)])
+    Fingerprint::of(
+        5,
+        &[
+            tenant_id,
+            vendor_id,
+            &normalize_invoice_number(invoice_number),
+        ],
+    )
 }
 
 /// A PO line: the PO's key and the line's `line_no`.
@@ -279,10 +286,16 @@ impl MatchPolicy {
     /// This policy with its missing fields taken from `default`.
     pub fn resolve(&self, default: &Tolerances) -> Tolerances {
         Tolerances {
-            price_tolerance_pct: self.price_tolerance_pct.unwrap_or(default.price_tolerance_pct),
-            price_tolerance_abs: self.price_tolerance_abs.unwrap_or(default.price_tolerance_abs),
+            price_tolerance_pct: self
+                .price_tolerance_pct
+                .unwrap_or(default.price_tolerance_pct),
+            price_tolerance_abs: self
+                .price_tolerance_abs
+                .unwrap_or(default.price_tolerance_abs),
             qty_tolerance_pct: self.qty_tolerance_pct.unwrap_or(default.qty_tolerance_pct),
-            total_tolerance_abs: self.total_tolerance_abs.unwrap_or(default.total_tolerance_abs),
+            total_tolerance_abs: self
+                .total_tolerance_abs
+                .unwrap_or(default.total_tolerance_abs),
         }
     }
 }
@@ -351,7 +364,10 @@ impl DocumentKind {
             (DocumentKind::GoodsReceipt, [tenant, id]) => receipt_key(tenant, id),
             (DocumentKind::Invoice, [tenant, id]) => invoice_key(tenant, id),
             (DocumentKind::MatchPolicy, [tenant]) => tenant_key(tenant),
-            _ => panic!("{self:?} identity has {} parts", self.identity_fields().len()),
+            _ => panic!(
+                "{self:?} identity has {} parts",
+                self.identity_fields().len()
+            ),
         }
     }
 }

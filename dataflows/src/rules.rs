@@ -58,7 +58,11 @@ fn show(value: Decimal) -> Decimal {
 
 /// `price_allowance(p) = max(price_tolerance_abs, p × price_tolerance_pct / 100)`:
 /// whether `invoice_price − po_price` exceeds it. Exact: `d > abs ∧ 100·d > p·pct`.
-pub fn price_exceeds_allowance(po_price: Decimal, invoice_price: Decimal, tolerances: &Tolerances) -> bool {
+pub fn price_exceeds_allowance(
+    po_price: Decimal,
+    invoice_price: Decimal,
+    tolerances: &Tolerances,
+) -> bool {
     let difference = invoice_price - po_price;
     difference > tolerances.price_tolerance_abs
         && compare_products(
@@ -84,17 +88,29 @@ pub fn exceeds_qty_limit(quantity: Decimal, base: Decimal, tolerances: &Toleranc
 /// its tolerances: `PO_NOT_FOUND`, `PO_CLOSED`, `VENDOR_MISMATCH`,
 /// `CURRENCY_MISMATCH`, `TOTAL_MISMATCH`. (`DUPLICATE_INVOICE` needs the other
 /// invoices and is found in the graph.)
-pub fn header_exceptions(invoice: &Invoice, po: Option<&PurchaseOrder>, tolerances: &Tolerances, out: &mut Vec<Raised>) {
+pub fn header_exceptions(
+    invoice: &Invoice,
+    po: Option<&PurchaseOrder>,
+    tolerances: &Tolerances,
+    out: &mut Vec<Raised>,
+) {
     match po {
         None => out.push(Raised::header(
             ExceptionType::PoNotFound,
-            format!("No purchase order {} exists for tenant {}.", invoice.po_number, invoice.tenant_id),
+            format!(
+                "No purchase order {} exists for tenant {}.",
+                invoice.po_number, invoice.tenant_id
+            ),
         )),
         Some(po) => {
             if invoice.kind == InvoiceKind::Invoice && po.status != PoStatus::Open {
                 out.push(Raised::header(
                     ExceptionType::PoClosed,
-                    format!("Purchase order {} is {}; it accepts no new invoices.", po.po_number, po.status.as_str()),
+                    format!(
+                        "Purchase order {} is {}; it accepts no new invoices.",
+                        po.po_number,
+                        po.status.as_str()
+                    ),
                 ));
             }
             if invoice.vendor_id != po.vendor_id {
@@ -139,7 +155,12 @@ pub fn header_exceptions(invoice: &Invoice, po: Option<&PurchaseOrder>, toleranc
 
 /// The line exceptions that need only the invoice and its PO: `LINE_NOT_ON_PO`
 /// (both kinds) and `PRICE_VARIANCE` (invoices, unless the currencies differ).
-pub fn line_exceptions(invoice: &Invoice, po: &PurchaseOrder, tolerances: &Tolerances, out: &mut Vec<Raised>) {
+pub fn line_exceptions(
+    invoice: &Invoice,
+    po: &PurchaseOrder,
+    tolerances: &Tolerances,
+    out: &mut Vec<Raised>,
+) {
     let check_price = invoice.kind == InvoiceKind::Invoice && invoice.currency == po.currency;
     for line in &invoice.lines {
         match po.line(line.po_line_no) {
@@ -148,10 +169,15 @@ pub fn line_exceptions(invoice: &Invoice, po: &PurchaseOrder, tolerances: &Toler
                 line.po_line_no,
                 None,
                 None,
-                format!("Purchase order {} has no line {}.", po.po_number, line.po_line_no),
+                format!(
+                    "Purchase order {} has no line {}.",
+                    po.po_number, line.po_line_no
+                ),
             )),
             Some(po_line) => {
-                if check_price && price_exceeds_allowance(po_line.unit_price, line.unit_price, tolerances) {
+                if check_price
+                    && price_exceeds_allowance(po_line.unit_price, line.unit_price, tolerances)
+                {
                     out.push(Raised::line(
                         ExceptionType::PriceVariance,
                         line.po_line_no,
@@ -272,9 +298,17 @@ mod tests {
         assert!(!price_exceeds_allowance(d("1.00"), d("1.05"), &policy));
         assert!(price_exceeds_allowance(d("1.00"), d("1.050001"), &policy));
         // A lower invoice price is never a variance.
-        assert!(!price_exceeds_allowance(d("1.00"), d("0.01"), &Tolerances::default()));
+        assert!(!price_exceeds_allowance(
+            d("1.00"),
+            d("0.01"),
+            &Tolerances::default()
+        ));
         // Zero tolerance: any increase is a variance.
-        assert!(price_exceeds_allowance(d("1.00"), d("1.000001"), &Tolerances::default()));
+        assert!(price_exceeds_allowance(
+            d("1.00"),
+            d("1.000001"),
+            &Tolerances::default()
+        ));
     }
 
     #[test]
@@ -282,7 +316,15 @@ mod tests {
         let policy = tolerances("0", "0", "5");
         assert!(!exceeds_qty_limit(d("105"), d("100"), &policy));
         assert!(exceeds_qty_limit(d("105.0001"), d("100"), &policy));
-        assert!(!exceeds_qty_limit(d("100"), d("100"), &Tolerances::default()));
-        assert!(exceeds_qty_limit(d("100.0001"), d("100"), &Tolerances::default()));
+        assert!(!exceeds_qty_limit(
+            d("100"),
+            d("100"),
+            &Tolerances::default()
+        ));
+        assert!(exceeds_qty_limit(
+            d("100.0001"),
+            d("100"),
+            &Tolerances::default()
+        ));
     }
 }

@@ -1,0 +1,357 @@
+//! Test support: a matching engine on N timely workers driven step by step
+//! from the test thread, and builders for documents.
+#![allow(dead_code)]
+
+pub mod oracle;
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use trimatch_dataflows::decode::{decode_document, decode_upsert};
+use trimatch_dataflows::engine::{Change, MatchConfig, Matcher, OutputCollection, ReadError, Row};
+use trimatch_dataflows::model::*;
+use trimatch_dataflows::rows::*;
+
+/// One upsert as a source would feed it.
+#[derive(Clone, Debug)]
+pub struct Feed {
+    pub key: Fingerprint,
+    pub document: Option<Document>,
+    pub offset: i64,
+}
+
+impl Feed {
+    pub fn put(document: Document) -> Feed {
+        Feed {
+            key: document.key(),
+            document: Some(document),
+            offset: 0,
+        }
+    }
+    pub fn delete(key: Fingerprint) -> Feed {
+        Feed {
+            key,
+            document: None,
+            offset: 0,
+        }
+    }
+    pub fn at_offset(mut self, offset: i64) -> Feed {
+        self.offset = offset;
+        self
+    }
+}
+
+/// Every output collection, merged over all workers, sorted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub invoice_matches: Vec<InvoiceMatchRow>,
+    pub match_exceptions: Vec<ExceptionRow>,
+    pub po_lines: Vec<PoLineRow>,
+    pub exception_summary: Vec<ExceptionSummaryRow>,
+}
+
+impl Snapshot {
+    fn from_rows(rows: Vec<(Row, isize)>) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for (row, count) in rows {
+            assert_eq!(count, 1, "a row with multiplicity {count}: {row:?}");
+            match row {
+                Row::InvoiceMatch(row) => snapshot.invoice_matches.push(row),
+                Row::Exception(row) => snapshot.match_exceptions.push(row),
+                Row::PoLine(row) => snapshot.po_lines.push(row),
+                Row::ExceptionSummary(row) => snapshot.exception_summary.push(row),
+            }
+        }
+        snapshot.invoice_matches.sort();
+        snapshot.match_exceptions.sort();
+        snapshot.po_lines.sort();
+        snapshot.exception_summary.sort();
+        snapshot
+    }
+
+    /// The exceptions of one invoice as (type, po_line_no) pairs.
+    pub fn exceptions_of(&self, invoice_id: &str) -> Vec<(ExceptionType, Option<u32>)> {
+        self.match_exceptions
+            .iter()
+            .filter(|row| &*row.invoice_id == invoice_id)
+            .map(|row| (row.exception_type, row.po_line_no))
+            .collect()
+    }
+
+    /// The exception of one type (and line) of one invoice.
+    pub fn exception(
+        &self,
+        invoice_id: &str,
+        kind: ExceptionType,
+        line: Option<u32>,
+    ) -> Option<&ExceptionRow> {
+        self.match_exceptions.iter().find(|row| {
+            &*row.invoice_id == invoice_id && row.exception_type == kind && row.po_line_no == line
+        })
+    }
+
+    /// The `invoice_matches` row of one invoice.
+    pub fn invoice(&self, invoice_id: &str) -> &InvoiceMatchRow {
+        self.invoice_matches
+            .iter()
+            .find(|row| &*row.invoice_id == invoice_id)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no invoice_matches row for {invoice_id}: {:#?}",
+                    self.invoice_matches
+                )
+            })
+    }
+
+    /// The `po_lines` row of one PO line.
+    pub fn po_line(&self, po_number: &str, line_no: u32) -> &PoLineRow {
+        self.po_lines
+            .iter()
+            .find(|row| &*row.po_number == po_number && row.line_no == line_no)
+            .unwrap_or_else(|| panic!("no po_lines row for {po_number}/{line_no}"))
+    }
+}
+
+enum Command {
+    Apply { feeds: Vec<Feed>, time: Time },
+    ReadAt { as_of: Time, tenant: Option<String> },
+    Compact(Time),
+}
+
+type Reply = Result<(Vec<(Row, isize)>, Vec<Change>), ReadError>;
+
+/// A matching engine on `workers` timely workers in this process.
+pub struct TestEngine {
+    commands: Vec<Sender<Option<Command>>>,
+    replies: Receiver<Reply>,
+    guards: Option<timely::communication::initialize::WorkerGuards<()>>,
+    time: Time,
+    /// Every change the outputs went through, over all workers.
+    pub changes: Vec<Change>,
+}
+
+impl TestEngine {
+    pub fn start(workers: usize) -> TestEngine {
+        Self::with_config(workers, MatchConfig::default())
+    }
+
+    pub fn with_config(workers: usize, config: MatchConfig) -> TestEngine {
+        let (reply_tx, replies) = channel::<Reply>();
+        let mut commands = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..workers {
+            let (tx, rx) = channel();
+            commands.push(tx);
+            receivers.push(Some(rx));
+        }
+        let receivers = Arc::new(Mutex::new(receivers));
+        let reply_tx = Arc::new(Mutex::new(reply_tx));
+        let guards = timely::execute(timely::Config::process(workers), move |worker| {
+            let commands: Receiver<Option<Command>> =
+                receivers.lock().unwrap()[worker.index()].take().unwrap();
+            let replies = reply_tx.lock().unwrap().clone();
+            let observed = std::rc::Rc::new(std::cell::RefCell::new(Vec::<Change>::new()));
+            let sink = observed.clone();
+            let mut matcher = Matcher::build(
+                worker,
+                &config,
+                Some(Box::new(move |changes: &[Change]| {
+                    sink.borrow_mut().extend_from_slice(changes)
+                })),
+            );
+            loop {
+                let command = match commands.try_recv() {
+                    Ok(Some(command)) => command,
+                    Ok(None) | Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {
+                        worker.step_or_park(Some(Duration::from_millis(1)));
+                        continue;
+                    }
+                };
+                let reply = match command {
+                    Command::Apply { feeds, time } => {
+                        for feed in feeds {
+                            matcher.upsert(feed.key, feed.document, feed.offset);
+                        }
+                        matcher.advance_to(time + 1);
+                        while !matcher.is_complete(time) {
+                            worker.step();
+                        }
+                        read_all(&mut matcher, time, None)
+                            .map(|rows| (rows, std::mem::take(&mut *observed.borrow_mut())))
+                    }
+                    Command::ReadAt { as_of, tenant } => {
+                        read_all(&mut matcher, as_of, tenant.as_deref())
+                            .map(|rows| (rows, Vec::new()))
+                    }
+                    Command::Compact(since) => {
+                        matcher.allow_compaction(since);
+                        Ok((Vec::new(), Vec::new()))
+                    }
+                };
+                replies.send(reply).unwrap();
+            }
+        })
+        .expect("timely starts");
+        TestEngine {
+            commands,
+            replies,
+            guards: Some(guards),
+            time: 0,
+            changes: Vec::new(),
+        }
+    }
+
+    /// The time of the most recent [`apply`](Self::apply).
+    pub fn time(&self) -> Time {
+        self.time
+    }
+
+    fn broadcast(
+        &mut self,
+        mut make: impl FnMut(usize) -> Command,
+    ) -> Result<Vec<(Row, isize)>, ReadError> {
+        for (index, commands) in self.commands.iter().enumerate() {
+            commands.send(Some(make(index))).unwrap();
+        }
+        let mut rows = Vec::new();
+        let mut error = None;
+        for _ in 0..self.commands.len() {
+            match self.replies.recv().expect("worker replies") {
+                Ok((shard, changes)) => {
+                    rows.extend(shard);
+                    self.changes.extend(changes);
+                }
+                Err(e) => error = Some(e),
+            }
+        }
+        match error {
+            Some(error) => Err(error),
+            None => Ok(rows),
+        }
+    }
+
+    /// Applies one batch at the next time and returns the outputs at that time.
+    /// Each upsert goes to the worker its key hashes to, as a Kafka partition
+    /// would send all versions of a document to one worker.
+    pub fn apply(&mut self, feeds: Vec<Feed>) -> Snapshot {
+        self.time += 1;
+        let time = self.time;
+        let workers = self.commands.len();
+        let mut routed: Vec<Vec<Feed>> = vec![Vec::new(); workers];
+        for feed in feeds {
+            routed[(feed.key.0 % workers as u128) as usize].push(feed);
+        }
+        let rows = self
+            .broadcast(|index| Command::Apply {
+                feeds: std::mem::take(&mut routed[index]),
+                time,
+            })
+            .expect("the newest time is readable");
+        Snapshot::from_rows(rows)
+    }
+
+    /// Applies documents (all upserts) in one batch.
+    pub fn put(&mut self, documents: Vec<Document>) -> Snapshot {
+        self.apply(documents.into_iter().map(Feed::put).collect())
+    }
+
+    /// Reads every collection as of `as_of`.
+    pub fn read_at(&mut self, as_of: Time) -> Result<Snapshot, ReadError> {
+        self.broadcast(|_| Command::ReadAt {
+            as_of,
+            tenant: None,
+        })
+        .map(Snapshot::from_rows)
+    }
+
+    /// Reads one tenant's rows of every collection as of `as_of`.
+    pub fn read_tenant(&mut self, as_of: Time, tenant: &str) -> Result<Snapshot, ReadError> {
+        self.broadcast(|_| Command::ReadAt {
+            as_of,
+            tenant: Some(tenant.to_string()),
+        })
+        .map(Snapshot::from_rows)
+    }
+
+    /// Lets the outputs forget history before `since`.
+    pub fn compact(&mut self, since: Time) {
+        self.broadcast(|_| Command::Compact(since)).unwrap();
+    }
+
+    /// The state at `as_of` rebuilt from the change stream alone.
+    pub fn state_from_changes(&self, as_of: Time) -> Snapshot {
+        let mut counts: BTreeMap<Row, isize> = BTreeMap::new();
+        for (row, time, diff) in &self.changes {
+            if *time <= as_of {
+                *counts.entry(row.clone()).or_default() += diff;
+            }
+        }
+        Snapshot::from_rows(
+            counts
+                .into_iter()
+                .filter(|(_, count)| *count != 0)
+                .collect(),
+        )
+    }
+}
+
+impl Drop for TestEngine {
+    fn drop(&mut self) {
+        for commands in &self.commands {
+            let _ = commands.send(None);
+        }
+        if let Some(guards) = self.guards.take() {
+            if !std::thread::panicking() {
+                for result in guards.join() {
+                    result.expect("worker exits cleanly");
+                }
+            }
+        }
+    }
+}
+
+fn read_all(
+    matcher: &mut Matcher,
+    as_of: Time,
+    tenant: Option<&str>,
+) -> Result<Vec<(Row, isize)>, ReadError> {
+    let mut rows = Vec::new();
+    for collection in OutputCollection::ALL {
+        rows.extend(matcher.read(collection, as_of, tenant)?);
+    }
+    Ok(rows)
+}
+
+// ---------------------------------------------------------------------------
+// Document builders, through the real decoder.
+
+pub fn decode(kind: DocumentKind, json: serde_json::Value) -> Document {
+    decode_document(kind, json.to_string().as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"))
+}
+
+pub fn po(json: serde_json::Value) -> Document {
+    decode(DocumentKind::PurchaseOrder, json)
+}
+pub fn receipt(json: serde_json::Value) -> Document {
+    decode(DocumentKind::GoodsReceipt, json)
+}
+pub fn invoice(json: serde_json::Value) -> Document {
+    decode(DocumentKind::Invoice, json)
+}
+pub fn policy(json: serde_json::Value) -> Document {
+    decode(DocumentKind::MatchPolicy, json)
+}
+
+/// The key of a document deleted through the upsert envelope.
+pub fn tombstone_key(kind: DocumentKind, key: serde_json::Value) -> Fingerprint {
+    decode_upsert(kind, Some(key.to_string().as_bytes()), None)
+        .expect("a valid tombstone")
+        .key
+}
+
+pub fn dec(text: &str) -> rust_decimal::Decimal {
+    text.parse().unwrap()
+}

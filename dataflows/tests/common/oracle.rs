@@ -1,0 +1,310 @@
+//! A plain, non-incremental evaluation of SPEC §2 over the final documents,
+//! written from the SPEC independently of the engine: nested loops, no
+//! dataflow, and the tolerance formulas as the SPEC states them (with division),
+//! where the engine cross-multiplies.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rust_decimal::Decimal;
+use trimatch_dataflows::model::*;
+use trimatch_dataflows::rows::*;
+
+use super::Snapshot;
+
+/// The outputs of SPEC §3 for the present `documents` (details left empty).
+pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerances) -> Snapshot {
+    let mut pos = Vec::new();
+    let mut receipts = Vec::new();
+    let mut invoices = Vec::new();
+    let mut policies = Vec::new();
+    for document in documents.values() {
+        match document {
+            Document::PurchaseOrder(doc) => pos.push(&**doc),
+            Document::GoodsReceipt(doc) => receipts.push(&**doc),
+            Document::Invoice(doc) => invoices.push(&**doc),
+            Document::MatchPolicy(doc) => policies.push(&**doc),
+        }
+    }
+    let find_po = |tenant: &str, number: &str| {
+        pos.iter()
+            .find(|po| &*po.tenant_id == tenant && &*po.po_number == number)
+            .copied()
+    };
+    let received = |tenant: &str, number: &str, line_no: u32| -> Decimal {
+        let mut sum = Decimal::ZERO;
+        for receipt in &receipts {
+            if &*receipt.tenant_id == tenant && &*receipt.po_number == number {
+                for line in &receipt.lines {
+                    if line.po_line_no == line_no {
+                        sum += line.quantity;
+                    }
+                }
+            }
+        }
+        sum
+    };
+    let signed = |invoice: &Invoice, quantity: Decimal| {
+        if invoice.kind == InvoiceKind::CreditMemo {
+            -quantity
+        } else {
+            quantity
+        }
+    };
+    // Active invoices with a line on (tenant, po, line): (date, id, signed qty).
+    let billing_on = |tenant: &str, number: &str, line_no: u32| -> Vec<(i32, String, Decimal)> {
+        let mut entries = Vec::new();
+        for invoice in &invoices {
+            if invoice.status == InvoiceStatus::Active
+                && &*invoice.tenant_id == tenant
+                && &*invoice.po_number == number
+            {
+                for line in &invoice.lines {
+                    if line.po_line_no == line_no {
+                        entries.push((
+                            invoice.invoice_date,
+                            invoice.invoice_id.to_string(),
+                            signed(invoice, line.quantity),
+                        ));
+                    }
+                }
+            }
+        }
+        entries
+    };
+    let tolerances_of = |tenant: &str| -> Tolerances {
+        match policies.iter().find(|policy| &*policy.tenant_id == tenant) {
+            None => *default,
+            Some(policy) => Tolerances {
+                price_tolerance_pct: policy
+                    .price_tolerance_pct
+                    .unwrap_or(default.price_tolerance_pct),
+                price_tolerance_abs: policy
+                    .price_tolerance_abs
+                    .unwrap_or(default.price_tolerance_abs),
+                qty_tolerance_pct: policy
+                    .qty_tolerance_pct
+                    .unwrap_or(default.qty_tolerance_pct),
+                total_tolerance_abs: policy
+                    .total_tolerance_abs
+                    .unwrap_or(default.total_tolerance_abs),
+            },
+        }
+    };
+    let hundred = Decimal::from(100);
+    let qty_limit = |q: Decimal, t: &Tolerances| q * (Decimal::ONE + t.qty_tolerance_pct / hundred);
+
+    let mut snapshot = Snapshot::default();
+
+    for po in &pos {
+        for line in &po.lines {
+            let billing = billing_on(&po.tenant_id, &po.po_number, line.line_no);
+            snapshot.po_lines.push(PoLineRow {
+                tenant_id: po.tenant_id.clone(),
+                po_number: po.po_number.clone(),
+                line_no: line.line_no,
+                vendor_id: po.vendor_id.clone(),
+                currency: po.currency,
+                po_status: po.status,
+                sku: line.sku.clone(),
+                ordered_qty: line.quantity,
+                unit_price: line.unit_price,
+                received_qty: received(&po.tenant_id, &po.po_number, line.line_no),
+                billed_qty: billing.iter().map(|entry| entry.2).sum(),
+                invoice_count: billing.len() as u32,
+            });
+        }
+    }
+
+    for invoice in &invoices {
+        let mut raised: Vec<(ExceptionType, Option<u32>, Option<Decimal>, Option<Decimal>)> =
+            Vec::new();
+        if invoice.status == InvoiceStatus::Active {
+            let t = tolerances_of(&invoice.tenant_id);
+            let is_invoice = invoice.kind == InvoiceKind::Invoice;
+            let po = find_po(&invoice.tenant_id, &invoice.po_number);
+            if po.is_none() {
+                raised.push((ExceptionType::PoNotFound, None, None, None));
+            }
+            if is_invoice {
+                let number = invoice.invoice_number.trim().to_ascii_uppercase();
+                let duplicated = invoices.iter().any(|other| {
+                    other.status == InvoiceStatus::Active
+                        && other.kind == InvoiceKind::Invoice
+                        && other.tenant_id == invoice.tenant_id
+                        && other.vendor_id == invoice.vendor_id
+                        && other.invoice_number.trim().to_ascii_uppercase() == number
+                        && (other.invoice_date, &other.invoice_id)
+                            < (invoice.invoice_date, &invoice.invoice_id)
+                });
+                if duplicated {
+                    raised.push((ExceptionType::DuplicateInvoice, None, None, None));
+                }
+            }
+            if let Some(total) = invoice.total {
+                let mut computed = invoice.tax + invoice.freight;
+                for line in &invoice.lines {
+                    computed += line.quantity * line.unit_price;
+                }
+                if (total - computed).abs() > t.total_tolerance_abs {
+                    raised.push((
+                        ExceptionType::TotalMismatch,
+                        None,
+                        Some(computed),
+                        Some(total),
+                    ));
+                }
+            }
+            if let Some(po) = po {
+                if is_invoice && po.status != PoStatus::Open {
+                    raised.push((ExceptionType::PoClosed, None, None, None));
+                }
+                if po.vendor_id != invoice.vendor_id {
+                    raised.push((ExceptionType::VendorMismatch, None, None, None));
+                }
+                let currency_mismatch = po.currency != invoice.currency;
+                if currency_mismatch {
+                    raised.push((ExceptionType::CurrencyMismatch, None, None, None));
+                }
+                for line in &invoice.lines {
+                    let n = line.po_line_no;
+                    let Some(po_line) = po.lines.iter().find(|l| l.line_no == n) else {
+                        raised.push((ExceptionType::LineNotOnPo, Some(n), None, None));
+                        continue;
+                    };
+                    if !is_invoice {
+                        continue;
+                    }
+                    let allowance = t
+                        .price_tolerance_abs
+                        .max(po_line.unit_price * t.price_tolerance_pct / hundred);
+                    if !currency_mismatch && line.unit_price - po_line.unit_price > allowance {
+                        raised.push((
+                            ExceptionType::PriceVariance,
+                            Some(n),
+                            Some(po_line.unit_price),
+                            Some(line.unit_price),
+                        ));
+                    }
+                    let me = (invoice.invoice_date, invoice.invoice_id.to_string());
+                    let billed_to_date: Decimal =
+                        billing_on(&invoice.tenant_id, &invoice.po_number, n)
+                            .into_iter()
+                            .filter(|(date, id, _)| (*date, id.clone()) <= me)
+                            .map(|entry| entry.2)
+                            .sum();
+                    let received_qty = received(&invoice.tenant_id, &invoice.po_number, n);
+                    if po.receipt_required && received_qty <= Decimal::ZERO {
+                        raised.push((
+                            ExceptionType::ReceiptMissing,
+                            Some(n),
+                            Some(received_qty),
+                            Some(billed_to_date),
+                        ));
+                    }
+                    if po.receipt_required
+                        && received_qty > Decimal::ZERO
+                        && billed_to_date > qty_limit(received_qty, &t)
+                    {
+                        raised.push((
+                            ExceptionType::QtyExceedsReceived,
+                            Some(n),
+                            Some(received_qty),
+                            Some(billed_to_date),
+                        ));
+                    }
+                    if billed_to_date > qty_limit(po_line.quantity, &t) {
+                        raised.push((
+                            ExceptionType::QtyExceedsOrdered,
+                            Some(n),
+                            Some(po_line.quantity),
+                            Some(billed_to_date),
+                        ));
+                    }
+                }
+            }
+        }
+        let blocking = raised
+            .iter()
+            .filter(|r| r.0 != ExceptionType::TotalMismatch)
+            .count() as u32;
+        snapshot.invoice_matches.push(InvoiceMatchRow {
+            tenant_id: invoice.tenant_id.clone(),
+            invoice_id: invoice.invoice_id.clone(),
+            invoice_number: invoice.invoice_number.clone(),
+            kind: invoice.kind,
+            vendor_id: invoice.vendor_id.clone(),
+            po_number: invoice.po_number.clone(),
+            currency: invoice.currency,
+            invoice_date: invoice.invoice_date,
+            status: if invoice.status == InvoiceStatus::Cancelled {
+                MatchStatus::Cancelled
+            } else if blocking > 0 {
+                MatchStatus::Exception
+            } else {
+                MatchStatus::Matched
+            },
+            line_count: invoice.lines.len() as u32,
+            invoice_amount: invoice
+                .lines
+                .iter()
+                .map(|l| l.quantity * l.unit_price)
+                .sum(),
+            exception_count: raised.len() as u32,
+            blocking_count: blocking,
+        });
+        for (exception_type, po_line_no, expected, actual) in raised {
+            snapshot.match_exceptions.push(ExceptionRow {
+                tenant_id: invoice.tenant_id.clone(),
+                invoice_id: invoice.invoice_id.clone(),
+                po_number: invoice.po_number.clone(),
+                vendor_id: invoice.vendor_id.clone(),
+                po_line_no,
+                exception_type,
+                expected,
+                actual,
+                detail: "".into(),
+            });
+        }
+    }
+
+    let mut summary: BTreeMap<(Text, ExceptionType), (u64, BTreeSet<Text>)> = BTreeMap::new();
+    for row in &snapshot.match_exceptions {
+        let entry = summary
+            .entry((row.tenant_id.clone(), row.exception_type))
+            .or_default();
+        entry.0 += 1;
+        entry.1.insert(row.invoice_id.clone());
+    }
+    snapshot.exception_summary = summary
+        .into_iter()
+        .map(
+            |((tenant_id, exception_type), (count, invoices))| ExceptionSummaryRow {
+                tenant_id,
+                exception_type,
+                exception_count: count,
+                invoice_count: invoices.len() as u64,
+            },
+        )
+        .collect();
+
+    snapshot.invoice_matches.sort();
+    snapshot.match_exceptions.sort();
+    snapshot.po_lines.sort();
+    snapshot.exception_summary.sort();
+    snapshot
+}
+
+/// The snapshot with every exception's detail emptied (the oracle writes none),
+/// after checking that each detail is a non-empty sentence.
+pub fn without_details(mut snapshot: Snapshot) -> Snapshot {
+    for row in &mut snapshot.match_exceptions {
+        assert!(
+            row.detail.ends_with('.') && row.detail.len() > 10,
+            "detail: {:?}",
+            row.detail
+        );
+        row.detail = "".into();
+    }
+    snapshot.match_exceptions.sort();
+    snapshot
+}
