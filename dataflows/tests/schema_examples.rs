@@ -1,0 +1,88 @@
+//! The examples in `schemas/examples/` through the real decoder: every valid
+//! message decodes, every invalid one is rejected with the documented reason.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use trimatch_dataflows::decode::{decode_document, decode_upsert};
+use trimatch_dataflows::model::DocumentKind;
+
+fn examples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/examples")
+}
+
+fn kind_of(topic: &str) -> DocumentKind {
+    DocumentKind::ALL
+        .into_iter()
+        .find(|kind| kind.default_topic() == topic)
+        .unwrap_or_else(|| panic!("unknown topic {topic}"))
+}
+
+fn load(name: &str) -> Value {
+    let path = examples_dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn document_examples_decode_or_are_rejected_with_their_reason() {
+    let mut checked = 0;
+    for topic in ["purchase_orders", "goods_receipts", "invoices", "match_policies"] {
+        let examples = load(&format!("{topic}.json"));
+        let kind = kind_of(examples["topic"].as_str().unwrap());
+        for valid in examples["valid"].as_array().unwrap() {
+            let bytes = valid.to_string();
+            decode_document(kind, bytes.as_bytes()).unwrap_or_else(|e| panic!("{topic}: {valid} was rejected: {e}"));
+            checked += 1;
+        }
+        for invalid in examples["invalid"].as_array().unwrap() {
+            let reason = invalid["reason"].as_str().unwrap();
+            let bytes = match &invalid["raw"] {
+                Value::String(raw) => raw.clone(),
+                _ => invalid["value"].to_string(),
+            };
+            match decode_document(kind, bytes.as_bytes()) {
+                Ok(_) => panic!("{topic}: accepted a message that must be rejected ({reason}): {bytes}"),
+                Err(error) => assert!(
+                    error.to_string().starts_with(reason),
+                    "{topic}: rejected with {:?}, documented as {reason:?}",
+                    error.to_string()
+                ),
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "only {checked} examples");
+}
+
+#[test]
+fn upsert_key_examples_follow_the_envelope_rules() {
+    let examples = load("upsert_keys.json");
+    let text = |value: &Value| value.as_str().map(|s| s.as_bytes().to_vec());
+    for valid in examples["valid"].as_array().unwrap() {
+        let kind = kind_of(valid["topic"].as_str().unwrap());
+        let (key, value) = (text(&valid["key"]), text(&valid["value"]));
+        let upsert = decode_upsert(kind, key.as_deref(), value.as_deref())
+            .unwrap_or_else(|e| panic!("{valid} was rejected: {e}"));
+        assert_eq!(upsert.document.is_none(), value.is_none());
+    }
+    for invalid in examples["invalid"].as_array().unwrap() {
+        let kind = kind_of(invalid["topic"].as_str().unwrap());
+        let reason = invalid["reason"].as_str().unwrap();
+        let (key, value) = (text(&invalid["key"]), text(&invalid["value"]));
+        let error = decode_upsert(kind, key.as_deref(), value.as_deref()).expect_err(reason);
+        assert!(error.to_string().starts_with(reason), "{error} is documented as {reason}");
+    }
+}
+
+#[test]
+fn every_topic_has_a_json_schema_naming_its_required_fields() {
+    for kind in DocumentKind::ALL {
+        let path = examples_dir().join(format!("../topics/{}.schema.json", kind.default_topic()));
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        for field in kind.identity_fields() {
+            assert!(required.contains(field), "{}: identity field {field} is not required", path.display());
+        }
+    }
+}
