@@ -34,7 +34,9 @@ fn main() -> ExitCode {
 fn run(args: Vec<String>) -> Result<bool> {
     match args.first().map(String::as_str) {
         Some("validate") => {
-            let Some(topic) = args.get(1) else { bail!("validate needs a topic\n\n{USAGE}") };
+            let Some(topic) = args.get(1) else {
+                bail!("validate needs a topic\n\n{USAGE}")
+            };
             let kind = DocumentKind::ALL
                 .into_iter()
                 .find(|kind| kind.default_topic() == topic)
@@ -44,7 +46,8 @@ fn run(args: Vec<String>) -> Result<bool> {
                 all_valid &= validate(kind, "<stdin>", BufReader::new(std::io::stdin()))?;
             }
             for path in &args[2..] {
-                let file = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
+                let file =
+                    std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
                 all_valid &= validate(kind, path, BufReader::new(file))?;
             }
             Ok(all_valid)

@@ -27,12 +27,18 @@ fn load(name: &str) -> Value {
 #[test]
 fn document_examples_decode_or_are_rejected_with_their_reason() {
     let mut checked = 0;
-    for topic in ["purchase_orders", "goods_receipts", "invoices", "match_policies"] {
+    for topic in [
+        "purchase_orders",
+        "goods_receipts",
+        "invoices",
+        "match_policies",
+    ] {
         let examples = load(&format!("{topic}.json"));
         let kind = kind_of(examples["topic"].as_str().unwrap());
         for valid in examples["valid"].as_array().unwrap() {
             let bytes = valid.to_string();
-            decode_document(kind, bytes.as_bytes()).unwrap_or_else(|e| panic!("{topic}: {valid} was rejected: {e}"));
+            decode_document(kind, bytes.as_bytes())
+                .unwrap_or_else(|e| panic!("{topic}: {valid} was rejected: {e}"));
             checked += 1;
         }
         for invalid in examples["invalid"].as_array().unwrap() {
@@ -42,7 +48,9 @@ fn document_examples_decode_or_are_rejected_with_their_reason() {
                 _ => invalid["value"].to_string(),
             };
             match decode_document(kind, bytes.as_bytes()) {
-                Ok(_) => panic!("{topic}: accepted a message that must be rejected ({reason}): {bytes}"),
+                Ok(_) => {
+                    panic!("{topic}: accepted a message that must be rejected ({reason}): {bytes}")
+                }
                 Err(error) => assert!(
                     error.to_string().starts_with(reason),
                     "{topic}: rejected with {:?}, documented as {reason:?}",
@@ -71,7 +79,10 @@ fn upsert_key_examples_follow_the_envelope_rules() {
         let reason = invalid["reason"].as_str().unwrap();
         let (key, value) = (text(&invalid["key"]), text(&invalid["value"]));
         let error = decode_upsert(kind, key.as_deref(), value.as_deref()).expect_err(reason);
-        assert!(error.to_string().starts_with(reason), "{error} is documented as {reason}");
+        assert!(
+            error.to_string().starts_with(reason),
+            "{error} is documented as {reason}"
+        );
     }
 }
 
@@ -80,9 +91,18 @@ fn every_topic_has_a_json_schema_naming_its_required_fields() {
     for kind in DocumentKind::ALL {
         let path = examples_dir().join(format!("../topics/{}.schema.json", kind.default_topic()));
         let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         for field in kind.identity_fields() {
-            assert!(required.contains(field), "{}: identity field {field} is not required", path.display());
+            assert!(
+                required.contains(field),
+                "{}: identity field {field} is not required",
+                path.display()
+            );
         }
     }
 }
