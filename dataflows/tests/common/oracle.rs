@@ -11,6 +11,9 @@ use trimatch_dataflows::rows::*;
 
 use super::Snapshot;
 
+/// An exception as the oracle raises it: (type, po_line_no, expected, actual).
+type RaisedByOracle = (ExceptionType, Option<u32>, Option<Decimal>, Option<Decimal>);
+
 /// The outputs of SPEC §3 for the present `documents` (details left empty).
 pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerances) -> Snapshot {
     let mut pos = Vec::new();
@@ -116,8 +119,7 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
     }
 
     for invoice in &invoices {
-        let mut raised: Vec<(ExceptionType, Option<u32>, Option<Decimal>, Option<Decimal>)> =
-            Vec::new();
+        let mut raised: Vec<RaisedByOracle> = Vec::new();
         if invoice.status == InvoiceStatus::Active {
             let t = tolerances_of(&invoice.tenant_id);
             let is_invoice = invoice.kind == InvoiceKind::Invoice;
