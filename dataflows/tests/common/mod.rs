@@ -2,6 +2,7 @@
 //! from the test thread, and builders for documents.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod oracle;
 
 use std::collections::BTreeMap;
