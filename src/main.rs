@@ -1,27 +1,181 @@
 //! The `trimatch` binary.
 //!
-//! Today it offers `validate`: check messages against the input contract
-//! (SPEC §1) exactly as the pipeline will, and print each rejection's reason.
-//! `serve`, `demo`, `query` and `subscribe` arrive with the connector and
-//! serving layers.
+//! * `serve` — run the job against Kafka; with `--until-end --output DIR`, a
+//!   bounded backfill that writes every collection to Parquet;
+//! * `generate` — produce a synthetic AP workload to Kafka;
+//! * `validate` — check documents against the input contract (SPEC §1) exactly
+//!   as the pipeline will, and print each rejection's reason.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use trimatch::parquet_output::write_collections;
+use trimatch::pipeline::{Pipeline, PipelineConfig};
+use trimatch_connectors::generate::{Workload, WorkloadConfig};
+use trimatch_connectors::produce::{ProduceLimits, WorkloadProducer};
+use trimatch_connectors::{Envelope, SourceConfig, StartPosition, TopicConfig};
 use trimatch_dataflows::decode::decode_document;
 use trimatch_dataflows::model::DocumentKind;
 
-const USAGE: &str = "\
-usage: trimatch validate <topic> [FILE ...]
+#[derive(Parser)]
+#[command(
+    name = "trimatch",
+    version,
+    about = "Live three-way match (PO ↔ goods receipt ↔ invoice) over Kafka"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-Checks JSON documents, one per line, from each FILE (or standard input) against
-trimatch's input contract and prints `ok` or the reason each one would be
-dead-lettered. <topic> is one of: purchase_orders, goods_receipts, invoices,
-match_policies. Exits 1 if any document is rejected.";
+#[derive(Subcommand)]
+enum Command {
+    /// Run the matching job against Kafka.
+    Serve(ServeArgs),
+    /// Produce a synthetic accounts-payable workload to Kafka.
+    Generate(GenerateArgs),
+    /// Check JSON documents (one per line) against the input contract.
+    Validate {
+        /// The topic whose documents these are: purchase_orders, goods_receipts, invoices or match_policies.
+        topic: String,
+        /// Files to check (default: standard input).
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Where the input topics are and what they hold.
+#[derive(Args)]
+struct TopicArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "TRIMATCH_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Topic of purchase orders.
+    #[arg(long, env = "TRIMATCH_PO_TOPIC", default_value = "purchase_orders")]
+    po_topic: String,
+    /// Topic of goods receipts.
+    #[arg(long, env = "TRIMATCH_RECEIPT_TOPIC", default_value = "goods_receipts")]
+    receipt_topic: String,
+    /// Topic of invoices and credit memos.
+    #[arg(long, env = "TRIMATCH_INVOICE_TOPIC", default_value = "invoices")]
+    invoice_topic: String,
+    /// Topic of match policies.
+    #[arg(long, env = "TRIMATCH_POLICY_TOPIC", default_value = "match_policies")]
+    policy_topic: String,
+    /// librdkafka settings passed through, e.g. -X security.protocol=SASL_SSL.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_setting)]
+    client_settings: Vec<(String, String)>,
+}
+
+impl TopicArgs {
+    fn topics(&self, envelopes: &[(String, Envelope)]) -> Vec<TopicConfig> {
+        [
+            (DocumentKind::PurchaseOrder, &self.po_topic),
+            (DocumentKind::GoodsReceipt, &self.receipt_topic),
+            (DocumentKind::Invoice, &self.invoice_topic),
+            (DocumentKind::MatchPolicy, &self.policy_topic),
+        ]
+        .into_iter()
+        .map(|(kind, name)| TopicConfig {
+            name: name.clone(),
+            kind,
+            envelope: envelopes
+                .iter()
+                .rev()
+                .find(|(topic, _)| topic == name || topic == kind.default_topic())
+                .map(|(_, envelope)| *envelope)
+                .unwrap_or_default(),
+        })
+        .collect()
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    topics: TopicArgs,
+    /// Envelope of a topic, as TOPIC=upsert|debezium (default upsert).
+    #[arg(long = "envelope", value_name = "TOPIC=ENVELOPE", value_parser = parse_envelope)]
+    envelopes: Vec<(String, Envelope)>,
+    /// Where to start: earliest, latest, timestamp:<ms> or topic:partition:offset,...
+    #[arg(long, env = "TRIMATCH_START", default_value = "earliest", value_parser = parse_start)]
+    start: StartPosition,
+    /// Read up to the high watermarks seen at start, write --output, and exit.
+    #[arg(long, requires = "output")]
+    until_end: bool,
+    /// Directory for the Parquet files of a bounded run (one per collection).
+    #[arg(long, value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Also produce rejected messages to this topic.
+    #[arg(long, env = "TRIMATCH_DEAD_LETTER_TOPIC")]
+    dead_letter_topic: Option<String>,
+    /// Wait for missing input topics instead of failing.
+    #[arg(long)]
+    wait_for_topics: bool,
+    /// Timely worker threads.
+    #[arg(long, env = "TRIMATCH_WORKERS", default_value_t = 1)]
+    workers: usize,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    topics: TopicArgs,
+    /// Messages per second (default: flat out).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Seed of the workload (the same seed gives the same messages).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of tenants.
+    #[arg(long, default_value_t = 5)]
+    tenants: usize,
+    /// Share of malformed messages, 0 to 1.
+    #[arg(long, default_value_t = 0.01)]
+    bad_share: f64,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))?;
+    Ok((key.trim().to_string(), value.trim().to_string()))
+}
+
+fn parse_envelope(text: &str) -> Result<(String, Envelope), String> {
+    let (topic, envelope) = parse_setting(text)?;
+    Ok((topic, envelope.parse()?))
+}
+
+fn parse_start(text: &str) -> Result<StartPosition, String> {
+    text.parse()
+}
 
 fn main() -> ExitCode {
-    match run(std::env::args().skip(1).collect()) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Serve(args) => serve(args).map(|()| true),
+        Command::Generate(args) => generate(args).map(|()| true),
+        Command::Validate { topic, files } => validate_files(&topic, &files),
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(error) => {
@@ -31,33 +185,100 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Vec<String>) -> Result<bool> {
-    match args.first().map(String::as_str) {
-        Some("validate") => {
-            let Some(topic) = args.get(1) else {
-                bail!("validate needs a topic\n\n{USAGE}")
-            };
-            let kind = DocumentKind::ALL
-                .into_iter()
-                .find(|kind| kind.default_topic() == topic)
-                .with_context(|| format!("unknown topic {topic:?}\n\n{USAGE}"))?;
-            let mut all_valid = true;
-            if args.len() == 2 {
-                all_valid &= validate(kind, "<stdin>", BufReader::new(std::io::stdin()))?;
+fn serve(args: ServeArgs) -> Result<()> {
+    let mut source = SourceConfig::new(&args.topics.brokers);
+    source.topics = args.topics.topics(&args.envelopes);
+    source.start = args.start;
+    source.until_end = args.until_end;
+    source.dead_letter_topic = args.dead_letter_topic;
+    source.wait_for_topics = args.wait_for_topics;
+    source.client_settings = args.topics.client_settings;
+    let mut config = PipelineConfig::new(source);
+    config.workers = args.workers;
+    let pipeline = Pipeline::start(config)?;
+    if !args.until_end {
+        // Serving over Flight arrives with the serving layer; until then the
+        // job runs and logs its progress.
+        loop {
+            std::thread::sleep(Duration::from_secs(5));
+            if let Some(error) = pipeline.error() {
+                bail!(error);
             }
-            for path in &args[2..] {
-                let file =
-                    std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
-                all_valid &= validate(kind, path, BufReader::new(file))?;
-            }
-            Ok(all_valid)
+            let totals = pipeline
+                .metrics()
+                .snapshot()
+                .values()
+                .fold((0, 0, 0), |acc, p| {
+                    (acc.0 + p.consumed, acc.1 + p.dead_lettered, acc.2 + p.lag())
+                });
+            tracing::info!(
+                consumed = totals.0,
+                dead_lettered = totals.1,
+                lag = totals.2,
+                ready = pipeline.is_ready(),
+                "progress"
+            );
         }
-        Some("-h" | "--help" | "help") | None => {
-            println!("{USAGE}");
-            Ok(true)
-        }
-        Some(other) => bail!("unknown command {other:?}\n\n{USAGE}"),
     }
+    let state = pipeline.join()?;
+    let output = args.output.context("--until-end needs --output DIR")?;
+    let written = write_collections(&output, &state)?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    tracing::info!(as_of = state.as_of, "bounded run complete");
+    Ok(())
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    let producer = WorkloadProducer::new(
+        &args.topics.brokers,
+        args.topics.topics(&[]),
+        &args.topics.client_settings,
+    )?;
+    let workload = Workload::new(WorkloadConfig {
+        seed: args.seed,
+        tenants: args.tenants,
+        bad_share: args.bad_share,
+        ..WorkloadConfig::default()
+    });
+    let limits = ProduceLimits {
+        rate: args.rate,
+        count: args.count,
+        duration: args.duration.map(Duration::from_secs_f64),
+    };
+    if limits.count.is_none() && limits.duration.is_none() {
+        tracing::info!("producing until interrupted (give --count or --duration to stop)");
+    }
+    let stop = AtomicBool::new(false);
+    let report = producer.run(workload, &limits, &stop)?;
+    println!(
+        "produced {} messages ({} malformed) in {:.1}s ({:.0}/s)",
+        report.sent,
+        report.malformed,
+        report.elapsed.as_secs_f64(),
+        report.sent as f64 / report.elapsed.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+fn validate_files(topic: &str, files: &[PathBuf]) -> Result<bool> {
+    let kind = DocumentKind::ALL
+        .into_iter()
+        .find(|kind| kind.default_topic() == topic)
+        .with_context(|| {
+            format!("unknown topic {topic:?}: expected purchase_orders, goods_receipts, invoices or match_policies")
+        })?;
+    let mut all_valid = true;
+    if files.is_empty() {
+        all_valid &= validate(kind, "<stdin>", BufReader::new(std::io::stdin()))?;
+    }
+    for path in files {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        all_valid &= validate(kind, &path.display().to_string(), BufReader::new(file))?;
+    }
+    Ok(all_valid)
 }
 
 /// Validates every non-empty line of `input`; returns whether all were valid.

@@ -1,7 +1,25 @@
-//! trimatch's sources: Kafka consumers that decode messages with
-//! [`trimatch_dataflows::decode`] and feed a [`trimatch_dataflows::Matcher`]
-//! per timely worker, with exact offsets per logical time.
+//! trimatch's sources: Kafka consumers that feed the matching engine, and a
+//! generator of realistic synthetic workloads.
 //!
-//! Not built yet: this crate is filled by the Kafka-connector issue. It exists
-//! now so the workspace has its final shape and the boundary is visible: a
-//! source knows documents and offsets, never matching rules.
+//! * [`config`] — brokers, topics, envelopes, start positions, bounded mode;
+//! * [`envelope`] — message → document change per envelope (SPEC §1.1);
+//! * [`source`] — one worker's consumer: batches of changes, dead letters and
+//!   per-partition progress, with exact offsets (SPEC §4);
+//! * [`dead_letter`] — the optional dead-letter topic;
+//! * [`metrics`] — per-partition counters (consumed = applied + dead-lettered);
+//! * [`generate`] / [`produce`] — the synthetic workload and its producer.
+//!
+//! Sources know nothing about the matching rules: they hand the engine
+//! decoded documents keyed by identity, and bookkeeping rows.
+
+pub mod config;
+pub mod dead_letter;
+pub mod envelope;
+pub mod generate;
+pub mod metrics;
+pub mod produce;
+pub mod source;
+
+pub use config::{Envelope, SourceConfig, StartPosition, TopicConfig};
+pub use metrics::SourceMetrics;
+pub use source::{KafkaSource, SourceBatch, SourceChange, SourceError};

@@ -10,11 +10,18 @@
 //! [`Matcher::read`] on each worker returns that worker's shard of a consistent
 //! snapshot.
 //!
+//! Sources also report their own bookkeeping through the engine —
+//! [`Matcher::record_progress`] and [`Matcher::record_dead_letter`] — so that the
+//! `source_progress` and `dead_letters` collections are stamped with the same
+//! times as the matching outputs: a snapshot at `t` says exactly which offsets it
+//! reflects. The engine treats these rows as opaque; it knows nothing of Kafka.
+//!
 //! **Upsert semantics.** Each document identity holds its latest version; a
 //! `None` document deletes it. Within one time, the version with the highest
 //! source offset wins ([`Matcher::upsert`]); across times, the later time wins.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
@@ -31,13 +38,26 @@ use timely::worker::Worker;
 use crate::graph::{three_way_match, Collection, Documents, MatchOutputs};
 use crate::model::*;
 use crate::rows::*;
+use serde::{Deserialize, Serialize};
 
 /// Configuration of the matching graph.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MatchConfig {
     /// The global default policy (SPEC §1.2): what a tenant without a policy, or a
     /// policy field that is absent, falls back to.
     pub default_tolerances: Tolerances,
+    /// How many of the most recent dead letters `dead_letters` keeps, across all
+    /// workers (each worker keeps its share, at least one).
+    pub dead_letter_capacity: usize,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        MatchConfig {
+            default_tolerances: Tolerances::default(),
+            dead_letter_capacity: 10_000,
+        }
+    }
 }
 
 /// The output collections of SPEC §3 that the graph maintains.
@@ -47,11 +67,23 @@ pub enum OutputCollection {
     MatchExceptions,
     PoLines,
     ExceptionSummary,
+    DeadLetters,
+    SourceProgress,
 }
 
 impl OutputCollection {
-    /// Every collection the graph maintains.
-    pub const ALL: [OutputCollection; 4] = [
+    /// Every collection of SPEC §3, in SPEC order.
+    pub const ALL: [OutputCollection; 6] = [
+        OutputCollection::InvoiceMatches,
+        OutputCollection::MatchExceptions,
+        OutputCollection::PoLines,
+        OutputCollection::ExceptionSummary,
+        OutputCollection::DeadLetters,
+        OutputCollection::SourceProgress,
+    ];
+    /// The collections the matching rules derive (keyed by tenant); the others
+    /// are the sources' bookkeeping (keyed by topic).
+    pub const MATCHING: [OutputCollection; 4] = [
         OutputCollection::InvoiceMatches,
         OutputCollection::MatchExceptions,
         OutputCollection::PoLines,
@@ -64,6 +96,8 @@ impl OutputCollection {
             OutputCollection::MatchExceptions => "match_exceptions",
             OutputCollection::PoLines => "po_lines",
             OutputCollection::ExceptionSummary => "exception_summary",
+            OutputCollection::DeadLetters => "dead_letters",
+            OutputCollection::SourceProgress => "source_progress",
         }
     }
     /// The collection with this name.
@@ -81,6 +115,8 @@ pub enum Row {
     Exception(ExceptionRow),
     PoLine(PoLineRow),
     ExceptionSummary(ExceptionSummaryRow),
+    DeadLetter(DeadLetterRow),
+    SourceProgress(SourceProgressRow),
 }
 
 impl Row {
@@ -91,6 +127,8 @@ impl Row {
             Row::Exception(_) => OutputCollection::MatchExceptions,
             Row::PoLine(_) => OutputCollection::PoLines,
             Row::ExceptionSummary(_) => OutputCollection::ExceptionSummary,
+            Row::DeadLetter(_) => OutputCollection::DeadLetters,
+            Row::SourceProgress(_) => OutputCollection::SourceProgress,
         }
     }
 }
@@ -112,6 +150,10 @@ pub enum ReadError {
     NotComplete { as_of: Time, newest: Time },
 }
 
+/// Fingerprint domains of the source bookkeeping slots (the document kinds use 1–5).
+const SOURCE_PROGRESS_DOMAIN: u8 = 16;
+const DEAD_LETTER_DOMAIN: u8 = 17;
+
 type OutputTrace<R> = TraceAgent<ValSpine<Text, R, Time, isize>>;
 
 /// The arranged outputs of one worker: its shard of each collection, keyed by tenant.
@@ -120,6 +162,15 @@ struct OutputTraces {
     match_exceptions: OutputTrace<ExceptionRow>,
     po_lines: OutputTrace<PoLineRow>,
     exception_summary: OutputTrace<ExceptionSummaryRow>,
+    dead_letters: OutputTrace<DeadLetterRow>,
+    source_progress: OutputTrace<SourceProgressRow>,
+}
+
+/// A row of the sources' bookkeeping collections, as sent to the engine.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum SourceRow {
+    DeadLetter(DeadLetterRow),
+    Progress(SourceProgressRow),
 }
 
 /// An upsert waiting for the current time to close.
@@ -130,11 +181,21 @@ struct PendingUpsert {
 }
 
 type UpsertInput = InputHandleVec<Time, (Fingerprint, Option<Document>, Time)>;
+type SourceRowInput = InputHandleVec<Time, (Fingerprint, Option<SourceRow>, Time)>;
 
 /// One worker's handle on the matching graph.
 pub struct Matcher {
     input: UpsertInput,
     pending: Vec<PendingUpsert>,
+    source_input: SourceRowInput,
+    /// Source rows waiting for the current time to close, by slot; the last wins.
+    pending_source_rows: HashMap<Fingerprint, SourceRow>,
+    /// This worker's index, which names its dead-letter slots.
+    worker_index: usize,
+    /// How many dead-letter slots this worker cycles through.
+    dead_letter_slots: u64,
+    /// How many dead letters this worker has recorded.
+    dead_letters_recorded: u64,
     traces: OutputTraces,
     probe: ProbeHandle<Time>,
 }
@@ -145,11 +206,29 @@ impl Matcher {
     /// every change to this worker's shard of the outputs.
     pub fn build(worker: &mut Worker, config: &MatchConfig, changes: Option<ChangeSink>) -> Self {
         let mut input = UpsertInput::new();
+        let mut source_input = SourceRowInput::new();
         let probe = ProbeHandle::new();
+        let worker_index = worker.index();
+        let dead_letter_slots = (config.dead_letter_capacity / worker.peers()).max(1) as u64;
         let changes = changes.map(|sink| Rc::new(RefCell::new(sink)));
         let default_tolerances = config.default_tolerances;
         let traces = worker.dataflow::<Time, _, _>(|scope| {
             let upserts = scope.input_from(&mut input);
+            let source_rows =
+                arrange_from_upsert::<
+                    ValBuilder<Fingerprint, SourceRow, Time, isize>,
+                    ValSpine<Fingerprint, SourceRow, Time, isize>,
+                    Fingerprint,
+                    SourceRow,
+                >(scope.input_from(&mut source_input), "source bookkeeping");
+            let dead_letters = source_rows.clone().flat_map_ref(|_, row| match row {
+                SourceRow::DeadLetter(row) => Some((row.topic.clone(), row.clone())),
+                SourceRow::Progress(_) => None,
+            });
+            let source_progress = source_rows.flat_map_ref(|_, row| match row {
+                SourceRow::Progress(row) => Some((row.topic.clone(), row.clone())),
+                SourceRow::DeadLetter(_) => None,
+            });
             let current = arrange_from_upsert::<
                 ValBuilder<Fingerprint, Document, Time, isize>,
                 ValSpine<Fingerprint, Document, Time, isize>,
@@ -196,11 +275,18 @@ impl Matcher {
                     &probe,
                     &changes,
                 ),
+                dead_letters: publish(dead_letters, Row::DeadLetter, &probe, &changes),
+                source_progress: publish(source_progress, Row::SourceProgress, &probe, &changes),
             }
         });
         Matcher {
             input,
             pending: Vec::new(),
+            source_input,
+            pending_source_rows: HashMap::new(),
+            worker_index,
+            dead_letter_slots,
+            dead_letters_recorded: 0,
             traces,
             probe,
         }
@@ -223,6 +309,27 @@ impl Matcher {
         });
     }
 
+    /// Records, at the current time, how far one source partition is reflected:
+    /// the row replaces the partition's previous one in `source_progress`.
+    pub fn record_progress(&mut self, row: SourceProgressRow) {
+        let partition = row.partition.to_string();
+        let slot = Fingerprint::of(SOURCE_PROGRESS_DOMAIN, &[&row.topic, &partition]);
+        self.pending_source_rows
+            .insert(slot, SourceRow::Progress(row));
+    }
+
+    /// Records a rejected message at the current time. `dead_letters` keeps the
+    /// most recent ones: this worker's oldest is dropped once its share of
+    /// [`MatchConfig::dead_letter_capacity`] is full.
+    pub fn record_dead_letter(&mut self, row: DeadLetterRow) {
+        let slot = (self.dead_letters_recorded % self.dead_letter_slots).to_string();
+        let worker = self.worker_index.to_string();
+        self.dead_letters_recorded += 1;
+        let slot = Fingerprint::of(DEAD_LETTER_DOMAIN, &[&worker, &slot]);
+        self.pending_source_rows
+            .insert(slot, SourceRow::DeadLetter(row));
+    }
+
     /// Sends the staged upserts at the current time and moves to `time`, which
     /// must not be earlier than [`time`](Self::time). Outputs reflect everything
     /// sent before `time` once [`is_complete`](Self::is_complete)`(time - 1)`.
@@ -235,8 +342,13 @@ impl Matcher {
         for upsert in self.pending.drain(..) {
             self.input.send((upsert.key, upsert.document, now));
         }
+        for (slot, row) in self.pending_source_rows.drain() {
+            self.source_input.send((slot, Some(row), now));
+        }
         self.input.advance_to(time);
         self.input.flush();
+        self.source_input.advance_to(time);
+        self.source_input.flush();
     }
 
     /// Whether every output reflects all upserts at times `<= time`, on every worker.
@@ -271,13 +383,14 @@ impl Matcher {
     }
 
     /// This worker's shard of `collection` as of `as_of`: every row with its
-    /// multiplicity (always 1 for a correct graph), in key order. With `tenant`,
-    /// only that tenant's rows (a seek, not a scan).
+    /// multiplicity (always 1 for a correct graph), in key order. With `key`,
+    /// only the rows of that key (a seek, not a scan): the tenant for the
+    /// matching collections, the topic for `dead_letters` and `source_progress`.
     pub fn read(
         &mut self,
         collection: OutputCollection,
         as_of: Time,
-        tenant: Option<&str>,
+        key: Option<&str>,
     ) -> Result<Vec<(Row, isize)>, ReadError> {
         let newest = self.newest_complete();
         if newest.is_none_or(|newest| as_of > newest) {
@@ -288,6 +401,7 @@ impl Matcher {
         }
         let mut rows = Vec::new();
         let traces = &mut self.traces;
+        let tenant = key;
         match collection {
             OutputCollection::InvoiceMatches => read_trace(
                 &mut traces.invoice_matches,
@@ -313,6 +427,20 @@ impl Matcher {
                 Row::ExceptionSummary,
                 &mut rows,
             ),
+            OutputCollection::DeadLetters => read_trace(
+                &mut traces.dead_letters,
+                as_of,
+                tenant,
+                Row::DeadLetter,
+                &mut rows,
+            ),
+            OutputCollection::SourceProgress => read_trace(
+                &mut traces.source_progress,
+                as_of,
+                tenant,
+                Row::SourceProgress,
+                &mut rows,
+            ),
         }?;
         Ok(rows)
     }
@@ -335,6 +463,14 @@ macro_rules! for_each_trace {
         }
         {
             let $trace = &mut $traces.exception_summary;
+            $body
+        }
+        {
+            let $trace = &mut $traces.dead_letters;
+            $body
+        }
+        {
+            let $trace = &mut $traces.source_progress;
             $body
         }
     }};

@@ -201,3 +201,30 @@ impl ExceptionSummaryRow {
         self.exception_type.severity()
     }
 }
+
+/// A row of `dead_letters`: one rejected message (SPEC §1.3). The engine keeps
+/// only the most recent ones (see [`crate::MatchConfig::dead_letter_capacity`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeadLetterRow {
+    pub topic: Text,
+    pub partition: i32,
+    pub offset: i64,
+    /// The message key as text (lossily decoded if it was not UTF-8).
+    pub key: Option<Text>,
+    pub reason: Text,
+    /// When it was rejected, in milliseconds since the Unix epoch.
+    pub rejected_at: i64,
+}
+
+/// A row of `source_progress`: how far one input partition is reflected.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SourceProgressRow {
+    pub topic: Text,
+    pub partition: i32,
+    /// The first offset not yet reflected.
+    pub next_offset: i64,
+    /// The partition's high watermark as last seen by the consumer.
+    pub high_watermark: i64,
+    /// `high_watermark - next_offset`, at least 0.
+    pub lag: u64,
+}

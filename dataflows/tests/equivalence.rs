@@ -256,6 +256,7 @@ fn run_history(workers: usize, seed: u64, batches: usize) -> Coverage {
         workers,
         MatchConfig {
             default_tolerances: default,
+            ..MatchConfig::default()
         },
     );
     let mut history = History {

@@ -63,6 +63,7 @@ impl Snapshot {
                 Row::Exception(row) => snapshot.match_exceptions.push(row),
                 Row::PoLine(row) => snapshot.po_lines.push(row),
                 Row::ExceptionSummary(row) => snapshot.exception_summary.push(row),
+                other => panic!("not a row of a matching collection: {other:?}"),
             }
         }
         snapshot.invoice_matches.sort();
@@ -320,7 +321,7 @@ fn read_all(
     tenant: Option<&str>,
 ) -> Result<Vec<(Row, isize)>, ReadError> {
     let mut rows = Vec::new();
-    for collection in OutputCollection::ALL {
+    for collection in OutputCollection::MATCHING {
         rows.extend(matcher.read(collection, as_of, tenant)?);
     }
     Ok(rows)

@@ -1,0 +1,369 @@
+//! The running job: timely workers, each with a Kafka source feeding its
+//! matching engine, and a handle to read consistent snapshots from all of them.
+//!
+//! **Time.** Each worker seals what it has polled into a batch at the current
+//! wall-clock millisecond `t` (at most one batch per millisecond, strictly
+//! increasing), stamps every change, dead letter and progress row of the batch
+//! with `t`, and moves its input to `t + 1`. While idle it moves its input with
+//! the clock, so times complete even when nothing arrives. A time is complete
+//! once every worker has moved past it; a snapshot at a complete time reflects
+//! exactly the batches stamped at or before it, and its `source_progress`
+//! rows say which offsets those are (SPEC §4).
+//!
+//! **Bounded runs** (`until_end`): a worker whose partitions have all reached
+//! the high watermarks seen at start closes its input; once every worker has,
+//! the final state is read at the newest batch time and returned.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use timely::communication::initialize::WorkerGuards;
+use timely::worker::Worker;
+use trimatch_connectors::source::now_ms;
+use trimatch_connectors::{KafkaSource, SourceBatch, SourceConfig, SourceMetrics};
+use trimatch_dataflows::{MatchConfig, Matcher, OutputCollection, ReadError, Row, Time};
+
+/// Everything the job needs.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub source: SourceConfig,
+    pub matching: MatchConfig,
+    /// Timely worker threads in this process.
+    pub workers: usize,
+    /// How much history reads may go back to (`as_of`).
+    pub retention: Duration,
+}
+
+impl PipelineConfig {
+    pub fn new(source: SourceConfig) -> Self {
+        PipelineConfig {
+            source,
+            matching: MatchConfig::default(),
+            workers: 1,
+            retention: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Rows of one collection at one time, over all workers.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub as_of: Time,
+    pub rows: Vec<Row>,
+}
+
+/// The final state of a bounded run: every collection at one time.
+#[derive(Clone, Debug)]
+pub struct FinalState {
+    pub as_of: Time,
+    pub collections: BTreeMap<OutputCollection, Vec<Row>>,
+}
+
+/// A read a worker answers with its shard.
+struct ReadRequest {
+    collection: OutputCollection,
+    as_of: Time,
+    key: Option<String>,
+    reply: Sender<Result<Vec<(Row, isize)>, ReadError>>,
+}
+
+/// What the workers and the handle share.
+struct Shared {
+    stop: AtomicBool,
+    /// Per worker: the newest time it has seen complete (+1; 0 = none yet).
+    complete: Vec<AtomicU64>,
+    /// Per worker: whether its source is caught up.
+    ready: Vec<AtomicBool>,
+    /// Bounded runs: workers finished, and the newest batch time among them.
+    finished: AtomicUsize,
+    final_time: AtomicU64,
+    final_state: Mutex<BTreeMap<OutputCollection, Vec<Row>>>,
+    error: Mutex<Option<String>>,
+    metrics: Arc<SourceMetrics>,
+}
+
+impl Shared {
+    fn fail(&self, error: String) {
+        tracing::error!("{error}");
+        self.error.lock().expect("error lock").get_or_insert(error);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A running job.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    requests: Vec<Mutex<Sender<ReadRequest>>>,
+    guards: Option<WorkerGuards<()>>,
+}
+
+impl Pipeline {
+    /// Starts the workers; they connect to Kafka in the background.
+    pub fn start(config: PipelineConfig) -> Result<Pipeline> {
+        let workers = config.workers.max(1);
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            complete: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            ready: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            finished: AtomicUsize::new(0),
+            final_time: AtomicU64::new(0),
+            final_state: Mutex::new(BTreeMap::new()),
+            error: Mutex::new(None),
+            metrics: SourceMetrics::new(),
+        });
+        let mut requests = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..workers {
+            let (sender, receiver) = channel();
+            requests.push(Mutex::new(sender));
+            receivers.push(Some(receiver));
+        }
+        let receivers = Arc::new(Mutex::new(receivers));
+        let worker_shared = shared.clone();
+        let guards = timely::execute(timely::Config::process(workers), move |worker| {
+            let requests = receivers.lock().expect("receivers lock")[worker.index()]
+                .take()
+                .expect("each worker takes its own receiver");
+            if let Err(error) = run_worker(worker, &config, &worker_shared, requests) {
+                worker_shared.fail(format!("{error:#}"));
+            }
+        })
+        .map_err(|error| anyhow!("cannot start timely workers: {error}"))?;
+        Ok(Pipeline {
+            shared,
+            requests,
+            guards: Some(guards),
+        })
+    }
+
+    /// The per-partition counters of every source.
+    pub fn metrics(&self) -> Arc<SourceMetrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Whether every worker's source is connected and caught up to the high
+    /// watermarks it saw when it was assigned its partitions.
+    pub fn is_ready(&self) -> bool {
+        self.shared
+            .ready
+            .iter()
+            .all(|ready| ready.load(Ordering::SeqCst))
+    }
+
+    /// The newest time complete on every worker.
+    pub fn newest_complete(&self) -> Option<Time> {
+        self.shared
+            .complete
+            .iter()
+            .map(|complete| complete.load(Ordering::SeqCst))
+            .min()
+            .filter(|complete| *complete > 0)
+            .map(|complete| complete - 1)
+    }
+
+    /// The failure that stopped the job, if one did.
+    pub fn error(&self) -> Option<String> {
+        self.shared.error.lock().expect("error lock").clone()
+    }
+
+    /// `collection` as of `as_of` (default: the newest complete time), over all
+    /// workers; with `key`, only that tenant's (or topic's) rows.
+    pub fn snapshot(
+        &self,
+        collection: OutputCollection,
+        as_of: Option<Time>,
+        key: Option<&str>,
+    ) -> Result<Snapshot> {
+        if let Some(error) = self.error() {
+            return Err(anyhow!("the pipeline stopped: {error}"));
+        }
+        let newest = self
+            .newest_complete()
+            .context("no time is complete yet; the pipeline is starting")?;
+        let as_of = as_of.unwrap_or(newest);
+        if as_of > newest {
+            return Err(ReadError::NotComplete { as_of, newest }.into());
+        }
+        let (reply, replies) = channel();
+        for sender in &self.requests {
+            sender
+                .lock()
+                .expect("request lock")
+                .send(ReadRequest {
+                    collection,
+                    as_of,
+                    key: key.map(str::to_string),
+                    reply: reply.clone(),
+                })
+                .map_err(|_| anyhow!("the pipeline has stopped"))?;
+        }
+        drop(reply);
+        let mut rows = Vec::new();
+        for _ in 0..self.requests.len() {
+            let shard = replies
+                .recv_timeout(Duration::from_secs(60))
+                .map_err(|_| anyhow!("a worker did not answer the read"))??;
+            rows.extend(shard.into_iter().map(|(row, _)| row));
+        }
+        Ok(Snapshot { as_of, rows })
+    }
+
+    /// Waits until the job ends (bounded runs) or fails, and returns the final
+    /// state of a bounded run.
+    pub fn join(mut self) -> Result<FinalState> {
+        if let Some(guards) = self.guards.take() {
+            for result in guards.join() {
+                result.map_err(|error| anyhow!("a worker failed: {error}"))?;
+            }
+        }
+        if let Some(error) = self.error() {
+            return Err(anyhow!(error));
+        }
+        Ok(FinalState {
+            as_of: self.shared.final_time.load(Ordering::SeqCst),
+            collections: std::mem::take(&mut *self.shared.final_state.lock().expect("state lock")),
+        })
+    }
+
+    /// Asks the workers to stop and waits for them.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(guards) = self.guards.take() {
+            drop(guards);
+        }
+        match self.error() {
+            Some(error) => Err(anyhow!(error)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Runs a bounded job to its end and returns the final state.
+pub fn run_until_end(mut config: PipelineConfig) -> Result<FinalState> {
+    config.source.until_end = true;
+    Pipeline::start(config)?.join()
+}
+
+/// How long a worker waits in Kafka's poll when nothing is pending.
+const POLL_TIMEOUT: Duration = Duration::from_millis(2);
+/// How often a worker lets its outputs forget history older than the retention.
+const COMPACTION_INTERVAL: Duration = Duration::from_secs(1);
+
+fn run_worker(
+    worker: &mut Worker,
+    config: &PipelineConfig,
+    shared: &Shared,
+    requests: Receiver<ReadRequest>,
+) -> Result<()> {
+    let index = worker.index();
+    let mut matcher = Matcher::build(worker, &config.matching, None);
+    let mut source = KafkaSource::new(
+        config.source.clone(),
+        index,
+        worker.peers(),
+        shared.metrics.clone(),
+    )?;
+    let retention_ms = config.retention.as_millis() as u64;
+    let mut batch = SourceBatch::default();
+    let mut waiting: Vec<ReadRequest> = Vec::new();
+    let mut closed = false;
+    let mut next_compaction = Instant::now() + COMPACTION_INTERVAL;
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            source.flush(Duration::from_secs(5));
+            return Ok(());
+        }
+        loop {
+            match requests.try_recv() {
+                Ok(request) => waiting.push(request),
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        if !closed {
+            source.poll(&mut batch, POLL_TIMEOUT)?;
+            let now = now_ms() as Time;
+            if !batch.is_empty() && now >= matcher.time() {
+                seal(&mut matcher, &mut batch, now);
+            } else if batch.is_empty() && now > matcher.time() {
+                matcher.advance_to(now);
+            }
+            shared.ready[index].store(source.is_ready(), Ordering::SeqCst);
+            if source.is_finished() && batch.is_empty() {
+                source.flush(Duration::from_secs(30));
+                closed = true;
+                let last = matcher.time().saturating_sub(1);
+                shared.final_time.fetch_max(last, Ordering::SeqCst);
+                matcher.advance_to(Time::MAX);
+                shared.finished.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        worker.step_or_park(if closed {
+            Some(Duration::from_millis(1))
+        } else {
+            Some(Duration::ZERO)
+        });
+        if let Some(newest) = matcher.newest_complete() {
+            shared.complete[index].store(
+                newest.saturating_add(1).min(Time::MAX - 1),
+                Ordering::SeqCst,
+            );
+        }
+        waiting.retain(|request| {
+            if !matcher.is_complete(request.as_of) {
+                return true;
+            }
+            let shard = matcher.read(request.collection, request.as_of, request.key.as_deref());
+            let _ = request.reply.send(shard);
+            false
+        });
+        if Instant::now() >= next_compaction {
+            next_compaction = Instant::now() + COMPACTION_INTERVAL;
+            if let Some(newest) = matcher
+                .newest_complete()
+                .filter(|newest| *newest < Time::MAX - 1)
+            {
+                matcher.allow_compaction(newest.saturating_sub(retention_ms));
+            }
+        }
+        if closed && matcher.is_complete(Time::MAX - 1) {
+            // Every worker has closed its input: read the final state.
+            let as_of = shared.final_time.load(Ordering::SeqCst);
+            let mut state = shared.final_state.lock().expect("state lock");
+            for collection in OutputCollection::ALL {
+                let rows = matcher.read(collection, as_of, None)?;
+                state
+                    .entry(collection)
+                    .or_default()
+                    .extend(rows.into_iter().map(|(row, _)| row));
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Stamps everything in `batch` with `time` and moves the engine past it.
+fn seal(matcher: &mut Matcher, batch: &mut SourceBatch, time: Time) {
+    if time > matcher.time() {
+        matcher.advance_to(time);
+    }
+    for change in batch.changes.drain(..) {
+        matcher.upsert(change.key, change.document, change.offset);
+    }
+    for row in batch.dead_letters.drain(..) {
+        matcher.record_dead_letter(row);
+    }
+    for row in batch.progress.drain(..) {
+        matcher.record_progress(row);
+    }
+    matcher.advance_to(time + 1);
+}
