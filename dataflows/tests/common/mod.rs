@@ -54,7 +54,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn from_rows(rows: Vec<(Row, isize)>) -> Snapshot {
+    pub fn from_rows(rows: Vec<(Row, isize)>) -> Snapshot {
         let mut snapshot = Snapshot::default();
         for (row, count) in rows {
             assert_eq!(count, 1, "a row with multiplicity {count}: {row:?}");

@@ -1,0 +1,281 @@
+//! End to end against a real broker process (tansu, over the Kafka protocol):
+//! a generated history — bad messages, deletes, out-of-order documents — is
+//! produced with a real client, consumed by the pipeline, and every output
+//! collection is compared with a plain evaluation of the final documents.
+//! Replays from explicit offsets and from a timestamp must give the state of
+//! exactly the messages they consume, and a broker restart mid-stream must
+//! lose and duplicate nothing.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use support::*;
+use trimatch::parquet_output::write_collections;
+use trimatch::pipeline::{run_until_end, Pipeline};
+use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
+use trimatch_connectors::source::now_ms;
+use trimatch_connectors::StartPosition;
+use trimatch_dataflows::{OutputCollection, Row};
+
+fn history(seed: u64, count: usize) -> Vec<GeneratedMessage> {
+    Workload::new(WorkloadConfig {
+        seed,
+        tenants: 3,
+        vendors_per_tenant: 4,
+        bad_share: 0.03,
+        ..WorkloadConfig::default()
+    })
+    .take(count)
+    .collect()
+}
+
+/// The high watermark of every partition of the input topics.
+fn high_watermarks(brokers: &str) -> BTreeMap<(String, i32), i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-watermarks")
+        .create()
+        .unwrap();
+    let mut watermarks = BTreeMap::new();
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    for topic in metadata.topics() {
+        for partition in topic.partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic.name(), partition.id(), Duration::from_secs(10))
+                .unwrap();
+            watermarks.insert((topic.name().to_string(), partition.id()), high);
+        }
+    }
+    watermarks
+}
+
+#[test]
+fn generated_history_through_a_real_broker_equals_plain_evaluation() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [3, 2, 3, 1]);
+    let messages = history(11, 3_000);
+    produce(&broker.address, &messages);
+    let malformed = messages.iter().filter(|message| message.malformed).count();
+    assert!(malformed > 20, "the history must include bad messages");
+
+    let pipeline = Pipeline::start(pipeline_config(
+        {
+            let mut source = source_config(&broker.address);
+            source.until_end = true;
+            source
+        },
+        2,
+    ))
+    .unwrap();
+    let metrics = pipeline.metrics();
+    let state = pipeline.join().unwrap();
+
+    // Every output collection equals the plain evaluation of the final documents.
+    let expected = expected_state(&final_documents(&messages));
+    assert!(!expected.match_exceptions.is_empty() && !expected.invoice_matches.is_empty());
+    assert_same_state(
+        &matching_state(&state.collections),
+        &expected,
+        "bounded run",
+    );
+
+    // Every bad message is dead-lettered with its position and a reason.
+    let dead_letters = &state.collections[&OutputCollection::DeadLetters];
+    assert_eq!(dead_letters.len(), malformed);
+    for row in dead_letters {
+        let Row::DeadLetter(letter) = row else {
+            panic!("{row:?}")
+        };
+        assert!(
+            letter.offset >= 0 && !letter.reason.is_empty(),
+            "{letter:?}"
+        );
+    }
+
+    // The snapshot reflects exactly the consumed prefix: every partition up to
+    // its high watermark, and every consumed message is accounted for.
+    let watermarks = high_watermarks(&broker.address);
+    let progress = progress(&state.collections);
+    assert_eq!(progress.len(), 9);
+    let counters = metrics.snapshot();
+    let mut consumed = 0;
+    for ((topic, partition), (next_offset, high_watermark, lag)) in &progress {
+        let high = watermarks[&(topic.clone(), *partition)];
+        assert_eq!(
+            (*next_offset, *high_watermark, *lag),
+            (high, high, 0),
+            "{topic}/{partition}"
+        );
+        let partition_counters = counters[&(topic.clone(), *partition)];
+        assert_eq!(
+            partition_counters.consumed, high as u64,
+            "{topic}/{partition}"
+        );
+        assert_eq!(
+            partition_counters.consumed,
+            partition_counters.applied + partition_counters.dead_lettered,
+            "{topic}/{partition}"
+        );
+        consumed += partition_counters.consumed;
+    }
+    assert_eq!(consumed as usize, messages.len());
+
+    // The bounded run's Parquet files read back with the same rows.
+    let output = tempfile::tempdir().unwrap();
+    let written = write_collections(output.path(), &state).unwrap();
+    assert_eq!(written.len(), OutputCollection::ALL.len());
+    for (collection, path) in OutputCollection::ALL.into_iter().zip(&written) {
+        let file = std::fs::File::open(path).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let rows: usize = reader.map(|batch| batch.unwrap().num_rows()).sum();
+        assert_eq!(
+            rows,
+            state.collections[&collection].len(),
+            "{}",
+            collection.name()
+        );
+    }
+    if let Ok(python) = std::env::var("TRIMATCH_PYTHON") {
+        // A reader nobody here wrote: pandas (through pyarrow).
+        let script = format!(
+            "import pandas, json, sys\n\
+             d = pandas.read_parquet(sys.argv[1] + '/match_exceptions.parquet')\n\
+             m = pandas.read_parquet(sys.argv[1] + '/invoice_matches.parquet')\n\
+             print(json.dumps({{'exceptions': len(d), 'invoices': len(m), \
+             'types': sorted(set(d.exception_type)), 'amount': str(m.invoice_amount.sum())}}))"
+        );
+        let output_dir = output.path().to_str().unwrap();
+        let result = std::process::Command::new(python)
+            .args(["-c", &script, output_dir])
+            .output()
+            .unwrap();
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        let read: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+        assert_eq!(read["exceptions"], expected.match_exceptions.len());
+        assert_eq!(read["invoices"], expected.invoice_matches.len());
+        let total: rust_decimal::Decimal = expected
+            .invoice_matches
+            .iter()
+            .map(|row| row.invoice_amount)
+            .sum();
+        let read_total: rust_decimal::Decimal = read["amount"].as_str().unwrap().parse().unwrap();
+        assert_eq!(read_total, total, "pandas sums the exact decimals");
+    }
+}
+
+#[test]
+fn replays_from_offsets_and_from_a_timestamp_give_exactly_that_suffix() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [2, 2, 2, 1]);
+    let first = history(21, 800);
+    produce(&broker.address, &first);
+    std::thread::sleep(Duration::from_millis(100));
+    let cut_time = now_ms();
+    std::thread::sleep(Duration::from_millis(100));
+    let cut_offsets = high_watermarks(&broker.address);
+    // Later versions of the same documents, deletes among them, and new ones.
+    let second = history(22, 800);
+    produce(&broker.address, &second);
+    let expected = expected_state(&final_documents(&second));
+    let ends = high_watermarks(&broker.address);
+
+    let offsets: StartPosition = StartPosition::Offsets(cut_offsets.clone());
+    for start in [offsets, StartPosition::Timestamp(cut_time)] {
+        let mut source = source_config(&broker.address);
+        source.start = start.clone();
+        let state = run_until_end(pipeline_config(source, 2)).unwrap();
+        assert_same_state(
+            &matching_state(&state.collections),
+            &expected,
+            &format!("replay from {start:?}"),
+        );
+        for (partition, (next_offset, _, lag)) in progress(&state.collections) {
+            assert_eq!(
+                (next_offset, lag),
+                (ends[&partition], 0),
+                "{partition:?} from {start:?}"
+            );
+        }
+    }
+    // And from the earliest offsets, the whole history.
+    let state = run_until_end(pipeline_config(source_config(&broker.address), 1)).unwrap();
+    let everything = expected_state(&final_documents(first.iter().chain(&second)));
+    assert_same_state(
+        &matching_state(&state.collections),
+        &everything,
+        "replay from earliest",
+    );
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() {
+    let mut broker = Tansu::start();
+    create_input_topics(&broker.address, [2, 2, 2, 1]);
+    let before = history(31, 1_000);
+    produce(&broker.address, &before);
+    let pipeline = Pipeline::start(pipeline_config(source_config(&broker.address), 2)).unwrap();
+    wait_for("the pipeline to catch up", Duration::from_secs(60), || {
+        pipeline.is_ready()
+    });
+
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(pipeline.error().is_none(), "{:?}", pipeline.error());
+    broker.restart();
+    let after = history(32, 1_000);
+    produce(&broker.address, &after);
+    let ends = high_watermarks(&broker.address);
+    let total: i64 = ends.values().sum();
+    let metrics = pipeline.metrics();
+    wait_for(
+        "every message after the restart",
+        Duration::from_secs(90),
+        || {
+            let counters = metrics.snapshot();
+            counters
+                .values()
+                .map(|counter| counter.next_offset)
+                .sum::<i64>()
+                == total
+        },
+    );
+    // Every batch so far is stamped at or before the current millisecond.
+    let as_of = now_ms() as u64;
+    wait_for(
+        "a complete time after the last batch",
+        Duration::from_secs(10),
+        || {
+            pipeline
+                .newest_complete()
+                .is_some_and(|newest| newest >= as_of)
+        },
+    );
+    let state = read_all(&pipeline, as_of);
+    let expected = expected_state(&final_documents(before.iter().chain(&after)));
+    assert_same_state(&matching_state(&state), &expected, "after the restart");
+    for ((topic, partition), counters) in metrics.snapshot() {
+        let high = ends[&(topic.clone(), partition)];
+        assert_eq!(
+            counters.consumed, high as u64,
+            "{topic}/{partition}: consumed once each"
+        );
+        assert_eq!(counters.consumed, counters.applied + counters.dead_lettered);
+    }
+    for (partition, (next_offset, _, _)) in progress(&state) {
+        assert_eq!(next_offset, ends[&partition], "{partition:?}");
+    }
+    pipeline.shutdown().unwrap();
+}

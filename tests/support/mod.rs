@@ -1,0 +1,305 @@
+//! Shared support for the end-to-end tests: a real broker process (tansu),
+//! librdkafka's mock cluster for fault injection, topics, producing a
+//! generated history, and the plain evaluation of its final documents.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use trimatch::pipeline::{Pipeline, PipelineConfig};
+use trimatch_connectors::generate::GeneratedMessage;
+use trimatch_connectors::produce::WorkloadProducer;
+use trimatch_connectors::{SourceConfig, TopicConfig};
+use trimatch_dataflows::decode::decode_upsert;
+use trimatch_dataflows::model::{Document, DocumentKind, Fingerprint, Tolerances};
+use trimatch_dataflows::{OutputCollection, Row, Time};
+
+#[path = "../../dataflows/tests/common/mod.rs"]
+pub mod common;
+
+pub use common::oracle;
+pub use common::Snapshot;
+
+/// A tansu broker process on a free loopback port, with its own SQLite data
+/// directory; killed when dropped.
+pub struct Tansu {
+    pub address: String,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+/// The tansu binary: `$TRIMATCH_TANSU`, else where `.ci/run` installs it.
+fn tansu_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("TRIMATCH_TANSU") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cached = PathBuf::from(home).join(".cache/trimatch/tansu/bin/tansu");
+    assert!(
+        cached.exists(),
+        "the end-to-end tests need the tansu broker: run `bash .ci/run` once (it installs \
+         tansu into ~/.cache/trimatch), or set TRIMATCH_TANSU to a tansu binary"
+    );
+    cached
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port")
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        let port = free_port();
+        let mut tansu = Tansu {
+            address: format!("127.0.0.1:{port}"),
+            port,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            child: None,
+        };
+        tansu.launch();
+        tansu
+    }
+
+    fn launch(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))
+            .expect("a log file");
+        let child = Command::new(tansu_binary())
+            .current_dir(self.dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            // Relative to the working directory: tansu refuses an absolute path.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(Stdio::from(log.try_clone().expect("log handle")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("tansu starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&self.address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {}",
+                self.address
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the broker process (SIGKILL: no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Creates topics with the given partition counts through the admin API.
+pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new_topics: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = futures_executor::block_on(admin.create_topics(
+        &new_topics,
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))
+    .expect("create topics");
+    for result in results {
+        result.unwrap_or_else(|(topic, error)| panic!("cannot create {topic}: {error}"));
+    }
+}
+
+/// The four input topics with their default names and these partition counts.
+pub fn create_input_topics(brokers: &str, partitions: [i32; 4]) {
+    let topics: Vec<(&str, i32)> = DocumentKind::ALL
+        .into_iter()
+        .zip(partitions)
+        .map(|(kind, count)| (kind.default_topic(), count))
+        .collect();
+    create_topics(brokers, &topics);
+}
+
+/// Produces `messages` in order and waits until all are acknowledged.
+pub fn produce(brokers: &str, messages: &[GeneratedMessage]) {
+    let topics = DocumentKind::ALL
+        .into_iter()
+        .map(TopicConfig::default_for)
+        .collect();
+    let producer = WorkloadProducer::new(brokers, topics, &[]).expect("producer");
+    for message in messages {
+        producer.send(message).expect("send");
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("all messages acknowledged");
+}
+
+/// The documents present after `messages`, applied in order: the last valid
+/// version of each identity (rejected messages have no effect).
+pub fn final_documents<'m>(
+    messages: impl IntoIterator<Item = &'m GeneratedMessage>,
+) -> BTreeMap<Fingerprint, Document> {
+    let mut documents = BTreeMap::new();
+    for message in messages {
+        if let Ok(upsert) = decode_upsert(
+            message.kind,
+            message.key.as_deref(),
+            message.value.as_deref(),
+        ) {
+            match upsert.document {
+                Some(document) => documents.insert(upsert.key, document),
+                None => documents.remove(&upsert.key),
+            };
+        }
+    }
+    documents
+}
+
+/// The plain evaluation of SPEC §2 over `documents` (details left out).
+pub fn expected_state(documents: &BTreeMap<Fingerprint, Document>) -> Snapshot {
+    oracle::evaluate(documents, &Tolerances::default())
+}
+
+/// The matching collections among `rows`, as a comparable snapshot (details left out).
+pub fn matching_state(collections: &BTreeMap<OutputCollection, Vec<Row>>) -> Snapshot {
+    let rows: Vec<(Row, isize)> = OutputCollection::MATCHING
+        .iter()
+        .flat_map(|collection| collections.get(collection).cloned().unwrap_or_default())
+        .map(|row| (row, 1))
+        .collect();
+    oracle::without_details(Snapshot::from_rows(rows))
+}
+
+/// A source reading the four default topics from `brokers`.
+pub fn source_config(brokers: &str) -> SourceConfig {
+    let mut config = SourceConfig::new(brokers);
+    config.metadata_refresh = Duration::from_millis(500);
+    config
+}
+
+/// A pipeline config with `workers` workers.
+pub fn pipeline_config(source: SourceConfig, workers: usize) -> PipelineConfig {
+    let mut config = PipelineConfig::new(source);
+    config.workers = workers;
+    config
+}
+
+/// Polls `condition` every 50 ms for up to `timeout`; panics with `what` if it never holds.
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every collection of a running pipeline at one time.
+pub fn read_all(pipeline: &Pipeline, as_of: Time) -> BTreeMap<OutputCollection, Vec<Row>> {
+    OutputCollection::ALL
+        .into_iter()
+        .map(|collection| {
+            let snapshot = pipeline
+                .snapshot(collection, Some(as_of), None)
+                .unwrap_or_else(|error| panic!("read {}: {error:#}", collection.name()));
+            (collection, snapshot.rows)
+        })
+        .collect()
+}
+
+/// The `source_progress` rows as (topic, partition) → (next_offset, high_watermark, lag).
+pub fn progress(
+    collections: &BTreeMap<OutputCollection, Vec<Row>>,
+) -> BTreeMap<(String, i32), (i64, i64, u64)> {
+    collections
+        .get(&OutputCollection::SourceProgress)
+        .into_iter()
+        .flatten()
+        .map(|row| match row {
+            Row::SourceProgress(p) => (
+                (p.topic.to_string(), p.partition),
+                (p.next_offset, p.high_watermark, p.lag),
+            ),
+            other => panic!("not a progress row: {other:?}"),
+        })
+        .collect()
+}
+
+/// Asserts two states are equal, printing only the rows that differ.
+pub fn assert_same_state(actual: &Snapshot, expected: &Snapshot, context: &str) {
+    fn diff<T: std::fmt::Debug + Ord + Clone>(
+        name: &str,
+        actual: &[T],
+        expected: &[T],
+    ) -> Vec<String> {
+        let actual: std::collections::BTreeSet<T> = actual.iter().cloned().collect();
+        let expected: std::collections::BTreeSet<T> = expected.iter().cloned().collect();
+        let mut lines = Vec::new();
+        for row in actual.difference(&expected).take(5) {
+            lines.push(format!("{name}: unexpected {row:?}"));
+        }
+        for row in expected.difference(&actual).take(5) {
+            lines.push(format!("{name}: missing {row:?}"));
+        }
+        lines
+    }
+    let mut lines = Vec::new();
+    lines.extend(diff(
+        "invoice_matches",
+        &actual.invoice_matches,
+        &expected.invoice_matches,
+    ));
+    lines.extend(diff(
+        "match_exceptions",
+        &actual.match_exceptions,
+        &expected.match_exceptions,
+    ));
+    lines.extend(diff("po_lines", &actual.po_lines, &expected.po_lines));
+    lines.extend(diff(
+        "exception_summary",
+        &actual.exception_summary,
+        &expected.exception_summary,
+    ));
+    assert!(
+        lines.is_empty(),
+        "{context}: states differ\n{}",
+        lines.join("\n")
+    );
+    assert_eq!(actual, expected, "{context}");
+}
