@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -283,12 +283,7 @@ fn run_worker(
             source.flush(Duration::from_secs(5));
             return Ok(());
         }
-        loop {
-            match requests.try_recv() {
-                Ok(request) => waiting.push(request),
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-            }
-        }
+        waiting.extend(requests.try_iter());
         if !closed {
             source.poll(&mut batch, POLL_TIMEOUT)?;
             let now = now_ms() as Time;
