@@ -85,6 +85,20 @@ fn an_unreachable_broker_is_retried_and_the_pipeline_is_not_ready_meanwhile() {
         "not ready while the broker is unreachable"
     );
     assert_eq!(pipeline.error(), None, "an unreachable broker is not fatal");
+    // Waiting for the broker does not block the workers: time moves on and
+    // snapshots are answered (empty) meanwhile.
+    let before = pipeline
+        .newest_complete()
+        .expect("times complete while connecting");
+    wait_for("time to move on", Duration::from_secs(5), || {
+        pipeline
+            .newest_complete()
+            .is_some_and(|newest| newest > before + 500)
+    });
+    let snapshot = pipeline
+        .snapshot(OutputCollection::InvoiceMatches, None, None)
+        .unwrap();
+    assert!(snapshot.rows.is_empty());
 
     mock.broker_up(1).unwrap();
     let messages = small_history(41, 500);

@@ -5,6 +5,7 @@
 //! * [`envelope`] — message → document change per envelope (SPEC §1.1);
 //! * [`source`] — one worker's consumer: batches of changes, dead letters and
 //!   per-partition progress, with exact offsets (SPEC §4);
+//! * `discovery` — metadata, new partitions and start offsets, off the worker thread;
 //! * [`dead_letter`] — the optional dead-letter topic;
 //! * [`metrics`] — per-partition counters (consumed = applied + dead-lettered);
 //! * [`generate`] / [`produce`] — the synthetic workload and its producer.
@@ -14,6 +15,7 @@
 
 pub mod config;
 pub mod dead_letter;
+mod discovery;
 pub mod envelope;
 pub mod generate;
 pub mod metrics;

@@ -7,12 +7,15 @@
 //!   `(hash(topic) + partition) % peers`, so the owner of a partition never
 //!   changes when partitions or topics are added.
 //! * **Offsets.** Start offsets are resolved to numbers once, at start, so a run
-//!   is reproducible; the source tracks, per partition, the first offset not yet
-//!   handed over (`next_offset`), and never hands over an offset twice.
-//! * **Faults.** An unreachable broker is retried (the source is not ready
-//!   meanwhile); librdkafka resumes fetching at the next offset after a broker
-//!   restart; a missing topic is an error naming it, or is waited for; new
-//!   partitions are picked up by a periodic metadata refresh.
+//!   is reproducible (see `discovery`); the source tracks, per partition, the
+//!   first offset not yet handed over (`next_offset`), and never hands over an
+//!   offset twice.
+//! * **Faults.** Everything that waits on a broker runs on a helper thread, so
+//!   the worker never blocks on Kafka beyond its poll timeout. An unreachable
+//!   broker is retried (the source is not ready meanwhile); librdkafka resumes
+//!   fetching at the next offset after a broker restart; a missing topic is an
+//!   error naming it, or is waited for; new partitions are picked up by a
+//!   periodic metadata refresh.
 //! * **Bad input** is dead-lettered with its topic, partition, offset and the
 //!   reason, and counted; it never stops the source.
 
@@ -25,14 +28,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::metadata::Metadata;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use trimatch_dataflows::model::{Document, Fingerprint, Text};
 use trimatch_dataflows::rows::{DeadLetterRow, SourceProgressRow};
 
-use crate::config::{SourceConfig, StartPosition};
+use crate::config::SourceConfig;
 use crate::dead_letter::{DeadLetterProducer, Rejected};
+use crate::discovery::{Discovery, DiscoveryEvent, NewPartition};
 use crate::envelope::{decode_message, Decoded};
 use crate::metrics::{PartitionCounters, SourceMetrics};
 
@@ -45,6 +48,8 @@ pub enum SourceError {
     UnknownStartPartition { topic: String, partition: i32 },
     #[error("Kafka client error: {0}")]
     Kafka(#[from] KafkaError),
+    #[error("cannot start a thread: {0}")]
+    Thread(String),
 }
 
 /// One decoded document change: the identity key, the new version (`None`
@@ -109,17 +114,6 @@ impl PartitionState {
     }
 }
 
-enum Phase {
-    /// Not yet connected; the next attempt is due at this instant.
-    Connecting {
-        next_attempt: Instant,
-        attempts: u32,
-    },
-    Running,
-}
-
-/// How long a metadata or offsets request to the broker may block a worker.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often cached high watermarks and positions are re-read while idle.
 const WATERMARK_REFRESH: Duration = Duration::from_millis(500);
 
@@ -127,16 +121,15 @@ const WATERMARK_REFRESH: Duration = Duration::from_millis(500);
 pub struct KafkaSource {
     config: SourceConfig,
     worker: usize,
-    peers: usize,
     consumer: BaseConsumer,
     dead_letters: Option<DeadLetterProducer>,
     metrics: Arc<SourceMetrics>,
-    phase: Phase,
+    /// Finds partitions and their start offsets off the worker thread.
+    discovery: Discovery,
+    /// Whether discovery has connected and handed over the first assignment.
+    connected: bool,
     /// Owned partitions: by topic name, then partition number.
     partitions: HashMap<String, BTreeMap<i32, PartitionState>>,
-    /// Topics found missing and not yet reported as present.
-    missing_topics: Vec<String>,
-    next_metadata_refresh: Instant,
     next_watermark_refresh: Instant,
 }
 
@@ -176,37 +169,29 @@ impl KafkaSource {
             )?),
             None => None,
         };
-        let now = Instant::now();
+        let discovery = Discovery::spawn(config.clone(), &client, worker, peers)?;
         Ok(KafkaSource {
             config,
             worker,
-            peers,
             consumer,
             dead_letters,
             metrics,
-            phase: Phase::Connecting {
-                next_attempt: now,
-                attempts: 0,
-            },
+            discovery,
+            connected: false,
             partitions: HashMap::new(),
-            missing_topics: Vec::new(),
-            next_metadata_refresh: now,
-            next_watermark_refresh: now,
+            next_watermark_refresh: Instant::now(),
         })
     }
 
     /// Connected, and every owned partition has reached the high watermark it
     /// had when it was assigned.
     pub fn is_ready(&self) -> bool {
-        matches!(self.phase, Phase::Running)
-            && self.owned().all(|state| state.next_offset >= state.end)
+        self.connected && self.owned().all(|state| state.next_offset >= state.end)
     }
 
     /// In bounded mode, whether every owned partition has reached its end.
     pub fn is_finished(&self) -> bool {
-        self.config.until_end
-            && matches!(self.phase, Phase::Running)
-            && self.owned().all(|state| state.done)
+        self.config.until_end && self.connected && self.owned().all(|state| state.done)
     }
 
     /// The owned partitions' positions: (topic, partition) → next offset.
@@ -229,40 +214,13 @@ impl KafkaSource {
     /// `max_batch` messages, the dead letters among them, and a progress row
     /// for every partition whose position or watermark moved.
     pub fn poll(&mut self, batch: &mut SourceBatch, timeout: Duration) -> Result<(), SourceError> {
-        if let Phase::Connecting {
-            next_attempt,
-            attempts,
-        } = self.phase
-        {
-            let now = Instant::now();
-            if now < next_attempt {
-                std::thread::sleep(timeout.min(next_attempt - now));
-                return Ok(());
-            }
-            match self.connect() {
-                Ok(()) => self.phase = Phase::Running,
-                Err(SourceError::Kafka(error)) => {
-                    if attempts % 30 == 0 {
-                        tracing::warn!(
-                            brokers = %self.config.brokers,
-                            %error,
-                            "cannot reach Kafka; retrying every second (not ready until connected)"
-                        );
-                    }
-                    self.phase = Phase::Connecting {
-                        next_attempt: Instant::now() + Duration::from_secs(1),
-                        attempts: attempts + 1,
-                    };
-                    return Ok(());
+        while let Some(event) = self.discovery.try_next() {
+            match event {
+                DiscoveryEvent::Assign(partitions) => {
+                    self.connected = true;
+                    self.assign(partitions)?;
                 }
-                Err(other) => return Err(other),
-            }
-        }
-        let now = Instant::now();
-        if !self.config.until_end && now >= self.next_metadata_refresh {
-            self.next_metadata_refresh = now + self.config.metadata_refresh;
-            if let Err(error) = self.discover_partitions() {
-                tracing::warn!(%error, "could not refresh topic metadata; will retry");
+                DiscoveryEvent::Failed(error) => return Err(error),
             }
         }
         let received = self.consume(batch, timeout);
@@ -436,170 +394,16 @@ impl KafkaSource {
         }
     }
 
-    /// Reads metadata, resolves start offsets of the owned partitions and
-    /// assigns them.
-    fn connect(&mut self) -> Result<(), SourceError> {
-        let mut present = Vec::new();
-        for topic in &self.config.topics {
-            match self.topic_partitions(&topic.name)? {
-                Some(partitions) => present.push((topic.name.clone(), partitions)),
-                None if self.config.wait_for_topics => {
-                    tracing::info!(topic = %topic.name, brokers = %self.config.brokers, "waiting for topic to be created");
-                    self.missing_topics.push(topic.name.clone());
-                }
-                None => {
-                    return Err(SourceError::MissingTopic {
-                        topic: topic.name.clone(),
-                        brokers: self.config.brokers.clone(),
-                    })
-                }
-            }
-        }
-        if let StartPosition::Offsets(offsets) = &self.config.start {
-            for (topic, partition) in offsets.keys() {
-                let known = present
-                    .iter()
-                    .any(|(name, partitions)| name == topic && partitions.contains(partition));
-                if !known {
-                    return Err(SourceError::UnknownStartPartition {
-                        topic: topic.clone(),
-                        partition: *partition,
-                    });
-                }
-            }
-        }
-        let owned: Vec<(String, i32)> = present
-            .iter()
-            .flat_map(|(topic, partitions)| partitions.iter().map(move |p| (topic.clone(), *p)))
-            .filter(|(topic, partition)| owner(topic, *partition, self.peers) == self.worker)
-            .collect();
-        let starts = self.resolve_start(&owned, &self.config.start.clone())?;
-        self.assign(starts)?;
-        tracing::info!(
-            worker = self.worker,
-            partitions = self.owned().count(),
-            brokers = %self.config.brokers,
-            "Kafka source connected"
-        );
-        Ok(())
-    }
-
-    /// Picks up partitions (and, when waiting for them, topics) that appeared
-    /// since the last look; they are read from their beginning.
-    fn discover_partitions(&mut self) -> Result<(), SourceError> {
-        let mut new = Vec::new();
-        for topic in &self.config.topics {
-            let Some(partitions) = self.topic_partitions(&topic.name)? else {
-                continue;
-            };
-            if let Some(index) = self
-                .missing_topics
-                .iter()
-                .position(|name| *name == topic.name)
-            {
-                self.missing_topics.remove(index);
-                tracing::info!(topic = %topic.name, "topic appeared; reading it from the beginning");
-            }
-            let known = self.partitions.get(&topic.name);
-            for partition in partitions {
-                let is_known = known.is_some_and(|known| known.contains_key(&partition));
-                if !is_known && owner(&topic.name, partition, self.peers) == self.worker {
-                    new.push((topic.name.clone(), partition));
-                }
-            }
-        }
-        if !new.is_empty() {
-            tracing::info!(worker = self.worker, partitions = ?new, "new partitions assigned");
-            let starts = self.resolve_start(&new, &StartPosition::Earliest)?;
-            self.assign(starts)?;
-        }
-        Ok(())
-    }
-
-    /// The partitions of `topic`, or `None` if it does not exist.
-    fn topic_partitions(&self, topic: &str) -> Result<Option<Vec<i32>>, SourceError> {
-        let metadata: Metadata = self.consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
-        let Some(entry) = metadata.topics().iter().find(|entry| entry.name() == topic) else {
-            return Ok(None);
-        };
-        match entry.error() {
-            None => {}
-            Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => return Ok(None),
-            Some(error) => {
-                return Err(SourceError::Kafka(KafkaError::MetadataFetch(error.into())));
-            }
-        }
-        if entry.partitions().is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(entry.partitions().iter().map(|p| p.id()).collect()))
-    }
-
-    /// Resolves `start` to a numeric offset and the current high watermark for
-    /// each partition.
-    fn resolve_start(
-        &self,
-        partitions: &[(String, i32)],
-        start: &StartPosition,
-    ) -> Result<Vec<(String, i32, i64, i64)>, SourceError> {
-        let mut watermarks = Vec::with_capacity(partitions.len());
-        for (topic, partition) in partitions {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)?;
-            watermarks.push((low, high));
-        }
-        let by_time = match start {
-            StartPosition::Timestamp(ms) if !partitions.is_empty() => {
-                let mut list = TopicPartitionList::new();
-                for (topic, partition) in partitions {
-                    list.add_partition_offset(topic, *partition, Offset::Offset(*ms))?;
-                }
-                Some(self.consumer.offsets_for_times(list, REQUEST_TIMEOUT)?)
-            }
-            _ => None,
-        };
-        let mut resolved = Vec::with_capacity(partitions.len());
-        for ((topic, partition), (low, high)) in partitions.iter().zip(watermarks) {
-            let offset = match start {
-                StartPosition::Earliest => low,
-                StartPosition::Latest => high,
-                StartPosition::Timestamp(_) => by_time
-                    .as_ref()
-                    .and_then(|list| list.find_partition(topic, *partition))
-                    .and_then(|element| match element.offset() {
-                        Offset::Offset(offset) => Some(offset),
-                        _ => None,
-                    })
-                    .unwrap_or(high),
-                StartPosition::Offsets(offsets) => {
-                    let wanted = offsets
-                        .get(&(topic.clone(), *partition))
-                        .copied()
-                        .unwrap_or(low);
-                    let clamped = wanted.clamp(low, high);
-                    if clamped != wanted {
-                        tracing::warn!(
-                            topic,
-                            partition,
-                            requested = wanted,
-                            low,
-                            high,
-                            "start offset outside the retained range; starting at {clamped}"
-                        );
-                    }
-                    clamped
-                }
-            };
-            resolved.push((topic.clone(), *partition, offset, high));
-        }
-        Ok(resolved)
-    }
-
-    /// Adds partitions at the given start offsets to the assignment.
-    fn assign(&mut self, starts: Vec<(String, i32, i64, i64)>) -> Result<(), SourceError> {
+    /// Adds partitions at their start offsets to the assignment.
+    fn assign(&mut self, partitions: Vec<NewPartition>) -> Result<(), SourceError> {
         let mut list = TopicPartitionList::new();
-        for (topic, partition, start, high) in starts {
+        for NewPartition {
+            topic,
+            partition,
+            start,
+            high,
+        } in partitions
+        {
             let counters = self.metrics.partition(&topic, partition);
             let done = self.config.until_end && start >= high;
             if !done {
