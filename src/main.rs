@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use trimatch::parquet_output::write_collections;
 use trimatch::pipeline::{Pipeline, PipelineConfig};
+use trimatch_connectors::admin::create_missing_topics;
 use trimatch_connectors::generate::{Workload, WorkloadConfig};
 use trimatch_connectors::produce::{ProduceLimits, WorkloadProducer};
 use trimatch_connectors::{Envelope, SourceConfig, StartPosition, TopicConfig};
@@ -143,6 +144,9 @@ struct GenerateArgs {
     /// Share of malformed messages, 0 to 1.
     #[arg(long, default_value_t = 0.01)]
     bad_share: f64,
+    /// Create missing input topics with this many partitions first.
+    #[arg(long, value_name = "N")]
+    create_topics: Option<i32>,
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {
@@ -231,6 +235,19 @@ fn serve(args: ServeArgs) -> Result<()> {
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
+    if let Some(partitions) = args.create_topics {
+        let topics = args.topics.topics(&[]);
+        let names: Vec<&str> = topics.iter().map(|topic| topic.name.as_str()).collect();
+        let created = create_missing_topics(
+            &args.topics.brokers,
+            &names,
+            partitions,
+            &args.topics.client_settings,
+        )?;
+        for topic in created {
+            tracing::info!(topic, partitions, "created topic");
+        }
+    }
     let producer = WorkloadProducer::new(
         &args.topics.brokers,
         args.topics.topics(&[]),

@@ -1,6 +1,7 @@
 //! trimatch's sources: Kafka consumers that feed the matching engine, and a
 //! generator of realistic synthetic workloads.
 //!
+//! * [`admin`] — creating missing input topics;
 //! * [`config`] — brokers, topics, envelopes, start positions, bounded mode;
 //! * [`envelope`] — message → document change per envelope (SPEC §1.1);
 //! * [`source`] — one worker's consumer: batches of changes, dead letters and
@@ -13,6 +14,7 @@
 //! Sources know nothing about the matching rules: they hand the engine
 //! decoded documents keyed by identity, and bookkeeping rows.
 
+pub mod admin;
 pub mod config;
 pub mod dead_letter;
 mod discovery;

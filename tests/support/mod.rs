@@ -10,10 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
 use trimatch::pipeline::{Pipeline, PipelineConfig};
+use trimatch_connectors::admin::create_missing_topics;
 use trimatch_connectors::generate::GeneratedMessage;
 use trimatch_connectors::produce::WorkloadProducer;
 use trimatch_connectors::{SourceConfig, TopicConfig};
@@ -128,21 +126,10 @@ impl Drop for Tansu {
 
 /// Creates topics with the given partition counts through the admin API.
 pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let new_topics: Vec<NewTopic> = topics
-        .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let results = futures_executor::block_on(admin.create_topics(
-        &new_topics,
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-    ))
-    .expect("create topics");
-    for result in results {
-        result.unwrap_or_else(|(topic, error)| panic!("cannot create {topic}: {error}"));
+    for (topic, partitions) in topics {
+        let created = create_missing_topics(brokers, &[topic], *partitions, &[])
+            .unwrap_or_else(|error| panic!("cannot create {topic}: {error}"));
+        assert_eq!(created, vec![topic.to_string()], "{topic} existed already");
     }
 }
 
