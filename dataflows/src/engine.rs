@@ -392,6 +392,91 @@ impl Matcher {
         as_of: Time,
         key: Option<&str>,
     ) -> Result<Vec<(Row, isize)>, ReadError> {
+        self.read_filtered(collection, as_of, key, &|_| true, usize::MAX)
+    }
+
+    /// Like [`read`](Self::read), keeping only rows that pass `filter`, and at
+    /// most `limit` of them.
+    pub fn read_filtered(
+        &mut self,
+        collection: OutputCollection,
+        as_of: Time,
+        key: Option<&str>,
+        filter: &dyn Fn(&Row) -> bool,
+        limit: usize,
+    ) -> Result<Vec<(Row, isize)>, ReadError> {
+        self.check_complete(as_of)?;
+        let mut rows = Vec::new();
+        if limit == 0 {
+            return Ok(rows);
+        }
+        self.visit(collection, as_of, key, &mut |row, updates| {
+            let count: isize = updates
+                .iter()
+                .filter(|(time, _)| *time <= as_of)
+                .map(|(_, diff)| diff)
+                .sum();
+            if count != 0 && filter(&row) {
+                rows.push((row, count));
+                if rows.len() >= limit {
+                    return Visit::Stop;
+                }
+            }
+            Visit::Continue
+        })?;
+        Ok(rows)
+    }
+
+    /// How many rows this worker's shard of `collection` has as of `as_of`.
+    pub fn count(&mut self, collection: OutputCollection, as_of: Time) -> Result<u64, ReadError> {
+        self.check_complete(as_of)?;
+        let mut count = 0u64;
+        self.visit_updates(collection, as_of, None, &mut |updates| {
+            let multiplicity: isize = updates
+                .iter()
+                .filter(|(time, _)| *time <= as_of)
+                .map(|(_, diff)| diff)
+                .sum();
+            count += multiplicity.max(0) as u64;
+        })?;
+        Ok(count)
+    }
+
+    /// The changes this worker's shard of `collection` went through at times
+    /// `from ..= through`, consolidated, in key and row order (not time order).
+    /// Refused if history before `from` has been compacted or `through` is not
+    /// complete.
+    pub fn read_changes(
+        &mut self,
+        collection: OutputCollection,
+        from: Time,
+        through: Time,
+        key: Option<&str>,
+        filter: &dyn Fn(&Row) -> bool,
+    ) -> Result<Vec<Change>, ReadError> {
+        self.check_complete(through)?;
+        let mut changes = Vec::new();
+        let mut in_range: Vec<(Time, isize)> = Vec::new();
+        self.visit(collection, from, key, &mut |row, updates| {
+            in_range.clear();
+            in_range.extend(
+                updates
+                    .iter()
+                    .filter(|(time, _)| (from..=through).contains(time)),
+            );
+            if in_range.is_empty() || !filter(&row) {
+                return Visit::Continue;
+            }
+            differential_dataflow::consolidation::consolidate(&mut in_range);
+            for (time, diff) in in_range.iter() {
+                changes.push((row.clone(), *time, *diff));
+            }
+            Visit::Continue
+        })?;
+        Ok(changes)
+    }
+
+    fn check_complete(&self, as_of: Time) -> Result<(), ReadError> {
         let newest = self.newest_complete();
         if newest.is_none_or(|newest| as_of > newest) {
             return Err(ReadError::NotComplete {
@@ -399,52 +484,74 @@ impl Matcher {
                 newest: newest.unwrap_or(0),
             });
         }
-        let mut rows = Vec::new();
-        let traces = &mut self.traces;
-        let tenant = key;
-        match collection {
-            OutputCollection::InvoiceMatches => read_trace(
-                &mut traces.invoice_matches,
-                as_of,
-                tenant,
-                Row::InvoiceMatch,
-                &mut rows,
-            ),
-            OutputCollection::MatchExceptions => read_trace(
-                &mut traces.match_exceptions,
-                as_of,
-                tenant,
-                Row::Exception,
-                &mut rows,
-            ),
-            OutputCollection::PoLines => {
-                read_trace(&mut traces.po_lines, as_of, tenant, Row::PoLine, &mut rows)
-            }
-            OutputCollection::ExceptionSummary => read_trace(
-                &mut traces.exception_summary,
-                as_of,
-                tenant,
-                Row::ExceptionSummary,
-                &mut rows,
-            ),
-            OutputCollection::DeadLetters => read_trace(
-                &mut traces.dead_letters,
-                as_of,
-                tenant,
-                Row::DeadLetter,
-                &mut rows,
-            ),
-            OutputCollection::SourceProgress => read_trace(
-                &mut traces.source_progress,
-                as_of,
-                tenant,
-                Row::SourceProgress,
-                &mut rows,
-            ),
-        }?;
-        Ok(rows)
+        Ok(())
+    }
+
+    /// Visits every row of `collection` (of `key`) with its updates.
+    fn visit(
+        &mut self,
+        collection: OutputCollection,
+        from: Time,
+        key: Option<&str>,
+        visit: &mut dyn FnMut(Row, &[(Time, isize)]) -> Visit,
+    ) -> Result<(), ReadError> {
+        with_trace!(self.traces, collection, |trace, to_row| {
+            visit_trace(trace, from, key, |row, updates| {
+                visit(to_row(row.clone()), updates)
+            })
+        })
+    }
+
+    /// Visits the updates of every row of `collection`, without building rows.
+    fn visit_updates(
+        &mut self,
+        collection: OutputCollection,
+        from: Time,
+        key: Option<&str>,
+        visit: &mut dyn FnMut(&[(Time, isize)]),
+    ) -> Result<(), ReadError> {
+        with_trace!(self.traces, collection, |trace, _to_row| {
+            visit_trace(trace, from, key, |_, updates| {
+                visit(updates);
+                Visit::Continue
+            })
+        })
     }
 }
+
+/// Runs `$body` with `$trace` bound to the trace of `$collection` and `$to_row`
+/// to the constructor of its rows.
+macro_rules! with_trace {
+    ($traces:expr, $collection:expr, |$trace:ident, $to_row:ident| $body:expr) => {
+        match $collection {
+            OutputCollection::InvoiceMatches => {
+                let ($trace, $to_row) = (&mut $traces.invoice_matches, Row::InvoiceMatch);
+                $body
+            }
+            OutputCollection::MatchExceptions => {
+                let ($trace, $to_row) = (&mut $traces.match_exceptions, Row::Exception);
+                $body
+            }
+            OutputCollection::PoLines => {
+                let ($trace, $to_row) = (&mut $traces.po_lines, Row::PoLine);
+                $body
+            }
+            OutputCollection::ExceptionSummary => {
+                let ($trace, $to_row) = (&mut $traces.exception_summary, Row::ExceptionSummary);
+                $body
+            }
+            OutputCollection::DeadLetters => {
+                let ($trace, $to_row) = (&mut $traces.dead_letters, Row::DeadLetter);
+                $body
+            }
+            OutputCollection::SourceProgress => {
+                let ($trace, $to_row) = (&mut $traces.source_progress, Row::SourceProgress);
+                $body
+            }
+        }
+    };
+}
+use with_trace;
 
 /// Runs `$body` with `$trace` bound to each output trace in turn.
 macro_rules! for_each_trace {
@@ -478,7 +585,9 @@ macro_rules! for_each_trace {
 use for_each_trace;
 
 /// Arranges an output by tenant, reports its changes to `changes`, and attaches
-/// it to the probe that says when a time is complete.
+/// it to the probe that says when a time is complete. The probe sits after the
+/// change sink, so once a time is complete every change at or before it has
+/// been reported, on every worker.
 fn publish<'s, R>(
     collection: Collection<'s, (Text, R)>,
     to_row: fn(R) -> Row,
@@ -489,62 +598,73 @@ where
     R: differential_dataflow::ExchangeData,
 {
     let arranged = collection.arrange_by_key();
-    arranged.stream.clone().probe_with(probe);
-    if let Some(sink) = changes.clone() {
-        let mut buffer: Vec<Change> = Vec::new();
-        arranged
-            .clone()
-            .as_collection(move |_, row: &R| to_row(row.clone()))
-            .inspect_batch(move |_, updates| {
-                buffer.clear();
-                buffer.extend(updates.iter().cloned());
-                (sink.borrow_mut())(&buffer);
-            });
+    match changes.clone() {
+        Some(sink) => {
+            let mut buffer: Vec<Change> = Vec::new();
+            arranged
+                .clone()
+                .as_collection(move |_, row: &R| to_row(row.clone()))
+                .inspect_batch(move |_, updates| {
+                    buffer.clear();
+                    buffer.extend(updates.iter().cloned());
+                    (sink.borrow_mut())(&buffer);
+                })
+                .inner
+                .probe_with(probe);
+        }
+        None => {
+            arranged.stream.clone().probe_with(probe);
+        }
     }
     arranged.trace
 }
 
-/// Accumulates `trace` as of `as_of` into `rows`, optionally for one tenant.
-fn read_trace<R: Clone + Ord + 'static>(
+/// Calls `visit` with every row of `trace` (only those of `key`, if given, by a
+/// seek) and its updates as `(time, diff)` pairs, in key and row order.
+/// Refuses if history before `from` has been compacted away.
+fn visit_trace<R: Clone + Ord + 'static>(
     trace: &mut OutputTrace<R>,
-    as_of: Time,
-    tenant: Option<&str>,
-    to_row: fn(R) -> Row,
-    rows: &mut Vec<(Row, isize)>,
+    from: Time,
+    key: Option<&str>,
+    mut visit: impl FnMut(&R, &[(Time, isize)]) -> Visit,
 ) -> Result<(), ReadError> {
     let since = trace
         .get_logical_compaction()
         .first()
         .copied()
         .unwrap_or(Time::MAX);
-    if as_of < since {
-        return Err(ReadError::Compacted { as_of, since });
+    if from < since {
+        return Err(ReadError::Compacted { as_of: from, since });
     }
     let Some(batches) = trace.batches_through(AntichainRef::new(&[])) else {
         return Ok(());
     };
     let (mut cursor, storage) = cursor_list(batches);
-    let wanted: Option<Text> = tenant.map(Text::from);
-    if let Some(tenant) = &wanted {
-        cursor.seek_key(&storage, tenant);
+    let wanted: Option<Text> = key.map(Text::from);
+    if let Some(key) = &wanted {
+        cursor.seek_key(&storage, key);
     }
-    while let Some(key) = cursor.get_key(&storage) {
-        if wanted.as_ref().is_some_and(|tenant| tenant != key) {
+    let mut updates = Vec::new();
+    while let Some(current) = cursor.get_key(&storage) {
+        if wanted.as_ref().is_some_and(|key| key != current) {
             break;
         }
         while let Some(row) = cursor.get_val(&storage) {
-            let mut count = 0isize;
-            cursor.map_times(&storage, |time, diff| {
-                if *time <= as_of {
-                    count += *diff;
-                }
-            });
-            if count != 0 {
-                rows.push((to_row(row.clone()), count));
+            updates.clear();
+            cursor.map_times(&storage, |time, diff| updates.push((*time, *diff)));
+            if visit(row, &updates) == Visit::Stop {
+                return Ok(());
             }
             cursor.step_val(&storage);
         }
         cursor.step_key(&storage);
     }
     Ok(())
+}
+
+/// Whether a trace visit goes on.
+#[derive(PartialEq, Eq)]
+enum Visit {
+    Continue,
+    Stop,
 }

@@ -119,6 +119,8 @@ impl Snapshot {
 enum Command {
     Apply { feeds: Vec<Feed>, time: Time },
     ReadAt { as_of: Time, tenant: Option<String> },
+    ReadChanges { from: Time, through: Time },
+    Count { as_of: Time },
     Compact(Time),
 }
 
@@ -188,6 +190,25 @@ impl TestEngine {
                         read_all(&mut matcher, as_of, tenant.as_deref())
                             .map(|rows| (rows, Vec::new()))
                     }
+                    Command::ReadChanges { from, through } => OutputCollection::MATCHING
+                        .into_iter()
+                        .map(|collection| {
+                            matcher.read_changes(collection, from, through, None, &|_| true)
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|changes| (Vec::new(), changes.concat())),
+                    Command::Count { as_of } => OutputCollection::MATCHING
+                        .into_iter()
+                        .map(|collection| matcher.count(collection, as_of))
+                        .collect::<Result<Vec<u64>, _>>()
+                        .map(|counts| {
+                            // Reported as one (row, count) per collection, for the test to sum.
+                            let rows = counts
+                                .into_iter()
+                                .map(|count| (placeholder_row(), count as isize))
+                                .collect();
+                            (rows, Vec::new())
+                        }),
                     Command::Compact(since) => {
                         matcher.allow_compaction(since);
                         Ok((Vec::new(), Vec::new()))
@@ -278,6 +299,23 @@ impl TestEngine {
         .map(Snapshot::from_rows)
     }
 
+    /// The changes at times `from ..= through`, read back from the outputs'
+    /// history (not the change stream), consolidated and sorted.
+    pub fn read_changes(&mut self, from: Time, through: Time) -> Result<Vec<Change>, ReadError> {
+        let observed = self.changes.len();
+        self.broadcast(|_| Command::ReadChanges { from, through })?;
+        let mut changes = self.changes.split_off(observed);
+        changes.sort();
+        Ok(changes)
+    }
+
+    /// How many rows the matching collections hold as of `as_of`, counted
+    /// without reading them.
+    pub fn count(&mut self, as_of: Time) -> Result<u64, ReadError> {
+        let counts = self.broadcast(|_| Command::Count { as_of })?;
+        Ok(counts.into_iter().map(|(_, count)| count as u64).sum())
+    }
+
     /// Lets the outputs forget history before `since`.
     pub fn compact(&mut self, since: Time) {
         self.broadcast(|_| Command::Compact(since)).unwrap();
@@ -313,6 +351,17 @@ impl Drop for TestEngine {
             }
         }
     }
+}
+
+/// A stand-in row for replies that carry only counts.
+fn placeholder_row() -> Row {
+    Row::SourceProgress(trimatch_dataflows::rows::SourceProgressRow {
+        topic: "".into(),
+        partition: 0,
+        next_offset: 0,
+        high_watermark: 0,
+        lag: 0,
+    })
 }
 
 fn read_all(
