@@ -493,7 +493,7 @@ impl Matcher {
         collection: OutputCollection,
         from: Time,
         key: Option<&str>,
-        visit: &mut dyn FnMut(Row, &[(Time, isize)]) -> Visit,
+        visit: &mut dyn FnMut(Row, &[Update]) -> Visit,
     ) -> Result<(), ReadError> {
         with_trace!(self.traces, collection, |trace, to_row| {
             visit_trace(trace, from, key, |row, updates| {
@@ -508,7 +508,7 @@ impl Matcher {
         collection: OutputCollection,
         from: Time,
         key: Option<&str>,
-        visit: &mut dyn FnMut(&[(Time, isize)]),
+        visit: &mut dyn FnMut(&[Update]),
     ) -> Result<(), ReadError> {
         with_trace!(self.traces, collection, |trace, _to_row| {
             visit_trace(trace, from, key, |_, updates| {
@@ -661,6 +661,9 @@ fn visit_trace<R: Clone + Ord + 'static>(
     }
     Ok(())
 }
+
+/// One update of a row in an output's history: when, and by how much.
+type Update = (Time, isize);
 
 /// Whether a trace visit goes on.
 #[derive(PartialEq, Eq)]
