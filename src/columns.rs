@@ -98,7 +98,7 @@ pub fn schema(collection: OutputCollection) -> SchemaRef {
 }
 
 /// One cell, before it goes into its column.
-enum Cell<'a> {
+pub(crate) enum Cell<'a> {
     Text(Option<&'a str>),
     Int32(Option<i32>),
     Int64(i64),
@@ -110,7 +110,7 @@ enum Cell<'a> {
 }
 
 /// The cells of a row, in schema order.
-fn cells(row: &Row) -> Vec<Cell<'_>> {
+pub(crate) fn cells(row: &Row) -> Vec<Cell<'_>> {
     use Cell::*;
     fn text(value: &str) -> Cell<'_> {
         Cell::Text(Some(value))

@@ -5,3 +5,4 @@
 pub mod columns;
 pub mod parquet_output;
 pub mod pipeline;
+pub mod query;
