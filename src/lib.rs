@@ -6,3 +6,4 @@ pub mod columns;
 pub mod parquet_output;
 pub mod pipeline;
 pub mod query;
+pub mod subscriptions;

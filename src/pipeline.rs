@@ -20,12 +20,15 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use timely::communication::initialize::WorkerGuards;
 use timely::worker::Worker;
 use trimatch_connectors::source::now_ms;
 use trimatch_connectors::{KafkaSource, SourceBatch, SourceConfig, SourceMetrics};
-use trimatch_dataflows::{MatchConfig, Matcher, OutputCollection, ReadError, Row, Time};
+use trimatch_dataflows::{Change, MatchConfig, Matcher, OutputCollection, ReadError, Row, Time};
+
+use crate::query::RowFilter;
+use crate::subscriptions::Hub;
 
 /// Everything the job needs.
 #[derive(Clone, Debug)]
@@ -36,6 +39,8 @@ pub struct PipelineConfig {
     pub workers: usize,
     /// How much history reads may go back to (`as_of`).
     pub retention: Duration,
+    /// The most changes a subscriber may have waiting before it is cut off.
+    pub subscriber_backlog: usize,
 }
 
 impl PipelineConfig {
@@ -45,6 +50,7 @@ impl PipelineConfig {
             matching: MatchConfig::default(),
             workers: 1,
             retention: Duration::from_secs(600),
+            subscriber_backlog: 100_000,
         }
     }
 }
@@ -63,15 +69,47 @@ pub struct FinalState {
     pub collections: BTreeMap<OutputCollection, Vec<Row>>,
 }
 
+/// Why a read was not answered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("no time is complete yet: the pipeline is starting")]
+    Starting,
+    #[error("the pipeline has stopped: {0}")]
+    Stopped(String),
+}
+
+/// What a worker is asked to read from its shard.
+enum ReadKind {
+    Rows {
+        filter: Arc<RowFilter>,
+        limit: usize,
+    },
+    Count,
+    /// Changes at times from `from` through the request's time.
+    Changes {
+        from: Time,
+        filter: Arc<RowFilter>,
+    },
+}
+
+enum ReadReply {
+    Rows(Vec<Row>),
+    Count(u64),
+    Changes(Vec<Change>),
+}
+
 /// A read a worker answers with its shard.
 struct ReadRequest {
     collection: OutputCollection,
     as_of: Time,
     key: Option<String>,
-    reply: Sender<Result<Vec<(Row, isize)>, ReadError>>,
+    kind: ReadKind,
+    reply: Sender<Result<ReadReply, ReadError>>,
 }
 
-/// What the workers and the handle share.
+/// What the workers and the handles share.
 struct Shared {
     stop: AtomicBool,
     /// Per worker: the newest time it has seen complete (+1; 0 = none yet).
@@ -84,6 +122,8 @@ struct Shared {
     final_state: Mutex<BTreeMap<OutputCollection, Vec<Row>>>,
     error: Mutex<Option<String>>,
     metrics: Arc<SourceMetrics>,
+    hub: Arc<Hub>,
+    started: Instant,
 }
 
 impl Shared {
@@ -96,9 +136,16 @@ impl Shared {
 
 /// A running job.
 pub struct Pipeline {
-    shared: Arc<Shared>,
-    requests: Vec<Mutex<Sender<ReadRequest>>>,
+    handle: PipelineHandle,
     guards: Option<WorkerGuards<()>>,
+    publisher: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A cheap, clonable handle for reading from a running job (Flight, status).
+#[derive(Clone)]
+pub struct PipelineHandle {
+    shared: Arc<Shared>,
+    requests: Arc<Vec<Mutex<Sender<ReadRequest>>>>,
 }
 
 impl Pipeline {
@@ -114,6 +161,8 @@ impl Pipeline {
             final_state: Mutex::new(BTreeMap::new()),
             error: Mutex::new(None),
             metrics: SourceMetrics::new(),
+            hub: Hub::new(config.subscriber_backlog),
+            started: Instant::now(),
         });
         let mut requests = Vec::new();
         let mut receivers = Vec::new();
@@ -133,16 +182,108 @@ impl Pipeline {
             }
         })
         .map_err(|error| anyhow!("cannot start timely workers: {error}"))?;
-        Ok(Pipeline {
+        let handle = PipelineHandle {
             shared,
-            requests,
+            requests: Arc::new(requests),
+        };
+        let publisher = {
+            let handle = handle.clone();
+            std::thread::Builder::new()
+                .name("trimatch-publisher".to_string())
+                .spawn(move || handle.publish_until_stopped())?
+        };
+        Ok(Pipeline {
+            handle,
             guards: Some(guards),
+            publisher: Some(publisher),
         })
+    }
+
+    /// A handle for reading from the job from other threads.
+    pub fn handle(&self) -> PipelineHandle {
+        self.handle.clone()
     }
 
     /// The per-partition counters of every source.
     pub fn metrics(&self) -> Arc<SourceMetrics> {
+        self.handle.metrics()
+    }
+
+    /// See [`PipelineHandle::is_ready`].
+    pub fn is_ready(&self) -> bool {
+        self.handle.is_ready()
+    }
+
+    /// See [`PipelineHandle::newest_complete`].
+    pub fn newest_complete(&self) -> Option<Time> {
+        self.handle.newest_complete()
+    }
+
+    /// The failure that stopped the job, if one did.
+    pub fn error(&self) -> Option<String> {
+        self.handle.error()
+    }
+
+    /// Waits until the job ends (bounded runs) or fails, and returns the final
+    /// state of a bounded run.
+    pub fn join(mut self) -> Result<FinalState> {
+        if let Some(guards) = self.guards.take() {
+            for result in guards.join() {
+                result.map_err(|error| anyhow!("a worker failed: {error}"))?;
+            }
+        }
+        self.stop_publisher();
+        if let Some(error) = self.error() {
+            return Err(anyhow!(error));
+        }
+        let shared = &self.handle.shared;
+        Ok(FinalState {
+            as_of: shared.final_time.load(Ordering::SeqCst),
+            collections: std::mem::take(&mut *shared.final_state.lock().expect("state lock")),
+        })
+    }
+
+    /// Asks the workers to stop and waits for them.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.handle.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(guards) = self.guards.take() {
+            drop(guards);
+        }
+        self.stop_publisher();
+        match self.error() {
+            Some(error) => Err(anyhow!(error)),
+            None => Ok(()),
+        }
+    }
+
+    fn stop_publisher(&mut self) {
+        self.handle.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(publisher) = self.publisher.take() {
+            let _ = publisher.join();
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.handle.shared.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl PipelineHandle {
+    /// The per-partition counters of every source.
+    pub fn metrics(&self) -> Arc<SourceMetrics> {
         self.shared.metrics.clone()
+    }
+
+    /// The subscription hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.shared.hub
+    }
+
+    /// When the job started.
+    pub fn started(&self) -> Instant {
+        self.shared.started
     }
 
     /// Whether every worker's source is connected and caught up to the high
@@ -170,26 +311,113 @@ impl Pipeline {
         self.shared.error.lock().expect("error lock").clone()
     }
 
-    /// `collection` as of `as_of` (default: the newest complete time), over all
-    /// workers; with `key`, only that tenant's (or topic's) rows.
-    pub fn snapshot(
-        &self,
-        collection: OutputCollection,
-        as_of: Option<Time>,
-        key: Option<&str>,
-    ) -> Result<Snapshot> {
+    /// Resolves a requested `as_of` (default: the newest complete time).
+    pub fn resolve_as_of(&self, as_of: Option<Time>) -> Result<Time, ServeError> {
         if let Some(error) = self.error() {
-            return Err(anyhow!("the pipeline stopped: {error}"));
+            return Err(ServeError::Stopped(error));
         }
-        let newest = self
-            .newest_complete()
-            .context("no time is complete yet; the pipeline is starting")?;
+        let newest = self.newest_complete().ok_or(ServeError::Starting)?;
         let as_of = as_of.unwrap_or(newest);
         if as_of > newest {
             return Err(ReadError::NotComplete { as_of, newest }.into());
         }
+        Ok(as_of)
+    }
+
+    /// The rows of `collection` that pass `filter` as of `as_of` (default: the
+    /// newest complete time), over all workers; at most `limit` of them.
+    pub fn read(
+        &self,
+        collection: OutputCollection,
+        as_of: Option<Time>,
+        filter: &Arc<RowFilter>,
+        limit: Option<usize>,
+    ) -> Result<Snapshot, ServeError> {
+        let as_of = self.resolve_as_of(as_of)?;
+        let limit = limit.unwrap_or(usize::MAX);
+        let kind = || ReadKind::Rows {
+            filter: filter.clone(),
+            limit,
+        };
+        let mut rows = Vec::new();
+        for reply in self.ask(collection, as_of, filter.key(), kind)? {
+            if let ReadReply::Rows(shard) = reply {
+                rows.extend(shard);
+            }
+        }
+        rows.truncate(limit);
+        Ok(Snapshot { as_of, rows })
+    }
+
+    /// How many rows `collection` has as of `as_of`.
+    pub fn count(&self, collection: OutputCollection, as_of: Time) -> Result<u64, ServeError> {
+        let replies = self.ask(collection, as_of, None, || ReadKind::Count)?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| match reply {
+                ReadReply::Count(count) => count,
+                _ => 0,
+            })
+            .sum())
+    }
+
+    /// The changes of `collection` that pass `filter` at times `from ..= through`,
+    /// sorted by time.
+    pub fn changes(
+        &self,
+        collection: OutputCollection,
+        from: Time,
+        through: Time,
+        filter: &Arc<RowFilter>,
+    ) -> Result<Vec<Change>, ServeError> {
+        let kind = || ReadKind::Changes {
+            from,
+            filter: filter.clone(),
+        };
+        let mut changes = Vec::new();
+        for reply in self.ask(collection, through, filter.key(), kind)? {
+            if let ReadReply::Changes(shard) = reply {
+                changes.extend(shard);
+            }
+        }
+        changes.sort_by_key(|(_, time, _)| *time);
+        Ok(changes)
+    }
+
+    /// The offsets a snapshot at `as_of` reflects: `"topic/partition"` → the
+    /// first offset not included.
+    pub fn offsets(&self, as_of: Time) -> Result<BTreeMap<String, i64>, ServeError> {
+        let progress = self.read(
+            OutputCollection::SourceProgress,
+            Some(as_of),
+            &Arc::default(),
+            None,
+        )?;
+        Ok(progress
+            .rows
+            .into_iter()
+            .filter_map(|row| match row {
+                Row::SourceProgress(row) => {
+                    Some((format!("{}/{}", row.topic, row.partition), row.next_offset))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Sends a read to every worker and collects their replies.
+    fn ask(
+        &self,
+        collection: OutputCollection,
+        as_of: Time,
+        key: Option<&str>,
+        kind: impl Fn() -> ReadKind,
+    ) -> Result<Vec<ReadReply>, ServeError> {
+        if let Some(error) = self.error() {
+            return Err(ServeError::Stopped(error));
+        }
         let (reply, replies) = channel();
-        for sender in &self.requests {
+        for sender in self.requests.iter() {
             sender
                 .lock()
                 .expect("request lock")
@@ -197,56 +425,38 @@ impl Pipeline {
                     collection,
                     as_of,
                     key: key.map(str::to_string),
+                    kind: kind(),
                     reply: reply.clone(),
                 })
-                .map_err(|_| anyhow!("the pipeline has stopped"))?;
+                .map_err(|_| ServeError::Stopped("the workers have exited".to_string()))?;
         }
         drop(reply);
-        let mut rows = Vec::new();
+        let mut collected = Vec::with_capacity(self.requests.len());
         for _ in 0..self.requests.len() {
-            let shard = replies
-                .recv_timeout(Duration::from_secs(60))
-                .map_err(|_| anyhow!("a worker did not answer the read"))??;
-            rows.extend(shard.into_iter().map(|(row, _)| row));
+            let shard = replies.recv().map_err(|_| {
+                ServeError::Stopped(
+                    self.error()
+                        .unwrap_or_else(|| "a worker exited during a read".to_string()),
+                )
+            })?;
+            collected.push(shard?);
         }
-        Ok(Snapshot { as_of, rows })
+        Ok(collected)
     }
 
-    /// Waits until the job ends (bounded runs) or fails, and returns the final
-    /// state of a bounded run.
-    pub fn join(mut self) -> Result<FinalState> {
-        if let Some(guards) = self.guards.take() {
-            for result in guards.join() {
-                result.map_err(|error| anyhow!("a worker failed: {error}"))?;
+    /// Publishes complete times to the subscription hub until the job stops.
+    fn publish_until_stopped(&self) {
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            if let Some(complete) = self.newest_complete() {
+                self.shared.hub.publish(complete);
             }
-        }
-        if let Some(error) = self.error() {
-            return Err(anyhow!(error));
-        }
-        Ok(FinalState {
-            as_of: self.shared.final_time.load(Ordering::SeqCst),
-            collections: std::mem::take(&mut *self.shared.final_state.lock().expect("state lock")),
-        })
-    }
-
-    /// Asks the workers to stop and waits for them.
-    pub fn shutdown(mut self) -> Result<()> {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(guards) = self.guards.take() {
-            drop(guards);
-        }
-        match self.error() {
-            Some(error) => Err(anyhow!(error)),
-            None => Ok(()),
+            std::thread::sleep(PUBLISH_INTERVAL);
         }
     }
 }
 
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-    }
-}
+/// How often complete times are published to subscribers.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Runs a bounded job to its end and returns the final state.
 pub fn run_until_end(mut config: PipelineConfig) -> Result<FinalState> {
@@ -266,7 +476,7 @@ fn run_worker(
     requests: Receiver<ReadRequest>,
 ) -> Result<()> {
     let index = worker.index();
-    let mut matcher = Matcher::build(worker, &config.matching, None);
+    let mut matcher = Matcher::build(worker, &config.matching, Some(shared.hub.sink()));
     let mut source = KafkaSource::new(
         config.source.clone(),
         index,
@@ -317,8 +527,7 @@ fn run_worker(
             if !matcher.is_complete(request.as_of) {
                 return true;
             }
-            let shard = matcher.read(request.collection, request.as_of, request.key.as_deref());
-            let _ = request.reply.send(shard);
+            let _ = request.reply.send(answer(&mut matcher, request));
             false
         });
         if Instant::now() >= next_compaction {
@@ -343,6 +552,33 @@ fn run_worker(
             }
             return Ok(());
         }
+    }
+}
+
+/// Reads this worker's shard for `request`.
+fn answer(matcher: &mut Matcher, request: &ReadRequest) -> Result<ReadReply, ReadError> {
+    let key = request.key.as_deref();
+    match &request.kind {
+        ReadKind::Rows { filter, limit } => {
+            let rows = matcher.read_filtered(
+                request.collection,
+                request.as_of,
+                key,
+                &|row| filter.matches(row),
+                *limit,
+            )?;
+            Ok(ReadReply::Rows(
+                rows.into_iter().map(|(row, _)| row).collect(),
+            ))
+        }
+        ReadKind::Count => matcher
+            .count(request.collection, request.as_of)
+            .map(ReadReply::Count),
+        ReadKind::Changes { from, filter } => matcher
+            .read_changes(request.collection, *from, request.as_of, key, &|row| {
+                filter.matches(row)
+            })
+            .map(ReadReply::Changes),
     }
 }
 

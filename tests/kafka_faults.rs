@@ -96,7 +96,13 @@ fn an_unreachable_broker_is_retried_and_the_pipeline_is_not_ready_meanwhile() {
             .is_some_and(|newest| newest > before + 500)
     });
     let snapshot = pipeline
-        .snapshot(OutputCollection::InvoiceMatches, None, None)
+        .handle()
+        .read(
+            OutputCollection::InvoiceMatches,
+            None,
+            &Default::default(),
+            None,
+        )
         .unwrap();
     assert!(snapshot.rows.is_empty());
 

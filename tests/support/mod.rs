@@ -223,7 +223,8 @@ pub fn read_all(pipeline: &Pipeline, as_of: Time) -> BTreeMap<OutputCollection, 
         .into_iter()
         .map(|collection| {
             let snapshot = pipeline
-                .snapshot(collection, Some(as_of), None)
+                .handle()
+                .read(collection, Some(as_of), &Default::default(), None)
                 .unwrap_or_else(|error| panic!("read {}: {error:#}", collection.name()));
             (collection, snapshot.rows)
         })
