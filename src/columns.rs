@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMillisecondBuilder, UInt32Builder, UInt64Builder,
+    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Array, Int64Builder,
+    StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use rust_decimal::Decimal;
-use trimatch_dataflows::{OutputCollection, Row};
+use trimatch_dataflows::{Change, OutputCollection, Row};
 
 /// Precision and scale of every decimal column.
 pub const DECIMAL_PRECISION: u8 = 38;
@@ -275,6 +275,42 @@ pub fn record_batch<'r>(
         schema.clone(),
         columns.into_iter().map(Column::finish).collect(),
     )
+}
+
+/// The names of the two columns a subscription adds to a collection's.
+pub const TIME_COLUMN: &str = "_time";
+pub const DIFF_COLUMN: &str = "_diff";
+
+/// The schema of a subscription to `collection`: its columns, then `_time`
+/// (UInt64) and `_diff` (Int64), per SPEC §5.
+pub fn change_schema(collection: OutputCollection) -> SchemaRef {
+    let base = schema(collection);
+    let mut fields: Vec<Field> = base
+        .fields()
+        .iter()
+        .map(|field| field.as_ref().clone())
+        .collect();
+    fields.push(Field::new(TIME_COLUMN, DataType::UInt64, false));
+    fields.push(Field::new(DIFF_COLUMN, DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Changes of one collection as a record batch of its [`change_schema`].
+pub fn change_batch(
+    change_schema: &SchemaRef,
+    changes: &[Change],
+) -> Result<RecordBatch, ArrowError> {
+    let base_fields = change_schema.fields().len() - 2;
+    let base_schema = Arc::new(Schema::new(change_schema.fields()[..base_fields].to_vec()));
+    let rows = record_batch(&base_schema, changes.iter().map(|(row, _, _)| row))?;
+    let mut columns = rows.columns().to_vec();
+    columns.push(Arc::new(UInt64Array::from_iter_values(
+        changes.iter().map(|(_, time, _)| *time),
+    )));
+    columns.push(Arc::new(Int64Array::from_iter_values(
+        changes.iter().map(|(_, _, diff)| *diff as i64),
+    )));
+    RecordBatch::try_new(change_schema.clone(), columns)
 }
 
 #[cfg(test)]

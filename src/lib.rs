@@ -2,7 +2,9 @@
 //! engine ([`pipeline`]), the output collections as Arrow ([`columns`]), and the
 //! bounded run's Parquet output ([`parquet_output`]).
 
+pub mod client;
 pub mod columns;
+pub mod flight;
 pub mod parquet_output;
 pub mod pipeline;
 pub mod query;

@@ -1,8 +1,10 @@
 //! The `trimatch` binary.
 //!
-//! * `serve` — run the job against Kafka; with `--until-end --output DIR`, a
-//!   bounded backfill that writes every collection to Parquet;
+//! * `serve` — run the job against Kafka and serve it over Arrow Flight; with
+//!   `--until-end --output DIR`, a bounded backfill that writes every
+//!   collection to Parquet;
 //! * `generate` — produce a synthetic AP workload to Kafka;
+//! * `query` / `subscribe` — read a running trimatch over Arrow Flight;
 //! * `validate` — check documents against the input contract (SPEC §1) exactly
 //!   as the pipeline will, and print each rejection's reason.
 
@@ -12,8 +14,10 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use trimatch::client::{self, Format};
+use trimatch::flight;
 use trimatch::parquet_output::write_collections;
 use trimatch::pipeline::{Pipeline, PipelineConfig};
 use trimatch_connectors::admin::create_missing_topics;
@@ -40,6 +44,10 @@ enum Command {
     Serve(ServeArgs),
     /// Produce a synthetic accounts-payable workload to Kafka.
     Generate(GenerateArgs),
+    /// Print a collection (a consistent snapshot) from a running trimatch.
+    Query(QueryArgs),
+    /// Print a collection's changes as they happen, with progress times.
+    Subscribe(SubscribeArgs),
     /// Check JSON documents (one per line) against the input contract.
     Validate {
         /// The topic whose documents these are: purchase_orders, goods_receipts, invoices or match_policies.
@@ -120,6 +128,48 @@ struct ServeArgs {
     /// Timely worker threads.
     #[arg(long, env = "TRIMATCH_WORKERS", default_value_t = 1)]
     workers: usize,
+    /// Address of the Arrow Flight service.
+    #[arg(long, env = "TRIMATCH_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
+    flight_addr: std::net::SocketAddr,
+    /// How far back (seconds) readers may ask for an `as_of`.
+    #[arg(long, env = "TRIMATCH_RETENTION_SECONDS", default_value_t = 600)]
+    retention_seconds: u64,
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    /// The collection: invoice_matches, match_exceptions, po_lines, exception_summary, dead_letters, source_progress.
+    collection: String,
+    /// Equality filter COLUMN=VALUE (repeatable; they AND together).
+    #[arg(long = "filter", value_name = "COLUMN=VALUE", value_parser = parse_setting)]
+    filters: Vec<(String, String)>,
+    /// The logical time to read at (default: the newest complete time).
+    #[arg(long)]
+    as_of: Option<u64>,
+    /// At most this many rows.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Address of trimatch's Flight service.
+    #[arg(long, env = "TRIMATCH_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
+    flight_addr: String,
+}
+
+#[derive(Args)]
+struct SubscribeArgs {
+    /// The collection to watch.
+    collection: String,
+    /// Equality filter COLUMN=VALUE (repeatable).
+    #[arg(long = "filter", value_name = "COLUMN=VALUE", value_parser = parse_setting)]
+    filters: Vec<(String, String)>,
+    /// Resume from this progress time (no snapshot): every change at or after it.
+    #[arg(long)]
+    from: Option<u64>,
+    /// Address of trimatch's Flight service.
+    #[arg(long, env = "TRIMATCH_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
+    flight_addr: String,
 }
 
 #[derive(Args)]
@@ -177,6 +227,8 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => serve(args).map(|()| true),
         Command::Generate(args) => generate(args).map(|()| true),
+        Command::Query(args) => query(args).map(|()| true),
+        Command::Subscribe(args) => subscribe(args).map(|()| true),
         Command::Validate { topic, files } => validate_files(&topic, &files),
     };
     match outcome {
@@ -199,39 +251,63 @@ fn serve(args: ServeArgs) -> Result<()> {
     source.client_settings = args.topics.client_settings;
     let mut config = PipelineConfig::new(source);
     config.workers = args.workers;
+    config.retention = Duration::from_secs(args.retention_seconds);
+    let retention = config.retention;
     let pipeline = Pipeline::start(config)?;
-    if !args.until_end {
-        // Serving over Flight arrives with the serving layer; until then the
-        // job runs and logs its progress.
-        loop {
-            std::thread::sleep(Duration::from_secs(5));
-            if let Some(error) = pipeline.error() {
-                bail!(error);
-            }
-            let totals = pipeline
-                .metrics()
-                .snapshot()
-                .values()
-                .fold((0, 0, 0), |acc, p| {
-                    (acc.0 + p.consumed, acc.1 + p.dead_lettered, acc.2 + p.lag())
-                });
-            tracing::info!(
-                consumed = totals.0,
-                dead_lettered = totals.1,
-                lag = totals.2,
-                ready = pipeline.is_ready(),
-                "progress"
-            );
+    if args.until_end {
+        let state = pipeline.join()?;
+        let output = args.output.context("--until-end needs --output DIR")?;
+        for path in write_collections(&output, &state)? {
+            println!("{}", path.display());
         }
+        tracing::info!(as_of = state.as_of, "bounded run complete");
+        return Ok(());
     }
-    let state = pipeline.join()?;
-    let output = args.output.context("--until-end needs --output DIR")?;
-    let written = write_collections(&output, &state)?;
-    for path in written {
-        println!("{}", path.display());
+    let handle = pipeline.handle();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        };
+        tracing::info!(addr = %args.flight_addr, "Arrow Flight service listening");
+        flight::serve(args.flight_addr, handle, retention, shutdown)
+            .await
+            .with_context(|| format!("cannot serve Flight on {}", args.flight_addr))
+    })?;
+    pipeline.shutdown()
+}
+
+fn query(args: QueryArgs) -> Result<()> {
+    let mut extra = serde_json::Map::new();
+    if let Some(as_of) = args.as_of {
+        extra.insert("as_of".to_string(), as_of.into());
     }
-    tracing::info!(as_of = state.as_of, "bounded run complete");
+    if let Some(limit) = args.limit {
+        extra.insert("limit".to_string(), limit.into());
+    }
+    let ticket = client::ticket("collection", &args.collection, &args.filters, extra);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut stdout = std::io::stdout().lock();
+    runtime.block_on(client::query(
+        &args.flight_addr,
+        ticket,
+        args.format,
+        &mut stdout,
+    ))?;
     Ok(())
+}
+
+fn subscribe(args: SubscribeArgs) -> Result<()> {
+    let mut extra = serde_json::Map::new();
+    if let Some(from) = args.from {
+        extra.insert("snapshot".to_string(), false.into());
+        extra.insert("as_of".to_string(), from.into());
+    }
+    let ticket = client::ticket("subscribe", &args.collection, &args.filters, extra);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut stdout = std::io::stdout().lock();
+    runtime.block_on(client::subscribe(&args.flight_addr, ticket, &mut stdout))
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {

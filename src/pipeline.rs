@@ -362,7 +362,7 @@ impl PipelineHandle {
     }
 
     /// The changes of `collection` that pass `filter` at times `from ..= through`,
-    /// sorted by time.
+    /// sorted by time, retractions before insertions within a time.
     pub fn changes(
         &self,
         collection: OutputCollection,
@@ -380,7 +380,7 @@ impl PipelineHandle {
                 changes.extend(shard);
             }
         }
-        changes.sort_by_key(|(_, time, _)| *time);
+        changes.sort_by_key(|(_, time, diff)| (*time, *diff));
         Ok(changes)
     }
 

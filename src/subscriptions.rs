@@ -150,13 +150,16 @@ impl Hub {
             if subscriber.state.closed.load(Ordering::SeqCst) {
                 return false;
             }
-            let changes: Vec<Change> = ready
+            let mut changes: Vec<Change> = ready
                 .iter()
                 .filter(|(row, _, _)| {
                     row.collection() == subscriber.collection && subscriber.filter.matches(row)
                 })
                 .cloned()
                 .collect();
+            // In time order, and within a time retractions before insertions,
+            // so an update reads as "- old, + new".
+            changes.sort_by_key(|(_, time, diff)| (*time, *diff));
             if !changes.is_empty() {
                 let backlog = subscriber
                     .state

@@ -1,0 +1,529 @@
+//! The Arrow Flight service of SPEC §5 over a running pipeline: ListFlights,
+//! GetFlightInfo, GetSchema, DoGet (snapshots and subscriptions) and the
+//! `status` action. Reads go through [`PipelineHandle`]; nothing here knows
+//! about Kafka or the matching rules.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+};
+use arrow_ipc::writer::IpcWriteOptions;
+use futures::stream::{self, StreamExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use trimatch_dataflows::{Change, OutputCollection, ReadError, Time};
+
+use super::encode::Encoder;
+use crate::columns::{change_batch, change_schema, record_batch, schema};
+use crate::pipeline::{PipelineHandle, ServeError};
+use crate::query::{
+    collection, parse_ticket, QueryError, SnapshotQuery, SubscribeQuery, Ticket as Query,
+};
+use crate::subscriptions::Published;
+
+/// Rows per record batch sent.
+pub const BATCH_ROWS: usize = 8 * 1024;
+/// Schema metadata keys (SPEC §5).
+pub const AS_OF_KEY: &str = "trimatch.as_of";
+pub const OFFSETS_KEY: &str = "trimatch.offsets";
+/// A subscription forwards a progress time at least this often while idle.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+type FlightStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The Flight service.
+#[derive(Clone)]
+pub struct TrimatchFlight {
+    pipeline: PipelineHandle,
+    /// How far back `as_of` may go (for error messages).
+    retention: Duration,
+}
+
+impl TrimatchFlight {
+    pub fn new(pipeline: PipelineHandle, retention: Duration) -> Self {
+        TrimatchFlight {
+            pipeline,
+            retention,
+        }
+    }
+
+    fn status_of(&self, error: ServeError) -> Status {
+        match error {
+            ServeError::Read(ReadError::Compacted { as_of, since }) => Status::out_of_range(format!(
+                "as_of {as_of} is older than the retained history, which starts at {since} \
+                 (history is kept for {} s); ask for a newer as_of, or omit it for the newest state",
+                self.retention.as_secs()
+            )),
+            ServeError::Read(ReadError::NotComplete { as_of, newest }) => Status::out_of_range(format!(
+                "as_of {as_of} is not complete yet; the newest complete time is {newest}"
+            )),
+            ServeError::Starting => Status::unavailable("trimatch is starting: no time is complete yet; retry shortly"),
+            ServeError::Stopped(reason) => Status::unavailable(format!("the pipeline has stopped: {reason}")),
+        }
+    }
+
+    /// Runs a blocking read off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&PipelineHandle) -> Result<T, ServeError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let pipeline = self.pipeline.clone();
+        match tokio::task::spawn_blocking(move || read(&pipeline)).await {
+            Ok(result) => result.map_err(|error| self.status_of(error)),
+            Err(error) => Err(Status::internal(format!("a read failed: {error}"))),
+        }
+    }
+
+    /// The FlightInfo of a ticket: its schema and an endpoint that serves it.
+    async fn info(
+        &self,
+        ticket: Vec<u8>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let query = parse_ticket(&ticket).map_err(invalid)?;
+        let (schema, count) = match &query {
+            Query::Snapshot(query) => {
+                let collection = query.collection;
+                let count =
+                    if query.filter.is_empty() && query.limit.is_none() && query.as_of.is_none() {
+                        self.blocking(move |pipeline| {
+                            let as_of = pipeline.resolve_as_of(None)?;
+                            pipeline.count(collection, as_of)
+                        })
+                        .await
+                        .map(|count| count as i64)
+                        .unwrap_or(-1)
+                    } else {
+                        -1
+                    };
+                (schema(collection), count)
+            }
+            Query::Subscribe(query) => (change_schema(query.collection), -1),
+        };
+        FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|error| Status::internal(error.to_string()))
+            .map(|info| {
+                info.with_descriptor(descriptor)
+                    .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+                    .with_total_records(count)
+                    .with_ordered(false)
+            })
+    }
+
+    /// A snapshot: the schema (with `trimatch.as_of` and `trimatch.offsets`),
+    /// then the rows in record batches of at most [`BATCH_ROWS`].
+    async fn snapshot(&self, query: SnapshotQuery) -> Result<FlightStream<FlightData>, Status> {
+        let SnapshotQuery {
+            collection,
+            filter,
+            as_of,
+            limit,
+        } = query;
+        let (snapshot, offsets) = self
+            .blocking(move |pipeline| {
+                let snapshot = pipeline.read(collection, as_of, &filter, limit)?;
+                let offsets = pipeline.offsets(snapshot.as_of)?;
+                Ok((snapshot, offsets))
+            })
+            .await?;
+        let schema = with_metadata(schema(collection), snapshot.as_of, &offsets);
+        let mut encoder = Encoder::new(schema.clone());
+        let first = encoder.schema();
+        let rows = snapshot.rows;
+        let chunks = (0..rows.len()).step_by(BATCH_ROWS);
+        let batches = stream::iter(chunks).flat_map(move |start| {
+            let end = (start + BATCH_ROWS).min(rows.len());
+            let messages = record_batch(&schema, rows[start..end].iter())
+                .map_err(|error| Status::internal(error.to_string()))
+                .and_then(|batch| encoder.batch(&batch));
+            stream::iter(match messages {
+                Ok(messages) => messages.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(status) => vec![Err(status)],
+            })
+        });
+        Ok(stream::once(async move { Ok(first) })
+            .chain(batches)
+            .boxed())
+    }
+
+    /// A subscription: the optional snapshot, the retained changes since the
+    /// requested time, then live changes and progress until the client leaves.
+    async fn subscribe(&self, query: SubscribeQuery) -> Result<FlightStream<FlightData>, Status> {
+        let SubscribeQuery {
+            collection,
+            filter,
+            snapshot,
+            as_of,
+        } = query;
+        // Register first, so no change falls between the history and the live feed.
+        let mut subscription = self.pipeline.hub().subscribe(collection, filter.clone());
+        let published = subscription.published_through;
+        // `covered`: every change at a time up to it is in what is sent first.
+        let (rows, covered) = if snapshot {
+            let filter = filter.clone();
+            let snapshot = self
+                .blocking(move |pipeline| pipeline.read(collection, as_of, &filter, None))
+                .await?;
+            (snapshot.rows, snapshot.as_of)
+        } else {
+            let from = as_of.ok_or_else(|| {
+                Status::invalid_argument(
+                    "a subscription without a snapshot needs \"as_of\": the progress time to resume from",
+                )
+            })?;
+            let newest = self
+                .pipeline
+                .resolve_as_of(None)
+                .map_err(|error| self.status_of(error))?;
+            if from > newest + 1 {
+                return Err(Status::out_of_range(format!(
+                    "as_of {from} is later than any progress sent; the newest complete time is {newest}"
+                )));
+            }
+            (Vec::new(), from.saturating_sub(1))
+        };
+        let history: Vec<Change> = if covered < published {
+            let filter = filter.clone();
+            self.blocking(move |pipeline| {
+                pipeline.changes(collection, covered + 1, published, &filter)
+            })
+            .await?
+        } else {
+            Vec::new()
+        };
+        let change_schema = change_schema(collection);
+        let schema = with_metadata(change_schema.clone(), covered, &BTreeMap::new());
+        let (sender, receiver) = mpsc::channel::<Result<FlightData, Status>>(8);
+        tokio::spawn(async move {
+            let mut encoder = Encoder::new(schema);
+            let mut stream = SubscriptionStream {
+                sender,
+                schema: change_schema,
+                covered,
+                progress_sent: 0,
+            };
+            let initial: Vec<Change> = rows.into_iter().map(|row| (row, covered, 1)).collect();
+            let start = async {
+                stream.send(Ok(encoder.schema())).await?;
+                stream.changes(&mut encoder, &initial).await?;
+                stream.changes(&mut encoder, &history).await?;
+                stream
+                    .progress(&mut encoder, covered.max(published) + 1)
+                    .await
+            };
+            if start.await.is_err() {
+                return;
+            }
+            let mut latest_progress = None;
+            let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
+            loop {
+                tokio::select! {
+                    event = subscription.events.recv() => match event {
+                        Some(Published::Changes(changes)) => {
+                            subscription.consumed(changes.len());
+                            if subscription.overflowed() {
+                                break;
+                            }
+                            let fresh: Vec<Change> = changes.into_iter().filter(|(_, time, _)| *time > covered).collect();
+                            if stream.changes(&mut encoder, &fresh).await.is_err() {
+                                return;
+                            }
+                            // The progress right after changes goes out at once.
+                            latest_progress = None;
+                            if let Some(Published::Progress(time)) = subscription.events.recv().await {
+                                if stream.progress(&mut encoder, time).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Some(Published::Progress(time)) => latest_progress = Some(time),
+                        None => break,
+                    },
+                    _ = ticker.tick() => {
+                        if let Some(time) = latest_progress.take() {
+                            if stream.progress(&mut encoder, time).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            let status = if subscription.overflowed() {
+                Status::resource_exhausted(format!(
+                    "this subscriber fell too far behind (more changes waiting than its buffer holds) and was \
+                     disconnected; reconnect with {{\"subscribe\": \"{}\", \"snapshot\": false, \"as_of\": {}}} \
+                     to resume from the last progress sent",
+                    collection.name(),
+                    stream.progress_sent.max(covered + 1)
+                ))
+            } else {
+                Status::unavailable("the pipeline stopped")
+            };
+            let _ = stream.send(Err(status)).await;
+        });
+        Ok(ReceiverStream::new(receiver).boxed())
+    }
+
+    /// The `status` action's JSON.
+    async fn status_json(&self) -> Result<serde_json::Value, Status> {
+        let pipeline = self.pipeline.clone();
+        self.blocking(move |_| {
+            let newest = pipeline.newest_complete();
+            let mut row_counts = serde_json::Map::new();
+            if let Some(newest) = newest {
+                for collection in OutputCollection::ALL {
+                    row_counts.insert(
+                        collection.name().to_string(),
+                        json!(pipeline.count(collection, newest)?),
+                    );
+                }
+            }
+            let offsets: serde_json::Map<String, serde_json::Value> = pipeline
+                .metrics()
+                .snapshot()
+                .into_iter()
+                .map(|((topic, partition), counters)| {
+                    (
+                        format!("{topic}/{partition}"),
+                        json!({
+                            "next_offset": counters.next_offset,
+                            "high_watermark": counters.high_watermark,
+                            "lag": counters.lag(),
+                            "consumed": counters.consumed,
+                            "applied": counters.applied,
+                            "dead_lettered": counters.dead_lettered,
+                        }),
+                    )
+                })
+                .collect();
+            Ok(json!({
+                "time": newest,
+                "frontier": newest.map(|time| time + 1),
+                "ready": pipeline.is_ready(),
+                "uptime_seconds": pipeline.started().elapsed().as_secs_f64(),
+                "offsets": offsets,
+                "row_counts": row_counts,
+                "subscribers": pipeline.hub().subscribers(),
+                "error": pipeline.error(),
+            }))
+        })
+        .await
+    }
+}
+
+/// The sending half of a subscription.
+struct SubscriptionStream {
+    sender: mpsc::Sender<Result<FlightData, Status>>,
+    schema: SchemaRef,
+    covered: Time,
+    progress_sent: Time,
+}
+
+/// The client has gone.
+struct Gone;
+
+impl SubscriptionStream {
+    async fn send(&mut self, message: Result<FlightData, Status>) -> Result<(), Gone> {
+        self.sender.send(message).await.map_err(|_| Gone)
+    }
+
+    async fn changes(&mut self, encoder: &mut Encoder, changes: &[Change]) -> Result<(), Gone> {
+        for chunk in changes.chunks(BATCH_ROWS) {
+            let messages = change_batch(&self.schema, chunk)
+                .map_err(|error| Status::internal(error.to_string()))
+                .and_then(|batch| encoder.batch(&batch));
+            match messages {
+                Ok(messages) => {
+                    for message in messages {
+                        self.send(Ok(message)).await?;
+                    }
+                }
+                Err(status) => {
+                    self.send(Err(status)).await?;
+                    return Err(Gone);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn progress(&mut self, encoder: &mut Encoder, time: Time) -> Result<(), Gone> {
+        if time <= self.progress_sent || time <= self.covered {
+            return Ok(());
+        }
+        self.progress_sent = time;
+        self.send(encoder.progress(time)).await
+    }
+}
+
+fn invalid(error: QueryError) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
+/// `schema` with the snapshot's time and offsets as metadata.
+fn with_metadata(schema: SchemaRef, as_of: Time, offsets: &BTreeMap<String, i64>) -> SchemaRef {
+    let mut metadata = schema.metadata().clone();
+    metadata.insert(AS_OF_KEY.to_string(), as_of.to_string());
+    metadata.insert(
+        OFFSETS_KEY.to_string(),
+        serde_json::to_string(offsets).expect("a map of numbers serializes"),
+    );
+    Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata))
+}
+
+/// The ticket a descriptor stands for: a path `[name]`, or a command holding a ticket.
+fn descriptor_ticket(descriptor: &FlightDescriptor) -> Result<Vec<u8>, Status> {
+    if !descriptor.cmd.is_empty() {
+        return Ok(descriptor.cmd.to_vec());
+    }
+    match descriptor.path.as_slice() {
+        [name] => {
+            collection(name).map_err(invalid)?;
+            Ok(name.as_bytes().to_vec())
+        }
+        _ => Err(Status::invalid_argument(
+            "a descriptor is a path with one collection name, e.g. [\"match_exceptions\"], or a command holding a ticket",
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl FlightService for TrimatchFlight {
+    type HandshakeStream = FlightStream<HandshakeResponse>;
+    type ListFlightsStream = FlightStream<FlightInfo>;
+    type DoGetStream = FlightStream<FlightData>;
+    type DoPutStream = FlightStream<PutResult>;
+    type DoExchangeStream = FlightStream<FlightData>;
+    type DoActionStream = FlightStream<arrow_flight::Result>;
+    type ListActionsStream = FlightStream<ActionType>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented(
+            "trimatch needs no handshake: call DoGet directly",
+        ))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let mut infos = Vec::new();
+        for collection in OutputCollection::ALL {
+            let descriptor = FlightDescriptor::new_path(vec![collection.name().to_string()]);
+            infos.push(Ok(self
+                .info(collection.name().as_bytes().to_vec(), descriptor)
+                .await?));
+        }
+        Ok(Response::new(stream::iter(infos).boxed()))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let descriptor = request.into_inner();
+        let ticket = descriptor_ticket(&descriptor)?;
+        Ok(Response::new(self.info(ticket, descriptor).await?))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented(
+            "trimatch answers GetFlightInfo at once; PollFlightInfo is not needed",
+        ))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let ticket = descriptor_ticket(&request.into_inner())?;
+        let schema = match parse_ticket(&ticket).map_err(invalid)? {
+            Query::Snapshot(query) => schema(query.collection),
+            Query::Subscribe(query) => change_schema(query.collection),
+        };
+        let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            .try_into()
+            .map_err(|error: arrow::error::ArrowError| Status::internal(error.to_string()))?;
+        Ok(Response::new(result))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<arrow_flight::Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let started = Instant::now();
+        let query = parse_ticket(&request.into_inner().ticket).map_err(invalid)?;
+        let stream = match query {
+            Query::Snapshot(query) => self.snapshot(query).await?,
+            Query::Subscribe(query) => self.subscribe(query).await?,
+        };
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "DoGet answered"
+        );
+        Ok(Response::new(stream))
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented(
+            "trimatch's collections are read-only; documents come in through the Kafka input topics",
+        ))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented(
+            "DoExchange is not offered; use DoGet with a subscribe ticket",
+        ))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let action = request.into_inner();
+        match action.r#type.as_str() {
+            "status" => {
+                let body = self.status_json().await?.to_string();
+                let result = arrow_flight::Result { body: body.into() };
+                Ok(Response::new(stream::iter(vec![Ok(result)]).boxed()))
+            }
+            other => Err(Status::invalid_argument(format!(
+                "unknown action {other:?}; the actions are: status"
+            ))),
+        }
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let status = ActionType {
+            r#type: "status".to_string(),
+            description: "JSON: newest complete time, frontier, offsets per topic-partition, row counts, uptime"
+                .to_string(),
+        };
+        Ok(Response::new(stream::iter(vec![Ok(status)]).boxed()))
+    }
+}
