@@ -77,27 +77,7 @@ impl Service {
     fn produce(&mut self, messages: &[GeneratedMessage]) -> u64 {
         produce(&self.mock.bootstrap_servers(), messages);
         self.sent += messages.len() as u64;
-        let metrics = self.pipeline.metrics();
-        let sent = self.sent;
-        wait_for(
-            "the messages to be consumed",
-            Duration::from_secs(60),
-            || {
-                metrics
-                    .snapshot()
-                    .values()
-                    .map(|counter| counter.consumed)
-                    .sum::<u64>()
-                    == sent
-            },
-        );
-        let as_of = now_ms() as u64;
-        wait_for("a complete time", Duration::from_secs(10), || {
-            self.pipeline
-                .newest_complete()
-                .is_some_and(|newest| newest >= as_of)
-        });
-        as_of
+        wait_until_reflected(&self.pipeline, self.sent)
     }
 
     async fn client(&self) -> FlightClient {

@@ -21,7 +21,6 @@ use trimatch_connectors::dead_letter::{
     HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC,
 };
 use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
-use trimatch_connectors::source::now_ms;
 use trimatch_connectors::{Envelope, TopicConfig};
 use trimatch_dataflows::model::DocumentKind;
 use trimatch_dataflows::{OutputCollection, Row};
@@ -48,28 +47,9 @@ fn small_history(seed: u64, count: usize) -> Vec<GeneratedMessage> {
     .collect()
 }
 
-/// Waits until the pipeline's counters cover `count` messages, then reads the
-/// whole state at a time after that.
+/// Waits until the pipeline reflects `count` messages and reads the whole state.
 fn state_after(pipeline: &Pipeline, count: u64) -> BTreeMap<OutputCollection, Vec<Row>> {
-    let metrics = pipeline.metrics();
-    wait_for(
-        &format!("{count} messages consumed"),
-        Duration::from_secs(60),
-        || {
-            metrics
-                .snapshot()
-                .values()
-                .map(|counters| counters.consumed)
-                .sum::<u64>()
-                == count
-        },
-    );
-    let as_of = now_ms() as u64;
-    wait_for("a complete time", Duration::from_secs(10), || {
-        pipeline
-            .newest_complete()
-            .is_some_and(|newest| newest >= as_of)
-    });
+    let as_of = wait_until_reflected(pipeline, count);
     read_all(pipeline, as_of)
 }
 

@@ -59,13 +59,7 @@ fn decode_debezium(kind: DocumentKind, bytes: &[u8]) -> Result<Upsert, DecodeErr
         Some(after) => {
             let document = document_from_json(kind, after)
                 .map_err(|error| problem(format!("after.{}", error.field), error.problem))?;
-            let identity = trimatch_dataflows::decode::document_identity(&document);
-            Ok(Upsert {
-                kind,
-                key: document.key(),
-                identity,
-                document: Some(document),
-            })
+            Ok(Upsert::put(document))
         }
         None => {
             if op.is_some_and(|op| op != "d") {
@@ -85,13 +79,7 @@ fn decode_debezium(kind: DocumentKind, bytes: &[u8]) -> Result<Upsert, DecodeErr
             let identity = identity_from_key(kind, before).map_err(|error| {
                 problem(error.field.replacen("key.", "before.", 1), error.problem)
             })?;
-            let parts: Vec<&str> = identity.iter().map(String::as_str).collect();
-            Ok(Upsert {
-                kind,
-                key: kind.key_of(&parts),
-                identity,
-                document: None,
-            })
+            Ok(Upsert::delete(kind, identity))
         }
     }
 }

@@ -72,6 +72,29 @@ pub struct Upsert {
     pub document: Option<Document>,
 }
 
+impl Upsert {
+    /// A new version of `document`.
+    pub fn put(document: Document) -> Upsert {
+        Upsert {
+            kind: document.kind(),
+            key: document.key(),
+            identity: document_identity(&document),
+            document: Some(document),
+        }
+    }
+
+    /// The deletion of the document of `kind` with these identity values.
+    pub fn delete(kind: DocumentKind, identity: Vec<String>) -> Upsert {
+        let parts: Vec<&str> = identity.iter().map(String::as_str).collect();
+        Upsert {
+            kind,
+            key: kind.key_of(&parts),
+            identity,
+            document: None,
+        }
+    }
+}
+
 /// Decodes a message of the **upsert** envelope (SPEC §1.1).
 ///
 /// `value = None` is a tombstone and needs a JSON-object key carrying the
@@ -97,27 +120,14 @@ pub fn decode_upsert(
                     "a tombstone (null value) needs a JSON-object key with the identity fields",
                 )
             })?;
-            let identity = identity_from_key(kind, &object)?;
-            let parts: Vec<&str> = identity.iter().map(String::as_str).collect();
-            Ok(Upsert {
-                kind,
-                key: kind.key_of(&parts),
-                identity,
-                document: None,
-            })
+            Ok(Upsert::delete(kind, identity_from_key(kind, &object)?))
         }
         Some(bytes) => {
-            let document = decode_document(kind, bytes)?;
-            let identity = document_identity(&document);
+            let upsert = Upsert::put(decode_document(kind, bytes)?);
             if let Some(object) = key_object {
-                check_key_agrees(kind, &object, &identity)?;
+                check_key_agrees(kind, &object, &upsert.identity)?;
             }
-            Ok(Upsert {
-                kind,
-                key: document.key(),
-                identity,
-                document: Some(document),
-            })
+            Ok(upsert)
         }
     }
 }

@@ -217,6 +217,37 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
     }
 }
 
+/// Waits until the pipeline has consumed `count` messages in all, then until a
+/// time after that is complete; returns that time, at which every consumed
+/// message is reflected.
+pub fn wait_until_reflected(pipeline: &Pipeline, count: u64) -> Time {
+    let metrics = pipeline.metrics();
+    wait_for(
+        &format!("{count} messages consumed"),
+        Duration::from_secs(60),
+        || {
+            metrics
+                .snapshot()
+                .values()
+                .map(|counters| counters.consumed)
+                .sum::<u64>()
+                == count
+        },
+    );
+    // Every batch so far is stamped at or before the current millisecond.
+    let as_of = trimatch_connectors::source::now_ms() as Time;
+    wait_for(
+        "a complete time after the last batch",
+        Duration::from_secs(10),
+        || {
+            pipeline
+                .newest_complete()
+                .is_some_and(|newest| newest >= as_of)
+        },
+    );
+    as_of
+}
+
 /// Every collection of a running pipeline at one time.
 pub fn read_all(pipeline: &Pipeline, as_of: Time) -> BTreeMap<OutputCollection, Vec<Row>> {
     OutputCollection::ALL
