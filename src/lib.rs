@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod columns;
+pub mod demo;
 pub mod flight;
 pub mod parquet_output;
 pub mod pipeline;

@@ -1,5 +1,6 @@
 //! The `trimatch` binary.
 //!
+//! * `demo` — everything in one process, on an embedded broker;
 //! * `serve` — run the job against Kafka and serve it over Arrow Flight; with
 //!   `--until-end --output DIR`, a bounded backfill that writes every
 //!   collection to Parquet;
@@ -40,6 +41,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Everything in one process: an embedded Kafka broker, a synthetic
+    /// workload, the matching job and its Flight service, with a live summary.
+    Demo(DemoArgs),
     /// Run the matching job against Kafka.
     Serve(ServeArgs),
     /// Produce a synthetic accounts-payable workload to Kafka.
@@ -137,6 +141,28 @@ struct ServeArgs {
 }
 
 #[derive(Args)]
+struct DemoArgs {
+    /// Generated document changes per second.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Number of tenants in the generated workload.
+    #[arg(long, default_value_t = 5)]
+    tenants: usize,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Seed of the generated workload.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Address of the Arrow Flight service.
+    #[arg(long, env = "TRIMATCH_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
+    flight_addr: std::net::SocketAddr,
+    /// Timely worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+}
+
+#[derive(Args)]
 struct QueryArgs {
     /// The collection: invoice_matches, match_exceptions, po_lines, exception_summary, dead_letters, source_progress.
     collection: String,
@@ -225,6 +251,16 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Demo(args) => trimatch::demo::run(trimatch::demo::DemoOptions {
+            rate: args.rate,
+            tenants: args.tenants,
+            duration: args.duration.map(Duration::from_secs_f64),
+            seed: args.seed,
+            flight_addr: args.flight_addr,
+            workers: args.workers,
+            partitions: 4,
+        })
+        .map(|()| true),
         Command::Serve(args) => serve(args).map(|()| true),
         Command::Generate(args) => generate(args).map(|()| true),
         Command::Query(args) => query(args).map(|()| true),

@@ -60,6 +60,8 @@ struct PoModel {
     currency: &'static str,
     lines: Vec<(u32, Decimal, Decimal)>,
     received: Vec<Decimal>,
+    /// Quantities billed so far per line (invoices minus credit memos).
+    billed: Vec<Decimal>,
     status: &'static str,
     receipt_required: bool,
     receipts: Vec<String>,
@@ -165,6 +167,7 @@ impl Workload {
                 "USD"
             },
             received: vec![Decimal::ZERO; lines.len()],
+            billed: vec![Decimal::ZERO; lines.len()],
             lines,
             status: "open",
             receipt_required: rng.random_range(0..10) != 0,
@@ -250,41 +253,53 @@ impl Workload {
                 );
             }
         }
-        let kind = if variant < 12 {
+        let kind = if variant < 10 {
             "credit_memo"
         } else {
             "invoice"
         };
+        // Most invoices bill what was received and not billed yet, at the PO
+        // price; some arrive before the goods, and a few carry variances.
         let mut lines = Vec::new();
         let mut amount = Decimal::ZERO;
         for (position, (line_no, ordered, price)) in po.lines.iter().enumerate() {
-            if rng.random_range(0..4) == 0 && !lines.is_empty() {
-                continue;
-            }
-            let received = po.received[position];
-            let base = if received > Decimal::ZERO {
-                received
-            } else {
-                *ordered
-            };
-            let mut quantity = (base * Decimal::new(rng.random_range(2..=10), 1))
+            let unbilled = po.received[position] - po.billed[position];
+            let early = rng.random_range(0..20) == 0;
+            let mut quantity = match kind {
+                "credit_memo" if po.billed[position] > Decimal::ZERO => (po.billed[position]
+                    / Decimal::from(4))
                 .round_dp(0)
-                .max(Decimal::ONE);
+                .max(Decimal::ONE),
+                "credit_memo" => continue,
+                _ if unbilled > Decimal::ZERO => unbilled,
+                _ if early => (*ordered / Decimal::TWO).round_dp(0).max(Decimal::ONE),
+                _ => continue,
+            };
             let mut unit_price = *price;
             match rng.random_range(0..100) {
-                0..=7 => unit_price = (*price * Decimal::new(105, 2)).round_dp(2),
-                8..=13 => quantity = (base * Decimal::new(13, 1)).round_dp(0).max(Decimal::TWO),
-                14 => unit_price = (*price * Decimal::new(1005, 3)).round_dp(4),
+                0..=5 => unit_price = (*price * Decimal::new(105, 2)).round_dp(2),
+                6..=9 if kind == "invoice" => {
+                    quantity = (quantity * Decimal::new(13, 1))
+                        .round_dp(0)
+                        .max(Decimal::TWO)
+                }
+                10 => unit_price = (*price * Decimal::new(1005, 3)).round_dp(4),
                 _ => {}
             }
             if kind == "credit_memo" {
-                quantity = (quantity / Decimal::from(4)).round_dp(0).max(Decimal::ONE);
+                po.billed[position] -= quantity;
+            } else {
+                po.billed[position] += quantity;
             }
             amount += quantity * unit_price;
             lines.push(
                 json!({"po_line_no": line_no, "quantity": quantity.to_string(),
                               "unit_price": unit_price.to_string()}),
             );
+        }
+        if lines.is_empty() {
+            // Nothing to bill yet: the goods come first.
+            return self.receipt(tenant);
         }
         let tax = (amount * Decimal::new(8, 2)).round_dp(2);
         let mut total = amount + tax;

@@ -16,19 +16,20 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use timely::communication::initialize::WorkerGuards;
-use timely::worker::Worker;
-use trimatch_connectors::source::now_ms;
-use trimatch_connectors::{KafkaSource, SourceBatch, SourceConfig, SourceMetrics};
-use trimatch_dataflows::{Change, MatchConfig, Matcher, OutputCollection, ReadError, Row, Time};
+use trimatch_connectors::{SourceConfig, SourceMetrics};
+use trimatch_dataflows::{Change, MatchConfig, OutputCollection, ReadError, Row, Time};
 
 use crate::query::RowFilter;
 use crate::subscriptions::Hub;
+
+mod worker;
+use worker::run_worker;
 
 /// Everything the job needs.
 #[derive(Clone, Debug)]
@@ -86,7 +87,9 @@ enum ReadKind {
         filter: Arc<RowFilter>,
         limit: usize,
     },
-    Count,
+    Count {
+        filter: Arc<RowFilter>,
+    },
     /// Changes at times from `from` through the request's time.
     Changes {
         from: Time,
@@ -106,7 +109,9 @@ struct ReadRequest {
     as_of: Time,
     key: Option<String>,
     kind: ReadKind,
-    reply: Sender<Result<ReadReply, ReadError>>,
+    /// Gets the worker's index with its answer, so shards are put together in
+    /// worker order and the same read gives the same rows in the same order.
+    reply: Sender<(usize, Result<ReadReply, ReadError>)>,
 }
 
 /// What the workers and the handles share.
@@ -351,7 +356,20 @@ impl PipelineHandle {
 
     /// How many rows `collection` has as of `as_of`.
     pub fn count(&self, collection: OutputCollection, as_of: Time) -> Result<u64, ServeError> {
-        let replies = self.ask(collection, as_of, None, || ReadKind::Count)?;
+        self.count_where(collection, as_of, &Arc::default())
+    }
+
+    /// How many rows of `collection` pass `filter` as of `as_of`.
+    pub fn count_where(
+        &self,
+        collection: OutputCollection,
+        as_of: Time,
+        filter: &Arc<RowFilter>,
+    ) -> Result<u64, ServeError> {
+        let kind = || ReadKind::Count {
+            filter: filter.clone(),
+        };
+        let replies = self.ask(collection, as_of, filter.key(), kind)?;
         Ok(replies
             .into_iter()
             .map(|reply| match reply {
@@ -433,15 +451,16 @@ impl PipelineHandle {
         drop(reply);
         let mut collected = Vec::with_capacity(self.requests.len());
         for _ in 0..self.requests.len() {
-            let shard = replies.recv().map_err(|_| {
+            let (worker, shard) = replies.recv().map_err(|_| {
                 ServeError::Stopped(
                     self.error()
                         .unwrap_or_else(|| "a worker exited during a read".to_string()),
                 )
             })?;
-            collected.push(shard?);
+            collected.push((worker, shard?));
         }
-        Ok(collected)
+        collected.sort_by_key(|(worker, _)| *worker);
+        Ok(collected.into_iter().map(|(_, shard)| shard).collect())
     }
 
     /// Publishes complete times to the subscription hub until the job stops.
@@ -462,139 +481,4 @@ const PUBLISH_INTERVAL: Duration = Duration::from_millis(2);
 pub fn run_until_end(mut config: PipelineConfig) -> Result<FinalState> {
     config.source.until_end = true;
     Pipeline::start(config)?.join()
-}
-
-/// How long a worker waits in Kafka's poll when nothing is pending.
-const POLL_TIMEOUT: Duration = Duration::from_millis(2);
-/// How often a worker lets its outputs forget history older than the retention.
-const COMPACTION_INTERVAL: Duration = Duration::from_secs(1);
-
-fn run_worker(
-    worker: &mut Worker,
-    config: &PipelineConfig,
-    shared: &Shared,
-    requests: Receiver<ReadRequest>,
-) -> Result<()> {
-    let index = worker.index();
-    let mut matcher = Matcher::build(worker, &config.matching, Some(shared.hub.sink()));
-    let mut source = KafkaSource::new(
-        config.source.clone(),
-        index,
-        worker.peers(),
-        shared.metrics.clone(),
-    )?;
-    let retention_ms = config.retention.as_millis() as u64;
-    let mut batch = SourceBatch::default();
-    let mut waiting: Vec<ReadRequest> = Vec::new();
-    let mut closed = false;
-    let mut next_compaction = Instant::now() + COMPACTION_INTERVAL;
-    loop {
-        if shared.stop.load(Ordering::SeqCst) {
-            source.flush(Duration::from_secs(5));
-            return Ok(());
-        }
-        waiting.extend(requests.try_iter());
-        if !closed {
-            source.poll(&mut batch, POLL_TIMEOUT)?;
-            let now = now_ms() as Time;
-            if !batch.is_empty() && now >= matcher.time() {
-                seal(&mut matcher, &mut batch, now);
-            } else if batch.is_empty() && now > matcher.time() {
-                matcher.advance_to(now);
-            }
-            shared.ready[index].store(source.is_ready(), Ordering::SeqCst);
-            if source.is_finished() && batch.is_empty() {
-                source.flush(Duration::from_secs(30));
-                closed = true;
-                let last = matcher.time().saturating_sub(1);
-                shared.final_time.fetch_max(last, Ordering::SeqCst);
-                matcher.advance_to(Time::MAX);
-                shared.finished.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        worker.step_or_park(if closed {
-            Some(Duration::from_millis(1))
-        } else {
-            Some(Duration::ZERO)
-        });
-        if let Some(newest) = matcher.newest_complete() {
-            shared.complete[index].store(
-                newest.saturating_add(1).min(Time::MAX - 1),
-                Ordering::SeqCst,
-            );
-        }
-        waiting.retain(|request| {
-            if !matcher.is_complete(request.as_of) {
-                return true;
-            }
-            let _ = request.reply.send(answer(&mut matcher, request));
-            false
-        });
-        if Instant::now() >= next_compaction {
-            next_compaction = Instant::now() + COMPACTION_INTERVAL;
-            if let Some(newest) = matcher
-                .newest_complete()
-                .filter(|newest| *newest < Time::MAX - 1)
-            {
-                matcher.allow_compaction(newest.saturating_sub(retention_ms));
-            }
-        }
-        if closed && matcher.is_complete(Time::MAX - 1) {
-            // Every worker has closed its input: read the final state.
-            let as_of = shared.final_time.load(Ordering::SeqCst);
-            let mut state = shared.final_state.lock().expect("state lock");
-            for collection in OutputCollection::ALL {
-                let rows = matcher.read(collection, as_of, None)?;
-                state
-                    .entry(collection)
-                    .or_default()
-                    .extend(rows.into_iter().map(|(row, _)| row));
-            }
-            return Ok(());
-        }
-    }
-}
-
-/// Reads this worker's shard for `request`.
-fn answer(matcher: &mut Matcher, request: &ReadRequest) -> Result<ReadReply, ReadError> {
-    let key = request.key.as_deref();
-    match &request.kind {
-        ReadKind::Rows { filter, limit } => {
-            let rows = matcher.read_filtered(
-                request.collection,
-                request.as_of,
-                key,
-                &|row| filter.matches(row),
-                *limit,
-            )?;
-            Ok(ReadReply::Rows(
-                rows.into_iter().map(|(row, _)| row).collect(),
-            ))
-        }
-        ReadKind::Count => matcher
-            .count(request.collection, request.as_of)
-            .map(ReadReply::Count),
-        ReadKind::Changes { from, filter } => matcher
-            .read_changes(request.collection, *from, request.as_of, key, &|row| {
-                filter.matches(row)
-            })
-            .map(ReadReply::Changes),
-    }
-}
-
-/// Stamps everything in `batch` with `time` and moves the engine past it.
-fn seal(matcher: &mut Matcher, batch: &mut SourceBatch, time: Time) {
-    if time > matcher.time() {
-        matcher.advance_to(time);
-    }
-    for change in batch.changes.drain(..) {
-        matcher.upsert(change.key, change.document, change.offset);
-    }
-    for row in batch.dead_letters.drain(..) {
-        matcher.record_dead_letter(row);
-    }
-    for row in batch.progress.drain(..) {
-        matcher.record_progress(row);
-    }
-    matcher.advance_to(time + 1);
 }

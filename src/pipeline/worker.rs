@@ -1,0 +1,161 @@
+//! One timely worker of the job: it polls its Kafka source, seals what arrived
+//! into a batch at the current millisecond, steps the dataflow, answers reads
+//! of its shard, and lets old history go. See the parent module for the time
+//! and consistency rules this implements.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use timely::worker::Worker;
+use trimatch_connectors::source::now_ms;
+use trimatch_connectors::{KafkaSource, SourceBatch};
+use trimatch_dataflows::{Matcher, OutputCollection, ReadError, Time};
+
+use super::{PipelineConfig, ReadKind, ReadReply, ReadRequest, Shared};
+
+/// How long a worker waits in Kafka's poll when nothing is pending.
+const POLL_TIMEOUT: Duration = Duration::from_millis(2);
+/// How often a worker lets its outputs forget history older than the retention.
+const COMPACTION_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(super) fn run_worker(
+    worker: &mut Worker,
+    config: &PipelineConfig,
+    shared: &Shared,
+    requests: Receiver<ReadRequest>,
+) -> Result<()> {
+    let index = worker.index();
+    let mut matcher = Matcher::build(worker, &config.matching, Some(shared.hub.sink()));
+    let mut source = KafkaSource::new(
+        config.source.clone(),
+        index,
+        worker.peers(),
+        shared.metrics.clone(),
+    )?;
+    let retention_ms = config.retention.as_millis() as u64;
+    let mut batch = SourceBatch::default();
+    let mut waiting: Vec<ReadRequest> = Vec::new();
+    let mut closed = false;
+    let mut next_compaction = Instant::now() + COMPACTION_INTERVAL;
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            source.flush(Duration::from_secs(5));
+            return Ok(());
+        }
+        waiting.extend(requests.try_iter());
+        if !closed {
+            source.poll(&mut batch, POLL_TIMEOUT)?;
+            let now = now_ms() as Time;
+            if !batch.is_empty() && now >= matcher.time() {
+                seal(&mut matcher, &mut batch, now);
+            } else if batch.is_empty() && now > matcher.time() {
+                matcher.advance_to(now);
+            }
+            shared.ready[index].store(source.is_ready(), Ordering::SeqCst);
+            if source.is_finished() && batch.is_empty() {
+                source.flush(Duration::from_secs(30));
+                closed = true;
+                let last = matcher.time().saturating_sub(1);
+                shared.final_time.fetch_max(last, Ordering::SeqCst);
+                matcher.advance_to(Time::MAX);
+                shared.finished.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        worker.step_or_park(if closed {
+            Some(Duration::from_millis(1))
+        } else {
+            Some(Duration::ZERO)
+        });
+        if let Some(newest) = matcher.newest_complete() {
+            shared.complete[index].store(
+                newest.saturating_add(1).min(Time::MAX - 1),
+                Ordering::SeqCst,
+            );
+        }
+        waiting.retain(|request| {
+            if !matcher.is_complete(request.as_of) {
+                return true;
+            }
+            let _ = request.reply.send((index, answer(&mut matcher, request)));
+            false
+        });
+        if Instant::now() >= next_compaction {
+            next_compaction = Instant::now() + COMPACTION_INTERVAL;
+            if let Some(newest) = matcher
+                .newest_complete()
+                .filter(|newest| *newest < Time::MAX - 1)
+            {
+                matcher.allow_compaction(newest.saturating_sub(retention_ms));
+            }
+        }
+        if closed && matcher.is_complete(Time::MAX - 1) {
+            // Every worker has closed its input: read the final state.
+            let as_of = shared.final_time.load(Ordering::SeqCst);
+            let mut state = shared.final_state.lock().expect("state lock");
+            for collection in OutputCollection::ALL {
+                let rows = matcher.read(collection, as_of, None)?;
+                state
+                    .entry(collection)
+                    .or_default()
+                    .extend(rows.into_iter().map(|(row, _)| row));
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Reads this worker's shard for `request`.
+fn answer(matcher: &mut Matcher, request: &ReadRequest) -> Result<ReadReply, ReadError> {
+    let key = request.key.as_deref();
+    match &request.kind {
+        ReadKind::Rows { filter, limit } => {
+            let rows = matcher.read_filtered(
+                request.collection,
+                request.as_of,
+                key,
+                &|row| filter.matches(row),
+                *limit,
+            )?;
+            Ok(ReadReply::Rows(
+                rows.into_iter().map(|(row, _)| row).collect(),
+            ))
+        }
+        ReadKind::Count { filter } if filter.is_empty() => matcher
+            .count(request.collection, request.as_of)
+            .map(ReadReply::Count),
+        ReadKind::Count { filter } => {
+            let rows = matcher.read_filtered(
+                request.collection,
+                request.as_of,
+                key,
+                &|row| filter.matches(row),
+                usize::MAX,
+            )?;
+            Ok(ReadReply::Count(rows.len() as u64))
+        }
+        ReadKind::Changes { from, filter } => matcher
+            .read_changes(request.collection, *from, request.as_of, key, &|row| {
+                filter.matches(row)
+            })
+            .map(ReadReply::Changes),
+    }
+}
+
+/// Stamps everything in `batch` with `time` and moves the engine past it.
+fn seal(matcher: &mut Matcher, batch: &mut SourceBatch, time: Time) {
+    if time > matcher.time() {
+        matcher.advance_to(time);
+    }
+    for change in batch.changes.drain(..) {
+        matcher.upsert(change.key, change.document, change.offset);
+    }
+    for row in batch.dead_letters.drain(..) {
+        matcher.record_dead_letter(row);
+    }
+    for row in batch.progress.drain(..) {
+        matcher.record_progress(row);
+    }
+    matcher.advance_to(time + 1);
+}
