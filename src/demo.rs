@@ -138,6 +138,12 @@ pub fn run(options: DemoOptions) -> Result<()> {
 }
 
 fn print_banner(brokers: &str, flight: SocketAddr) {
+    let trimatch = invocation();
+    let flight_flag = if flight.to_string() == "127.0.0.1:50051" {
+        String::new()
+    } else {
+        format!(" --flight-addr {flight}")
+    };
     println!(
         "trimatch demo — a live three-way match over an embedded Kafka broker\n\
          \n\
@@ -146,9 +152,9 @@ fn print_banner(brokers: &str, flight: SocketAddr) {
          Arrow Flight:                             grpc://{flight}\n\
          \n\
          In another terminal:\n\
-         \x20   trimatch query exception_summary\n\
-         \x20   trimatch query match_exceptions --filter tenant_id=tenant-000 --limit 20\n\
-         \x20   trimatch subscribe match_exceptions --filter tenant_id=tenant-001\n\
+         \x20   {trimatch} query exception_summary{flight_flag}\n\
+         \x20   {trimatch} query match_exceptions --filter tenant_id=tenant-000 --limit 20{flight_flag}\n\
+         \x20   {trimatch} subscribe match_exceptions --filter tenant_id=tenant-001{flight_flag}\n\
          \n\
          From Python (pip install pyarrow pandas):\n\
          \x20   import pyarrow.flight as flight\n\
@@ -157,6 +163,26 @@ fn print_banner(brokers: &str, flight: SocketAddr) {
          \n\
          Ctrl-C stops.\n"
     );
+}
+
+/// How to run this binary from the current directory: `trimatch` if that is
+/// what the shell finds, else its path (e.g. `./target/release/trimatch`).
+fn invocation() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "trimatch".to_string();
+    };
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("trimatch") == exe));
+    if on_path {
+        return "trimatch".to_string();
+    }
+    match std::env::current_dir()
+        .ok()
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(|p| p.to_path_buf()))
+    {
+        Some(relative) => format!("./{}", relative.display()),
+        None => exe.display().to_string(),
+    }
 }
 
 /// One second's view of the job.
