@@ -98,7 +98,7 @@ pub fn run(options: DemoOptions) -> Result<()> {
     {
         let stop = stop.clone();
         runtime.spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            crate::shutdown_signal().await;
             stop.store(true, Ordering::SeqCst);
         });
     }

@@ -9,7 +9,7 @@
 //! * `validate` — check documents against the input contract (SPEC §1) exactly
 //!   as the pipeline will, and print each rejection's reason.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -17,16 +17,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+
+mod config_file;
 use trimatch::client::{self, Format};
 use trimatch::flight;
 use trimatch::parquet_output::write_collections;
-use trimatch::pipeline::{Pipeline, PipelineConfig};
+use trimatch::pipeline::{Pipeline, PipelineConfig, PipelineHandle};
 use trimatch_connectors::admin::create_missing_topics;
 use trimatch_connectors::generate::{Workload, WorkloadConfig};
 use trimatch_connectors::produce::{ProduceLimits, WorkloadProducer};
 use trimatch_connectors::{Envelope, SourceConfig, StartPosition, TopicConfig};
 use trimatch_dataflows::decode::decode_document;
-use trimatch_dataflows::model::DocumentKind;
+use trimatch_dataflows::model::{DocumentKind, Tolerances};
 
 #[derive(Parser)]
 #[command(
@@ -35,8 +37,17 @@ use trimatch_dataflows::model::DocumentKind;
     about = "Live three-way match (PO ↔ goods receipt ↔ invoice) over Kafka"
 )]
 struct Cli {
+    /// Log format: text (for people) or json (one object per line).
+    #[arg(long, global = true, env = "TRIMATCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -79,8 +90,9 @@ struct TopicArgs {
     /// Topic of match policies.
     #[arg(long, env = "TRIMATCH_POLICY_TOPIC", default_value = "match_policies")]
     policy_topic: String,
-    /// librdkafka settings passed through, e.g. -X security.protocol=SASL_SSL.
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_setting)]
+    /// librdkafka settings passed through, e.g. -X security.protocol=SASL_SSL
+    /// (in TRIMATCH_KAFKA_SETTINGS: one KEY=VALUE per line).
+    #[arg(short = 'X', env = "TRIMATCH_KAFKA_SETTINGS", value_delimiter = '\n', value_name = "KEY=VALUE", value_parser = parse_setting)]
     client_settings: Vec<(String, String)>,
 }
 
@@ -111,23 +123,28 @@ impl TopicArgs {
 struct ServeArgs {
     #[command(flatten)]
     topics: TopicArgs,
+    /// A TOML file with any of these settings (keys are the long option names
+    /// with `_` for `-`; the command line wins, then TRIMATCH_… variables, then
+    /// the file).
+    #[arg(long, env = "TRIMATCH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Envelope of a topic, as TOPIC=upsert|debezium (default upsert).
-    #[arg(long = "envelope", value_name = "TOPIC=ENVELOPE", value_parser = parse_envelope)]
+    #[arg(long = "envelope", env = "TRIMATCH_ENVELOPE", value_delimiter = ',', value_name = "TOPIC=ENVELOPE", value_parser = parse_envelope)]
     envelopes: Vec<(String, Envelope)>,
     /// Where to start: earliest, latest, timestamp:<ms> or topic:partition:offset,...
     #[arg(long, env = "TRIMATCH_START", default_value = "earliest", value_parser = parse_start)]
     start: StartPosition,
     /// Read up to the high watermarks seen at start, write --output, and exit.
-    #[arg(long, requires = "output")]
+    #[arg(long, env = "TRIMATCH_UNTIL_END", requires = "output")]
     until_end: bool,
     /// Directory for the Parquet files of a bounded run (one per collection).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "TRIMATCH_OUTPUT", value_name = "DIR")]
     output: Option<PathBuf>,
     /// Also produce rejected messages to this topic.
     #[arg(long, env = "TRIMATCH_DEAD_LETTER_TOPIC")]
     dead_letter_topic: Option<String>,
     /// Wait for missing input topics instead of failing.
-    #[arg(long)]
+    #[arg(long, env = "TRIMATCH_WAIT_FOR_TOPICS")]
     wait_for_topics: bool,
     /// Timely worker threads.
     #[arg(long, env = "TRIMATCH_WORKERS", default_value_t = 1)]
@@ -138,6 +155,24 @@ struct ServeArgs {
     /// How far back (seconds) readers may ask for an `as_of`.
     #[arg(long, env = "TRIMATCH_RETENTION_SECONDS", default_value_t = 600)]
     retention_seconds: u64,
+    /// Address of the Prometheus metrics, /healthz and /readyz endpoint.
+    #[arg(long, env = "TRIMATCH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    metrics_addr: std::net::SocketAddr,
+    /// How many of the most recent rejected messages `dead_letters` keeps.
+    #[arg(long, env = "TRIMATCH_DEAD_LETTER_CAPACITY", default_value_t = 10_000)]
+    dead_letter_capacity: usize,
+    /// Global default policy: price tolerance in percent of the PO price.
+    #[arg(long, env = "TRIMATCH_PRICE_TOLERANCE_PCT", default_value = "0")]
+    price_tolerance_pct: rust_decimal::Decimal,
+    /// Global default policy: absolute price tolerance per unit.
+    #[arg(long, env = "TRIMATCH_PRICE_TOLERANCE_ABS", default_value = "0")]
+    price_tolerance_abs: rust_decimal::Decimal,
+    /// Global default policy: quantity tolerance in percent.
+    #[arg(long, env = "TRIMATCH_QTY_TOLERANCE_PCT", default_value = "0")]
+    qty_tolerance_pct: rust_decimal::Decimal,
+    /// Global default policy: absolute tolerance on an invoice's stated total.
+    #[arg(long, env = "TRIMATCH_TOTAL_TOLERANCE_ABS", default_value = "0.01")]
+    total_tolerance_abs: rust_decimal::Decimal,
 }
 
 #[derive(Args)]
@@ -242,14 +277,20 @@ fn parse_start(text: &str) -> Result<StartPosition, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(error) = config_file::load_into_environment(std::env::args_os()) {
+        eprintln!("trimatch: {error:#}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let outcome = match cli.command {
         Command::Demo(args) => trimatch::demo::run(trimatch::demo::DemoOptions {
             rate: args.rate,
@@ -288,6 +329,13 @@ fn serve(args: ServeArgs) -> Result<()> {
     let mut config = PipelineConfig::new(source);
     config.workers = args.workers;
     config.retention = Duration::from_secs(args.retention_seconds);
+    config.matching.dead_letter_capacity = args.dead_letter_capacity;
+    config.matching.default_tolerances = Tolerances {
+        price_tolerance_pct: args.price_tolerance_pct,
+        price_tolerance_abs: args.price_tolerance_abs,
+        qty_tolerance_pct: args.qty_tolerance_pct,
+        total_tolerance_abs: args.total_tolerance_abs,
+    };
     let retention = config.retention;
     let pipeline = Pipeline::start(config)?;
     if args.until_end {
@@ -302,16 +350,76 @@ fn serve(args: ServeArgs) -> Result<()> {
     let handle = pipeline.handle();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
+        let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+        let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
+            let mut receiver = stop.subscribe();
+            async move {
+                let _ = receiver.recv().await;
+            }
         };
-        tracing::info!(addr = %args.flight_addr, "Arrow Flight service listening");
-        flight::serve(args.flight_addr, handle, retention, shutdown)
-            .await
-            .with_context(|| format!("cannot serve Flight on {}", args.flight_addr))
+        let metrics = trimatch::metrics::serve(
+            args.metrics_addr,
+            handle.clone(),
+            handle.job_metrics().clone(),
+            stopped(&stop),
+        );
+        let flight = flight::serve(args.flight_addr, handle.clone(), retention, stopped(&stop));
+        tracing::info!(flight = %args.flight_addr, metrics = %args.metrics_addr, "serving");
+        let progress = catch_up_progress(handle.clone());
+        let outcome = tokio::select! {
+            result = flight => result.with_context(|| format!("cannot serve Flight on {}", args.flight_addr)),
+            result = metrics => result.with_context(|| format!("cannot serve metrics on {}", args.metrics_addr)),
+            _ = trimatch::shutdown_signal() => {
+                tracing::info!("shutting down");
+                Ok(())
+            }
+            _ = failed(handle.clone()) => Err(anyhow::anyhow!(handle.error().unwrap_or_default())),
+        };
+        let _ = stop.send(());
+        progress.abort();
+        outcome
     })?;
     pipeline.shutdown()
+}
+
+/// Resolves when the pipeline has failed.
+async fn failed(handle: PipelineHandle) {
+    while handle.error().is_none() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// On a terminal, a progress bar while catching up to the high watermarks
+/// seen at start: offsets consumed of the total, rate and ETA.
+fn catch_up_progress(handle: PipelineHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "catching up {bar:40} {pos}/{len} messages  {per_sec}  ETA {eta}",
+            )
+            .expect("a valid template"),
+        );
+        while !handle.is_ready() {
+            let partitions = handle.metrics().snapshot();
+            let total: u64 = partitions
+                .values()
+                .map(|p| p.high_watermark.max(0) as u64)
+                .sum();
+            let done: u64 = partitions
+                .values()
+                .map(|p| p.next_offset.max(0) as u64)
+                .sum();
+            bar.set_length(total);
+            bar.set_position(done);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bar.finish_and_clear();
+        tracing::info!("caught up: ready");
+    })
 }
 
 fn query(args: QueryArgs) -> Result<()> {

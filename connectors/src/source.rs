@@ -67,6 +67,8 @@ pub struct SourceBatch {
     pub changes: Vec<SourceChange>,
     pub dead_letters: Vec<DeadLetterRow>,
     pub progress: Vec<SourceProgressRow>,
+    /// The Kafka timestamps (ms) of the messages in the batch, for freshness.
+    pub message_timestamps: Vec<i64>,
 }
 
 impl SourceBatch {
@@ -77,6 +79,7 @@ impl SourceBatch {
         self.changes.clear();
         self.dead_letters.clear();
         self.progress.clear();
+        self.message_timestamps.clear();
     }
 }
 
@@ -289,6 +292,9 @@ impl KafkaSource {
                 continue;
             };
             state.counters.consumed.fetch_add(1, Ordering::Relaxed);
+            if let Some(timestamp) = message.timestamp().to_millis() {
+                batch.message_timestamps.push(timestamp);
+            }
             match decode_message(topic.kind, topic.envelope, message.key(), message.payload()) {
                 Ok(Decoded::Change(upsert)) => {
                     state.counters.applied.fetch_add(1, Ordering::Relaxed);

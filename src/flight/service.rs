@@ -397,6 +397,52 @@ fn descriptor_ticket(descriptor: &FlightDescriptor) -> Result<Vec<u8>, Status> {
     }
 }
 
+/// The schema a descriptor's ticket would be answered with.
+fn schema_of(descriptor: &FlightDescriptor) -> Result<SchemaResult, Status> {
+    let ticket = descriptor_ticket(descriptor)?;
+    let schema = match parse_ticket(&ticket).map_err(invalid)? {
+        Query::Snapshot(query) => schema(query.collection),
+        Query::Subscribe(query) => change_schema(query.collection),
+    };
+    SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|error: arrow::error::ArrowError| Status::internal(error.to_string()))
+}
+
+impl TrimatchFlight {
+    /// Counts a request and how long it took to answer (streams: until the
+    /// reply stream was ready).
+    fn record<T>(&self, method: &str, result: &Result<T, Status>, started: Instant) {
+        self.pipeline
+            .job_metrics()
+            .flight_request(method, result.is_err(), started.elapsed());
+    }
+
+    async fn list_infos(&self) -> Result<Vec<FlightInfo>, Status> {
+        let mut infos = Vec::new();
+        for collection in OutputCollection::ALL {
+            let descriptor = FlightDescriptor::new_path(vec![collection.name().to_string()]);
+            infos.push(
+                self.info(collection.name().as_bytes().to_vec(), descriptor)
+                    .await?,
+            );
+        }
+        Ok(infos)
+    }
+
+    async fn action(&self, action: Action) -> Result<Vec<arrow_flight::Result>, Status> {
+        match action.r#type.as_str() {
+            "status" => {
+                let body = self.status_json().await?.to_string();
+                Ok(vec![arrow_flight::Result { body: body.into() }])
+            }
+            other => Err(Status::invalid_argument(format!(
+                "unknown action {other:?}; the actions are: status"
+            ))),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl FlightService for TrimatchFlight {
     type HandshakeStream = FlightStream<HandshakeResponse>;
@@ -420,13 +466,10 @@ impl FlightService for TrimatchFlight {
         &self,
         _request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let mut infos = Vec::new();
-        for collection in OutputCollection::ALL {
-            let descriptor = FlightDescriptor::new_path(vec![collection.name().to_string()]);
-            infos.push(Ok(self
-                .info(collection.name().as_bytes().to_vec(), descriptor)
-                .await?));
-        }
+        let started = Instant::now();
+        let result = self.list_infos().await;
+        self.record("list_flights", &result, started);
+        let infos = result?.into_iter().map(Ok);
         Ok(Response::new(stream::iter(infos).boxed()))
     }
 
@@ -434,9 +477,14 @@ impl FlightService for TrimatchFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let started = Instant::now();
         let descriptor = request.into_inner();
-        let ticket = descriptor_ticket(&descriptor)?;
-        Ok(Response::new(self.info(ticket, descriptor).await?))
+        let result = match descriptor_ticket(&descriptor) {
+            Ok(ticket) => self.info(ticket, descriptor).await,
+            Err(status) => Err(status),
+        };
+        self.record("get_flight_info", &result, started);
+        result.map(Response::new)
     }
 
     async fn poll_flight_info(
@@ -452,15 +500,10 @@ impl FlightService for TrimatchFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let ticket = descriptor_ticket(&request.into_inner())?;
-        let schema = match parse_ticket(&ticket).map_err(invalid)? {
-            Query::Snapshot(query) => schema(query.collection),
-            Query::Subscribe(query) => change_schema(query.collection),
-        };
-        let result = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
-            .try_into()
-            .map_err(|error: arrow::error::ArrowError| Status::internal(error.to_string()))?;
-        Ok(Response::new(result))
+        let started = Instant::now();
+        let result = schema_of(&request.into_inner());
+        self.record("get_schema", &result, started);
+        result.map(Response::new)
     }
 
     async fn do_get(
@@ -468,16 +511,13 @@ impl FlightService for TrimatchFlight {
         request: Request<arrow_flight::Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let started = Instant::now();
-        let query = parse_ticket(&request.into_inner().ticket).map_err(invalid)?;
-        let stream = match query {
-            Query::Snapshot(query) => self.snapshot(query).await?,
-            Query::Subscribe(query) => self.subscribe(query).await?,
+        let (method, result) = match parse_ticket(&request.into_inner().ticket).map_err(invalid) {
+            Ok(Query::Snapshot(query)) => ("do_get", self.snapshot(query).await),
+            Ok(Query::Subscribe(query)) => ("subscribe", self.subscribe(query).await),
+            Err(status) => ("do_get", Err(status)),
         };
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            "DoGet answered"
-        );
-        Ok(Response::new(stream))
+        self.record(method, &result, started);
+        result.map(Response::new)
     }
 
     async fn do_put(
@@ -502,17 +542,12 @@ impl FlightService for TrimatchFlight {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let action = request.into_inner();
-        match action.r#type.as_str() {
-            "status" => {
-                let body = self.status_json().await?.to_string();
-                let result = arrow_flight::Result { body: body.into() };
-                Ok(Response::new(stream::iter(vec![Ok(result)]).boxed()))
-            }
-            other => Err(Status::invalid_argument(format!(
-                "unknown action {other:?}; the actions are: status"
-            ))),
-        }
+        let started = Instant::now();
+        let result = self.action(request.into_inner()).await;
+        self.record("do_action", &result, started);
+        Ok(Response::new(
+            stream::iter(result?.into_iter().map(Ok)).boxed(),
+        ))
     }
 
     async fn list_actions(

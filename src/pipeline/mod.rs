@@ -25,6 +25,7 @@ use timely::communication::initialize::WorkerGuards;
 use trimatch_connectors::{SourceConfig, SourceMetrics};
 use trimatch_dataflows::{Change, MatchConfig, OutputCollection, ReadError, Row, Time};
 
+use crate::metrics::Metrics;
 use crate::query::RowFilter;
 use crate::subscriptions::Hub;
 
@@ -129,6 +130,7 @@ struct Shared {
     metrics: Arc<SourceMetrics>,
     hub: Arc<Hub>,
     started: Instant,
+    job_metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -168,6 +170,7 @@ impl Pipeline {
             metrics: SourceMetrics::new(),
             hub: Hub::new(config.subscriber_backlog),
             started: Instant::now(),
+            job_metrics: Metrics::new(),
         });
         let mut requests = Vec::new();
         let mut receivers = Vec::new();
@@ -279,6 +282,11 @@ impl PipelineHandle {
     /// The per-partition counters of every source.
     pub fn metrics(&self) -> Arc<SourceMetrics> {
         self.shared.metrics.clone()
+    }
+
+    /// The job's own metrics (freshness, Flight requests).
+    pub fn job_metrics(&self) -> &Arc<Metrics> {
+        &self.shared.job_metrics
     }
 
     /// The subscription hub.

@@ -3,6 +3,7 @@
 //! of its shard, and lets old history go. See the parent module for the time
 //! and consistency rules this implements.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -39,6 +40,8 @@ pub(super) fn run_worker(
     let mut waiting: Vec<ReadRequest> = Vec::new();
     let mut closed = false;
     let mut next_compaction = Instant::now() + COMPACTION_INTERVAL;
+    // Sealed batches' message timestamps, until their time is complete.
+    let mut unseen: VecDeque<(Time, Vec<i64>)> = VecDeque::new();
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             source.flush(Duration::from_secs(5));
@@ -49,6 +52,7 @@ pub(super) fn run_worker(
             source.poll(&mut batch, POLL_TIMEOUT)?;
             let now = now_ms() as Time;
             if !batch.is_empty() && now >= matcher.time() {
+                unseen.push_back((now, std::mem::take(&mut batch.message_timestamps)));
                 seal(&mut matcher, &mut batch, now);
             } else if batch.is_empty() && now > matcher.time() {
                 matcher.advance_to(now);
@@ -73,6 +77,17 @@ pub(super) fn run_worker(
                 newest.saturating_add(1).min(Time::MAX - 1),
                 Ordering::SeqCst,
             );
+        }
+        while let Some((time, timestamps)) = unseen.front() {
+            if !matcher.is_complete(*time) {
+                break;
+            }
+            let visible = now_ms();
+            for timestamp in timestamps {
+                let freshness = (visible - timestamp) as f64 / 1e3;
+                shared.job_metrics.freshness.observe(freshness);
+            }
+            unseen.pop_front();
         }
         waiting.retain(|request| {
             if !matcher.is_complete(request.as_of) {
