@@ -56,7 +56,7 @@ enum Command {
     /// workload, the matching job and its Flight service, with a live summary.
     Demo(DemoArgs),
     /// Run the matching job against Kafka.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Produce a synthetic accounts-payable workload to Kafka.
     Generate(GenerateArgs),
     /// Print a collection (a consistent snapshot) from a running trimatch.
@@ -302,7 +302,7 @@ fn main() -> ExitCode {
             partitions: 4,
         })
         .map(|()| true),
-        Command::Serve(args) => serve(args).map(|()| true),
+        Command::Serve(args) => serve(*args).map(|()| true),
         Command::Generate(args) => generate(args).map(|()| true),
         Command::Query(args) => query(args).map(|()| true),
         Command::Subscribe(args) => subscribe(args).map(|()| true),
