@@ -299,8 +299,9 @@ impl PipelineHandle {
         self.shared.started
     }
 
-    /// Whether every worker's source is connected and caught up to the high
-    /// watermarks it saw when it was assigned its partitions.
+    /// Whether every worker's source has caught up to the high watermarks it
+    /// saw when it was assigned its partitions, and every output reflects that
+    /// (readiness never goes back to false).
     pub fn is_ready(&self) -> bool {
         self.shared
             .ready

@@ -42,6 +42,9 @@ pub(super) fn run_worker(
     let mut next_compaction = Instant::now() + COMPACTION_INTERVAL;
     // Sealed batches' message timestamps, until their time is complete.
     let mut unseen: VecDeque<(Time, Vec<i64>)> = VecDeque::new();
+    // The time by which the source had caught up with the high watermarks seen
+    // at start; the worker is ready once that time is complete (and stays so).
+    let mut caught_up: Option<Time> = None;
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             source.flush(Duration::from_secs(5));
@@ -57,7 +60,9 @@ pub(super) fn run_worker(
             } else if batch.is_empty() && now > matcher.time() {
                 matcher.advance_to(now);
             }
-            shared.ready[index].store(source.is_ready(), Ordering::SeqCst);
+            if caught_up.is_none() && source.is_ready() && batch.is_empty() {
+                caught_up = Some(matcher.time().saturating_sub(1));
+            }
             if source.is_finished() && batch.is_empty() {
                 source.flush(Duration::from_secs(30));
                 closed = true;
@@ -88,6 +93,9 @@ pub(super) fn run_worker(
                 shared.job_metrics.freshness.observe(freshness);
             }
             unseen.pop_front();
+        }
+        if caught_up.is_some_and(|time| matcher.is_complete(time)) {
+            shared.ready[index].store(true, Ordering::SeqCst);
         }
         waiting.retain(|request| {
             if !matcher.is_complete(request.as_of) {

@@ -1,0 +1,178 @@
+//! `trimatch serve` as an operator runs it, against a real broker (tansu):
+//! settings from a TOML file, overridden by TRIMATCH_ variables, overridden by
+//! flags; readiness once caught up; Prometheus metrics that agree with what was
+//! produced; a clean exit on SIGTERM.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+use trimatch_connectors::generate::{Workload, WorkloadConfig};
+
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+/// A plain HTTP/1.1 GET: (status, body), or `None` if nothing listens.
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Sample values of one metric by their label text, e.g. `topic="invoices",partition="0"`.
+fn samples(metrics: &str, name: &str) -> BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let labels = match series.split_once('{') {
+                Some((metric, labels)) if metric == name => {
+                    labels.trim_end_matches('}').to_string()
+                }
+                None if series == name => String::new(),
+                _ => return None,
+            };
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [2, 1, 2, 1]);
+    let messages: Vec<_> = Workload::new(WorkloadConfig {
+        seed: 121,
+        tenants: 2,
+        bad_share: 0.03,
+        ..WorkloadConfig::default()
+    })
+    .take(1_200)
+    .collect();
+    produce(&broker.address, &messages);
+    let malformed = messages.iter().filter(|message| message.malformed).count();
+    let expected = expected_state(&final_documents(&messages));
+
+    let (flight, metrics, unused) = (free_addr(), free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("trimatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "brokers = \"{}\"\nworkers = 2\nflight_addr = \"{unused}\"\nmetrics_addr = \"{unused}\"\n\
+             [kafka]\n\"client.id\" = \"trimatch-serve-test\"\n",
+            broker.address
+        ),
+    )
+    .unwrap();
+    let serve = Command::new(env!("CARGO_BIN_EXE_trimatch"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--flight-addr",
+            &flight,
+        ])
+        .env("TRIMATCH_METRICS_ADDR", &metrics)
+        .env("TRIMATCH_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The flag beats the file for Flight; the environment beats it for metrics.
+    wait_for("readiness", Duration::from_secs(60), || {
+        get(&metrics, "/readyz").is_some_and(|(status, _)| status == 200)
+    });
+    assert!(
+        TcpStream::connect(&flight).is_ok(),
+        "Flight listens where the flag says"
+    );
+    assert!(
+        TcpStream::connect(&unused).is_err(),
+        "nothing listens where the file said"
+    );
+    assert_eq!(get(&metrics, "/healthz").unwrap().0, 200);
+
+    let (status, text) = get(&metrics, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let consumed = samples(&text, "trimatch_messages_consumed_total");
+    assert_eq!(consumed.len(), 6, "one series per partition: {consumed:?}");
+    assert_eq!(consumed.values().sum::<f64>() as usize, messages.len());
+    let dead = samples(&text, "trimatch_messages_dead_lettered_total");
+    assert_eq!(dead.values().sum::<f64>() as usize, malformed);
+    let applied = samples(&text, "trimatch_messages_applied_total");
+    assert_eq!(
+        applied.values().sum::<f64>() as usize,
+        messages.len() - malformed
+    );
+    assert!(samples(&text, "trimatch_partition_lag")
+        .values()
+        .all(|lag| *lag == 0.0));
+    assert_eq!(samples(&text, "trimatch_ready")[""], 1.0);
+    let rows = samples(&text, "trimatch_rows");
+    assert_eq!(
+        rows["collection=\"invoice_matches\""] as usize,
+        expected.invoice_matches.len()
+    );
+    assert_eq!(
+        rows["collection=\"match_exceptions\""] as usize,
+        expected.match_exceptions.len()
+    );
+    assert_eq!(
+        samples(&text, "trimatch_freshness_seconds_count")[""] as usize,
+        messages.len()
+    );
+
+    // A Flight request shows up in the request metrics.
+    let query = Command::new(env!("CARGO_BIN_EXE_trimatch"))
+        .args(["query", "exception_summary", "--flight-addr", &flight])
+        .output()
+        .unwrap();
+    assert!(query.status.success());
+    let (_, text) = get(&metrics, "/metrics").unwrap();
+    assert_eq!(
+        samples(&text, "trimatch_flight_requests_total")["method=\"do_get\""],
+        1.0
+    );
+    assert_eq!(
+        samples(&text, "trimatch_flight_request_seconds_count")["method=\"do_get\""],
+        1.0
+    );
+
+    // SIGTERM stops it cleanly; its logs were JSON.
+    let terminated = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let output = serve.wait_with_output().unwrap();
+    assert!(output.status.success(), "{:?}", output.status);
+    let logs = String::from_utf8_lossy(&output.stderr);
+    let first = logs.lines().next().expect("some logs");
+    let parsed: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|_| panic!("not JSON: {first}"));
+    assert!(parsed["fields"]["message"].is_string(), "{parsed}");
+}
