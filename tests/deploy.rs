@@ -1,0 +1,271 @@
+//! The deployment files cannot drift from the binary: no Docker engine runs
+//! here, so this test parses them and checks every flag, setting, port, probe
+//! and metric they name against `trimatch --help` and the metrics a running
+//! job exposes.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use rdkafka::mocking::MockCluster;
+use serde::Deserialize;
+use serde_yaml::Value;
+use support::*;
+use trimatch::pipeline::Pipeline;
+
+const TRIMATCH: &str = env!("CARGO_BIN_EXE_trimatch");
+
+fn deploy(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|error| panic!("{}: {error}", full.display()))
+}
+
+fn yaml_documents(path: &str) -> Vec<Value> {
+    let text = deploy(path);
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| {
+            Value::deserialize(document).unwrap_or_else(|error| panic!("{path}: {error}"))
+        })
+        .collect()
+}
+
+fn help(subcommand: &str) -> String {
+    let output = Command::new(TRIMATCH)
+        .args([subcommand, "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Checks that every `--flag` in a trimatch command line is one the subcommand has.
+fn check_flags(context: &str, args: &[String]) {
+    let Some(subcommand) = args.first() else {
+        return;
+    };
+    let help = help(subcommand);
+    for flag in args.iter().filter(|arg| arg.starts_with("--")) {
+        let name = flag.split('=').next().unwrap();
+        assert!(
+            help.contains(&format!("{name} "))
+                || help.contains(&format!("{name}\n"))
+                || help.contains(&format!("{name} <")),
+            "{context}: `trimatch {subcommand}` has no flag {name}"
+        );
+    }
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_sequence()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The metric names a running job exposes (histograms with their series suffixes).
+fn exposed_metrics() -> BTreeSet<String> {
+    let mock = MockCluster::new(1).unwrap();
+    create_input_topics_on_mock(&mock);
+    let pipeline =
+        Pipeline::start(pipeline_config(source_config(&mock.bootstrap_servers()), 1)).unwrap();
+    let handle = pipeline.handle();
+    wait_for(
+        "a complete time",
+        std::time::Duration::from_secs(10),
+        || handle.newest_complete().is_some(),
+    );
+    let text = handle.job_metrics().render(&handle);
+    pipeline.shutdown().unwrap();
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            names.insert(name.to_string());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+            }
+        }
+    }
+    names
+}
+
+fn create_input_topics_on_mock(
+    mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+) {
+    for kind in trimatch_dataflows::model::DocumentKind::ALL {
+        mock.create_topic(kind.default_topic(), 1, 1).unwrap();
+    }
+}
+
+#[test]
+fn dockerfile_builds_in_stages_and_runs_as_non_root() {
+    let dockerfile = deploy("Dockerfile");
+    let stages = dockerfile
+        .lines()
+        .filter(|line| line.starts_with("FROM "))
+        .count();
+    assert!(stages >= 2, "a multi-stage build");
+    let user = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("USER "))
+        .next_back()
+        .expect("a USER line");
+    assert!(
+        !user.starts_with('0') && !user.starts_with("root"),
+        "runs as non-root, not {user}"
+    );
+    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/trimatch\"]"));
+    let expose: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("EXPOSE "))
+        .flat_map(str::split_whitespace)
+        .collect();
+    assert_eq!(expose, vec!["50051", "9464"]);
+    let cmd = dockerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("CMD "))
+        .expect("a CMD");
+    let args: Vec<String> = serde_json::from_str(cmd).unwrap();
+    check_flags("Dockerfile CMD", &args);
+    for source in ["Cargo.toml", "Cargo.lock", "dataflows", "connectors", "src"] {
+        let copied = dockerfile
+            .lines()
+            .filter(|line| line.starts_with("COPY "))
+            .any(|line| line.split_whitespace().any(|word| word == source));
+        assert!(copied, "the build copies {source}");
+    }
+}
+
+#[test]
+fn compose_and_kubernetes_name_only_flags_settings_and_ports_that_exist() {
+    // docker-compose: every trimatch command's flags exist; Prometheus scrapes the metrics port.
+    let compose = &yaml_documents("docker-compose.yml")[0];
+    let services = compose["services"].as_mapping().unwrap();
+    for required in ["kafka", "trimatch", "generator", "prometheus", "grafana"] {
+        assert!(services.contains_key(required), "compose has {required}");
+    }
+    assert_eq!(
+        compose["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"], "broker,controller",
+        "KRaft mode"
+    );
+    for name in ["trimatch", "generator"] {
+        let command = strings(&compose["services"][name]["command"]);
+        assert_eq!(
+            compose["services"][name]["build"]["dockerfile"],
+            "deploy/Dockerfile"
+        );
+        check_flags(&format!("compose {name}"), &command);
+    }
+    let serve = strings(&compose["services"]["trimatch"]["command"]);
+    let metrics_port = serve[serve
+        .iter()
+        .position(|arg| arg == "--metrics-addr")
+        .unwrap()
+        + 1]
+    .rsplit(':')
+    .next()
+    .unwrap()
+    .to_string();
+    let prometheus = &yaml_documents("prometheus.yml")[0];
+    let targets = strings(&prometheus["scrape_configs"][0]["static_configs"][0]["targets"]);
+    assert_eq!(targets, vec![format!("trimatch:{metrics_port}")]);
+
+    // Kubernetes: the ConfigMap's settings are serve's; probes and ports agree with them.
+    let configmap = &yaml_documents("k8s/configmap.yaml")[0];
+    let toml_text = configmap["data"]["trimatch.toml"].as_str().unwrap();
+    let settings: toml::Table = toml_text.parse().unwrap();
+    let serve_help = help("serve");
+    for key in settings.keys().filter(|key| *key != "kafka") {
+        let variable = format!("TRIMATCH_{}", key.to_uppercase());
+        assert!(
+            serve_help.contains(&format!("[env: {variable}=")),
+            "the ConfigMap sets {key}, which serve does not read ({variable})"
+        );
+    }
+    let port_of = |key: &str| {
+        settings[key]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let statefulset = &yaml_documents("k8s/statefulset.yaml")[0];
+    assert_eq!(statefulset["kind"], "StatefulSet");
+    let container = &statefulset["spec"]["template"]["spec"]["containers"][0];
+    check_flags("StatefulSet args", &strings(&container["args"]));
+    let ports: Vec<(String, i64)> = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|port| {
+            (
+                port["name"].as_str().unwrap().to_string(),
+                port["containerPort"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(ports.contains(&("flight".to_string(), port_of("flight_addr"))));
+    assert!(ports.contains(&("metrics".to_string(), port_of("metrics_addr"))));
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "metrics");
+    assert_eq!(
+        statefulset["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+    let services = yaml_documents("k8s/services.yaml");
+    assert_eq!(
+        services[0]["spec"]["clusterIP"], "None",
+        "a headless Service"
+    );
+    assert_eq!(
+        statefulset["spec"]["serviceName"],
+        services[0]["metadata"]["name"]
+    );
+    assert_eq!(services[1]["spec"]["ports"][0]["targetPort"], "flight");
+}
+
+#[test]
+fn the_dashboard_uses_only_metrics_that_exist() {
+    let exposed = exposed_metrics();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&deploy("grafana/dashboards/trimatch.json")).unwrap();
+    let names = regex::Regex::new(r"trimatch_[a-z_]+").unwrap();
+    let mut used = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            for name in names.find_iter(target["expr"].as_str().unwrap()) {
+                used.insert(name.as_str().to_string());
+            }
+        }
+    }
+    assert!(
+        used.len() >= 10,
+        "the dashboard covers the metrics: {used:?}"
+    );
+    let missing: Vec<&String> = used.difference(&exposed).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard names metrics trimatch does not expose: {missing:?}"
+    );
+    let provisioning = &yaml_documents("grafana/provisioning/dashboards/trimatch.yml")[0];
+    assert_eq!(
+        provisioning["providers"][0]["options"]["path"],
+        "/var/lib/grafana/dashboards"
+    );
+}
