@@ -15,14 +15,14 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 mod config_file;
 use trimatch::client::{self, Format};
 use trimatch::flight;
 use trimatch::parquet_output::write_collections;
-use trimatch::pipeline::{Pipeline, PipelineConfig, PipelineHandle};
+use trimatch::pipeline::{ClusterConfig, Pipeline, PipelineConfig, PipelineHandle};
 use trimatch_connectors::admin::create_missing_topics;
 use trimatch_connectors::generate::{Workload, WorkloadConfig};
 use trimatch_connectors::produce::{ProduceLimits, WorkloadProducer};
@@ -155,6 +155,24 @@ struct ServeArgs {
     /// How far back (seconds) readers may ask for an `as_of`.
     #[arg(long, env = "TRIMATCH_RETENTION_SECONDS", default_value_t = 600)]
     retention_seconds: u64,
+    /// Cluster mode: how many processes run the computation (timely's cluster).
+    #[arg(long, env = "TRIMATCH_PROCESSES", default_value_t = 1)]
+    processes: usize,
+    /// Cluster mode: this process's index, from 0.
+    #[arg(long, env = "TRIMATCH_PROCESS_ID", default_value_t = 0)]
+    process_id: usize,
+    /// Cluster mode: a file with every process's timely address (host:port), one per line, in process order.
+    #[arg(long, env = "TRIMATCH_HOSTFILE", value_name = "FILE")]
+    hostfile: Option<PathBuf>,
+    /// Cluster mode: every process's Flight address, in process order, so that
+    /// any process answers a snapshot with the whole state.
+    #[arg(
+        long,
+        env = "TRIMATCH_FLIGHT_PEERS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT,..."
+    )]
+    flight_peers: Vec<String>,
     /// Address of the Prometheus metrics, /healthz and /readyz endpoint.
     #[arg(long, env = "TRIMATCH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     metrics_addr: std::net::SocketAddr,
@@ -336,6 +354,27 @@ fn serve(args: ServeArgs) -> Result<()> {
         qty_tolerance_pct: args.qty_tolerance_pct,
         total_tolerance_abs: args.total_tolerance_abs,
     };
+    if args.processes > 1 {
+        let hostfile = args
+            .hostfile
+            .as_ref()
+            .context("--processes > 1 needs --hostfile")?;
+        let text = std::fs::read_to_string(hostfile)
+            .with_context(|| format!("cannot read hostfile {}", hostfile.display()))?;
+        config.cluster = Some(ClusterConfig::from_hostfile(
+            &text,
+            args.processes,
+            args.process_id,
+        )?);
+        if args.flight_peers.len() != args.processes {
+            bail!(
+                "--processes {} needs --flight-peers with every process's Flight address in process order \
+                 (got {})",
+                args.processes,
+                args.flight_peers.len()
+            );
+        }
+    }
     let retention = config.retention;
     let pipeline = Pipeline::start(config)?;
     if args.until_end {
@@ -363,7 +402,9 @@ fn serve(args: ServeArgs) -> Result<()> {
             handle.job_metrics().clone(),
             stopped(&stop),
         );
-        let flight = flight::serve(args.flight_addr, handle.clone(), retention, stopped(&stop));
+        let service = flight::TrimatchFlight::new(handle.clone(), retention)
+            .with_peers(args.flight_peers.clone(), args.process_id);
+        let flight = flight::serve_service(args.flight_addr, service, stopped(&stop));
         tracing::info!(flight = %args.flight_addr, metrics = %args.metrics_addr, "serving");
         let progress = catch_up_progress(handle.clone());
         let outcome = tokio::select! {

@@ -239,6 +239,9 @@ pub struct SnapshotQuery {
     pub filter: Arc<RowFilter>,
     pub as_of: Option<Time>,
     pub limit: Option<usize>,
+    /// Only this process's shard (`"shard": true`): what one process of a
+    /// cluster asks the others for, to answer a read with the whole state.
+    pub shard: bool,
 }
 
 /// A subscription.
@@ -272,19 +275,21 @@ pub fn parse_ticket(bytes: &[u8]) -> Result<Ticket, QueryError> {
             filter: Arc::default(),
             as_of: None,
             limit: None,
+            shard: false,
         }));
     }
     let value: Value = serde_json::from_str(trimmed).map_err(|error| QueryError::BadJson {
         problem: error.to_string(),
     })?;
     let object = value.as_object().expect("starts with {");
-    const KNOWN: [&str; 6] = [
+    const KNOWN: [&str; 7] = [
         "collection",
         "subscribe",
         "filter",
         "as_of",
         "limit",
         "snapshot",
+        "shard",
     ];
     if let Some(unknown) = object.keys().find(|key| !KNOWN.contains(&key.as_str())) {
         return Err(QueryError::BadTicket(format!(
@@ -329,11 +334,21 @@ pub fn parse_ticket(bytes: &[u8]) -> Result<Ticket, QueryError> {
                     QueryError::BadTicket(format!("limit must be a non-negative integer, got {value}"))
                 })? as usize),
             };
+            let shard = match object.get("shard") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(flag)) => *flag,
+                Some(other) => {
+                    return Err(QueryError::BadTicket(format!(
+                        "shard must be true or false, got {other}"
+                    )))
+                }
+            };
             Ok(Ticket::Snapshot(SnapshotQuery {
                 collection,
                 filter: filter_of(collection)?,
                 as_of,
                 limit,
+                shard,
             }))
         }
         (None, Some(collection)) => {

@@ -207,7 +207,32 @@ fn compose_and_kubernetes_name_only_flags_settings_and_ports_that_exist() {
     let statefulset = &yaml_documents("k8s/statefulset.yaml")[0];
     assert_eq!(statefulset["kind"], "StatefulSet");
     let container = &statefulset["spec"]["template"]["spec"]["containers"][0];
-    check_flags("StatefulSet args", &strings(&container["args"]));
+    // The container runs a shell that derives the hostfile and peers, then execs trimatch.
+    assert_eq!(strings(&container["command"]), vec!["/bin/sh", "-c"]);
+    let script = strings(&container["args"]).concat();
+    let exec = script
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("exec /usr/local/bin/trimatch "))
+        .expect("the script execs trimatch");
+    let exec_args: Vec<String> = exec
+        .split_whitespace()
+        .map(|word| word.trim_matches('"').to_string())
+        .collect();
+    check_flags("StatefulSet", &exec_args);
+    for flag in ["--config", "--process-id", "--hostfile", "--flight-peers"] {
+        assert!(
+            exec_args.iter().any(|arg| arg == flag),
+            "the StatefulSet passes {flag}"
+        );
+    }
+    let processes = container["env"][0]["value"].as_str().unwrap();
+    assert_eq!(container["env"][0]["name"], "TRIMATCH_PROCESSES");
+    assert!(serve_help.contains("[env: TRIMATCH_PROCESSES="));
+    assert_eq!(
+        processes.parse::<i64>().unwrap(),
+        statefulset["spec"]["replicas"].as_i64().unwrap()
+    );
+    assert_eq!(statefulset["spec"]["podManagementPolicy"], "Parallel");
     let ports: Vec<(String, i64)> = container["ports"]
         .as_sequence()
         .unwrap()

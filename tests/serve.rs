@@ -6,39 +6,12 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::*;
 use trimatch_connectors::generate::{Workload, WorkloadConfig};
-
-fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
-}
-
-/// A plain HTTP/1.1 GET: (status, body), or `None` if nothing listens.
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
 
 /// Sample values of one metric by their label text, e.g. `topic="invoices",partition="0"`.
 fn samples(metrics: &str, name: &str) -> BTreeMap<String, f64> {
@@ -104,7 +77,7 @@ fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
 
     // The flag beats the file for Flight; the environment beats it for metrics.
     wait_for("readiness", Duration::from_secs(60), || {
-        get(&metrics, "/readyz").is_some_and(|(status, _)| status == 200)
+        http_get(&metrics, "/readyz").is_some_and(|(status, _)| status == 200)
     });
     assert!(
         TcpStream::connect(&flight).is_ok(),
@@ -114,9 +87,9 @@ fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
         TcpStream::connect(&unused).is_err(),
         "nothing listens where the file said"
     );
-    assert_eq!(get(&metrics, "/healthz").unwrap().0, 200);
+    assert_eq!(http_get(&metrics, "/healthz").unwrap().0, 200);
 
-    let (status, text) = get(&metrics, "/metrics").unwrap();
+    let (status, text) = http_get(&metrics, "/metrics").unwrap();
     assert_eq!(status, 200);
     let consumed = samples(&text, "trimatch_messages_consumed_total");
     assert_eq!(consumed.len(), 6, "one series per partition: {consumed:?}");
@@ -152,7 +125,7 @@ fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
         .output()
         .unwrap();
     assert!(query.status.success());
-    let (_, text) = get(&metrics, "/metrics").unwrap();
+    let (_, text) = http_get(&metrics, "/metrics").unwrap();
     assert_eq!(
         samples(&text, "trimatch_flight_requests_total")["method=\"do_get\""],
         1.0

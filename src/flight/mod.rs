@@ -19,8 +19,18 @@ pub async fn serve(
     retention: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let service = FlightServiceServer::new(TrimatchFlight::new(pipeline, retention))
-        .max_encoding_message_size(64 * 1024 * 1024);
+    serve_service(addr, TrimatchFlight::new(pipeline, retention), shutdown).await
+}
+
+/// Serves a configured Flight service (e.g. with cluster peers) on `addr`.
+pub async fn serve_service(
+    addr: SocketAddr,
+    service: TrimatchFlight,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let service = FlightServiceServer::new(service)
+        .max_encoding_message_size(64 * 1024 * 1024)
+        .max_decoding_message_size(64 * 1024 * 1024);
     tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_shutdown(addr, shutdown)

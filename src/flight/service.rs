@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::{Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
@@ -46,6 +47,11 @@ pub struct TrimatchFlight {
     pipeline: PipelineHandle,
     /// How far back `as_of` may go (for error messages).
     retention: Duration,
+    /// In cluster mode: every process's Flight address, in process order, and
+    /// this process's index. A snapshot asks the other processes for their
+    /// shards at the same time and answers with the whole state.
+    peers: Vec<String>,
+    process: usize,
 }
 
 impl TrimatchFlight {
@@ -53,7 +59,63 @@ impl TrimatchFlight {
         TrimatchFlight {
             pipeline,
             retention,
+            peers: Vec::new(),
+            process: 0,
         }
+    }
+
+    /// Answers reads with the shards of the processes at `peers` too.
+    pub fn with_peers(mut self, peers: Vec<String>, process: usize) -> Self {
+        self.peers = peers;
+        self.process = process;
+        self
+    }
+
+    /// The other processes' shards of a snapshot at `as_of`: their record
+    /// batches, and the offsets their shards of `source_progress` report.
+    async fn peer_shards(
+        &self,
+        ticket: &[u8],
+        as_of: Time,
+    ) -> Result<(Vec<RecordBatch>, BTreeMap<String, i64>), Status> {
+        let mut request: serde_json::Value = if ticket.trim_ascii_start().starts_with(b"{") {
+            serde_json::from_slice(ticket)
+                .map_err(|error| Status::invalid_argument(error.to_string()))?
+        } else {
+            json!({ "collection": String::from_utf8_lossy(ticket).trim() })
+        };
+        request["as_of"] = json!(as_of);
+        request["shard"] = json!(true);
+        let mut batches = Vec::new();
+        let mut offsets = BTreeMap::new();
+        for (process, peer) in self.peers.iter().enumerate() {
+            if process == self.process {
+                continue;
+            }
+            let unavailable = |error: &dyn std::fmt::Display| {
+                Status::unavailable(format!(
+                    "process {process} of the cluster ({peer}) did not answer: {error}"
+                ))
+            };
+            let mut client = crate::client::connect(peer)
+                .await
+                .map_err(|error| unavailable(&error))?;
+            let mut stream = client
+                .do_get(Ticket::new(request.to_string()))
+                .await
+                .map_err(|error| unavailable(&error))?;
+            while let Some(batch) = stream.next().await {
+                batches.push(batch.map_err(|error| unavailable(&error))?);
+            }
+            if let Some(text) = stream
+                .schema()
+                .and_then(|schema| schema.metadata().get(OFFSETS_KEY))
+            {
+                let shard: BTreeMap<String, i64> = serde_json::from_str(text).unwrap_or_default();
+                offsets.extend(shard);
+            }
+        }
+        Ok((batches, offsets))
     }
 
     fn status_of(&self, error: ServeError) -> Status {
@@ -122,35 +184,58 @@ impl TrimatchFlight {
 
     /// A snapshot: the schema (with `trimatch.as_of` and `trimatch.offsets`),
     /// then the rows in record batches of at most [`BATCH_ROWS`].
-    async fn snapshot(&self, query: SnapshotQuery) -> Result<FlightStream<FlightData>, Status> {
+    async fn snapshot(
+        &self,
+        query: SnapshotQuery,
+        ticket: &[u8],
+    ) -> Result<FlightStream<FlightData>, Status> {
         let SnapshotQuery {
             collection,
             filter,
             as_of,
             limit,
+            shard,
         } = query;
-        let (snapshot, offsets) = self
+        let (snapshot, mut offsets) = self
             .blocking(move |pipeline| {
                 let snapshot = pipeline.read(collection, as_of, &filter, limit)?;
                 let offsets = pipeline.offsets(snapshot.as_of)?;
                 Ok((snapshot, offsets))
             })
             .await?;
+        let (mut remote, remote_offsets) = if shard || self.peers.len() <= 1 {
+            (Vec::new(), BTreeMap::new())
+        } else {
+            self.peer_shards(ticket, snapshot.as_of).await?
+        };
+        offsets.extend(remote_offsets);
         let schema = with_metadata(schema(collection), snapshot.as_of, &offsets);
         let mut encoder = Encoder::new(schema.clone());
         let first = encoder.schema();
-        let rows = snapshot.rows;
-        let chunks = (0..rows.len()).step_by(BATCH_ROWS);
-        let batches = stream::iter(chunks).flat_map(move |start| {
+        let mut rows = snapshot.rows;
+        // With a limit, the whole answer holds at most that many rows.
+        let mut room = limit.unwrap_or(usize::MAX).saturating_sub(rows.len());
+        rows.truncate(limit.unwrap_or(usize::MAX));
+        for batch in remote.iter_mut() {
+            if batch.num_rows() > room {
+                *batch = batch.slice(0, room);
+            }
+            room -= batch.num_rows();
+        }
+        remote.retain(|batch| batch.num_rows() > 0);
+        let local = (0..rows.len()).step_by(BATCH_ROWS).map(move |start| {
             let end = (start + BATCH_ROWS).min(rows.len());
-            let messages = record_batch(&schema, rows[start..end].iter())
+            record_batch(&schema, rows[start..end].iter())
                 .map_err(|error| Status::internal(error.to_string()))
-                .and_then(|batch| encoder.batch(&batch));
-            stream::iter(match messages {
-                Ok(messages) => messages.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(status) => vec![Err(status)],
-            })
         });
+        let batches =
+            stream::iter(local.chain(remote.into_iter().map(Ok))).flat_map(move |batch| {
+                let messages = batch.and_then(|batch| encoder.batch(&batch));
+                stream::iter(match messages {
+                    Ok(messages) => messages.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(status) => vec![Err(status)],
+                })
+            });
         Ok(stream::once(async move { Ok(first) })
             .chain(batches)
             .boxed())
@@ -511,8 +596,9 @@ impl FlightService for TrimatchFlight {
         request: Request<arrow_flight::Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let started = Instant::now();
-        let (method, result) = match parse_ticket(&request.into_inner().ticket).map_err(invalid) {
-            Ok(Query::Snapshot(query)) => ("do_get", self.snapshot(query).await),
+        let ticket = request.into_inner().ticket;
+        let (method, result) = match parse_ticket(&ticket).map_err(invalid) {
+            Ok(Query::Snapshot(query)) => ("do_get", self.snapshot(query, &ticket).await),
             Ok(Query::Subscribe(query)) => ("subscribe", self.subscribe(query).await),
             Err(status) => ("do_get", Err(status)),
         };

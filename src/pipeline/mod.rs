@@ -43,6 +43,43 @@ pub struct PipelineConfig {
     pub retention: Duration,
     /// The most changes a subscriber may have waiting before it is cut off.
     pub subscriber_backlog: usize,
+    /// Several processes running one timely computation, if set.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Timely's cluster mode: `processes` processes of `workers` workers each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This process's index, from 0.
+    pub process: usize,
+    /// `host:port` of every process's timely listener, in process order.
+    pub addresses: Vec<String>,
+}
+
+impl ClusterConfig {
+    /// Reads a hostfile: one `host:port` per line, in process order (blank
+    /// lines and `#` comments ignored).
+    pub fn from_hostfile(text: &str, processes: usize, process: usize) -> Result<ClusterConfig> {
+        let addresses: Vec<String> = text
+            .lines()
+            .map(|line| line.split('#').next().unwrap_or("").trim())
+            .filter(|line| !line.is_empty())
+            .map(str::to_string)
+            .collect();
+        if addresses.len() < processes {
+            anyhow::bail!(
+                "the hostfile lists {} addresses but --processes is {processes}",
+                addresses.len()
+            );
+        }
+        if process >= processes {
+            anyhow::bail!("--process-id {process} must be below --processes {processes}");
+        }
+        Ok(ClusterConfig {
+            process,
+            addresses: addresses.into_iter().take(processes).collect(),
+        })
+    }
 }
 
 impl PipelineConfig {
@@ -53,6 +90,30 @@ impl PipelineConfig {
             workers: 1,
             retention: Duration::from_secs(600),
             subscriber_backlog: 100_000,
+            cluster: None,
+        }
+    }
+
+    /// This process's index among the worker indices of the computation.
+    fn local_index(&self, global: usize) -> usize {
+        let process = self.cluster.as_ref().map_or(0, |cluster| cluster.process);
+        global - process * self.workers.max(1)
+    }
+
+    fn timely_config(&self) -> timely::Config {
+        let workers = self.workers.max(1);
+        match &self.cluster {
+            None => timely::Config::process(workers),
+            Some(cluster) => timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads: workers,
+                    process: cluster.process,
+                    addresses: cluster.addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            },
         }
     }
 }
@@ -181,8 +242,15 @@ impl Pipeline {
         }
         let receivers = Arc::new(Mutex::new(receivers));
         let worker_shared = shared.clone();
-        let guards = timely::execute(timely::Config::process(workers), move |worker| {
-            let requests = receivers.lock().expect("receivers lock")[worker.index()]
+        if config.cluster.is_some() && config.source.until_end {
+            anyhow::bail!(
+                "--until-end runs in one process: a bounded run writes every collection from one place"
+            );
+        }
+        let timely_config = config.timely_config();
+        let guards = timely::execute(timely_config, move |worker| {
+            let local = config.local_index(worker.index());
+            let requests = receivers.lock().expect("receivers lock")[local]
                 .take()
                 .expect("each worker takes its own receiver");
             if let Err(error) = run_worker(worker, &config, &worker_shared, requests) {

@@ -27,11 +27,14 @@ pub(super) fn run_worker(
     shared: &Shared,
     requests: Receiver<ReadRequest>,
 ) -> Result<()> {
-    let index = worker.index();
+    // Sources are spread over every worker of every process (the global index);
+    // the shared state of this process is indexed by the local one.
+    let global = worker.index();
+    let index = config.local_index(global);
     let mut matcher = Matcher::build(worker, &config.matching, Some(shared.hub.sink()));
     let mut source = KafkaSource::new(
         config.source.clone(),
-        index,
+        global,
         worker.peers(),
         shared.metrics.clone(),
     )?;

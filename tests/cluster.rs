@@ -1,0 +1,160 @@
+//! Cluster mode: two `trimatch serve` processes on loopback run one timely
+//! computation (Kafka partitions spread over the workers of both), and either
+//! process answers a read with the whole state — the same state as the plain
+//! evaluation of what was produced to a real broker.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray};
+use arrow::record_batch::RecordBatch;
+use arrow_flight::Ticket;
+use futures::StreamExt;
+use serde_json::json;
+use support::*;
+use trimatch_connectors::generate::{Workload, WorkloadConfig};
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A snapshot from one process: its rows as (key columns joined) and its as_of.
+async fn read(flight: &str, ticket: serde_json::Value) -> (BTreeSet<String>, usize, u64) {
+    let mut client = trimatch::client::connect(flight).await.unwrap();
+    let mut stream = client
+        .do_get(Ticket::new(match ticket {
+            serde_json::Value::String(name) => name,
+            other => other.to_string(),
+        }))
+        .await
+        .unwrap();
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    while let Some(batch) = stream.next().await {
+        batches.push(batch.unwrap());
+    }
+    let as_of = stream.schema().unwrap().metadata()["trimatch.as_of"]
+        .parse()
+        .unwrap();
+    let mut rows = BTreeSet::new();
+    let mut count = 0;
+    for batch in &batches {
+        for index in 0..batch.num_rows() {
+            count += 1;
+            let mut key = Vec::new();
+            for column in batch.columns() {
+                key.push(match column.data_type() {
+                    arrow::datatypes::DataType::Utf8 => {
+                        let strings = column.as_string::<i32>();
+                        if strings.is_null(index) {
+                            "null".to_string()
+                        } else {
+                            strings.value(index).to_string()
+                        }
+                    }
+                    _ => format!("{:?}", column.slice(index, 1)),
+                });
+            }
+            rows.insert(key.join("|"));
+        }
+    }
+    (rows, count, as_of)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processes_serve_the_same_state_as_one() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [3, 2, 3, 1]);
+    let messages: Vec<_> = Workload::new(WorkloadConfig {
+        seed: 131,
+        tenants: 3,
+        bad_share: 0.02,
+        ..WorkloadConfig::default()
+    })
+    .take(2_000)
+    .collect();
+    produce(&broker.address, &messages);
+    let expected = expected_state(&final_documents(&messages));
+
+    let dir = tempfile::tempdir().unwrap();
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(&hostfile, format!("{}\n{}\n", free_addr(), free_addr())).unwrap();
+    let flights = [free_addr(), free_addr()];
+    let metrics = [free_addr(), free_addr()];
+    let _processes: Vec<Process> = (0..2)
+        .map(|process| {
+            Process(
+                Command::new(env!("CARGO_BIN_EXE_trimatch"))
+                    .args(["serve", "--brokers", &broker.address, "--workers", "2"])
+                    .args(["--processes", "2", "--process-id", &process.to_string()])
+                    .args(["--hostfile", hostfile.to_str().unwrap()])
+                    .args(["--flight-peers", &flights.join(",")])
+                    .args([
+                        "--flight-addr",
+                        &flights[process],
+                        "--metrics-addr",
+                        &metrics[process],
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    for (process, addr) in metrics.iter().enumerate() {
+        wait_for(
+            &format!("process {process} ready"),
+            Duration::from_secs(90),
+            || http_get(addr, "/readyz").is_some_and(|(status, _)| status == 200),
+        );
+    }
+
+    let collections = [
+        ("invoice_matches", expected.invoice_matches.len()),
+        ("match_exceptions", expected.match_exceptions.len()),
+        ("po_lines", expected.po_lines.len()),
+        ("exception_summary", expected.exception_summary.len()),
+    ];
+    for (collection, count) in collections {
+        let (rows_0, count_0, as_of) = read(&flights[0], json!(collection)).await;
+        assert_eq!(
+            count_0, count,
+            "{collection} from process 0 has every process's rows"
+        );
+        let (rows_1, count_1, _) = read(
+            &flights[1],
+            json!({"collection": collection, "as_of": as_of}),
+        )
+        .await;
+        assert_eq!(count_1, count, "{collection} from process 1");
+        assert_eq!(
+            rows_0, rows_1,
+            "{collection}: both processes serve the same state"
+        );
+    }
+    // Filters and offsets span the cluster too.
+    let (_, tenant_rows, _) = read(
+        &flights[1],
+        json!({"collection": "match_exceptions", "filter": {"tenant_id": "tenant-002"}}),
+    )
+    .await;
+    let wanted = expected
+        .match_exceptions
+        .iter()
+        .filter(|row| &*row.tenant_id == "tenant-002")
+        .count();
+    assert_eq!(tenant_rows, wanted);
+    let (_, partitions, _) = read(&flights[0], json!("source_progress")).await;
+    assert_eq!(
+        partitions, 9,
+        "every partition's progress, from both processes' workers"
+    );
+}
