@@ -254,6 +254,8 @@ pub struct SubscribeQuery {
     /// With a snapshot, its time (default newest); without, the progress time
     /// to resume from: every change at or after it is sent.
     pub as_of: Option<Time>,
+    /// Only this process's shard (see [`SnapshotQuery::shard`]).
+    pub shard: bool,
 }
 
 /// A parsed ticket.
@@ -323,6 +325,15 @@ pub fn parse_ticket(bytes: &[u8]) -> Result<Ticket, QueryError> {
             ))),
         }
     };
+    let shard = match object.get("shard") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(flag)) => *flag,
+        Some(other) => {
+            return Err(QueryError::BadTicket(format!(
+                "shard must be true or false, got {other}"
+            )))
+        }
+    };
     match (name_of("collection")?, name_of("subscribe")?) {
         (Some(collection), None) => {
             if object.contains_key("snapshot") {
@@ -333,15 +344,6 @@ pub fn parse_ticket(bytes: &[u8]) -> Result<Ticket, QueryError> {
                 Some(value) => Some(value.as_u64().ok_or_else(|| {
                     QueryError::BadTicket(format!("limit must be a non-negative integer, got {value}"))
                 })? as usize),
-            };
-            let shard = match object.get("shard") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(flag)) => *flag,
-                Some(other) => {
-                    return Err(QueryError::BadTicket(format!(
-                        "shard must be true or false, got {other}"
-                    )))
-                }
             };
             Ok(Ticket::Snapshot(SnapshotQuery {
                 collection,
@@ -365,6 +367,7 @@ pub fn parse_ticket(bytes: &[u8]) -> Result<Ticket, QueryError> {
                 filter: filter_of(collection)?,
                 snapshot,
                 as_of,
+                shard,
             }))
         }
         (Some(_), Some(_)) => Err(QueryError::BadTicket(

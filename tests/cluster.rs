@@ -15,7 +15,8 @@ use arrow_flight::Ticket;
 use futures::StreamExt;
 use serde_json::json;
 use support::*;
-use trimatch_connectors::generate::{Workload, WorkloadConfig};
+use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
+use trimatch_dataflows::model::DocumentKind;
 
 struct Process(Child);
 
@@ -157,4 +158,61 @@ async fn two_processes_serve_the_same_state_as_one() {
         partitions, 9,
         "every partition's progress, from both processes' workers"
     );
+
+    // A subscription on either process follows the whole state: documents whose
+    // partitions belong to the other process's workers arrive too.
+    let mut client = trimatch::client::connect(&flights[1]).await.unwrap();
+    let ticket =
+        json!({"subscribe": "invoice_matches", "filter": {"tenant_id": "cluster"}}).to_string();
+    let mut stream = client
+        .do_get(Ticket::new(ticket))
+        .await
+        .unwrap()
+        .into_inner();
+    let documents: Vec<GeneratedMessage> = (0..8)
+        .flat_map(|n| {
+            let po = json!({"tenant_id": "cluster", "po_number": format!("PO-{n}"), "vendor_id": "V", "currency": "USD",
+                            "receipt_required": false, "lines": [{"line_no": 1, "quantity": "1", "unit_price": "1"}]});
+            let invoice = json!({"tenant_id": "cluster", "invoice_id": format!("INV-{n}"), "vendor_id": "V",
+                                 "invoice_number": format!("A-{n}"), "po_number": format!("PO-{n}"), "currency": "USD",
+                                 "invoice_date": "2026-11-03", "lines": [{"po_line_no": 1, "quantity": "1", "unit_price": "1"}]});
+            [(DocumentKind::PurchaseOrder, po), (DocumentKind::Invoice, invoice)]
+        })
+        .map(|(kind, value)| GeneratedMessage { kind, key: None, value: Some(value.to_string().into_bytes()), malformed: false })
+        .collect();
+    produce(&broker.address, &documents);
+    let mut matched = BTreeSet::new();
+    let mut last_progress = 0;
+    while matched.len() < 8 {
+        let message = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("changes within 30 s")
+            .unwrap()
+            .unwrap();
+        if let arrow_flight::decode::DecodedPayload::RecordBatch(batch) = message.payload {
+            if batch.num_rows() == 0 {
+                let progress: serde_json::Value =
+                    serde_json::from_slice(&message.inner.app_metadata).unwrap();
+                let progress = progress["progress"].as_u64().unwrap();
+                assert!(progress > last_progress);
+                last_progress = progress;
+                continue;
+            }
+            let ids = batch
+                .column_by_name("invoice_id")
+                .unwrap()
+                .as_string::<i32>();
+            let statuses = batch.column_by_name("status").unwrap().as_string::<i32>();
+            let diffs = batch
+                .column_by_name("_diff")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Int64Type>();
+            for index in 0..batch.num_rows() {
+                if statuses.value(index) == "matched" && diffs.value(index) > 0 {
+                    matched.insert(ids.value(index).to_string());
+                }
+            }
+        }
+    }
+    assert!(last_progress > 0, "progress arrived from every shard");
 }

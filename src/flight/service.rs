@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use arrow_flight::decode::DecodedPayload;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
@@ -243,12 +244,20 @@ impl TrimatchFlight {
 
     /// A subscription: the optional snapshot, the retained changes since the
     /// requested time, then live changes and progress until the client leaves.
-    async fn subscribe(&self, query: SubscribeQuery) -> Result<FlightStream<FlightData>, Status> {
+    async fn subscribe(
+        &self,
+        query: SubscribeQuery,
+        ticket: &[u8],
+    ) -> Result<FlightStream<FlightData>, Status> {
+        if !query.shard && self.peers.len() > 1 {
+            return self.cluster_subscription(query, ticket).await;
+        }
         let SubscribeQuery {
             collection,
             filter,
             snapshot,
             as_of,
+            shard: _,
         } = query;
         // Register first, so no change falls between the history and the live feed.
         let mut subscription = self.pipeline.hub().subscribe(collection, filter.clone());
@@ -355,6 +364,122 @@ impl TrimatchFlight {
                 Status::unavailable("the pipeline stopped")
             };
             let _ = stream.send(Err(status)).await;
+        });
+        Ok(ReceiverStream::new(receiver).boxed())
+    }
+
+    /// A subscription in cluster mode: every process's shard subscription
+    /// (this one's included, through its own Flight service) at one resolved
+    /// time, merged. Changes are forwarded as they arrive; a progress time goes
+    /// out once every shard has passed it, so "every change before `t` has
+    /// been sent" holds for the whole state.
+    async fn cluster_subscription(
+        &self,
+        query: SubscribeQuery,
+        ticket: &[u8],
+    ) -> Result<FlightStream<FlightData>, Status> {
+        let mut request: serde_json::Value = serde_json::from_slice(ticket)
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        if query.snapshot {
+            // Every shard's snapshot at the same time.
+            let as_of = self
+                .pipeline
+                .resolve_as_of(query.as_of)
+                .map_err(|error| self.status_of(error))?;
+            request["as_of"] = json!(as_of);
+        }
+        request["shard"] = json!(true);
+        let mut shards = Vec::new();
+        for (process, peer) in self.peers.iter().enumerate() {
+            let unavailable = |error: &dyn std::fmt::Display| {
+                Status::unavailable(format!(
+                    "process {process} of the cluster ({peer}) did not answer: {error}"
+                ))
+            };
+            let mut client = crate::client::connect(peer)
+                .await
+                .map_err(|error| unavailable(&error))?;
+            let stream = client
+                .do_get(Ticket::new(request.to_string()))
+                .await
+                .map_err(|error| match error {
+                    arrow_flight::error::FlightError::Tonic(status) => *status,
+                    other => unavailable(&other),
+                })?;
+            shards.push(
+                stream
+                    .into_inner()
+                    .map(move |message| (process, message))
+                    .boxed(),
+            );
+        }
+        let schema = change_schema(query.collection);
+        let (sender, receiver) = mpsc::channel::<Result<FlightData, Status>>(8);
+        let shard_count = shards.len();
+        tokio::spawn(async move {
+            let mut merged = stream::select_all(shards);
+            let mut encoder = Encoder::new(schema);
+            let mut progress: Vec<Time> = vec![0; shard_count];
+            let mut sent_progress = 0;
+            let mut schema_sent = false;
+            while let Some((process, message)) = merged.next().await {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(error) => {
+                        let status = match error {
+                            arrow_flight::error::FlightError::Tonic(status) => *status,
+                            other => Status::unavailable(format!(
+                                "process {process} of the cluster: {other}"
+                            )),
+                        };
+                        let _ = sender.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let outgoing = match message.payload {
+                    DecodedPayload::Schema(shard_schema) if !schema_sent => {
+                        schema_sent = true;
+                        encoder = Encoder::new(shard_schema);
+                        vec![encoder.schema()]
+                    }
+                    DecodedPayload::RecordBatch(batch) if batch.num_rows() == 0 => {
+                        let time = serde_json::from_slice::<serde_json::Value>(
+                            &message.inner.app_metadata,
+                        )
+                        .ok()
+                        .and_then(|metadata| metadata["progress"].as_u64());
+                        if let Some(time) = time {
+                            progress[process] = progress[process].max(time);
+                        }
+                        let everywhere = progress.iter().copied().min().unwrap_or(0);
+                        if everywhere > sent_progress {
+                            sent_progress = everywhere;
+                            match encoder.progress(everywhere) {
+                                Ok(message) => vec![message],
+                                Err(status) => {
+                                    let _ = sender.send(Err(status)).await;
+                                    return;
+                                }
+                            }
+                        } else {
+                            Vec::new()
+                        }
+                    }
+                    DecodedPayload::RecordBatch(batch) => match encoder.batch(&batch) {
+                        Ok(messages) => messages,
+                        Err(status) => {
+                            let _ = sender.send(Err(status)).await;
+                            return;
+                        }
+                    },
+                    _ => Vec::new(),
+                };
+                for message in outgoing {
+                    if sender.send(Ok(message)).await.is_err() {
+                        return;
+                    }
+                }
+            }
         });
         Ok(ReceiverStream::new(receiver).boxed())
     }
@@ -599,7 +724,7 @@ impl FlightService for TrimatchFlight {
         let ticket = request.into_inner().ticket;
         let (method, result) = match parse_ticket(&ticket).map_err(invalid) {
             Ok(Query::Snapshot(query)) => ("do_get", self.snapshot(query, &ticket).await),
-            Ok(Query::Subscribe(query)) => ("subscribe", self.subscribe(query).await),
+            Ok(Query::Subscribe(query)) => ("subscribe", self.subscribe(query, &ticket).await),
             Err(status) => ("do_get", Err(status)),
         };
         self.record(method, &result, started);
