@@ -258,17 +258,7 @@ fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() {
                 == total
         },
     );
-    // Every batch so far is stamped at or before the current millisecond.
-    let as_of = now_ms() as u64;
-    wait_for(
-        "a complete time after the last batch",
-        Duration::from_secs(10),
-        || {
-            pipeline
-                .newest_complete()
-                .is_some_and(|newest| newest >= as_of)
-        },
-    );
+    let as_of = wait_until_complete_now(&pipeline);
     let state = read_all(&pipeline, as_of);
     let expected = expected_state(&final_documents(before.iter().chain(&after)));
     assert_same_state(&matching_state(&state), &expected, "after the restart");

@@ -234,7 +234,12 @@ pub fn wait_until_reflected(pipeline: &Pipeline, count: u64) -> Time {
                 == count
         },
     );
-    // Every batch so far is stamped at or before the current millisecond.
+    wait_until_complete_now(pipeline)
+}
+
+/// Waits until the current millisecond is complete — every batch sealed so far
+/// is stamped at or before it — and returns it.
+pub fn wait_until_complete_now(pipeline: &Pipeline) -> Time {
     let as_of = trimatch_connectors::source::now_ms() as Time;
     wait_for(
         "a complete time after the last batch",
