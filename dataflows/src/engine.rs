@@ -26,7 +26,6 @@ use std::rc::Rc;
 
 use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
 use differential_dataflow::operators::arrange::TraceAgent;
-use differential_dataflow::trace::cursor::{cursor_list, Cursor};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::trace::TraceReader;
 use timely::dataflow::operators::vec::input::Input;
@@ -39,6 +38,8 @@ use crate::graph::{three_way_match, Collection, Documents, MatchOutputs};
 use crate::model::*;
 use crate::rows::*;
 use serde::{Deserialize, Serialize};
+
+mod read;
 
 /// Configuration of the matching graph.
 #[derive(Clone, Debug)]
@@ -381,177 +382,7 @@ impl Matcher {
             trace.set_physical_compaction(frontier);
         });
     }
-
-    /// This worker's shard of `collection` as of `as_of`: every row with its
-    /// multiplicity (always 1 for a correct graph), in key order. With `key`,
-    /// only the rows of that key (a seek, not a scan): the tenant for the
-    /// matching collections, the topic for `dead_letters` and `source_progress`.
-    pub fn read(
-        &mut self,
-        collection: OutputCollection,
-        as_of: Time,
-        key: Option<&str>,
-    ) -> Result<Vec<(Row, isize)>, ReadError> {
-        self.read_filtered(collection, as_of, key, &|_| true, usize::MAX)
-    }
-
-    /// Like [`read`](Self::read), keeping only rows that pass `filter`, and at
-    /// most `limit` of them.
-    pub fn read_filtered(
-        &mut self,
-        collection: OutputCollection,
-        as_of: Time,
-        key: Option<&str>,
-        filter: &dyn Fn(&Row) -> bool,
-        limit: usize,
-    ) -> Result<Vec<(Row, isize)>, ReadError> {
-        self.check_complete(as_of)?;
-        let mut rows = Vec::new();
-        if limit == 0 {
-            return Ok(rows);
-        }
-        self.visit(collection, as_of, key, &mut |row, updates| {
-            let count: isize = updates
-                .iter()
-                .filter(|(time, _)| *time <= as_of)
-                .map(|(_, diff)| diff)
-                .sum();
-            if count != 0 && filter(&row) {
-                rows.push((row, count));
-                if rows.len() >= limit {
-                    return Visit::Stop;
-                }
-            }
-            Visit::Continue
-        })?;
-        Ok(rows)
-    }
-
-    /// How many rows this worker's shard of `collection` has as of `as_of`.
-    pub fn count(&mut self, collection: OutputCollection, as_of: Time) -> Result<u64, ReadError> {
-        self.check_complete(as_of)?;
-        let mut count = 0u64;
-        self.visit_updates(collection, as_of, None, &mut |updates| {
-            let multiplicity: isize = updates
-                .iter()
-                .filter(|(time, _)| *time <= as_of)
-                .map(|(_, diff)| diff)
-                .sum();
-            count += multiplicity.max(0) as u64;
-        })?;
-        Ok(count)
-    }
-
-    /// The changes this worker's shard of `collection` went through at times
-    /// `from ..= through`, consolidated, in key and row order (not time order).
-    /// Refused if history before `from` has been compacted or `through` is not
-    /// complete.
-    pub fn read_changes(
-        &mut self,
-        collection: OutputCollection,
-        from: Time,
-        through: Time,
-        key: Option<&str>,
-        filter: &dyn Fn(&Row) -> bool,
-    ) -> Result<Vec<Change>, ReadError> {
-        self.check_complete(through)?;
-        let mut changes = Vec::new();
-        let mut in_range: Vec<(Time, isize)> = Vec::new();
-        self.visit(collection, from, key, &mut |row, updates| {
-            in_range.clear();
-            in_range.extend(
-                updates
-                    .iter()
-                    .filter(|(time, _)| (from..=through).contains(time)),
-            );
-            if in_range.is_empty() || !filter(&row) {
-                return Visit::Continue;
-            }
-            differential_dataflow::consolidation::consolidate(&mut in_range);
-            for (time, diff) in in_range.iter() {
-                changes.push((row.clone(), *time, *diff));
-            }
-            Visit::Continue
-        })?;
-        Ok(changes)
-    }
-
-    fn check_complete(&self, as_of: Time) -> Result<(), ReadError> {
-        let newest = self.newest_complete();
-        if newest.is_none_or(|newest| as_of > newest) {
-            return Err(ReadError::NotComplete {
-                as_of,
-                newest: newest.unwrap_or(0),
-            });
-        }
-        Ok(())
-    }
-
-    /// Visits every row of `collection` (of `key`) with its updates.
-    fn visit(
-        &mut self,
-        collection: OutputCollection,
-        from: Time,
-        key: Option<&str>,
-        visit: &mut dyn FnMut(Row, &[Update]) -> Visit,
-    ) -> Result<(), ReadError> {
-        with_trace!(self.traces, collection, |trace, to_row| {
-            visit_trace(trace, from, key, |row, updates| {
-                visit(to_row(row.clone()), updates)
-            })
-        })
-    }
-
-    /// Visits the updates of every row of `collection`, without building rows.
-    fn visit_updates(
-        &mut self,
-        collection: OutputCollection,
-        from: Time,
-        key: Option<&str>,
-        visit: &mut dyn FnMut(&[Update]),
-    ) -> Result<(), ReadError> {
-        with_trace!(self.traces, collection, |trace, _to_row| {
-            visit_trace(trace, from, key, |_, updates| {
-                visit(updates);
-                Visit::Continue
-            })
-        })
-    }
 }
-
-/// Runs `$body` with `$trace` bound to the trace of `$collection` and `$to_row`
-/// to the constructor of its rows.
-macro_rules! with_trace {
-    ($traces:expr, $collection:expr, |$trace:ident, $to_row:ident| $body:expr) => {
-        match $collection {
-            OutputCollection::InvoiceMatches => {
-                let ($trace, $to_row) = (&mut $traces.invoice_matches, Row::InvoiceMatch);
-                $body
-            }
-            OutputCollection::MatchExceptions => {
-                let ($trace, $to_row) = (&mut $traces.match_exceptions, Row::Exception);
-                $body
-            }
-            OutputCollection::PoLines => {
-                let ($trace, $to_row) = (&mut $traces.po_lines, Row::PoLine);
-                $body
-            }
-            OutputCollection::ExceptionSummary => {
-                let ($trace, $to_row) = (&mut $traces.exception_summary, Row::ExceptionSummary);
-                $body
-            }
-            OutputCollection::DeadLetters => {
-                let ($trace, $to_row) = (&mut $traces.dead_letters, Row::DeadLetter);
-                $body
-            }
-            OutputCollection::SourceProgress => {
-                let ($trace, $to_row) = (&mut $traces.source_progress, Row::SourceProgress);
-                $body
-            }
-        }
-    };
-}
-use with_trace;
 
 /// Runs `$body` with `$trace` bound to each output trace in turn.
 macro_rules! for_each_trace {
@@ -617,57 +448,4 @@ where
         }
     }
     arranged.trace
-}
-
-/// Calls `visit` with every row of `trace` (only those of `key`, if given, by a
-/// seek) and its updates as `(time, diff)` pairs, in key and row order.
-/// Refuses if history before `from` has been compacted away.
-fn visit_trace<R: Clone + Ord + 'static>(
-    trace: &mut OutputTrace<R>,
-    from: Time,
-    key: Option<&str>,
-    mut visit: impl FnMut(&R, &[(Time, isize)]) -> Visit,
-) -> Result<(), ReadError> {
-    let since = trace
-        .get_logical_compaction()
-        .first()
-        .copied()
-        .unwrap_or(Time::MAX);
-    if from < since {
-        return Err(ReadError::Compacted { as_of: from, since });
-    }
-    let Some(batches) = trace.batches_through(AntichainRef::new(&[])) else {
-        return Ok(());
-    };
-    let (mut cursor, storage) = cursor_list(batches);
-    let wanted: Option<Text> = key.map(Text::from);
-    if let Some(key) = &wanted {
-        cursor.seek_key(&storage, key);
-    }
-    let mut updates = Vec::new();
-    while let Some(current) = cursor.get_key(&storage) {
-        if wanted.as_ref().is_some_and(|key| key != current) {
-            break;
-        }
-        while let Some(row) = cursor.get_val(&storage) {
-            updates.clear();
-            cursor.map_times(&storage, |time, diff| updates.push((*time, *diff)));
-            if visit(row, &updates) == Visit::Stop {
-                return Ok(());
-            }
-            cursor.step_val(&storage);
-        }
-        cursor.step_key(&storage);
-    }
-    Ok(())
-}
-
-/// One update of a row in an output's history: when, and by how much.
-type Update = (Time, isize);
-
-/// Whether a trace visit goes on.
-#[derive(PartialEq, Eq)]
-enum Visit {
-    Continue,
-    Stop,
 }
