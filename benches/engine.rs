@@ -1,46 +1,19 @@
-//! Engine benchmarks (issue 6, first step): decoding realistic documents, and
-//! the matching graph alone on one worker over a large live state.
+//! Engine benchmarks (issue 6): decoding realistic documents (the decode-only
+//! reference rate), and the matching graph alone over a large live state on 1
+//! and 2 workers. The workload and the driver are `trimatch::bench::graph`'s,
+//! which `trimatch bench graph` also runs.
 //!
 //! `cargo bench --bench engine`. Figures and the machine they came from go in
 //! the README; tests never time anything.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
-use trimatch_dataflows::decode::{decode_upsert, Upsert};
-use trimatch_dataflows::{MatchConfig, Matcher};
-
-/// Valid generated messages: a realistic mix of POs, receipts, invoices and
-/// policies, with updates and deletes.
-fn messages(seed: u64, count: usize) -> Vec<GeneratedMessage> {
-    Workload::new(WorkloadConfig {
-        seed,
-        tenants: 20,
-        bad_share: 0.0,
-        live_pos_per_tenant: 5_000,
-        ..WorkloadConfig::default()
-    })
-    .take(count)
-    .collect()
-}
-
-fn decode_all(messages: &[GeneratedMessage]) -> Vec<Upsert> {
-    messages
-        .iter()
-        .map(|message| {
-            decode_upsert(
-                message.kind,
-                message.key.as_deref(),
-                message.value.as_deref(),
-            )
-            .expect("generated valid")
-        })
-        .collect()
-}
+use trimatch::bench::graph::{decode_all, time_graph, workload};
 
 fn decoding(c: &mut Criterion) {
-    let messages = messages(1, 20_000);
+    let messages = workload(1, 20_000);
     let bytes: usize = messages
         .iter()
         .map(|m| m.value.as_ref().map_or(0, Vec::len))
@@ -57,63 +30,37 @@ fn decoding(c: &mut Criterion) {
     group.finish();
 }
 
-/// Applies one batch at `time` and steps until it is complete.
-fn apply(
-    matcher: &mut Matcher,
-    worker: &mut timely::worker::Worker,
-    upserts: &[Upsert],
-    time: &mut u64,
-) {
-    for (offset, upsert) in upserts.iter().enumerate() {
-        matcher.upsert(upsert.key, upsert.document.clone(), offset as i64);
-    }
-    matcher.advance_to(*time + 1);
-    while !matcher.is_complete(*time) {
-        worker.step();
-    }
-    *time += 1;
-}
-
-/// Feeds `preload` changes, then measures batches of `batch` changes (a
-/// steady-state mix of creates, updates and deletes) through one worker.
-fn graph_one_worker(c: &mut Criterion) {
-    let preload = decode_all(&messages(2, 100_000));
-    let steady = decode_all(&messages(3, 200_000));
+/// Preloads 100,000 changes, then times batches of 10,000 steady-state
+/// changes (creates, updates, deletes) on 1 and 2 workers.
+fn graph(c: &mut Criterion) {
+    let messages = workload(2, 300_000);
+    let upserts = decode_all(&messages);
+    let preload = Arc::new(upserts[..100_000].to_vec());
+    let steady = upserts[100_000..].to_vec();
     let batch = 10_000;
     let mut group = c.benchmark_group("graph");
     group.throughput(Throughput::Elements(batch as u64));
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(20));
-    group.bench_function(
-        BenchmarkId::new("changes, 1 worker, 100k live", batch),
-        |b| {
-            b.iter_custom(|iterations| {
-                timely::execute_directly({
-                    let (preload, steady) = (preload.clone(), steady.clone());
-                    move |worker| {
-                        let mut matcher = Matcher::build(worker, &MatchConfig::default(), None);
-                        let mut time = 1;
-                        for chunk in preload.chunks(batch) {
-                            apply(&mut matcher, worker, chunk, &mut time);
-                        }
-                        let started = Instant::now();
-                        for iteration in 0..iterations as usize {
-                            let start = (iteration * batch) % (steady.len() - batch);
-                            apply(
-                                &mut matcher,
-                                worker,
-                                &steady[start..start + batch],
-                                &mut time,
-                            );
-                        }
-                        started.elapsed()
-                    }
+    group.measurement_time(Duration::from_secs(30));
+    for workers in [1, 2] {
+        group.bench_function(
+            BenchmarkId::new(
+                "changes over 100k preloaded",
+                format!("{workers} worker(s)"),
+            ),
+            |b| {
+                b.iter_custom(|iterations| {
+                    // One dataflow per sample: preload untimed, then `iterations` batches.
+                    let batches = (iterations as usize).min(steady.len() / batch);
+                    let timed = Arc::new(steady[..batches * batch].to_vec());
+                    let elapsed = time_graph(workers, batch, preload.clone(), timed);
+                    elapsed.mul_f64(iterations as f64 / batches as f64)
                 })
-            })
-        },
-    );
+            },
+        );
+    }
     group.finish();
 }
 
-criterion_group!(benches, decoding, graph_one_worker);
+criterion_group!(benches, decoding, graph);
 criterion_main!(benches);

@@ -2,6 +2,7 @@
 //! engine ([`pipeline`]), the output collections as Arrow ([`columns`]), and the
 //! bounded run's Parquet output ([`parquet_output`]).
 
+pub mod bench;
 pub mod client;
 pub mod columns;
 pub mod demo;

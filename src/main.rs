@@ -63,6 +63,9 @@ enum Command {
     Query(QueryArgs),
     /// Print a collection's changes as they happen, with progress times.
     Subscribe(SubscribeArgs),
+    /// Measure throughput, freshness, latency and memory (issue 6's harness).
+    #[command(subcommand)]
+    Bench(trimatch::bench::BenchCommand),
     /// Check JSON documents (one per line) against the input contract.
     Validate {
         /// The topic whose documents these are: purchase_orders, goods_receipts, invoices or match_policies.
@@ -325,6 +328,7 @@ fn main() -> ExitCode {
         Command::Query(args) => query(args).map(|()| true),
         Command::Subscribe(args) => subscribe(args).map(|()| true),
         Command::Validate { topic, files } => validate_files(&topic, &files),
+        Command::Bench(command) => trimatch::bench::run(command).map(|()| true),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -28,7 +28,16 @@ pub struct WorkloadConfig {
     /// How many of its recent POs a tenant keeps referring to; bounds memory
     /// on long runs.
     pub live_pos_per_tenant: usize,
+    /// The share of messages (0–[`DEFAULT_POLICY_SHARE`]) that change a tenant's
+    /// match policy. A policy change re-evaluates every invoice of its tenant,
+    /// so benchmarks of steady-state matching keep it rare; the rest of its
+    /// default share goes to invoices.
+    pub policy_share: f64,
 }
+
+/// How often policies change by default: often enough that tests see tenants
+/// gain, change and lose policies while invoices flow.
+pub const DEFAULT_POLICY_SHARE: f64 = 0.03;
 
 impl Default for WorkloadConfig {
     fn default() -> Self {
@@ -39,6 +48,7 @@ impl Default for WorkloadConfig {
             max_po_lines: 5,
             bad_share: 0.01,
             live_pos_per_tenant: 2_000,
+            policy_share: DEFAULT_POLICY_SHARE,
         }
     }
 }
@@ -132,7 +142,14 @@ impl Workload {
             80..=86 => self.amend_po(tenant),
             87..=92 => self.cancel_or_delete_invoice(tenant),
             93..=96 => self.delete_receipt(tenant),
-            _ => self.policy(tenant),
+            _ => {
+                let share = (self.config.policy_share / DEFAULT_POLICY_SHARE).clamp(0.0, 1.0);
+                if self.rng.random_bool(share) {
+                    self.policy(tenant)
+                } else {
+                    self.invoice(tenant)
+                }
+            }
         }
     }
 

@@ -1,0 +1,255 @@
+//! The matching graph alone, without Kafka: preload a live state, then push a
+//! steady-state mix of document changes through it in batches, on N workers,
+//! and time it. The decode-only reference rate (JSON → validated documents, no
+//! dataflow) is measured here too, on the same messages, so the two figures come
+//! from the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
+use trimatch_dataflows::decode::{decode_upsert, Upsert};
+use trimatch_dataflows::{MatchConfig, Matcher};
+
+/// The shape of a graph benchmark run.
+#[derive(Clone, Debug, Serialize)]
+pub struct GraphBenchConfig {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// Document changes applied before timing starts (the live state).
+    pub preload: usize,
+    /// Document changes timed.
+    pub changes: usize,
+    /// Changes per logical time (the real pipeline seals about one batch per ms).
+    pub batch: usize,
+    pub seed: u64,
+}
+
+impl Default for GraphBenchConfig {
+    fn default() -> Self {
+        GraphBenchConfig {
+            workers: 1,
+            preload: 100_000,
+            changes: 200_000,
+            batch: 10_000,
+            seed: 1,
+        }
+    }
+}
+
+/// What a graph benchmark run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct GraphReport {
+    pub config: GraphBenchConfig,
+    /// Documents present after the preload (what the steady-state changes hit).
+    pub live_documents: usize,
+    pub seconds: f64,
+    pub changes_per_second: f64,
+    /// The decode-only reference rate on the same messages, one thread.
+    pub decode_per_second: f64,
+    /// `changes_per_second / decode_per_second`.
+    pub ratio_to_decode: f64,
+}
+
+/// A realistic mix of valid messages over 20 tenants: POs (new and amended),
+/// receipts (and deleted receipts), invoices (clean, variances, duplicates,
+/// credit memos, cancellations, deletes). Policies change about once per
+/// 10,000 messages: a policy change re-evaluates every invoice of its tenant
+/// (as it must), so at the test suite's rate of 3% it would dominate.
+pub fn workload(seed: u64, count: usize) -> Vec<GeneratedMessage> {
+    Workload::new(WorkloadConfig {
+        seed,
+        tenants: 20,
+        bad_share: 0.0,
+        live_pos_per_tenant: 5_000,
+        policy_share: 0.0001,
+        ..WorkloadConfig::default()
+    })
+    .take(count)
+    .collect()
+}
+
+/// Decodes generated (valid) messages.
+pub fn decode_all(messages: &[GeneratedMessage]) -> Vec<Upsert> {
+    messages
+        .iter()
+        .map(|message| {
+            decode_upsert(
+                message.kind,
+                message.key.as_deref(),
+                message.value.as_deref(),
+            )
+            .expect("generated messages are valid")
+        })
+        .collect()
+}
+
+/// Documents present after applying `upserts` in order.
+pub fn live_documents(upserts: &[Upsert]) -> usize {
+    let mut present = std::collections::HashMap::new();
+    for upsert in upserts {
+        present.insert(upsert.key, upsert.document.is_some());
+    }
+    present.values().filter(|present| **present).count()
+}
+
+/// Runs the graph on `workers` threads: applies `preload` untimed, then
+/// `steady`, both in batches of `batch` changes (each batch one logical time,
+/// complete before the next is sent). Returns the time `steady` took.
+pub fn time_graph(
+    workers: usize,
+    batch: usize,
+    preload: Arc<Vec<Upsert>>,
+    steady: Arc<Vec<Upsert>>,
+) -> Duration {
+    let config = timely::Config::process(workers.max(1));
+    let guards = timely::execute(config, move |worker| {
+        let profile =
+            std::env::var_os("TRIMATCH_OPERATOR_PROFILE").map(|_| OperatorTimes::install(worker));
+        let mut matcher = Matcher::build(worker, &MatchConfig::default(), None);
+        let (index, peers) = (worker.index(), worker.peers());
+        let mut time = 1;
+        for chunk in preload.chunks(batch) {
+            apply(&mut matcher, worker, chunk, index, peers, &mut time);
+        }
+        let started = Instant::now();
+        for chunk in steady.chunks(batch) {
+            apply(&mut matcher, worker, chunk, index, peers, &mut time);
+        }
+        let elapsed = started.elapsed();
+        if let Some(profile) = profile {
+            for (name, total) in profile.report().into_iter().take(25) {
+                eprintln!("worker {index}: {:>8.3} s  {name}", total.as_secs_f64());
+            }
+        }
+        elapsed
+    })
+    .expect("timely starts");
+    guards
+        .join()
+        .into_iter()
+        .map(|elapsed| elapsed.expect("worker finishes"))
+        .max()
+        .unwrap_or_default()
+}
+
+/// Sends this worker's share of one batch at `time`, and steps until every
+/// worker has finished it.
+fn apply(
+    matcher: &mut Matcher,
+    worker: &mut timely::worker::Worker,
+    upserts: &[Upsert],
+    index: usize,
+    peers: usize,
+    time: &mut u64,
+) {
+    for (offset, upsert) in upserts.iter().enumerate().skip(index).step_by(peers) {
+        matcher.upsert(upsert.key, upsert.document.clone(), offset as i64);
+    }
+    matcher.advance_to(*time + 1);
+    while !matcher.is_complete(*time) {
+        worker.step();
+    }
+    // As the pipeline does with no retention: history before now may go.
+    matcher.allow_compaction(*time);
+    *time += 1;
+}
+
+/// Decode-only rate: documents/s decoding `messages` on this thread, best of three.
+pub fn decode_rate(messages: &[GeneratedMessage]) -> f64 {
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let decoded = decode_all(messages);
+            let elapsed = started.elapsed().as_secs_f64();
+            decoded.len() as f64 / elapsed
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Generates the workload, measures the decode-only rate, and times the graph.
+pub fn run(config: &GraphBenchConfig) -> GraphReport {
+    let messages = workload(config.seed, config.preload + config.changes);
+    let decode_per_second = decode_rate(&messages);
+    let upserts = decode_all(&messages);
+    let (preload, steady) = upserts.split_at(config.preload);
+    let live = live_documents(preload);
+    let elapsed = time_graph(
+        config.workers,
+        config.batch,
+        Arc::new(preload.to_vec()),
+        Arc::new(steady.to_vec()),
+    );
+    let seconds = elapsed.as_secs_f64();
+    let changes_per_second = config.changes as f64 / seconds;
+    GraphReport {
+        config: config.clone(),
+        live_documents: live,
+        seconds,
+        changes_per_second,
+        decode_per_second,
+        ratio_to_decode: changes_per_second / decode_per_second,
+    }
+}
+
+/// Time spent in each operator of this worker, by operator name: a poor man's
+/// profile that needs no tools. Install before building the dataflow.
+#[derive(Clone, Default)]
+pub struct OperatorTimes {
+    shared: std::rc::Rc<std::cell::RefCell<OperatorTimesInner>>,
+}
+
+#[derive(Default)]
+struct OperatorTimesInner {
+    names: std::collections::HashMap<usize, String>,
+    started: std::collections::HashMap<usize, Duration>,
+    total: std::collections::HashMap<usize, Duration>,
+}
+
+impl OperatorTimes {
+    pub fn install(worker: &mut timely::worker::Worker) -> Self {
+        use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
+        let times = OperatorTimes::default();
+        let shared = times.shared.clone();
+        if let Some(mut registry) = worker.log_register() {
+            registry.insert::<TimelyEventBuilder, _>("timely", move |_, events| {
+                let Some(events) = events else { return };
+                let mut inner = shared.borrow_mut();
+                for (at, event) in events.iter() {
+                    match event {
+                        TimelyEvent::Operates(op) => {
+                            inner.names.insert(op.id, op.name.clone());
+                        }
+                        TimelyEvent::Schedule(s) => match s.start_stop {
+                            StartStop::Start => {
+                                inner.started.insert(s.id, *at);
+                            }
+                            StartStop::Stop => {
+                                if let Some(start) = inner.started.remove(&s.id) {
+                                    *inner.total.entry(s.id).or_default() += *at - start;
+                                }
+                            }
+                        },
+                        _ => {}
+                    }
+                }
+            });
+        }
+        times
+    }
+
+    pub fn report(&self) -> Vec<(String, Duration)> {
+        let inner = self.shared.borrow();
+        let mut rows: Vec<(String, Duration)> = inner
+            .total
+            .iter()
+            .map(|(id, total)| {
+                let name = inner.names.get(id).cloned().unwrap_or_default();
+                (format!("{name} #{id}"), *total)
+            })
+            .collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1));
+        rows
+    }
+}
