@@ -9,6 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The allocator the `trimatch` binary uses, so the figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use trimatch::bench::graph::{decode_all, time_graph, workload};
 

@@ -123,8 +123,17 @@ pub fn three_way_match<'s>(
     // 3. Per PO line: what was ordered, received and billed.
     let line_activity =
         line_activity(&purchase_orders, goods_receipts, active_invoices.clone()).arrange_by_key();
-    let po_line_rows = po_line_rows(&line_activity);
-    let billing = billing_to_date(&line_activity);
+    let line_facts = line_facts(&line_activity);
+    let po_line_rows = line_facts.clone().flat_map_ref(|_, fact| match fact {
+        LineFact::Row(row) => Some((row.tenant_id.clone(), row.clone())),
+        LineFact::Billed(..) => None,
+    });
+    let billing = line_facts
+        .flat_map_ref(|_, fact| match fact {
+            LineFact::Billed(invoice, quantities) => Some((*invoice, quantities.clone())),
+            LineFact::Row(_) => None,
+        })
+        .arrange_by_key();
 
     // 4. Quantity exceptions of each billed line, under its invoice's tolerances.
     let contexts = contexts.arrange_by_key();
@@ -253,42 +262,55 @@ fn line_activity<'s>(
     ordered.concat(received).concat(billed)
 }
 
-/// Σ of the received quantities among a PO line's activity.
-fn received_qty(activity: &[(&LineActivity, isize)]) -> Decimal {
-    activity
-        .iter()
-        .map(|(entry, count)| match entry {
-            LineActivity::Received(quantity) => *quantity * Decimal::from(*count),
-            _ => Decimal::ZERO,
-        })
-        .sum()
+/// What one PO line's reduce derives: its `po_lines` row, and for each billed
+/// invoice line the quantities its quantity rules need.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum LineFact {
+    /// The line's `po_lines` row.
+    Row(PoLineRow),
+    /// An active `kind = invoice` line on the PO line, with its `billed_to_date`.
+    Billed(Fingerprint, LineQuantities),
 }
 
-/// The PO of a PO line's activity, if the PO exists and has the line.
-fn ordering_po<'a>(activity: &[(&'a LineActivity, isize)]) -> Option<&'a Arc<PurchaseOrder>> {
-    match activity.first() {
-        Some((LineActivity::Ordered(po), _)) => Some(po),
-        _ => None,
-    }
-}
-
-/// One `po_lines` row per line of a present PO.
-fn po_line_rows<'s>(
+/// Per line of a present PO: its `po_lines` row, and for each active
+/// `kind = invoice` line billed on it, its `billed_to_date` (in (`invoice_date`,
+/// `invoice_id`) order) with the line's ordered and received quantities. One
+/// reduce per PO line derives both, so a change replays its line's group once.
+fn line_facts<'s>(
     activity: &KeyedArrangement<'s, PoLineKey, LineActivity>,
-) -> Collection<'s, (Text, PoLineRow)> {
+) -> KeyedArrangement<'s, PoLineKey, LineFact> {
     activity
         .clone()
-        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<PoLineKey, PoLineRow, Time, isize>, _, _>(
-            "po_lines",
+        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<PoLineKey, LineFact, Time, isize>, _, _>(
+            "po line facts",
             |&(_, line_no), activity, output| {
-                let Some(po) = ordering_po(activity) else { return };
+                // The PO sorts first (`LineActivity`'s variant order); without it,
+                // or without this line, the line does not exist.
+                let Some((LineActivity::Ordered(po), _)) = activity.first() else { return };
                 let Some(line) = po.line(line_no) else { return };
-                let mut billed_qty = Decimal::ZERO;
+                let received_qty: Decimal = activity
+                    .iter()
+                    .filter_map(|(entry, count)| match entry {
+                        LineActivity::Received(quantity) => Some(*quantity * Decimal::from(*count)),
+                        _ => None,
+                    })
+                    .sum();
+                let mut billed_to_date = Decimal::ZERO;
                 let mut invoice_count: u32 = 0;
+                // Billing entries arrive sorted by (invoice_date, invoice_id).
                 for (entry, count) in activity {
-                    if let LineActivity::Billed(billing) = entry {
-                        billed_qty += billing.signed_quantity * Decimal::from(*count);
-                        invoice_count += *count as u32;
+                    let LineActivity::Billed(billing) = entry else { continue };
+                    billed_to_date += billing.signed_quantity * Decimal::from(*count);
+                    invoice_count += *count as u32;
+                    if billing.kind == InvoiceKind::Invoice {
+                        let quantities = LineQuantities {
+                            po_line_no: line_no,
+                            receipt_required: po.receipt_required,
+                            ordered_qty: line.quantity,
+                            received_qty,
+                            billed_to_date,
+                        };
+                        output.push((LineFact::Billed(billing.invoice, quantities), 1));
                     }
                 }
                 let row = PoLineRow {
@@ -301,58 +323,17 @@ fn po_line_rows<'s>(
                     sku: line.sku.clone(),
                     ordered_qty: line.quantity,
                     unit_price: line.unit_price,
-                    received_qty: received_qty(activity),
-                    billed_qty,
+                    received_qty,
+                    billed_qty: billed_to_date,
                     invoice_count,
                 };
-                output.push((row, 1));
+                output.push((LineFact::Row(row), 1));
             },
             |buffer, key, updates| {
                 buffer.clear();
                 buffer.extend(updates.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
             },
         )
-        .as_collection(|_, row: &PoLineRow| (row.tenant_id.clone(), row.clone()))
-}
-
-/// For each active `kind = invoice` line on an existing PO line: its
-/// `billed_to_date` and the line's ordered and received quantities, keyed by invoice.
-fn billing_to_date<'s>(
-    activity: &KeyedArrangement<'s, PoLineKey, LineActivity>,
-) -> KeyedArrangement<'s, Fingerprint, LineQuantities> {
-    activity
-        .clone()
-        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<PoLineKey, (Fingerprint, LineQuantities), Time, isize>, _, _>(
-            "billed_to_date",
-            |&(_, line_no), activity, output| {
-                let Some(po) = ordering_po(activity) else { return };
-                let Some(line) = po.line(line_no) else { return };
-                let received_qty = received_qty(activity);
-                let mut billed_to_date = Decimal::ZERO;
-                // Billing entries arrive sorted by (invoice_date, invoice_id).
-                for (entry, count) in activity {
-                    if let LineActivity::Billed(billing) = entry {
-                        billed_to_date += billing.signed_quantity * Decimal::from(*count);
-                        if billing.kind == InvoiceKind::Invoice {
-                            let quantities = LineQuantities {
-                                po_line_no: line_no,
-                                receipt_required: po.receipt_required,
-                                ordered_qty: line.quantity,
-                                received_qty,
-                                billed_to_date,
-                            };
-                            output.push(((billing.invoice, quantities), 1));
-                        }
-                    }
-                }
-            },
-            |buffer, key, updates| {
-                buffer.clear();
-                buffer.extend(updates.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
-            },
-        )
-        .as_collection(|_, (invoice, quantities)| (*invoice, quantities.clone()))
-        .arrange_by_key()
 }
 
 /// `DUPLICATE_INVOICE`: within each (tenant, vendor, normalized invoice number)
