@@ -104,6 +104,19 @@ impl WorkloadProducer {
         limits: &ProduceLimits,
         stop: &AtomicBool,
     ) -> Result<ProduceReport, KafkaError> {
+        self.run_observed(workload, limits, stop, |_, _| {})
+    }
+
+    /// [`run`](Self::run), stamping each message with the wall-clock time it is
+    /// sent (ms since the epoch, the Kafka message timestamp) and telling
+    /// `observe` about it — how the load harness measures freshness.
+    pub fn run_observed(
+        &self,
+        workload: impl Iterator<Item = GeneratedMessage>,
+        limits: &ProduceLimits,
+        stop: &AtomicBool,
+        mut observe: impl FnMut(&GeneratedMessage, i64),
+    ) -> Result<ProduceReport, KafkaError> {
         let started = Instant::now();
         let mut report = ProduceReport::default();
         for message in workload {
@@ -123,7 +136,9 @@ impl WorkloadProducer {
                     std::thread::sleep(due.saturating_duration_since(Instant::now()));
                 }
             }
-            self.send(&message)?;
+            let timestamp = crate::source::now_ms();
+            self.send_at(&message, Some(timestamp))?;
+            observe(&message, timestamp);
             report.sent += 1;
             report.malformed += u64::from(message.malformed);
             if report.sent % 1024 == 0 {

@@ -10,6 +10,7 @@
 //! Benchmarks report; the test suite never times anything.
 
 pub mod graph;
+pub mod load;
 
 use std::path::PathBuf;
 
@@ -22,6 +23,42 @@ use serde::Serialize;
 pub enum BenchCommand {
     /// The matching graph alone (no Kafka), with the decode-only reference rate.
     Graph(GraphArgs),
+    /// End to end against a broker: replay, sustained ingest, freshness,
+    /// snapshot latency, memory, and the bare consumer's rate.
+    Load(LoadArgs),
+}
+
+/// `trimatch bench load`.
+#[derive(Args)]
+pub struct LoadArgs {
+    /// Bootstrap servers of a running broker (default: an in-process mock cluster).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// What that broker is, for the report.
+    #[arg(long, default_value = "Kafka-protocol broker")]
+    pub broker_name: String,
+    /// Partitions per input topic (created fresh for each run).
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Timely worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Messages produced before the pipeline starts (replayed from earliest).
+    #[arg(long, default_value_t = 200_000)]
+    pub preload: usize,
+    /// Messages/s during the sustained phase; 0 is flat out.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub rate: f64,
+    /// Seconds the sustained phase produces for.
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    #[arg(long, default_value_t = 20)]
+    pub tenants: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench/load.json")]
+    pub report: PathBuf,
 }
 
 /// `trimatch bench graph`.
@@ -73,6 +110,24 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 "decode-only reference: {:.0} documents/s (1 thread); graph / decode = {:.2}",
                 report.decode_per_second, report.ratio_to_decode
             );
+            write_report(&args.report, &machine, &report)
+        }
+        BenchCommand::Load(args) => {
+            let report = load::run(&load::LoadConfig {
+                brokers: args.brokers,
+                broker_name: args.broker_name,
+                partitions: args.partitions,
+                workers: args.workers,
+                preload: args.preload,
+                rate: (args.rate > 0.0).then_some(args.rate),
+                duration: std::time::Duration::from_secs_f64(args.duration),
+                tenants: args.tenants,
+                seed: args.seed,
+            })?;
+            println!("machine: {}", machine.describe());
+            for line in load::summary(&report) {
+                println!("{line}");
+            }
             write_report(&args.report, &machine, &report)
         }
     }

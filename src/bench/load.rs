@@ -1,0 +1,611 @@
+//! The end-to-end load harness: a broker, the pipeline, its Flight service and
+//! real clients, in one process, measured.
+//!
+//! 1. **Preload.** Produce N generated messages to fresh topics (flat out).
+//! 2. **Bare consumer.** A plain librdkafka consumer reads them all — the
+//!    reference rate: what the broker can deliver to one client here.
+//! 3. **Catch-up replay.** The pipeline starts from earliest; the time until
+//!    every preloaded message is reflected in a complete snapshot gives the
+//!    replay rate (also the end-to-end ingest rate, as a ratio to the bare
+//!    consumer's). RSS before and after gives memory per live document line.
+//! 4. **Sustained ingest.** Produce at a fixed rate (or flat out) for a while,
+//!    with a Flight subscriber on `invoice_matches` and a client taking
+//!    one-tenant `match_exceptions` snapshots in a loop. Freshness is the time
+//!    from a new invoice's Kafka message timestamp to the subscriber seeing its
+//!    row; snapshot latency is the DoGet's, first request to last byte.
+//!
+//! The broker is a separate process given by `--brokers` (a real Kafka or
+//! tansu), or librdkafka's in-process mock cluster when none is given.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use arrow::array::{Array, AsArray};
+use arrow_flight::decode::DecodedPayload;
+use arrow_flight::Ticket;
+use futures::StreamExt;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde::Serialize;
+use trimatch_connectors::admin::create_missing_topics;
+use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
+use trimatch_connectors::produce::{ProduceLimits, WorkloadProducer};
+use trimatch_connectors::source::now_ms;
+use trimatch_connectors::{SourceConfig, TopicConfig};
+use trimatch_dataflows::decode::decode_upsert;
+use trimatch_dataflows::model::{Document, DocumentKind, Fingerprint};
+
+use super::{percentile, resident_set};
+use crate::pipeline::{Pipeline, PipelineConfig};
+
+/// The shape of a load run.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadConfig {
+    /// Bootstrap servers of a running broker; `None` starts the mock cluster.
+    pub brokers: Option<String>,
+    /// What the broker is, for the report ("tansu 0.6.0", "Apache Kafka 3.9", …).
+    pub broker_name: String,
+    /// Partitions per input topic.
+    pub partitions: i32,
+    /// Timely worker threads of the pipeline.
+    pub workers: usize,
+    /// Messages produced before the pipeline starts.
+    pub preload: usize,
+    /// Messages/s during the sustained phase; `None` is flat out.
+    pub rate: Option<f64>,
+    /// How long the sustained phase produces.
+    pub duration: Duration,
+    pub tenants: usize,
+    pub seed: u64,
+}
+
+/// A distribution of latencies, in milliseconds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Latencies {
+    pub samples: usize,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+impl Latencies {
+    fn of(mut values: Vec<f64>) -> Latencies {
+        values.sort_by(f64::total_cmp);
+        Latencies {
+            samples: values.len(),
+            p50_ms: percentile(&values, 50.0),
+            p95_ms: percentile(&values, 95.0),
+            p99_ms: percentile(&values, 99.0),
+            max_ms: values.last().copied(),
+        }
+    }
+
+    fn describe(&self, quantiles: &[(&str, Option<f64>)]) -> String {
+        if self.samples == 0 {
+            return "no samples".to_string();
+        }
+        let parts: Vec<String> = quantiles
+            .iter()
+            .map(|(name, value)| format!("{name} {:.1} ms", value.unwrap_or(f64::NAN)))
+            .collect();
+        format!("{} ({} samples)", parts.join(", "), self.samples)
+    }
+}
+
+/// What a load run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadReport {
+    pub config: LoadConfig,
+    pub broker: String,
+    /// Preload production rate (flat out), messages/s.
+    pub preload_produce_per_second: f64,
+    /// The bare librdkafka consumer reading the preloaded topics, messages/s.
+    pub bare_consumer_per_second: f64,
+    /// The pipeline reading the preload from earliest until it is reflected in
+    /// a complete snapshot, messages/s.
+    pub replay_per_second: f64,
+    /// `replay_per_second / bare_consumer_per_second`.
+    pub replay_ratio_to_bare_consumer: f64,
+    pub live_documents: usize,
+    pub live_document_lines: usize,
+    pub rss_before_pipeline_bytes: u64,
+    pub rss_after_preload_bytes: u64,
+    /// (RSS after the preload − RSS before the pipeline) / live document lines.
+    pub rss_per_live_line_bytes: f64,
+    /// Messages produced in the sustained phase.
+    pub sustained_produced: u64,
+    /// Their production rate, messages/s.
+    pub sustained_produce_per_second: f64,
+    /// Produced messages / time from the phase's start until all are reflected.
+    pub sustained_reflected_per_second: f64,
+    /// New invoice's Kafka timestamp → its row seen by a Flight subscriber.
+    pub freshness: Latencies,
+    /// One-tenant `match_exceptions` DoGet while ingesting.
+    pub snapshot: Latencies,
+    /// Rows per snapshot, on average.
+    pub snapshot_rows: f64,
+    pub peak_rss_bytes: u64,
+}
+
+/// Document identity → how many lines the document has now (0 if gone).
+#[derive(Default)]
+struct LiveLines {
+    lines: HashMap<Fingerprint, usize>,
+}
+
+impl LiveLines {
+    fn apply(&mut self, message: &GeneratedMessage) {
+        let Ok(upsert) = decode_upsert(
+            message.kind,
+            message.key.as_deref(),
+            message.value.as_deref(),
+        ) else {
+            return;
+        };
+        match upsert.document {
+            None => {
+                self.lines.remove(&upsert.key);
+            }
+            Some(document) => {
+                let lines = match &document {
+                    Document::PurchaseOrder(po) => po.lines.len(),
+                    Document::GoodsReceipt(receipt) => receipt.lines.len(),
+                    Document::Invoice(invoice) => invoice.lines.len(),
+                    Document::MatchPolicy(_) => 0,
+                };
+                self.lines.insert(upsert.key, lines);
+            }
+        }
+    }
+
+    fn documents(&self) -> usize {
+        self.lines.len()
+    }
+
+    fn total_lines(&self) -> usize {
+        self.lines.values().sum()
+    }
+}
+
+/// New invoices sent and not yet seen by the subscriber: (tenant, invoice_id)
+/// → Kafka timestamp (ms).
+type Awaited = Arc<Mutex<HashMap<(String, String), i64>>>;
+
+/// The (tenant_id, invoice_id) of an invoice message with a value, from its key.
+fn invoice_identity(message: &GeneratedMessage) -> Option<(String, String)> {
+    if message.kind != DocumentKind::Invoice || message.value.is_none() {
+        return None;
+    }
+    let key: serde_json::Value = serde_json::from_slice(message.key.as_deref()?).ok()?;
+    Some((
+        key.get("tenant_id")?.as_str()?.to_string(),
+        key.get("invoice_id")?.as_str()?.to_string(),
+    ))
+}
+
+/// Runs the load harness.
+pub fn run(config: &LoadConfig) -> Result<LoadReport> {
+    let mock = match &config.brokers {
+        Some(_) => None,
+        None => Some(MockCluster::new(1).context("cannot start the embedded Kafka broker")?),
+    };
+    let brokers = match (&config.brokers, &mock) {
+        (Some(brokers), _) => brokers.clone(),
+        (None, Some(mock)) => mock.bootstrap_servers(),
+        (None, None) => unreachable!("a mock cluster is started when no brokers are given"),
+    };
+    let broker = match &config.brokers {
+        Some(brokers) => format!("{} at {brokers}", config.broker_name),
+        None => "librdkafka's in-process mock cluster".to_string(),
+    };
+
+    // Fresh topics, so that reruns against one broker never mix.
+    let prefix = format!("bench-{}-", now_ms());
+    let topics: Vec<TopicConfig> = DocumentKind::ALL
+        .into_iter()
+        .map(|kind| TopicConfig {
+            name: format!("{prefix}{}", kind.default_topic()),
+            ..TopicConfig::default_for(kind)
+        })
+        .collect();
+    let names: Vec<&str> = topics.iter().map(|topic| topic.name.as_str()).collect();
+    match &mock {
+        Some(mock) => {
+            for name in &names {
+                mock.create_topic(name, config.partitions, 1)
+                    .with_context(|| format!("cannot create topic {name}"))?;
+            }
+        }
+        None => {
+            create_missing_topics(&brokers, &names, config.partitions, &[])
+                .with_context(|| format!("cannot create the bench topics on {brokers}"))?;
+        }
+    }
+
+    // 1. Preload.
+    let mut workload = Workload::new(WorkloadConfig {
+        seed: config.seed,
+        tenants: config.tenants,
+        bad_share: 0.0,
+        live_pos_per_tenant: 5_000,
+        // A policy change re-evaluates every invoice of its tenant; keep them rare.
+        policy_share: 0.0001,
+        ..WorkloadConfig::default()
+    });
+    let producer = WorkloadProducer::new(&brokers, topics.clone(), &[])?;
+    let never = AtomicBool::new(false);
+    let mut live = LiveLines::default();
+    eprintln!("preloading {} messages to {broker}…", config.preload);
+    let preload = producer.run_observed(
+        workload.by_ref().take(config.preload),
+        &ProduceLimits::default(),
+        &never,
+        |message, _| live.apply(message),
+    )?;
+    let preloaded = preload.sent;
+
+    // 2. The bare consumer.
+    eprintln!("bare consumer…");
+    let bare_consumer_per_second = bare_consumer_rate(&brokers, &names, preloaded)?;
+
+    // 3. Catch-up replay.
+    eprintln!("replay from earliest…");
+    let (rss_before_pipeline, _) = resident_set();
+    let mut source = SourceConfig::new(&brokers);
+    source.topics = topics;
+    let mut pipeline_config = PipelineConfig::new(source);
+    pipeline_config.workers = config.workers;
+    // Reads in this run are all at the newest time.
+    pipeline_config.retention = Duration::from_secs(5);
+    let retention = pipeline_config.retention;
+    let replay_started = Instant::now();
+    let pipeline = Pipeline::start(pipeline_config)?;
+    wait_until_reflected(&pipeline, preloaded, Duration::from_secs(600))?;
+    let replay_seconds = replay_started.elapsed().as_secs_f64();
+    let replay_per_second = preloaded as f64 / replay_seconds;
+    let (rss_after_preload, _) = resident_set();
+
+    // 4. Sustained ingest with a subscriber and snapshots.
+    eprintln!("sustained ingest for {:?}…", config.duration);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let flight_addr = free_local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (handle, stop) = (pipeline.handle(), stop.clone());
+        runtime.spawn(async move {
+            let shutdown = async move {
+                while !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            if let Err(error) = crate::flight::serve(flight_addr, handle, retention, shutdown).await
+            {
+                eprintln!("trimatch bench: cannot serve Flight on {flight_addr}: {error}");
+            }
+        });
+    }
+    let awaited: Awaited = Arc::default();
+    let freshness = Arc::new(Mutex::new(Vec::new()));
+    let resume_from = pipeline
+        .newest_complete()
+        .context("no complete time after the replay")?;
+    let subscriber = runtime.spawn(subscribe_invoices(
+        flight_addr,
+        resume_from,
+        awaited.clone(),
+        freshness.clone(),
+        stop.clone(),
+    ));
+    let snapshots = runtime.spawn(snapshot_loop(
+        flight_addr,
+        "tenant-000".to_string(),
+        stop.clone(),
+    ));
+    // Let the subscriber subscribe before anything is produced.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let sustained_started = Instant::now();
+    let sustained = producer.run_observed(
+        workload,
+        &ProduceLimits {
+            rate: config.rate,
+            count: None,
+            duration: Some(config.duration),
+        },
+        &never,
+        |message, timestamp| {
+            if let Some(identity) = invoice_identity(message) {
+                awaited
+                    .lock()
+                    .expect("awaited lock")
+                    .insert(identity, timestamp);
+            }
+        },
+    )?;
+    wait_until_reflected(
+        &pipeline,
+        preloaded + sustained.sent,
+        Duration::from_secs(600),
+    )?;
+    let sustained_seconds = sustained_started.elapsed().as_secs_f64();
+    // The subscriber sees the last changes shortly after they are complete.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let (snapshot_latencies, snapshot_rows) = runtime
+        .block_on(snapshots)
+        .context("the snapshot client failed")??;
+    runtime
+        .block_on(subscriber)
+        .context("the subscriber failed")??;
+    let (_, peak_rss) = resident_set();
+    pipeline.shutdown()?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    drop(mock);
+
+    let freshness = std::mem::take(&mut *freshness.lock().expect("freshness lock"));
+    let lines = live.total_lines();
+    Ok(LoadReport {
+        config: config.clone(),
+        broker,
+        preload_produce_per_second: preloaded as f64 / preload.elapsed.as_secs_f64(),
+        bare_consumer_per_second,
+        replay_per_second,
+        replay_ratio_to_bare_consumer: replay_per_second / bare_consumer_per_second,
+        live_documents: live.documents(),
+        live_document_lines: lines,
+        rss_before_pipeline_bytes: rss_before_pipeline,
+        rss_after_preload_bytes: rss_after_preload,
+        rss_per_live_line_bytes: rss_after_preload.saturating_sub(rss_before_pipeline) as f64
+            / lines.max(1) as f64,
+        sustained_produced: sustained.sent,
+        sustained_produce_per_second: sustained.sent as f64 / sustained.elapsed.as_secs_f64(),
+        sustained_reflected_per_second: sustained.sent as f64 / sustained_seconds,
+        freshness: Latencies::of(freshness),
+        snapshot: Latencies::of(snapshot_latencies),
+        snapshot_rows,
+        peak_rss_bytes: peak_rss,
+    })
+}
+
+/// A plain librdkafka consumer, configured like the pipeline's sources, reads
+/// `count` messages from the start of every partition of `topics`; messages/s.
+fn bare_consumer_rate(brokers: &str, topics: &[&str], count: u64) -> Result<f64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "trimatch-bench-bare")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    let started = Instant::now();
+    let mut received = 0u64;
+    let mut bytes = 0usize;
+    while received < count {
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("the bare consumer read only {received} of {count} messages in 10 minutes");
+        }
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message?;
+            bytes += message.payload().map_or(0, <[u8]>::len);
+            received += 1;
+        }
+    }
+    let rate = received as f64 / started.elapsed().as_secs_f64();
+    std::hint::black_box(bytes);
+    Ok(rate)
+}
+
+/// Waits until the pipeline has consumed `count` messages and a snapshot after
+/// the last of them is complete.
+fn wait_until_reflected(pipeline: &Pipeline, count: u64, timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    let metrics = pipeline.metrics();
+    loop {
+        if let Some(error) = pipeline.error() {
+            bail!("the pipeline failed: {error}");
+        }
+        let consumed: u64 = metrics.snapshot().values().map(|c| c.consumed).sum();
+        if consumed >= count {
+            break;
+        }
+        if started.elapsed() > timeout {
+            bail!("the pipeline consumed only {consumed} of {count} messages in {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let now = now_ms() as u64;
+    while !pipeline
+        .newest_complete()
+        .is_some_and(|newest| newest >= now)
+    {
+        if started.elapsed() > timeout {
+            bail!("no complete time after the last message in {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+fn free_local_addr() -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// Connects to the Flight service, retrying while it starts.
+async fn connect(addr: SocketAddr) -> Result<arrow_flight::FlightClient> {
+    let started = Instant::now();
+    loop {
+        match crate::client::connect(&addr.to_string()).await {
+            Ok(client) => return Ok(client),
+            Err(error) if started.elapsed() > Duration::from_secs(10) => return Err(error),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Subscribes to `invoice_matches`' changes after `as_of` and, for each
+/// inserted row of an awaited invoice, records now − its Kafka timestamp.
+async fn subscribe_invoices(
+    addr: SocketAddr,
+    as_of: trimatch_dataflows::Time,
+    awaited: Awaited,
+    freshness: Arc<Mutex<Vec<f64>>>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let mut client = connect(addr).await?;
+    let ticket =
+        serde_json::json!({"subscribe": "invoice_matches", "snapshot": false, "as_of": as_of});
+    let mut stream = client
+        .do_get(Ticket::new(ticket.to_string()))
+        .await?
+        .into_inner();
+    while !stop.load(Ordering::SeqCst) {
+        let next = tokio::time::timeout(Duration::from_millis(100), stream.next()).await;
+        let message = match next {
+            Err(_) => continue,
+            Ok(None) => bail!("the subscription ended"),
+            Ok(Some(message)) => message?,
+        };
+        let DecodedPayload::RecordBatch(batch) = message.payload else {
+            continue;
+        };
+        if batch.num_rows() == 0 {
+            continue; // progress
+        }
+        let seen = wall_clock_ms();
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .with_context(|| format!("no {name} column in a subscription batch"))
+        };
+        let tenants = column("tenant_id")?.as_string::<i32>().clone();
+        let invoices = column("invoice_id")?.as_string::<i32>().clone();
+        let diffs = column(crate::columns::DIFF_COLUMN)?
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .clone();
+        let mut awaited = awaited.lock().expect("awaited lock");
+        let mut freshness = freshness.lock().expect("freshness lock");
+        for row in 0..batch.num_rows() {
+            if diffs.value(row) <= 0 || tenants.is_null(row) || invoices.is_null(row) {
+                continue;
+            }
+            let identity = (
+                tenants.value(row).to_string(),
+                invoices.value(row).to_string(),
+            );
+            if let Some(sent) = awaited.remove(&identity) {
+                freshness.push(seen - sent as f64);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Takes one-tenant `match_exceptions` snapshots back to back (with a short
+/// pause) until stopped; returns each one's latency in ms and the mean row count.
+async fn snapshot_loop(
+    addr: SocketAddr,
+    tenant: String,
+    stop: Arc<AtomicBool>,
+) -> Result<(Vec<f64>, f64)> {
+    let mut client = connect(addr).await?;
+    let ticket = serde_json::json!({
+        "collection": "match_exceptions",
+        "filter": {"tenant_id": tenant},
+    })
+    .to_string();
+    let (mut latencies, mut rows) = (Vec::new(), 0usize);
+    while !stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let mut stream = client
+            .do_get(Ticket::new(ticket.clone()))
+            .await?
+            .into_inner();
+        while let Some(message) = stream.next().await {
+            if let DecodedPayload::RecordBatch(batch) = message?.payload {
+                rows += batch.num_rows();
+            }
+        }
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mean_rows = rows as f64 / latencies.len().max(1) as f64;
+    Ok((latencies, mean_rows))
+}
+
+fn wall_clock_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64() * 1000.0)
+}
+
+/// The human summary of a load report.
+pub fn summary(report: &LoadReport) -> Vec<String> {
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let target = match report.config.rate {
+        Some(rate) => format!("at {rate:.0} messages/s"),
+        None => "flat out".to_string(),
+    };
+    vec![
+        format!("broker: {} ({} partitions per topic)", report.broker, report.config.partitions),
+        format!(
+            "preload: {} messages ({:.0}/s produced), {} live documents, {} live lines",
+            report.config.preload,
+            report.preload_produce_per_second,
+            report.live_documents,
+            report.live_document_lines
+        ),
+        format!(
+            "bare librdkafka consumer: {:.0} messages/s",
+            report.bare_consumer_per_second
+        ),
+        format!(
+            "catch-up replay (earliest → reflected): {:.0} messages/s = {:.2} × the bare consumer",
+            report.replay_per_second, report.replay_ratio_to_bare_consumer
+        ),
+        format!(
+            "memory: RSS {:.0} MiB before the pipeline, {:.0} MiB after the preload: {:.0} bytes per live document line; peak {:.0} MiB",
+            mib(report.rss_before_pipeline_bytes),
+            mib(report.rss_after_preload_bytes),
+            report.rss_per_live_line_bytes,
+            mib(report.peak_rss_bytes)
+        ),
+        format!(
+            "sustained ({target}, {} workers): {} messages produced at {:.0}/s, reflected at {:.0}/s",
+            report.config.workers,
+            report.sustained_produced,
+            report.sustained_produce_per_second,
+            report.sustained_reflected_per_second
+        ),
+        format!(
+            "freshness (Kafka timestamp → Flight subscriber): {}",
+            report.freshness.describe(&[
+                ("p50", report.freshness.p50_ms),
+                ("p99", report.freshness.p99_ms),
+                ("max", report.freshness.max_ms)
+            ])
+        ),
+        format!(
+            "one-tenant match_exceptions snapshot ({:.0} rows): {}",
+            report.snapshot_rows,
+            report.snapshot.describe(&[
+                ("p50", report.snapshot.p50_ms),
+                ("p95", report.snapshot.p95_ms),
+                ("max", report.snapshot.max_ms)
+            ])
+        ),
+    ]
+}
