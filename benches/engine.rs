@@ -57,8 +57,8 @@ fn graph(c: &mut Criterion) {
                     // One dataflow per sample: preload untimed, then `iterations` batches.
                     let batches = (iterations as usize).min(steady.len() / batch);
                     let timed = Arc::new(steady[..batches * batch].to_vec());
-                    let elapsed = time_graph(workers, batch, preload.clone(), timed);
-                    elapsed.mul_f64(iterations as f64 / batches as f64)
+                    let timing = time_graph(workers, batch, preload.clone(), timed, false);
+                    timing.elapsed.mul_f64(iterations as f64 / batches as f64)
                 })
             },
         );

@@ -54,6 +54,16 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// The bucket bounds (seconds) and how many observations fell in each
+    /// (not cumulative); observations above the last bound are not included.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        self.bounds
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound, bucket)| (*bound, bucket.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         let separator = if labels.is_empty() { "" } else { "," };

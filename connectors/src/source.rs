@@ -117,8 +117,13 @@ impl PartitionState {
     }
 }
 
-/// How often cached high watermarks and positions are re-read while idle.
+/// How often cached high watermarks are re-read while messages flow.
 const WATERMARK_REFRESH: Duration = Duration::from_millis(500);
+/// How often positions are re-read when a poll comes back empty. Reading a
+/// position is a synchronous request to librdkafka's main thread; doing it on
+/// every empty poll stalled replays (issue 6's profile), and positions only
+/// matter here to step over offsets that carry no message.
+const IDLE_POSITION_REFRESH: Duration = Duration::from_millis(20);
 
 /// One worker's Kafka source.
 pub struct KafkaSource {
@@ -133,7 +138,7 @@ pub struct KafkaSource {
     connected: bool,
     /// Owned partitions: by topic name, then partition number.
     partitions: HashMap<String, BTreeMap<i32, PartitionState>>,
-    next_watermark_refresh: Instant,
+    last_refresh: Instant,
 }
 
 impl KafkaSource {
@@ -182,7 +187,7 @@ impl KafkaSource {
             discovery,
             connected: false,
             partitions: HashMap::new(),
-            next_watermark_refresh: Instant::now(),
+            last_refresh: Instant::now(),
         })
     }
 
@@ -227,8 +232,13 @@ impl KafkaSource {
             }
         }
         let received = self.consume(batch, timeout);
-        if received == 0 || Instant::now() >= self.next_watermark_refresh {
-            self.next_watermark_refresh = Instant::now() + WATERMARK_REFRESH;
+        let due = if received == 0 {
+            IDLE_POSITION_REFRESH
+        } else {
+            WATERMARK_REFRESH
+        };
+        if self.last_refresh.elapsed() >= due {
+            self.last_refresh = Instant::now();
             self.refresh_positions(received == 0);
         }
         if let Some(producer) = &self.dead_letters {

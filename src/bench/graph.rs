@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
 use trimatch_dataflows::decode::{decode_upsert, Upsert};
+use trimatch_dataflows::model::Document;
 use trimatch_dataflows::{MatchConfig, Matcher};
+
+use super::operator_times::OperatorTimes;
 
 /// The shape of a graph benchmark run.
 #[derive(Clone, Debug, Serialize)]
@@ -24,6 +27,8 @@ pub struct GraphBenchConfig {
     /// Changes per logical time (the real pipeline seals about one batch per ms).
     pub batch: usize,
     pub seed: u64,
+    /// Print each worker's busiest operators (timely's schedule events).
+    pub operator_profile: bool,
 }
 
 impl Default for GraphBenchConfig {
@@ -34,6 +39,7 @@ impl Default for GraphBenchConfig {
             changes: 200_000,
             batch: 10_000,
             seed: 1,
+            operator_profile: false,
         }
     }
 }
@@ -44,6 +50,9 @@ pub struct GraphReport {
     pub config: GraphBenchConfig,
     /// Documents present after the preload (what the steady-state changes hit).
     pub live_documents: usize,
+    pub live_document_lines: usize,
+    /// (RSS after the preload − RSS before the dataflow) / live document lines.
+    pub rss_per_live_line_bytes: f64,
     pub seconds: f64,
     pub changes_per_second: f64,
     /// The decode-only reference rate on the same messages, one thread.
@@ -85,34 +94,60 @@ pub fn decode_all(messages: &[GeneratedMessage]) -> Vec<Upsert> {
         .collect()
 }
 
-/// Documents present after applying `upserts` in order.
-pub fn live_documents(upserts: &[Upsert]) -> usize {
+/// How many lines a document has (a policy has none).
+pub fn document_lines(document: &Document) -> usize {
+    match document {
+        Document::PurchaseOrder(po) => po.lines.len(),
+        Document::GoodsReceipt(receipt) => receipt.lines.len(),
+        Document::Invoice(invoice) => invoice.lines.len(),
+        Document::MatchPolicy(_) => 0,
+    }
+}
+
+/// Documents present after applying `upserts` in order, and their lines.
+pub fn live_documents(upserts: &[Upsert]) -> (usize, usize) {
     let mut present = std::collections::HashMap::new();
     for upsert in upserts {
-        present.insert(upsert.key, upsert.document.is_some());
+        match &upsert.document {
+            Some(document) => present.insert(upsert.key, document_lines(document)),
+            None => present.remove(&upsert.key),
+        };
     }
-    present.values().filter(|present| **present).count()
+    (present.len(), present.values().sum())
+}
+
+/// What [`time_graph`] measured.
+#[derive(Clone, Copy, Debug)]
+pub struct GraphTiming {
+    /// How long the steady-state changes took.
+    pub elapsed: Duration,
+    /// Process RSS before the dataflow was built, and after the preload.
+    pub rss_before_bytes: u64,
+    pub rss_after_preload_bytes: u64,
 }
 
 /// Runs the graph on `workers` threads: applies `preload` untimed, then
 /// `steady`, both in batches of `batch` changes (each batch one logical time,
-/// complete before the next is sent). Returns the time `steady` took.
+/// complete before the next is sent). Returns the time `steady` took, and RSS.
+/// With `operator_profile`, each worker prints its 25 busiest operators.
 pub fn time_graph(
     workers: usize,
     batch: usize,
     preload: Arc<Vec<Upsert>>,
     steady: Arc<Vec<Upsert>>,
-) -> Duration {
+    operator_profile: bool,
+) -> GraphTiming {
+    let (rss_before_bytes, _) = super::resident_set();
     let config = timely::Config::process(workers.max(1));
     let guards = timely::execute(config, move |worker| {
-        let profile =
-            std::env::var_os("TRIMATCH_OPERATOR_PROFILE").map(|_| OperatorTimes::install(worker));
+        let profile = operator_profile.then(|| OperatorTimes::install(worker));
         let mut matcher = Matcher::build(worker, &MatchConfig::default(), None);
         let (index, peers) = (worker.index(), worker.peers());
         let mut time = 1;
         for chunk in preload.chunks(batch) {
             apply(&mut matcher, worker, chunk, index, peers, &mut time);
         }
+        let (rss_after_preload, _) = super::resident_set();
         let started = Instant::now();
         for chunk in steady.chunks(batch) {
             apply(&mut matcher, worker, chunk, index, peers, &mut time);
@@ -123,15 +158,27 @@ pub fn time_graph(
                 eprintln!("worker {index}: {:>8.3} s  {name}", total.as_secs_f64());
             }
         }
-        elapsed
+        (elapsed, rss_after_preload)
     })
     .expect("timely starts");
-    guards
+    let results: Vec<(Duration, u64)> = guards
         .join()
         .into_iter()
-        .map(|elapsed| elapsed.expect("worker finishes"))
-        .max()
-        .unwrap_or_default()
+        .map(|result| result.expect("worker finishes"))
+        .collect();
+    GraphTiming {
+        elapsed: results
+            .iter()
+            .map(|(elapsed, _)| *elapsed)
+            .max()
+            .unwrap_or_default(),
+        rss_before_bytes,
+        rss_after_preload_bytes: results
+            .iter()
+            .map(|(_, rss)| *rss)
+            .max()
+            .unwrap_or_default(),
+    }
 }
 
 /// Sends this worker's share of one batch at `time`, and steps until every
@@ -174,82 +221,27 @@ pub fn run(config: &GraphBenchConfig) -> GraphReport {
     let decode_per_second = decode_rate(&messages);
     let upserts = decode_all(&messages);
     let (preload, steady) = upserts.split_at(config.preload);
-    let live = live_documents(preload);
-    let elapsed = time_graph(
+    let (live, lines) = live_documents(preload);
+    let timing = time_graph(
         config.workers,
         config.batch,
         Arc::new(preload.to_vec()),
         Arc::new(steady.to_vec()),
+        config.operator_profile,
     );
-    let seconds = elapsed.as_secs_f64();
+    let seconds = timing.elapsed.as_secs_f64();
+    let engine_bytes = timing
+        .rss_after_preload_bytes
+        .saturating_sub(timing.rss_before_bytes);
     let changes_per_second = config.changes as f64 / seconds;
     GraphReport {
         config: config.clone(),
         live_documents: live,
+        live_document_lines: lines,
+        rss_per_live_line_bytes: engine_bytes as f64 / lines.max(1) as f64,
         seconds,
         changes_per_second,
         decode_per_second,
         ratio_to_decode: changes_per_second / decode_per_second,
-    }
-}
-
-/// Time spent in each operator of this worker, by operator name: a poor man's
-/// profile that needs no tools. Install before building the dataflow.
-#[derive(Clone, Default)]
-pub struct OperatorTimes {
-    shared: std::rc::Rc<std::cell::RefCell<OperatorTimesInner>>,
-}
-
-#[derive(Default)]
-struct OperatorTimesInner {
-    names: std::collections::HashMap<usize, String>,
-    started: std::collections::HashMap<usize, Duration>,
-    total: std::collections::HashMap<usize, Duration>,
-}
-
-impl OperatorTimes {
-    pub fn install(worker: &mut timely::worker::Worker) -> Self {
-        use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
-        let times = OperatorTimes::default();
-        let shared = times.shared.clone();
-        if let Some(mut registry) = worker.log_register() {
-            registry.insert::<TimelyEventBuilder, _>("timely", move |_, events| {
-                let Some(events) = events else { return };
-                let mut inner = shared.borrow_mut();
-                for (at, event) in events.iter() {
-                    match event {
-                        TimelyEvent::Operates(op) => {
-                            inner.names.insert(op.id, op.name.clone());
-                        }
-                        TimelyEvent::Schedule(s) => match s.start_stop {
-                            StartStop::Start => {
-                                inner.started.insert(s.id, *at);
-                            }
-                            StartStop::Stop => {
-                                if let Some(start) = inner.started.remove(&s.id) {
-                                    *inner.total.entry(s.id).or_default() += *at - start;
-                                }
-                            }
-                        },
-                        _ => {}
-                    }
-                }
-            });
-        }
-        times
-    }
-
-    pub fn report(&self) -> Vec<(String, Duration)> {
-        let inner = self.shared.borrow();
-        let mut rows: Vec<(String, Duration)> = inner
-            .total
-            .iter()
-            .map(|(id, total)| {
-                let name = inner.names.get(id).cloned().unwrap_or_default();
-                (format!("{name} #{id}"), *total)
-            })
-            .collect();
-        rows.sort_by(|a, b| b.1.cmp(&a.1));
-        rows
     }
 }

@@ -24,13 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use arrow::array::{Array, AsArray};
-use arrow_flight::decode::DecodedPayload;
-use arrow_flight::Ticket;
-use futures::StreamExt;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use trimatch_connectors::admin::create_missing_topics;
 use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
@@ -38,8 +32,11 @@ use trimatch_connectors::produce::{ProduceLimits, WorkloadProducer};
 use trimatch_connectors::source::now_ms;
 use trimatch_connectors::{SourceConfig, TopicConfig};
 use trimatch_dataflows::decode::decode_upsert;
-use trimatch_dataflows::model::{Document, DocumentKind, Fingerprint};
+use trimatch_dataflows::model::{DocumentKind, Fingerprint};
 
+use super::flight_clients::{snapshot_loop, subscribe_invoices};
+use super::graph::document_lines;
+use super::kafka_reference::{bare_consumer_latency, bare_consumer_rate};
 use super::{percentile, resident_set};
 use crate::pipeline::{Pipeline, PipelineConfig};
 
@@ -75,7 +72,7 @@ pub struct Latencies {
 }
 
 impl Latencies {
-    fn of(mut values: Vec<f64>) -> Latencies {
+    pub(super) fn of(mut values: Vec<f64>) -> Latencies {
         values.sort_by(f64::total_cmp);
         Latencies {
             samples: values.len(),
@@ -107,6 +104,9 @@ pub struct LoadReport {
     pub preload_produce_per_second: f64,
     /// The bare librdkafka consumer reading the preloaded topics, messages/s.
     pub bare_consumer_per_second: f64,
+    /// Kafka timestamp → a bare consumer receiving it, at the sustained rate:
+    /// the floor under the pipeline's freshness.
+    pub bare_consumer_latency: Latencies,
     /// The pipeline reading the preload from earliest until it is reflected in
     /// a complete snapshot, messages/s.
     pub replay_per_second: f64,
@@ -126,6 +126,11 @@ pub struct LoadReport {
     pub sustained_reflected_per_second: f64,
     /// New invoice's Kafka timestamp → its row seen by a Flight subscriber.
     pub freshness: Latencies,
+    /// Every sustained-phase message's Kafka timestamp → the time that
+    /// reflects it being complete (the pipeline's own histogram): the bucket
+    /// bounds that p50 and p99 fall in, ms.
+    pub engine_freshness_p50_le_ms: Option<f64>,
+    pub engine_freshness_p99_le_ms: Option<f64>,
     /// One-tenant `match_exceptions` DoGet while ingesting.
     pub snapshot: Latencies,
     /// Rows per snapshot, on average.
@@ -153,13 +158,7 @@ impl LiveLines {
                 self.lines.remove(&upsert.key);
             }
             Some(document) => {
-                let lines = match &document {
-                    Document::PurchaseOrder(po) => po.lines.len(),
-                    Document::GoodsReceipt(receipt) => receipt.lines.len(),
-                    Document::Invoice(invoice) => invoice.lines.len(),
-                    Document::MatchPolicy(_) => 0,
-                };
-                self.lines.insert(upsert.key, lines);
+                self.lines.insert(upsert.key, document_lines(&document));
             }
         }
     }
@@ -175,7 +174,7 @@ impl LiveLines {
 
 /// New invoices sent and not yet seen by the subscriber: (tenant, invoice_id)
 /// → Kafka timestamp (ms).
-type Awaited = Arc<Mutex<HashMap<(String, String), i64>>>;
+pub(super) type Awaited = Arc<Mutex<HashMap<(String, String), i64>>>;
 
 /// The (tenant_id, invoice_id) of an invoice message with a value, from its key.
 fn invoice_identity(message: &GeneratedMessage) -> Option<(String, String)> {
@@ -254,6 +253,20 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport> {
     eprintln!("bare consumer…");
     let bare_consumer_per_second = bare_consumer_rate(&brokers, &names, preloaded)?;
 
+    // The broker's own delivery latency at the sustained rate: Kafka timestamp
+    // → a bare consumer receiving the message, for a few seconds.
+    eprintln!("bare consumer latency…");
+    let bare_latency = bare_consumer_latency(
+        &brokers,
+        &names,
+        &producer,
+        workload.by_ref(),
+        config.rate,
+        Duration::from_secs(3),
+    )?;
+    let preloaded = preloaded + bare_latency.1;
+    let bare_consumer_latency = bare_latency.0;
+
     // 3. Catch-up replay.
     eprintln!("replay from earliest…");
     let (rss_before_pipeline, _) = resident_set();
@@ -310,6 +323,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport> {
     // Let the subscriber subscribe before anything is produced.
     std::thread::sleep(Duration::from_millis(500));
 
+    let engine_freshness_before = pipeline.handle().job_metrics().freshness.buckets();
     let sustained_started = Instant::now();
     let sustained = producer.run_observed(
         workload,
@@ -343,6 +357,15 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport> {
     runtime
         .block_on(subscriber)
         .context("the subscriber failed")??;
+    let engine_freshness: Vec<(f64, u64)> = pipeline
+        .handle()
+        .job_metrics()
+        .freshness
+        .buckets()
+        .into_iter()
+        .zip(engine_freshness_before)
+        .map(|((bound, after), (_, before))| (bound * 1000.0, after - before))
+        .collect();
     let (_, peak_rss) = resident_set();
     pipeline.shutdown()?;
     runtime.shutdown_timeout(Duration::from_secs(2));
@@ -355,6 +378,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport> {
         broker,
         preload_produce_per_second: preloaded as f64 / preload.elapsed.as_secs_f64(),
         bare_consumer_per_second,
+        bare_consumer_latency,
         replay_per_second,
         replay_ratio_to_bare_consumer: replay_per_second / bare_consumer_per_second,
         live_documents: live.documents(),
@@ -367,45 +391,12 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport> {
         sustained_produce_per_second: sustained.sent as f64 / sustained.elapsed.as_secs_f64(),
         sustained_reflected_per_second: sustained.sent as f64 / sustained_seconds,
         freshness: Latencies::of(freshness),
+        engine_freshness_p50_le_ms: bucket_quantile(&engine_freshness, 0.50),
+        engine_freshness_p99_le_ms: bucket_quantile(&engine_freshness, 0.99),
         snapshot: Latencies::of(snapshot_latencies),
         snapshot_rows,
         peak_rss_bytes: peak_rss,
     })
-}
-
-/// A plain librdkafka consumer, configured like the pipeline's sources, reads
-/// `count` messages from the start of every partition of `topics`; messages/s.
-fn bare_consumer_rate(brokers: &str, topics: &[&str], count: u64) -> Result<f64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "trimatch-bench-bare")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .create()?;
-    let mut assignment = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
-        }
-    }
-    consumer.assign(&assignment)?;
-    let started = Instant::now();
-    let mut received = 0u64;
-    let mut bytes = 0usize;
-    while received < count {
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("the bare consumer read only {received} of {count} messages in 10 minutes");
-        }
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            let message = message?;
-            bytes += message.payload().map_or(0, <[u8]>::len);
-            received += 1;
-        }
-    }
-    let rate = received as f64 / started.elapsed().as_secs_f64();
-    std::hint::black_box(bytes);
-    Ok(rate)
 }
 
 /// Waits until the pipeline has consumed `count` messages and a snapshot after
@@ -427,10 +418,7 @@ fn wait_until_reflected(pipeline: &Pipeline, count: u64, timeout: Duration) -> R
         std::thread::sleep(Duration::from_millis(2));
     }
     let now = now_ms() as u64;
-    while !pipeline
-        .newest_complete()
-        .is_some_and(|newest| newest >= now)
-    {
+    while pipeline.newest_complete().is_none_or(|newest| newest < now) {
         if started.elapsed() > timeout {
             bail!("no complete time after the last message in {timeout:?}");
         }
@@ -444,109 +432,18 @@ fn free_local_addr() -> Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// Connects to the Flight service, retrying while it starts.
-async fn connect(addr: SocketAddr) -> Result<arrow_flight::FlightClient> {
-    let started = Instant::now();
-    loop {
-        match crate::client::connect(&addr.to_string()).await {
-            Ok(client) => return Ok(client),
-            Err(error) if started.elapsed() > Duration::from_secs(10) => return Err(error),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-/// Subscribes to `invoice_matches`' changes after `as_of` and, for each
-/// inserted row of an awaited invoice, records now − its Kafka timestamp.
-async fn subscribe_invoices(
-    addr: SocketAddr,
-    as_of: trimatch_dataflows::Time,
-    awaited: Awaited,
-    freshness: Arc<Mutex<Vec<f64>>>,
-    stop: Arc<AtomicBool>,
-) -> Result<()> {
-    let mut client = connect(addr).await?;
-    let ticket =
-        serde_json::json!({"subscribe": "invoice_matches", "snapshot": false, "as_of": as_of});
-    let mut stream = client
-        .do_get(Ticket::new(ticket.to_string()))
-        .await?
-        .into_inner();
-    while !stop.load(Ordering::SeqCst) {
-        let next = tokio::time::timeout(Duration::from_millis(100), stream.next()).await;
-        let message = match next {
-            Err(_) => continue,
-            Ok(None) => bail!("the subscription ended"),
-            Ok(Some(message)) => message?,
-        };
-        let DecodedPayload::RecordBatch(batch) = message.payload else {
-            continue;
-        };
-        if batch.num_rows() == 0 {
-            continue; // progress
-        }
-        let seen = wall_clock_ms();
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .with_context(|| format!("no {name} column in a subscription batch"))
-        };
-        let tenants = column("tenant_id")?.as_string::<i32>().clone();
-        let invoices = column("invoice_id")?.as_string::<i32>().clone();
-        let diffs = column(crate::columns::DIFF_COLUMN)?
-            .as_primitive::<arrow::datatypes::Int64Type>()
-            .clone();
-        let mut awaited = awaited.lock().expect("awaited lock");
-        let mut freshness = freshness.lock().expect("freshness lock");
-        for row in 0..batch.num_rows() {
-            if diffs.value(row) <= 0 || tenants.is_null(row) || invoices.is_null(row) {
-                continue;
-            }
-            let identity = (
-                tenants.value(row).to_string(),
-                invoices.value(row).to_string(),
-            );
-            if let Some(sent) = awaited.remove(&identity) {
-                freshness.push(seen - sent as f64);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Takes one-tenant `match_exceptions` snapshots back to back (with a short
-/// pause) until stopped; returns each one's latency in ms and the mean row count.
-async fn snapshot_loop(
-    addr: SocketAddr,
-    tenant: String,
-    stop: Arc<AtomicBool>,
-) -> Result<(Vec<f64>, f64)> {
-    let mut client = connect(addr).await?;
-    let ticket = serde_json::json!({
-        "collection": "match_exceptions",
-        "filter": {"tenant_id": tenant},
+/// The bound of the bucket that quantile `q` falls in, from per-bucket counts.
+fn bucket_quantile(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
+    let total: u64 = buckets.iter().map(|(_, count)| count).sum();
+    let rank = (q * total as f64).ceil() as u64;
+    let mut cumulative = 0;
+    buckets.iter().find_map(|(bound, count)| {
+        cumulative += count;
+        (total > 0 && cumulative >= rank).then_some(*bound)
     })
-    .to_string();
-    let (mut latencies, mut rows) = (Vec::new(), 0usize);
-    while !stop.load(Ordering::SeqCst) {
-        let started = Instant::now();
-        let mut stream = client
-            .do_get(Ticket::new(ticket.clone()))
-            .await?
-            .into_inner();
-        while let Some(message) = stream.next().await {
-            if let DecodedPayload::RecordBatch(batch) = message?.payload {
-                rows += batch.num_rows();
-            }
-        }
-        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mean_rows = rows as f64 / latencies.len().max(1) as f64;
-    Ok((latencies, mean_rows))
 }
 
-fn wall_clock_ms() -> f64 {
+pub(super) fn wall_clock_ms() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |elapsed| elapsed.as_secs_f64() * 1000.0)
@@ -573,6 +470,14 @@ pub fn summary(report: &LoadReport) -> Vec<String> {
             report.bare_consumer_per_second
         ),
         format!(
+            "bare consumer latency (Kafka timestamp → received) at the sustained rate: {}",
+            report.bare_consumer_latency.describe(&[
+                ("p50", report.bare_consumer_latency.p50_ms),
+                ("p99", report.bare_consumer_latency.p99_ms),
+                ("max", report.bare_consumer_latency.max_ms)
+            ])
+        ),
+        format!(
             "catch-up replay (earliest → reflected): {:.0} messages/s = {:.2} × the bare consumer",
             report.replay_per_second, report.replay_ratio_to_bare_consumer
         ),
@@ -597,6 +502,11 @@ pub fn summary(report: &LoadReport) -> Vec<String> {
                 ("p99", report.freshness.p99_ms),
                 ("max", report.freshness.max_ms)
             ])
+        ),
+        format!(
+            "freshness inside the pipeline (Kafka timestamp → complete time, bucket bounds): p50 ≤ {} ms, p99 ≤ {} ms",
+            report.engine_freshness_p50_le_ms.map_or("?".to_string(), |ms| ms.to_string()),
+            report.engine_freshness_p99_le_ms.map_or("?".to_string(), |ms| ms.to_string()),
         ),
         format!(
             "one-tenant match_exceptions snapshot ({:.0} rows): {}",

@@ -9,8 +9,11 @@
 //! Both write a JSON report and print a human summary that names the machine.
 //! Benchmarks report; the test suite never times anything.
 
+mod flight_clients;
 pub mod graph;
+mod kafka_reference;
 pub mod load;
+pub mod operator_times;
 
 use std::path::PathBuf;
 
@@ -78,6 +81,9 @@ pub struct GraphArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Print each worker's busiest operators.
+    #[arg(long)]
+    pub operator_profile: bool,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/graph.json")]
     pub report: PathBuf,
@@ -94,6 +100,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 changes: args.changes,
                 batch: args.batch,
                 seed: args.seed,
+                operator_profile: args.operator_profile,
             });
             println!("machine: {}", machine.describe());
             println!(
@@ -105,6 +112,10 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 report.config.changes,
                 report.config.batch,
                 report.seconds
+            );
+            println!(
+                "memory: {:.0} bytes of RSS per live document line ({} lines)",
+                report.rss_per_live_line_bytes, report.live_document_lines
             );
             println!(
                 "decode-only reference: {:.0} documents/s (1 thread); graph / decode = {:.2}",

@@ -16,8 +16,13 @@ use trimatch_dataflows::{Matcher, OutputCollection, ReadError, Time};
 
 use super::{PipelineConfig, ReadKind, ReadReply, ReadRequest, Shared};
 
-/// How long a worker waits in Kafka's poll when nothing is pending.
-const POLL_TIMEOUT: Duration = Duration::from_millis(2);
+/// How long a worker waits in Kafka's poll when the dataflow has nothing to do.
+/// With work in flight it never waits: each loop steps the dataflow once, and
+/// a 2 ms wait per step capped a worker's throughput (issue 6's profile).
+const IDLE_POLL_TIMEOUT: Duration = Duration::from_millis(2);
+/// The longest a worker holds arrived messages back while the dataflow is
+/// still busy with the previous batch (see the loop).
+const MAX_SEAL_DELAY: Duration = Duration::from_millis(20);
 /// How often a worker lets its outputs forget history older than the retention.
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -48,6 +53,10 @@ pub(super) fn run_worker(
     // The time by which the source had caught up with the high watermarks seen
     // at start; the worker is ready once that time is complete (and stays so).
     let mut caught_up: Option<Time> = None;
+    // When the oldest message in `batch` arrived.
+    let mut batch_since: Option<Instant> = None;
+    // The time of the last batch this worker sealed with anything in it.
+    let mut last_sealed: Time = 0;
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             source.flush(Duration::from_secs(5));
@@ -55,9 +64,30 @@ pub(super) fn run_worker(
         }
         waiting.extend(requests.try_iter());
         if !closed {
-            source.poll(&mut batch, POLL_TIMEOUT)?;
+            // Idle: every batch this worker sealed is reflected everywhere.
+            let idle = matcher.is_complete(last_sealed);
+            let timeout = if idle {
+                IDLE_POLL_TIMEOUT
+            } else {
+                Duration::ZERO
+            };
+            source.poll(&mut batch, timeout)?;
             let now = now_ms() as Time;
-            if !batch.is_empty() && now >= matcher.time() {
+            if batch.is_empty() {
+                batch_since = None;
+            } else if batch_since.is_none() {
+                batch_since = Some(Instant::now());
+            }
+            // Adaptive batching: seal at once while the dataflow keeps up; while
+            // it is busy, let messages gather into one larger batch (until it
+            // catches up, the batch is full, or MAX_SEAL_DELAY passes). Many tiny
+            // times cost the dataflow far more than one larger time.
+            let seal_now = idle
+                || batch.changes.len() >= config.source.max_batch
+                || batch_since.is_some_and(|since| since.elapsed() >= MAX_SEAL_DELAY);
+            if !batch.is_empty() && seal_now && now >= matcher.time() {
+                batch_since = None;
+                last_sealed = now;
                 unseen.push_back((now, std::mem::take(&mut batch.message_timestamps)));
                 seal(&mut matcher, &mut batch, now);
             } else if batch.is_empty() && now > matcher.time() {
