@@ -174,17 +174,11 @@ fn effective_tolerances<'s>(
     let tenant_tolerances = match_policies
         .map(move |(tenant, policy)| (tenant, policy.resolve(&default)))
         .arrange_by_key();
-    let by_tenant =
-        active_invoices.map(|(id, invoice)| (tenant_key(&invoice.tenant_id), (id, invoice)));
-    let with_policy = by_tenant
-        .clone()
-        .join_core(tenant_tolerances.clone(), |_, (id, invoice), tolerances| {
-            Some((*id, (invoice.clone(), *tolerances)))
-        });
-    let without_policy = by_tenant
-        .antijoin(tenant_tolerances.as_collection(|tenant, _| *tenant))
-        .map(move |(_, (id, invoice))| (id, (invoice, default)));
-    with_policy.concat(without_policy)
+    let by_tenant = active_invoices
+        .map(|(id, invoice)| (tenant_key(&invoice.tenant_id), (id, invoice)))
+        .arrange_by_key();
+    left_join(&by_tenant, &tenant_tolerances)
+        .map(move |(_, (id, invoice), tolerances)| (id, (invoice, tolerances.unwrap_or(default))))
 }
 
 /// Each active invoice with its tolerances and the PO it names (or `None`).
@@ -193,33 +187,47 @@ fn invoice_contexts<'s>(
     purchase_orders: &KeyedArrangement<'s, Fingerprint, Arc<PurchaseOrder>>,
 ) -> Collection<'s, (Fingerprint, InvoiceContext)> {
     let by_po = with_tolerances
-        .map(|(id, (invoice, tolerances))| (invoice.po_key(), (id, invoice, tolerances)));
-    let found = by_po.clone().join_core(
-        purchase_orders.clone(),
-        |_, (id, invoice, tolerances), po| {
-            Some((
-                *id,
-                InvoiceContext {
-                    invoice: invoice.clone(),
-                    tolerances: *tolerances,
-                    po: Some(po.clone()),
-                },
-            ))
-        },
-    );
-    let missing = by_po
-        .antijoin(purchase_orders.clone().as_collection(|key, _| *key))
-        .map(|(_, (id, invoice, tolerances))| {
-            (
-                id,
-                InvoiceContext {
-                    invoice,
-                    tolerances,
-                    po: None,
-                },
-            )
-        });
-    found.concat(missing)
+        .map(|(id, (invoice, tolerances))| (invoice.po_key(), (id, invoice, tolerances)))
+        .arrange_by_key();
+    left_join(&by_po, purchase_orders).map(|(_, (id, invoice, tolerances), po)| {
+        (
+            id,
+            InvoiceContext {
+                invoice,
+                tolerances,
+                po,
+            },
+        )
+    })
+}
+
+/// Every `(key, value)` of `left` with the value `right` holds for its key, or
+/// `None`. `right` must hold at most one value per key (it does here: both
+/// sides it is used with are keyed by document identity).
+///
+/// Written with one join: the pairs without a match are `left` minus the
+/// left sides of the matched pairs. `antijoin` would arrange `left` (and the
+/// keys of `right`) a second time.
+fn left_join<'s, K, V, W>(
+    left: &KeyedArrangement<'s, K, V>,
+    right: &KeyedArrangement<'s, K, W>,
+) -> Collection<'s, (K, V, Option<W>)>
+where
+    K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
+    V: differential_dataflow::ExchangeData,
+    W: differential_dataflow::ExchangeData,
+{
+    let matched = left.clone().join_core(right.clone(), |key, value, other| {
+        Some((key.clone(), value.clone(), other.clone()))
+    });
+    let unmatched = left
+        .clone()
+        .as_collection(|key, value| (key.clone(), value.clone()))
+        .concat(matched.clone().map(|(key, value, _)| (key, value)).negate())
+        .map(|(key, value)| (key, value, None));
+    matched
+        .map(|(key, value, other)| (key, value, Some(other)))
+        .concat(unmatched)
 }
 
 /// Everything that happens on each PO line, keyed by the line.
