@@ -245,3 +245,27 @@ pub fn run(config: &GraphBenchConfig) -> GraphReport {
         ratio_to_decode: changes_per_second / decode_per_second,
     }
 }
+
+/// The human summary of a graph report.
+pub fn summary(report: &GraphReport) -> Vec<String> {
+    vec![
+        format!(
+            "graph: {:.0} document changes/s on {} worker(s) over {} live documents \
+             ({} changes in batches of {}, {:.2} s)",
+            report.changes_per_second,
+            report.config.workers,
+            report.live_documents,
+            report.config.changes,
+            report.config.batch,
+            report.seconds
+        ),
+        format!(
+            "memory: {:.0} bytes of RSS per live document line ({} lines)",
+            report.rss_per_live_line_bytes, report.live_document_lines
+        ),
+        format!(
+            "decode-only reference: {:.0} documents/s (1 thread); graph / decode = {:.2}",
+            report.decode_per_second, report.ratio_to_decode
+        ),
+    ]
+}

@@ -83,16 +83,31 @@ impl Latencies {
         }
     }
 
-    fn describe(&self, quantiles: &[(&str, Option<f64>)]) -> String {
+    /// "p50 …, p99 …, max … (n samples)", or with p95 in place of p99.
+    fn describe(&self, tail: Tail) -> String {
         if self.samples == 0 {
             return "no samples".to_string();
         }
-        let parts: Vec<String> = quantiles
-            .iter()
-            .map(|(name, value)| format!("{name} {:.1} ms", value.unwrap_or(f64::NAN)))
-            .collect();
-        format!("{} ({} samples)", parts.join(", "), self.samples)
+        let (name, value) = match tail {
+            Tail::P95 => ("p95", self.p95_ms),
+            Tail::P99 => ("p99", self.p99_ms),
+        };
+        let ms = |value: Option<f64>| value.unwrap_or(f64::NAN);
+        format!(
+            "p50 {:.1} ms, {name} {:.1} ms, max {:.1} ms ({} samples)",
+            ms(self.p50_ms),
+            ms(value),
+            ms(self.max_ms),
+            self.samples
+        )
     }
+}
+
+/// Which tail quantile a summary line shows.
+#[derive(Clone, Copy)]
+enum Tail {
+    P95,
+    P99,
 }
 
 /// What a load run measured.
@@ -471,11 +486,7 @@ pub fn summary(report: &LoadReport) -> Vec<String> {
         ),
         format!(
             "bare consumer latency (Kafka timestamp → received) at the sustained rate: {}",
-            report.bare_consumer_latency.describe(&[
-                ("p50", report.bare_consumer_latency.p50_ms),
-                ("p99", report.bare_consumer_latency.p99_ms),
-                ("max", report.bare_consumer_latency.max_ms)
-            ])
+            report.bare_consumer_latency.describe(Tail::P99)
         ),
         format!(
             "catch-up replay (earliest → reflected): {:.0} messages/s = {:.2} × the bare consumer",
@@ -497,11 +508,7 @@ pub fn summary(report: &LoadReport) -> Vec<String> {
         ),
         format!(
             "freshness (Kafka timestamp → Flight subscriber): {}",
-            report.freshness.describe(&[
-                ("p50", report.freshness.p50_ms),
-                ("p99", report.freshness.p99_ms),
-                ("max", report.freshness.max_ms)
-            ])
+            report.freshness.describe(Tail::P99)
         ),
         format!(
             "freshness inside the pipeline (Kafka timestamp → complete time, bucket bounds): p50 ≤ {} ms, p99 ≤ {} ms",
@@ -511,11 +518,7 @@ pub fn summary(report: &LoadReport) -> Vec<String> {
         format!(
             "one-tenant match_exceptions snapshot ({:.0} rows): {}",
             report.snapshot_rows,
-            report.snapshot.describe(&[
-                ("p50", report.snapshot.p50_ms),
-                ("p95", report.snapshot.p95_ms),
-                ("max", report.snapshot.max_ms)
-            ])
+            report.snapshot.describe(Tail::P95)
         ),
     ]
 }

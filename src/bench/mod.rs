@@ -102,26 +102,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 seed: args.seed,
                 operator_profile: args.operator_profile,
             });
-            println!("machine: {}", machine.describe());
-            println!(
-                "graph: {:.0} document changes/s on {} worker(s) over {} live documents \
-                 ({} changes in batches of {}, {:.2} s)",
-                report.changes_per_second,
-                report.config.workers,
-                report.live_documents,
-                report.config.changes,
-                report.config.batch,
-                report.seconds
-            );
-            println!(
-                "memory: {:.0} bytes of RSS per live document line ({} lines)",
-                report.rss_per_live_line_bytes, report.live_document_lines
-            );
-            println!(
-                "decode-only reference: {:.0} documents/s (1 thread); graph / decode = {:.2}",
-                report.decode_per_second, report.ratio_to_decode
-            );
-            write_report(&args.report, &machine, &report)
+            finish(&machine, &graph::summary(&report), &args.report, &report)
         }
         BenchCommand::Load(args) => {
             let report = load::run(&load::LoadConfig {
@@ -135,13 +116,23 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 tenants: args.tenants,
                 seed: args.seed,
             })?;
-            println!("machine: {}", machine.describe());
-            for line in load::summary(&report) {
-                println!("{line}");
-            }
-            write_report(&args.report, &machine, &report)
+            finish(&machine, &load::summary(&report), &args.report, &report)
         }
     }
+}
+
+/// Prints the machine and a report's summary, and writes the JSON report.
+fn finish(
+    machine: &Machine,
+    summary: &[String],
+    path: &std::path::Path,
+    report: &impl Serialize,
+) -> anyhow::Result<()> {
+    println!("machine: {}", machine.describe());
+    for line in summary {
+        println!("{line}");
+    }
+    write_report(path, machine, report)
 }
 
 /// Writes `{"machine": …, "report": …}` as pretty JSON, creating the directory.
