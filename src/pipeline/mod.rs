@@ -393,6 +393,23 @@ impl PipelineHandle {
         self.shared.error.lock().expect("error lock").clone()
     }
 
+    /// Waits up to `timeout` for `as_of` to be complete in this process; whether
+    /// it is. In a cluster, processes learn that a time is complete at slightly
+    /// different moments: a peer asked for a shard at a time its requester
+    /// already knows complete waits for it here rather than refusing.
+    pub fn wait_until_complete(&self, as_of: Time, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.newest_complete().is_some_and(|newest| newest >= as_of) {
+                return true;
+            }
+            if Instant::now() >= deadline || self.error().is_some() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Resolves a requested `as_of` (default: the newest complete time).
     pub fn resolve_as_of(&self, as_of: Option<Time>) -> Result<Time, ServeError> {
         if let Some(error) = self.error() {

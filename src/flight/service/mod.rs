@@ -28,6 +28,10 @@ use crate::columns::{change_schema, record_batch, schema};
 use crate::pipeline::{PipelineHandle, ServeError};
 use crate::query::{collection, parse_ticket, QueryError, SnapshotQuery, Ticket as Query};
 
+/// How long a shard request from a peer waits for its `as_of` to be complete
+/// here (see [`PipelineHandle::wait_until_complete`]).
+pub(crate) const PEER_COMPLETION_WAIT: Duration = Duration::from_secs(5);
+
 /// Rows per record batch sent.
 pub const BATCH_ROWS: usize = 8 * 1024;
 /// Schema metadata keys (SPEC §5).
@@ -195,6 +199,9 @@ impl TrimatchFlight {
         } = query;
         let (snapshot, mut offsets) = self
             .blocking(move |pipeline| {
+                if let (true, Some(as_of)) = (shard, as_of) {
+                    pipeline.wait_until_complete(as_of, PEER_COMPLETION_WAIT);
+                }
                 let snapshot = pipeline.read(collection, as_of, &filter, limit)?;
                 let offsets = pipeline.offsets(snapshot.as_of)?;
                 Ok((snapshot, offsets))

@@ -36,8 +36,16 @@ impl TrimatchFlight {
             filter,
             snapshot,
             as_of,
-            shard: _,
+            shard,
         } = query;
+        if let (true, Some(as_of)) = (shard, as_of) {
+            // A peer's request at a time its process already knows complete.
+            self.blocking(move |pipeline| {
+                pipeline.wait_until_complete(as_of, super::PEER_COMPLETION_WAIT);
+                Ok(())
+            })
+            .await?;
+        }
         // Register first, so no change falls between the history and the live feed.
         let mut subscription = self.pipeline.hub().subscribe(collection, filter.clone());
         let published = subscription.published_through;
