@@ -62,7 +62,10 @@ pub(super) fn run_worker(
             source.flush(Duration::from_secs(5));
             return Ok(());
         }
+        // Reads are answered before the poll and step as well as after: a read
+        // that arrived during a long step then waits for that step only.
         waiting.extend(requests.try_iter());
+        answer_ready(&mut waiting, &mut matcher, index);
         if !closed {
             // Idle: every batch this worker sealed is reflected everywhere.
             let idle = matcher.is_complete(last_sealed);
@@ -130,13 +133,8 @@ pub(super) fn run_worker(
         if caught_up.is_some_and(|time| matcher.is_complete(time)) {
             shared.ready[index].store(true, Ordering::SeqCst);
         }
-        waiting.retain(|request| {
-            if !matcher.is_complete(request.as_of) {
-                return true;
-            }
-            let _ = request.reply.send((index, answer(&mut matcher, request)));
-            false
-        });
+        waiting.extend(requests.try_iter());
+        answer_ready(&mut waiting, &mut matcher, index);
         if Instant::now() >= next_compaction {
             next_compaction = Instant::now() + COMPACTION_INTERVAL;
             if let Some(newest) = matcher
@@ -160,6 +158,17 @@ pub(super) fn run_worker(
             return Ok(());
         }
     }
+}
+
+/// Answers (and drops) every waiting read whose `as_of` is complete.
+fn answer_ready(waiting: &mut Vec<ReadRequest>, matcher: &mut Matcher, index: usize) {
+    waiting.retain(|request| {
+        if !matcher.is_complete(request.as_of) {
+            return true;
+        }
+        let _ = request.reply.send((index, answer(matcher, request)));
+        false
+    });
 }
 
 /// Reads this worker's shard for `request`.
