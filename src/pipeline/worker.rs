@@ -20,9 +20,6 @@ use super::{PipelineConfig, ReadKind, ReadReply, ReadRequest, Shared};
 /// With work in flight it never waits: each loop steps the dataflow once, and
 /// a 2 ms wait per step capped a worker's throughput (issue 6's profile).
 const IDLE_POLL_TIMEOUT: Duration = Duration::from_millis(2);
-/// The longest a worker holds arrived messages back while the dataflow is
-/// still busy with the previous batch (see the loop).
-const MAX_SEAL_DELAY: Duration = Duration::from_millis(20);
 /// How often a worker lets its outputs forget history older than the retention.
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -53,8 +50,6 @@ pub(super) fn run_worker(
     // The time by which the source had caught up with the high watermarks seen
     // at start; the worker is ready once that time is complete (and stays so).
     let mut caught_up: Option<Time> = None;
-    // When the oldest message in `batch` arrived.
-    let mut batch_since: Option<Instant> = None;
     // The time of the last batch this worker sealed with anything in it.
     let mut last_sealed: Time = 0;
     loop {
@@ -76,20 +71,13 @@ pub(super) fn run_worker(
             };
             source.poll(&mut batch, timeout)?;
             let now = now_ms() as Time;
-            if batch.is_empty() {
-                batch_since = None;
-            } else if batch_since.is_none() {
-                batch_since = Some(Instant::now());
-            }
-            // Adaptive batching: seal at once while the dataflow keeps up; while
-            // it is busy, let messages gather into one larger batch (until it
-            // catches up, the batch is full, or MAX_SEAL_DELAY passes). Many tiny
-            // times cost the dataflow far more than one larger time.
-            let seal_now = idle
-                || batch.changes.len() >= config.source.max_batch
-                || batch_since.is_some_and(|since| since.elapsed() >= MAX_SEAL_DELAY);
-            if !batch.is_empty() && seal_now && now >= matcher.time() {
-                batch_since = None;
+            // Everything polled is sealed at once: a message counted as consumed
+            // is reflected by the first complete time after it was counted, which
+            // readiness (and `wait_until_reflected` in the tests and the bench
+            // harness) relies on. Holding messages back to gather larger batches
+            // while the dataflow is busy helped freshness under load, but broke
+            // that; doing it right needs the counters committed at sealing.
+            if !batch.is_empty() && now >= matcher.time() {
                 last_sealed = now;
                 unseen.push_back((now, std::mem::take(&mut batch.message_timestamps)));
                 seal(&mut matcher, &mut batch, now);
