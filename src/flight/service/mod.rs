@@ -28,6 +28,20 @@ use crate::columns::{change_schema, record_batch, schema};
 use crate::pipeline::{PipelineHandle, ServeError};
 use crate::query::{collection, parse_ticket, QueryError, SnapshotQuery, Ticket as Query};
 
+/// The error for a cluster peer that could not be reached or failed midway.
+fn peer_unavailable(process: usize, peer: &str, error: &dyn std::fmt::Display) -> Status {
+    Status::unavailable(format!(
+        "process {process} of the cluster ({peer}) did not answer: {error}"
+    ))
+}
+
+/// A Flight client of cluster process `process` at `peer`.
+async fn connect_peer(process: usize, peer: &str) -> Result<arrow_flight::FlightClient, Status> {
+    crate::client::connect(peer)
+        .await
+        .map_err(|error| peer_unavailable(process, peer, &error))
+}
+
 /// How long a shard request from a peer waits for its `as_of` to be complete
 /// here (see [`PipelineHandle::wait_until_complete`]).
 pub(crate) const PEER_COMPLETION_WAIT: Duration = Duration::from_secs(5);
@@ -93,14 +107,9 @@ impl TrimatchFlight {
             if process == self.process {
                 continue;
             }
-            let unavailable = |error: &dyn std::fmt::Display| {
-                Status::unavailable(format!(
-                    "process {process} of the cluster ({peer}) did not answer: {error}"
-                ))
-            };
-            let mut client = crate::client::connect(peer)
-                .await
-                .map_err(|error| unavailable(&error))?;
+            let unavailable =
+                |error: &dyn std::fmt::Display| peer_unavailable(process, peer, error);
+            let mut client = connect_peer(process, peer).await?;
             let mut stream = client
                 .do_get(Ticket::new(request.to_string()))
                 .await

@@ -178,14 +178,9 @@ impl TrimatchFlight {
         request["shard"] = json!(true);
         let mut shards = Vec::new();
         for (process, peer) in self.peers.iter().enumerate() {
-            let unavailable = |error: &dyn std::fmt::Display| {
-                Status::unavailable(format!(
-                    "process {process} of the cluster ({peer}) did not answer: {error}"
-                ))
-            };
-            let mut client = crate::client::connect(peer)
-                .await
-                .map_err(|error| unavailable(&error))?;
+            let unavailable =
+                |error: &dyn std::fmt::Display| super::peer_unavailable(process, peer, error);
+            let mut client = super::connect_peer(process, peer).await?;
             let stream = client
                 .do_get(Ticket::new(request.to_string()))
                 .await
