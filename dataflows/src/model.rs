@@ -71,9 +71,6 @@ pub fn duplicate_group_key(tenant_id: &str, vendor_id: &str, invoice_number: &st
     )
 }
 
-/// A PO line: the PO's key and the line's `line_no`.
-pub type PoLineKey = (Fingerprint, u32);
-
 /// The invoice number as duplicate detection compares it: trimmed, ASCII upper-cased.
 pub fn normalize_invoice_number(invoice_number: &str) -> String {
     invoice_number.trim().to_ascii_uppercase()
