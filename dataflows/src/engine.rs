@@ -373,13 +373,16 @@ impl Matcher {
     /// Lets the outputs forget history before `since`: reads `as_of` an earlier
     /// time are refused from then on. Callers keep `since` at most the oldest
     /// time any reader may still ask for.
+    ///
+    /// Only *logical* compaction waits for `since`; physical compaction (the
+    /// spine's licence to merge batches) is never held back — see
+    /// [`release_physical_compaction`].
     pub fn allow_compaction(&mut self, since: Time) {
         let frontier = [since];
         let frontier = AntichainRef::new(&frontier);
         let traces = &mut self.traces;
         for_each_trace!(traces, |trace| {
             trace.set_logical_compaction(frontier);
-            trace.set_physical_compaction(frontier);
         });
     }
 }
@@ -447,5 +450,25 @@ where
             arranged.stream.clone().probe_with(probe);
         }
     }
-    arranged.trace
+    let mut trace = arranged.trace;
+    release_physical_compaction(&mut trace);
+    trace
+}
+
+/// Lets the spine merge an output's batches as soon as they arrive.
+///
+/// A spine holds back (unmerged, as "pending" batches) every batch whose upper
+/// is beyond the physical compaction frontier of some handle. Holding that
+/// frontier at the retention horizon left every batch of the retained window
+/// unmerged — with a batch per sealed time, hundreds — so each read walked
+/// hundreds of cursors (a one-tenant snapshot cost ~30 ms of a worker at
+/// 5k changes/s), and the merges came in bursts. Reads take all batches
+/// (`batches_through(&[])`), never a cut at some frontier, so they need no
+/// batch boundaries kept; what they may ask for is bounded by *logical*
+/// compaction alone ([`Matcher::allow_compaction`]).
+fn release_physical_compaction<R>(trace: &mut OutputTrace<R>)
+where
+    R: differential_dataflow::ExchangeData,
+{
+    trace.set_physical_compaction(AntichainRef::new(&[]));
 }
