@@ -101,7 +101,18 @@ struct PartitionState {
     done: bool,
     /// Progress changed since the last row handed over.
     dirty: bool,
+    /// Counts of messages handed over but not yet published to `counters`
+    /// (see [`KafkaSource::commit_counters`]).
+    uncommitted: UncommittedCounts,
     counters: Arc<PartitionCounters>,
+}
+
+/// Per-partition counts waiting for [`KafkaSource::commit_counters`].
+#[derive(Default)]
+struct UncommittedCounts {
+    consumed: u64,
+    applied: u64,
+    dead_lettered: u64,
 }
 
 impl PartitionState {
@@ -247,18 +258,41 @@ impl KafkaSource {
         for state in self.partitions.values_mut().flat_map(BTreeMap::values_mut) {
             if state.dirty {
                 state.dirty = false;
-                state
-                    .counters
-                    .next_offset
-                    .store(state.next_offset, Ordering::Relaxed);
-                state.counters.high_watermark.store(
-                    state.high_watermark.max(state.next_offset),
-                    Ordering::Relaxed,
-                );
                 batch.progress.push(state.progress_row());
             }
         }
         Ok(())
+    }
+
+    /// Publishes the counters (consumed, applied, dead-lettered, next offset,
+    /// high watermark) of everything handed over since the last call.
+    ///
+    /// The caller calls it when it seals what it polled into a logical time,
+    /// so a message counted as consumed is always part of a sealed time:
+    /// whoever sees the count and then waits for the next complete time sees
+    /// the message reflected — even when the caller holds polled messages back
+    /// to gather a larger batch.
+    pub fn commit_counters(&mut self) {
+        for state in self.partitions.values_mut().flat_map(BTreeMap::values_mut) {
+            let counts = std::mem::take(&mut state.uncommitted);
+            let counters = &state.counters;
+            counters
+                .consumed
+                .fetch_add(counts.consumed, Ordering::Relaxed);
+            counters
+                .applied
+                .fetch_add(counts.applied, Ordering::Relaxed);
+            counters
+                .dead_lettered
+                .fetch_add(counts.dead_lettered, Ordering::Relaxed);
+            counters
+                .next_offset
+                .store(state.next_offset, Ordering::Relaxed);
+            counters.high_watermark.store(
+                state.high_watermark.max(state.next_offset),
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// Waits for dead letters still being produced (bounded mode, shutdown).
@@ -301,13 +335,13 @@ impl KafkaSource {
             let Some(topic) = self.config.topic(message.topic()) else {
                 continue;
             };
-            state.counters.consumed.fetch_add(1, Ordering::Relaxed);
+            state.uncommitted.consumed += 1;
             if let Some(timestamp) = message.timestamp().to_millis() {
                 batch.message_timestamps.push(timestamp);
             }
             match decode_message(topic.kind, topic.envelope, message.key(), message.payload()) {
                 Ok(Decoded::Change(upsert)) => {
-                    state.counters.applied.fetch_add(1, Ordering::Relaxed);
+                    state.uncommitted.applied += 1;
                     batch.changes.push(SourceChange {
                         key: upsert.key,
                         document: upsert.document,
@@ -315,10 +349,10 @@ impl KafkaSource {
                     });
                 }
                 Ok(Decoded::Ignored) => {
-                    state.counters.applied.fetch_add(1, Ordering::Relaxed);
+                    state.uncommitted.applied += 1;
                 }
                 Err(reason) => {
-                    state.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    state.uncommitted.dead_lettered += 1;
                     let reason = reason.to_string();
                     if let Some(producer) = &self.dead_letters {
                         producer.send(&Rejected {
@@ -443,6 +477,7 @@ impl KafkaSource {
                     end: high,
                     done,
                     dirty: true,
+                    uncommitted: UncommittedCounts::default(),
                     counters,
                 },
             );

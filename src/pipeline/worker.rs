@@ -20,6 +20,12 @@ use super::{PipelineConfig, ReadKind, ReadReply, ReadRequest, Shared};
 /// With work in flight it never waits: each loop steps the dataflow once, and
 /// a 2 ms wait per step capped a worker's throughput (issue 6's profile).
 const IDLE_POLL_TIMEOUT: Duration = Duration::from_millis(2);
+/// The longest a worker holds polled messages back while the dataflow is still
+/// busy with what it sealed before (see the loop).
+const MAX_SEAL_DELAY: Duration = Duration::from_millis(20);
+/// The longest a worker parks while it waits for its peers (or is closed);
+/// timely wakes it earlier as soon as there is dataflow work.
+const PARK_WHILE_WAITING: Duration = Duration::from_millis(1);
 /// How often a worker lets its outputs forget history older than the retention.
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -52,6 +58,8 @@ pub(super) fn run_worker(
     let mut caught_up: Option<Time> = None;
     // The time of the last batch this worker sealed with anything in it.
     let mut last_sealed: Time = 0;
+    // When the oldest message in `batch` was polled.
+    let mut batch_since: Option<Instant> = None;
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             source.flush(Duration::from_secs(5));
@@ -71,16 +79,30 @@ pub(super) fn run_worker(
             };
             source.poll(&mut batch, timeout)?;
             let now = now_ms() as Time;
-            // Everything polled is sealed at once: a message counted as consumed
-            // is reflected by the first complete time after it was counted, which
-            // readiness (and `wait_until_reflected` in the tests and the bench
-            // harness) relies on. Holding messages back to gather larger batches
-            // while the dataflow is busy helped freshness under load, but broke
-            // that; doing it right needs the counters committed at sealing.
-            if !batch.is_empty() && now >= matcher.time() {
+            if batch.is_empty() {
+                batch_since = None;
+            } else if batch_since.is_none() {
+                batch_since = Some(Instant::now());
+            }
+            // Adaptive batching: seal at once while the dataflow keeps up; while
+            // it is still busy with earlier times, let messages gather into one
+            // larger batch (until it catches up, the batch is full, or
+            // MAX_SEAL_DELAY passes). Each logical time has a fixed cost in
+            // every operator, so many tiny times fall behind where one larger
+            // time keeps up. The source's counters are committed only here, at
+            // sealing: a message counted as consumed is always in a sealed time,
+            // and so reflected by the next complete time (readiness and
+            // `wait_until_reflected` rely on that).
+            let seal_now = idle
+                || batch.changes.len() >= config.source.max_batch
+                || source.is_finished()
+                || batch_since.is_some_and(|since| since.elapsed() >= MAX_SEAL_DELAY);
+            if !batch.is_empty() && seal_now && now >= matcher.time() {
+                batch_since = None;
                 last_sealed = now;
                 unseen.push_back((now, std::mem::take(&mut batch.message_timestamps)));
                 seal(&mut matcher, &mut batch, now);
+                source.commit_counters();
             } else if batch.is_empty() && now > matcher.time() {
                 matcher.advance_to(now);
             }
@@ -96,8 +118,13 @@ pub(super) fn run_worker(
                 shared.finished.fetch_add(1, Ordering::SeqCst);
             }
         }
-        worker.step_or_park(if closed {
-            Some(Duration::from_millis(1))
+        // Park (until timely has work, at most 1 ms) when closed, or while
+        // earlier times are still in flight and this worker has nothing to do:
+        // it is then waiting for its peers, and spinning would take the core
+        // they (or the broker) need — on 2 cores, half the machine.
+        let waiting_for_peers = !closed && !matcher.is_complete(last_sealed);
+        worker.step_or_park(if closed || waiting_for_peers {
+            Some(PARK_WHILE_WAITING)
         } else {
             Some(Duration::ZERO)
         });
