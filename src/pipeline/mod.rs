@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -433,19 +433,71 @@ impl PipelineHandle {
         limit: Option<usize>,
     ) -> Result<Snapshot, ServeError> {
         let as_of = self.resolve_as_of(as_of)?;
+        let rows = self.send_rows(collection, as_of, filter, limit)?;
+        Ok(Snapshot {
+            as_of,
+            rows: self.collect_rows(rows, limit)?,
+        })
+    }
+
+    /// [`read`](Self::read) with the offsets the snapshot reflects
+    /// (`"topic/partition"` → the first offset not included), asked of the
+    /// workers in one round: a worker answers both between the same two
+    /// dataflow steps, where asking one after the other made a snapshot wait
+    /// for a second step.
+    pub fn read_with_offsets(
+        &self,
+        collection: OutputCollection,
+        as_of: Option<Time>,
+        filter: &Arc<RowFilter>,
+        limit: Option<usize>,
+    ) -> Result<(Snapshot, BTreeMap<String, i64>), ServeError> {
+        let as_of = self.resolve_as_of(as_of)?;
+        let rows = self.send_rows(collection, as_of, filter, limit)?;
+        let progress = self.send_rows(
+            OutputCollection::SourceProgress,
+            as_of,
+            &Arc::default(),
+            None,
+        )?;
+        let snapshot = Snapshot {
+            as_of,
+            rows: self.collect_rows(rows, limit)?,
+        };
+        let offsets = offsets_of(self.collect_rows(progress, None)?);
+        Ok((snapshot, offsets))
+    }
+
+    /// Sends a rows read to every worker; [`collect_rows`](Self::collect_rows)
+    /// gathers the answer.
+    fn send_rows(
+        &self,
+        collection: OutputCollection,
+        as_of: Time,
+        filter: &Arc<RowFilter>,
+        limit: Option<usize>,
+    ) -> Result<PendingReplies, ServeError> {
         let limit = limit.unwrap_or(usize::MAX);
-        let kind = || ReadKind::Rows {
+        self.send(collection, as_of, filter.key(), || ReadKind::Rows {
             filter: filter.clone(),
             limit,
-        };
+        })
+    }
+
+    /// The rows of every worker's answer, in worker order, at most `limit`.
+    fn collect_rows(
+        &self,
+        replies: PendingReplies,
+        limit: Option<usize>,
+    ) -> Result<Vec<Row>, ServeError> {
         let mut rows = Vec::new();
-        for reply in self.ask(collection, as_of, filter.key(), kind)? {
+        for reply in self.collect(replies)? {
             if let ReadReply::Rows(shard) = reply {
                 rows.extend(shard);
             }
         }
-        rows.truncate(limit);
-        Ok(Snapshot { as_of, rows })
+        rows.truncate(limit.unwrap_or(usize::MAX));
+        Ok(rows)
     }
 
     /// How many rows `collection` has as of `as_of`.
@@ -496,27 +548,6 @@ impl PipelineHandle {
         Ok(changes)
     }
 
-    /// The offsets a snapshot at `as_of` reflects: `"topic/partition"` → the
-    /// first offset not included.
-    pub fn offsets(&self, as_of: Time) -> Result<BTreeMap<String, i64>, ServeError> {
-        let progress = self.read(
-            OutputCollection::SourceProgress,
-            Some(as_of),
-            &Arc::default(),
-            None,
-        )?;
-        Ok(progress
-            .rows
-            .into_iter()
-            .filter_map(|row| match row {
-                Row::SourceProgress(row) => {
-                    Some((format!("{}/{}", row.topic, row.partition), row.next_offset))
-                }
-                _ => None,
-            })
-            .collect())
-    }
-
     /// Sends a read to every worker and collects their replies.
     fn ask(
         &self,
@@ -525,6 +556,18 @@ impl PipelineHandle {
         key: Option<&str>,
         kind: impl Fn() -> ReadKind,
     ) -> Result<Vec<ReadReply>, ServeError> {
+        let replies = self.send(collection, as_of, key, kind)?;
+        self.collect(replies)
+    }
+
+    /// Sends a read to every worker, without waiting for the answers.
+    fn send(
+        &self,
+        collection: OutputCollection,
+        as_of: Time,
+        key: Option<&str>,
+        kind: impl Fn() -> ReadKind,
+    ) -> Result<PendingReplies, ServeError> {
         if let Some(error) = self.error() {
             return Err(ServeError::Stopped(error));
         }
@@ -542,7 +585,11 @@ impl PipelineHandle {
                 })
                 .map_err(|_| ServeError::Stopped("the workers have exited".to_string()))?;
         }
-        drop(reply);
+        Ok(replies)
+    }
+
+    /// Waits for every worker's answer to a sent read; in worker order.
+    fn collect(&self, replies: PendingReplies) -> Result<Vec<ReadReply>, ServeError> {
         let mut collected = Vec::with_capacity(self.requests.len());
         for _ in 0..self.requests.len() {
             let (worker, shard) = replies.recv().map_err(|_| {
@@ -566,6 +613,22 @@ impl PipelineHandle {
             std::thread::sleep(PUBLISH_INTERVAL);
         }
     }
+}
+
+/// The answers to a read sent to every worker, each with the worker's index.
+type PendingReplies = Receiver<(usize, Result<ReadReply, ReadError>)>;
+
+/// `"topic/partition"` → next offset, from `source_progress` rows.
+fn offsets_of(progress: Vec<Row>) -> BTreeMap<String, i64> {
+    progress
+        .into_iter()
+        .filter_map(|row| match row {
+            Row::SourceProgress(row) => {
+                Some((format!("{}/{}", row.topic, row.partition), row.next_offset))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// How often complete times are published to subscribers.

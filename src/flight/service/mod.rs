@@ -211,9 +211,7 @@ impl TrimatchFlight {
                 if let (true, Some(as_of)) = (shard, as_of) {
                     pipeline.wait_until_complete(as_of, PEER_COMPLETION_WAIT);
                 }
-                let snapshot = pipeline.read(collection, as_of, &filter, limit)?;
-                let offsets = pipeline.offsets(snapshot.as_of)?;
-                Ok((snapshot, offsets))
+                pipeline.read_with_offsets(collection, as_of, &filter, limit)
             })
             .await?;
         let (mut remote, remote_offsets) = if shard || self.peers.len() <= 1 {
