@@ -3,7 +3,7 @@
 //!
 //! Documents are immutable once decoded and travel through the dataflow behind an
 //! [`Arc`], so joins clone a pointer rather than a document. Text fields are
-//! [`Text`] (`Arc<str>`) for the same reason. Keys inside the graph are
+//! [`Text`] (inline or shared) for the same reason. Keys inside the graph are
 //! [`Fingerprint`]s — 128-bit hashes of the identity strings — so that joins and
 //! arrangements compare and hash 16 bytes instead of strings.
 
@@ -16,8 +16,14 @@ use serde::{Deserialize, Serialize};
 /// Logical time: milliseconds since the Unix epoch at ingestion (SPEC §4).
 pub type Time = u64;
 
-/// Immutable shared text. Cloning is a reference-count increment.
-pub type Text = Arc<str>;
+/// Immutable text. Strings of up to 23 bytes — identifiers, codes, most
+/// names — are stored inline, so cloning one is a copy and comparing one
+/// reads no other memory; longer strings are shared behind a reference count.
+///
+/// It was `Arc<str>`: arrangements clone and compare every row on every
+/// merge, and with several text fields per row the reference counts and the
+/// pointer chases to compare were a third of a worker's time (issue 6).
+pub type Text = smol_str::SmolStr;
 
 /// A 128-bit fingerprint of an identity (e.g. `tenant_id` + `po_number`).
 ///
