@@ -92,10 +92,10 @@ impl Hub {
     /// A change sink for one worker's engine.
     pub fn sink(self: &Arc<Self>) -> ChangeSink {
         let hub = self.clone();
-        Box::new(move |changes: &[Change]| {
+        Box::new(move |changes: &mut Vec<Change>| {
             let mut pending = hub.pending.lock().expect("pending lock");
-            for change in changes {
-                pending.entry(change.1).or_default().push(change.clone());
+            for change in changes.drain(..) {
+                pending.entry(change.1).or_default().push(change);
             }
         })
     }

@@ -140,7 +140,8 @@ pub type Change = (Row, Time, isize);
 
 /// Receives the changes one worker's shards of the outputs undergo, one batch
 /// per (collection, time) as the graph produces them. Subscriptions are built on it.
-pub type ChangeSink = Box<dyn FnMut(&[Change])>;
+/// The sink takes the changes (draining the vector), so they are not cloned twice.
+pub type ChangeSink = Box<dyn FnMut(&mut Vec<Change>)>;
 
 /// Why a read was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -441,7 +442,7 @@ where
                 .inspect_batch(move |_, updates| {
                     buffer.clear();
                     buffer.extend(updates.iter().cloned());
-                    (sink.borrow_mut())(&buffer);
+                    (sink.borrow_mut())(&mut buffer);
                 })
                 .inner
                 .probe_with(probe);

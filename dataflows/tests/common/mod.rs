@@ -161,8 +161,8 @@ impl TestEngine {
             let mut matcher = Matcher::build(
                 worker,
                 &config,
-                Some(Box::new(move |changes: &[Change]| {
-                    sink.borrow_mut().extend_from_slice(changes)
+                Some(Box::new(move |changes: &mut Vec<Change>| {
+                    sink.borrow_mut().append(changes)
                 })),
             );
             loop {
