@@ -34,7 +34,9 @@ use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::progress::frontier::AntichainRef;
 use timely::worker::Worker;
 
-use crate::graph::{three_way_match, Collection, Documents, MatchOutputs};
+use crate::graph::{
+    three_way_match, Collection, Documents, KeyedArrangement, LineFact, MatchOutputs,
+};
 use crate::model::*;
 use crate::rows::*;
 use serde::{Deserialize, Serialize};
@@ -158,11 +160,13 @@ const DEAD_LETTER_DOMAIN: u8 = 17;
 
 type OutputTrace<R> = TraceAgent<ValSpine<Text, R, Time, isize>>;
 
-/// The arranged outputs of one worker: its shard of each collection, keyed by tenant.
+/// The arranged outputs of one worker: its shard of each collection, keyed by
+/// tenant (or topic) — except `po_lines`, whose rows are read from the graph's
+/// per-PO facts (keyed by PO; the PO keys of one tenant sort together).
 struct OutputTraces {
     invoice_matches: OutputTrace<InvoiceMatchRow>,
     match_exceptions: OutputTrace<ExceptionRow>,
-    po_lines: OutputTrace<PoLineRow>,
+    po_lines: TraceAgent<ValSpine<Fingerprint, LineFact, Time, isize>>,
     exception_summary: OutputTrace<ExceptionSummaryRow>,
     dead_letters: OutputTrace<DeadLetterRow>,
     source_progress: OutputTrace<SourceProgressRow>,
@@ -270,7 +274,15 @@ impl Matcher {
             OutputTraces {
                 invoice_matches: publish(invoice_matches, Row::InvoiceMatch, &probe, &changes),
                 match_exceptions: publish(match_exceptions, Row::Exception, &probe, &changes),
-                po_lines: publish(po_lines, Row::PoLine, &probe, &changes),
+                po_lines: publish_arranged(
+                    po_lines,
+                    |_, fact| match fact {
+                        LineFact::Row(row) => Some(Row::PoLine(row.clone())),
+                        LineFact::Billed(..) => None,
+                    },
+                    &probe,
+                    &changes,
+                ),
                 exception_summary: publish(
                     exception_summary,
                     Row::ExceptionSummary,
@@ -419,10 +431,7 @@ macro_rules! for_each_trace {
 }
 use for_each_trace;
 
-/// Arranges an output by tenant, reports its changes to `changes`, and attaches
-/// it to the probe that says when a time is complete. The probe sits after the
-/// change sink, so once a time is complete every change at or before it has
-/// been reported, on every worker.
+/// Arranges an output by tenant and publishes it (see [`publish_arranged`]).
 fn publish<'s, R>(
     collection: Collection<'s, (Text, R)>,
     to_row: fn(R) -> Row,
@@ -433,12 +442,35 @@ where
     R: differential_dataflow::ExchangeData,
 {
     let arranged = collection.arrange_by_key();
+    publish_arranged(
+        arranged,
+        move |_, row| Some(to_row(row.clone())),
+        probe,
+        changes,
+    )
+}
+
+/// Reports the changes of an arranged output's rows (`to_row` picks and builds
+/// them from the arrangement's values) to `changes`, and attaches the output
+/// to the probe that says when a time is complete. The probe sits after the
+/// change sink, so once a time is complete every change at or before it has
+/// been reported, on every worker. Returns the trace that reads are served from.
+fn publish_arranged<'s, K, V>(
+    arranged: KeyedArrangement<'s, K, V>,
+    to_row: impl Fn(&K, &V) -> Option<Row> + 'static,
+    probe: &ProbeHandle<Time>,
+    changes: &Option<Rc<RefCell<ChangeSink>>>,
+) -> TraceAgent<ValSpine<K, V, Time, isize>>
+where
+    K: differential_dataflow::ExchangeData,
+    V: differential_dataflow::ExchangeData,
+{
     match changes.clone() {
         Some(sink) => {
             let mut buffer: Vec<Change> = Vec::new();
             arranged
                 .clone()
-                .as_collection(move |_, row: &R| to_row(row.clone()))
+                .flat_map_ref(to_row)
                 .inspect_batch(move |_, updates| {
                     buffer.clear();
                     buffer.extend(updates.iter().cloned());
@@ -467,9 +499,6 @@ where
 /// (`batches_through(&[])`), never a cut at some frontier, so they need no
 /// batch boundaries kept; what they may ask for is bounded by *logical*
 /// compaction alone ([`Matcher::allow_compaction`]).
-fn release_physical_compaction<R>(trace: &mut OutputTrace<R>)
-where
-    R: differential_dataflow::ExchangeData,
-{
+fn release_physical_compaction(trace: &mut impl TraceReader<Time = Time>) {
     trace.set_physical_compaction(AntichainRef::new(&[]));
 }

@@ -13,7 +13,9 @@
 //!    lines replays one group, not three;
 //! 4. quantity exceptions from those per-line facts;
 //! 5. duplicates per (tenant, vendor, normalized invoice number) group;
-//! 6. the output rows.
+//! 6. the output rows. `po_lines` is not arranged again: its rows are the
+//!    per-PO facts of step 3, whose PO keys sort by tenant (see
+//!    [`po_key`](crate::model::po_key)), so readers seek one tenant there.
 
 use std::sync::Arc;
 
@@ -41,11 +43,13 @@ pub struct Documents<'s> {
     pub match_policies: Collection<'s, (Fingerprint, Arc<MatchPolicy>)>,
 }
 
-/// The output collections of SPEC §3, keyed by `tenant_id`.
+/// The output collections of SPEC §3, keyed by `tenant_id` — except
+/// `po_lines`, which is the arrangement of per-PO facts its rows live in.
 pub struct MatchOutputs<'s> {
     pub invoice_matches: Collection<'s, (Text, InvoiceMatchRow)>,
     pub match_exceptions: Collection<'s, (Text, ExceptionRow)>,
-    pub po_lines: Collection<'s, (Text, PoLineRow)>,
+    /// Keyed by PO; the `po_lines` rows are its [`LineFact::Row`] values.
+    pub po_lines: KeyedArrangement<'s, Fingerprint, LineFact>,
     pub exception_summary: Collection<'s, (Text, ExceptionSummaryRow)>,
 }
 
@@ -128,11 +132,8 @@ pub fn three_way_match<'s>(
     let po_activity =
         po_activity(&purchase_orders, goods_receipts, active_invoices.clone()).arrange_by_key();
     let line_facts = line_facts(&po_activity);
-    let po_line_rows = line_facts.clone().flat_map_ref(|_, fact| match fact {
-        LineFact::Row(row) => Some((row.tenant_id.clone(), row.clone())),
-        LineFact::Billed(..) => None,
-    });
     let billing = line_facts
+        .clone()
         .flat_map_ref(|_, fact| match fact {
             LineFact::Billed(invoice, quantities) => Some((*invoice, quantities.clone())),
             LineFact::Row(_) => None,
@@ -164,7 +165,7 @@ pub fn three_way_match<'s>(
             let row = exception_row(&invoice, raised);
             (row.tenant_id.clone(), row)
         }),
-        po_lines: po_line_rows,
+        po_lines: line_facts,
     }
 }
 

@@ -54,8 +54,36 @@ pub fn tenant_key(tenant_id: &str) -> Fingerprint {
     Fingerprint::of(1, &[tenant_id])
 }
 /// Identity of a purchase order: (`tenant_id`, `po_number`).
+///
+/// Unlike the other identities, its top [`TENANT_PREFIX_BITS`] bits are a hash
+/// of the tenant alone, so that the POs of one tenant sort together: `po_lines`
+/// is served from the per-PO arrangement, and a one-tenant read is a seek to
+/// [`po_keys_of_tenant`] rather than a scan. The other 96 bits still make a
+/// collision between two POs unlikely beyond concern (about 10^-11 for a
+/// billion POs in one tenant).
 pub fn po_key(tenant_id: &str, po_number: &str) -> Fingerprint {
-    Fingerprint::of(2, &[tenant_id, po_number])
+    let identity = Fingerprint::of(2, &[tenant_id, po_number]).0;
+    Fingerprint(tenant_prefix(tenant_id) | (identity & !TENANT_PREFIX_MASK))
+}
+
+/// How many of a PO key's top bits name its tenant.
+pub const TENANT_PREFIX_BITS: u32 = 32;
+const TENANT_PREFIX_MASK: u128 = !(u128::MAX >> TENANT_PREFIX_BITS);
+
+/// The tenant's hash in the top bits, the rest zero.
+fn tenant_prefix(tenant_id: &str) -> u128 {
+    tenant_key(tenant_id).0 & TENANT_PREFIX_MASK
+}
+
+/// The range of keys that the POs of `tenant_id` have (inclusive). Another
+/// tenant's POs fall in it only if the two tenants' 32-bit prefixes collide, so
+/// readers still check each row's `tenant_id`.
+pub fn po_keys_of_tenant(tenant_id: &str) -> (Fingerprint, Fingerprint) {
+    let prefix = tenant_prefix(tenant_id);
+    (
+        Fingerprint(prefix),
+        Fingerprint(prefix | !TENANT_PREFIX_MASK),
+    )
 }
 /// Identity of a goods receipt: (`tenant_id`, `receipt_id`).
 pub fn receipt_key(tenant_id: &str, receipt_id: &str) -> Fingerprint {
@@ -402,5 +430,27 @@ impl Document {
             Document::Invoice(doc) => doc.key(),
             Document::MatchPolicy(doc) => doc.key(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn po_keys_sort_by_tenant() {
+        for tenant in ["t-001", "t-002", "acme"] {
+            let (first, last) = po_keys_of_tenant(tenant);
+            for po_number in ["PO-1", "PO-2", "PO-100000"] {
+                let key = po_key(tenant, po_number);
+                assert!(first <= key && key <= last, "{tenant}/{po_number}");
+            }
+            assert_ne!(po_key(tenant, "PO-1"), po_key(tenant, "PO-2"));
+        }
+        let (_, last_of_one) = po_keys_of_tenant("t-001");
+        let key_of_other = po_key("t-002", "PO-1");
+        let (first_of_other, _) = po_keys_of_tenant("t-002");
+        assert!(key_of_other >= first_of_other);
+        assert!(key_of_other > last_of_one || key_of_other < po_keys_of_tenant("t-001").0);
     }
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use serde_json::{json, Value};
-use trimatch_dataflows::model::DocumentKind;
+use trimatch_dataflows::model::{po_keys_of_tenant, DocumentKind};
 use trimatch_dataflows::rows::{ExceptionType::*, MatchStatus};
 
 use common::fixtures::*;
@@ -344,7 +344,42 @@ fn a_policy_change_rechecks_only_its_tenant() {
     let acme = engine.read_tenant(engine.time(), "acme").unwrap();
     assert_eq!(acme.invoice_matches.len(), 1);
     assert!(acme.match_exceptions.is_empty());
+    assert_eq!(acme.po_lines.len(), 1);
     assert!(acme.po_lines.iter().all(|row| &*row.tenant_id == "acme"));
+}
+
+#[test]
+fn a_tenant_read_of_po_lines_keeps_tenants_apart_when_their_po_keys_share_a_prefix() {
+    // `po_lines` is read by seeking the range of PO keys whose top bits hash
+    // the tenant; find two tenants whose prefixes collide.
+    let mut seen = std::collections::HashMap::new();
+    let (first, second) = (0u32..)
+        .map(|n| format!("tenant-{n}"))
+        .find_map(|tenant| {
+            let range = po_keys_of_tenant(&tenant);
+            seen.insert(range, tenant.clone())
+                .map(|other| (other, tenant))
+        })
+        .unwrap();
+    let mut engine = TestEngine::start(WORKERS);
+    let of = |tenant: &str, doc: Value| with(doc, "tenant_id", json!(tenant));
+    engine.put(vec![
+        po(of(&first, po_doc("PO-1", &[(1, "10", "1")]))),
+        po(of(
+            &second,
+            po_doc("PO-1", &[(1, "10", "1"), (2, "5", "2")]),
+        )),
+        po(of(&second, po_doc("PO-2", &[(1, "1", "1")]))),
+    ]);
+    let first_rows = engine.read_tenant(engine.time(), &first).unwrap();
+    let second_rows = engine.read_tenant(engine.time(), &second).unwrap();
+    assert_eq!(first_rows.po_lines.len(), 1);
+    assert_eq!(second_rows.po_lines.len(), 3);
+    assert!(first_rows.po_lines.iter().all(|row| row.tenant_id == first));
+    assert!(second_rows
+        .po_lines
+        .iter()
+        .all(|row| row.tenant_id == second));
 }
 
 #[test]

@@ -6,8 +6,13 @@ use differential_dataflow::trace::cursor::{cursor_list, Cursor};
 use differential_dataflow::trace::TraceReader;
 use timely::progress::frontier::AntichainRef;
 
-use super::{Matcher, OutputCollection, OutputTrace, ReadError, Row};
-use crate::model::{Text, Time};
+use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::trace::implementations::ValSpine;
+
+use super::{Matcher, OutputCollection, ReadError, Row};
+use crate::graph::LineFact;
+use crate::model::{po_keys_of_tenant, Fingerprint, Text, Time};
+use crate::rows::*;
 use crate::Change;
 
 impl Matcher {
@@ -124,9 +129,10 @@ impl Matcher {
         key: Option<&str>,
         visit: &mut dyn FnMut(Row, &[Update]) -> Visit,
     ) -> Result<(), ReadError> {
-        with_trace!(self.traces, collection, |trace, to_row| {
-            visit_trace(trace, from, key, |row, updates| {
-                visit(to_row(row.clone()), updates)
+        with_trace!(self.traces, collection, |trace| {
+            visit_trace(trace, from, key, |value, updates| match value.row(key) {
+                Some(row) => visit(row, updates),
+                None => Visit::Continue,
             })
         })
     }
@@ -139,42 +145,43 @@ impl Matcher {
         key: Option<&str>,
         visit: &mut dyn FnMut(&[Update]),
     ) -> Result<(), ReadError> {
-        with_trace!(self.traces, collection, |trace, _to_row| {
-            visit_trace(trace, from, key, |_, updates| {
-                visit(updates);
+        with_trace!(self.traces, collection, |trace| {
+            visit_trace(trace, from, key, |value, updates| {
+                if value.is_row() {
+                    visit(updates);
+                }
                 Visit::Continue
             })
         })
     }
 }
 
-/// Runs `$body` with `$trace` bound to the trace of `$collection` and `$to_row`
-/// to the constructor of its rows.
+/// Runs `$body` with `$trace` bound to the trace of `$collection`.
 macro_rules! with_trace {
-    ($traces:expr, $collection:expr, |$trace:ident, $to_row:ident| $body:expr) => {
+    ($traces:expr, $collection:expr, |$trace:ident| $body:expr) => {
         match $collection {
             OutputCollection::InvoiceMatches => {
-                let ($trace, $to_row) = (&mut $traces.invoice_matches, Row::InvoiceMatch);
+                let $trace = &mut $traces.invoice_matches;
                 $body
             }
             OutputCollection::MatchExceptions => {
-                let ($trace, $to_row) = (&mut $traces.match_exceptions, Row::Exception);
+                let $trace = &mut $traces.match_exceptions;
                 $body
             }
             OutputCollection::PoLines => {
-                let ($trace, $to_row) = (&mut $traces.po_lines, Row::PoLine);
+                let $trace = &mut $traces.po_lines;
                 $body
             }
             OutputCollection::ExceptionSummary => {
-                let ($trace, $to_row) = (&mut $traces.exception_summary, Row::ExceptionSummary);
+                let $trace = &mut $traces.exception_summary;
                 $body
             }
             OutputCollection::DeadLetters => {
-                let ($trace, $to_row) = (&mut $traces.dead_letters, Row::DeadLetter);
+                let $trace = &mut $traces.dead_letters;
                 $body
             }
             OutputCollection::SourceProgress => {
-                let ($trace, $to_row) = (&mut $traces.source_progress, Row::SourceProgress);
+                let $trace = &mut $traces.source_progress;
                 $body
             }
         }
@@ -182,14 +189,80 @@ macro_rules! with_trace {
 }
 use with_trace;
 
-/// Calls `visit` with every row of `trace` (only those of `key`, if given, by a
-/// seek) and its updates as `(time, diff)` pairs, in key and row order.
-/// Refuses if history before `from` has been compacted away.
-fn visit_trace<R: Clone + Ord + 'static>(
-    trace: &mut OutputTrace<R>,
+/// The key of an output trace: which keys hold the rows of one tenant (or topic).
+trait OutputKey: Ord + Sized {
+    /// The first and last keys (inclusive) that may hold the rows of `key`.
+    fn range_of(key: &str) -> (Self, Self);
+}
+
+/// The outputs keyed by tenant (or topic) hold exactly its rows under its key.
+impl OutputKey for Text {
+    fn range_of(key: &str) -> (Self, Self) {
+        (Text::from(key), Text::from(key))
+    }
+}
+
+/// `po_lines` is keyed by PO, and the PO keys of one tenant sort together.
+impl OutputKey for Fingerprint {
+    fn range_of(key: &str) -> (Self, Self) {
+        po_keys_of_tenant(key)
+    }
+}
+
+/// A value of an output trace: a row of the collection, or (in the per-PO
+/// facts `po_lines` is read from) something else.
+trait OutputValue {
+    /// The row, if the value is one and belongs to `key` (the tenant or topic
+    /// asked for, if any).
+    fn row(&self, key: Option<&str>) -> Option<Row>;
+    /// Whether the value is a row.
+    fn is_row(&self) -> bool {
+        true
+    }
+}
+
+macro_rules! output_rows {
+    ($($row:ty => $variant:ident),* $(,)?) => {$(
+        impl OutputValue for $row {
+            fn row(&self, _key: Option<&str>) -> Option<Row> {
+                Some(Row::$variant(self.clone()))
+            }
+        }
+    )*};
+}
+output_rows! {
+    InvoiceMatchRow => InvoiceMatch,
+    ExceptionRow => Exception,
+    ExceptionSummaryRow => ExceptionSummary,
+    DeadLetterRow => DeadLetter,
+    SourceProgressRow => SourceProgress,
+}
+
+impl OutputValue for LineFact {
+    fn row(&self, key: Option<&str>) -> Option<Row> {
+        match self {
+            // The key range of a tenant may hold another tenant's POs (if their
+            // prefixes collide); the row's own tenant decides.
+            LineFact::Row(row) if key.is_none_or(|key| row.tenant_id == key) => {
+                Some(Row::PoLine(row.clone()))
+            }
+            _ => None,
+        }
+    }
+    fn is_row(&self) -> bool {
+        matches!(self, LineFact::Row(_))
+    }
+}
+
+/// Calls `visit` with every value of `trace` (only those under the keys of
+/// `key`, if given, found by a seek) and its updates as `(time, diff)` pairs,
+/// in key and value order. Refuses if history before `from` has been
+/// compacted away.
+fn visit_trace<K: OutputKey + Clone + 'static, V: Clone + Ord + 'static>(
+    trace: &mut TraceAgent<ValSpine<K, V, Time, isize>>,
     from: Time,
     key: Option<&str>,
-    mut visit: impl FnMut(&R, &[(Time, isize)]) -> Visit,
+    mut visit: impl FnMut(&V, &[Update]) -> Visit,
 ) -> Result<(), ReadError> {
     let since = trace
         .get_logical_compaction()
@@ -203,19 +276,19 @@ fn visit_trace<R: Clone + Ord + 'static>(
         return Ok(());
     };
     let (mut cursor, storage) = cursor_list(batches);
-    let wanted: Option<Text> = key.map(Text::from);
-    if let Some(key) = &wanted {
-        cursor.seek_key(&storage, key);
+    let range = key.map(K::range_of);
+    if let Some((first, _)) = &range {
+        cursor.seek_key(&storage, first);
     }
     let mut updates = Vec::new();
     while let Some(current) = cursor.get_key(&storage) {
-        if wanted.as_ref().is_some_and(|key| key != current) {
+        if range.as_ref().is_some_and(|(_, last)| current > last) {
             break;
         }
-        while let Some(row) = cursor.get_val(&storage) {
+        while let Some(value) = cursor.get_val(&storage) {
             updates.clear();
             cursor.map_times(&storage, |time, diff| updates.push((*time, *diff)));
-            if visit(row, &updates) == Visit::Stop {
+            if visit(value, &updates) == Visit::Stop {
                 return Ok(());
             }
             cursor.step_val(&storage);
