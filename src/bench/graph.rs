@@ -127,8 +127,9 @@ pub struct GraphTiming {
 }
 
 /// Runs the graph on `workers` threads: applies `preload` untimed, then
-/// `steady`, both in batches of `batch` changes (each batch one logical time,
-/// complete before the next is sent). Returns the time `steady` took, and RSS.
+/// `steady`, both in batches of `batch` changes (each batch one logical time;
+/// a batch is sent once the one two before it is complete). Returns the time
+/// `steady` took, and RSS.
 /// With `operator_profile`, each worker prints its 25 busiest operators.
 pub fn time_graph(
     workers: usize,
@@ -147,11 +148,13 @@ pub fn time_graph(
         for chunk in preload.chunks(batch) {
             apply(&mut matcher, worker, chunk, index, peers, &mut time);
         }
+        finish(&mut matcher, worker, time);
         let (rss_after_preload, _) = super::resident_set();
         let started = Instant::now();
         for chunk in steady.chunks(batch) {
             apply(&mut matcher, worker, chunk, index, peers, &mut time);
         }
+        finish(&mut matcher, worker, time);
         let elapsed = started.elapsed();
         if let Some(profile) = profile {
             for (name, total) in profile.report().into_iter().take(25) {
@@ -195,13 +198,27 @@ fn apply(
         matcher.upsert(upsert.key, upsert.document.clone(), offset as i64);
     }
     matcher.advance_to(*time + 1);
-    while !matcher.is_complete(*time) {
+    // Like the pipeline, which seals a new batch while earlier ones are still
+    // in flight, keep up to IN_FLIGHT batches going: a worker that is done with
+    // its share of one time starts on the next instead of waiting at a barrier.
+    let awaited = time.saturating_sub(IN_FLIGHT - 1);
+    while !matcher.is_complete(awaited) {
         worker.step();
     }
     // As the pipeline does with no retention: history before now may go.
-    matcher.allow_compaction(*time);
+    matcher.allow_compaction(awaited);
     *time += 1;
 }
+
+/// Drains the batches still in flight after the last [`apply`].
+fn finish(matcher: &mut Matcher, worker: &mut timely::worker::Worker, time: u64) {
+    while !matcher.is_complete(time - 1) {
+        worker.step();
+    }
+}
+
+/// How many logical times [`apply`] keeps in flight.
+const IN_FLIGHT: u64 = 2;
 
 /// Decode-only rate: documents/s decoding `messages` on this thread, best of three.
 pub fn decode_rate(messages: &[GeneratedMessage]) -> f64 {
