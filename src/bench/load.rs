@@ -58,6 +58,8 @@ pub struct LoadConfig {
     /// How long the sustained phase produces.
     pub duration: Duration,
     pub tenants: usize,
+    /// Share of messages that change a tenant's match policy.
+    pub policy_share: f64,
     pub seed: u64,
 }
 
@@ -248,8 +250,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport> {
         tenants: config.tenants,
         bad_share: 0.0,
         live_pos_per_tenant: 5_000,
-        // A policy change re-evaluates every invoice of its tenant; keep them rare.
-        policy_share: 0.0001,
+        policy_share: config.policy_share,
         ..WorkloadConfig::default()
     });
     let producer = WorkloadProducer::new(&brokers, topics.clone(), &[])?;
@@ -474,11 +475,13 @@ pub fn summary(report: &LoadReport) -> Vec<String> {
     vec![
         format!("broker: {} ({} partitions per topic)", report.broker, report.config.partitions),
         format!(
-            "preload: {} messages ({:.0}/s produced), {} live documents, {} live lines",
+            "preload: {} messages ({:.0}/s produced), {} live documents, {} live lines; \
+             policy changes: {} of messages",
             report.config.preload,
             report.preload_produce_per_second,
             report.live_documents,
-            report.live_document_lines
+            report.live_document_lines,
+            report.config.policy_share
         ),
         format!(
             "bare librdkafka consumer: {:.0} messages/s",

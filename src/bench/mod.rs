@@ -57,6 +57,10 @@ pub struct LoadArgs {
     pub duration: f64,
     #[arg(long, default_value_t = 20)]
     pub tenants: usize,
+    /// Share of messages that change a tenant's match policy. Each change
+    /// re-evaluates every invoice of its tenant (SPEC §2), in one step.
+    #[arg(long, default_value_t = 0.0001)]
+    pub policy_share: f64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Where to write the JSON report.
@@ -114,6 +118,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 rate: (args.rate > 0.0).then_some(args.rate),
                 duration: std::time::Duration::from_secs_f64(args.duration),
                 tenants: args.tenants,
+                policy_share: args.policy_share,
                 seed: args.seed,
             })?;
             finish(&machine, &load::summary(&report), &args.report, &report)
