@@ -1,13 +1,13 @@
 //! Reading one worker's shard of the outputs: snapshots as of a time (with a
 //! filter, a limit, or just a count) and the changes over a range of times,
-//! straight from the output arrangements.
-
-use differential_dataflow::trace::cursor::{cursor_list, Cursor};
-use differential_dataflow::trace::TraceReader;
-use timely::progress::frontier::AntichainRef;
+//! straight from the output arrangements (for `po_lines`, the per-PO facts its
+//! rows live in).
 
 use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::trace::cursor::{cursor_list, Cursor};
 use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::TraceReader;
+use timely::progress::frontier::AntichainRef;
 
 use super::{Matcher, OutputCollection, ReadError, Row};
 use crate::graph::LineFact;
