@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
@@ -17,15 +17,6 @@ use serde_json::json;
 use support::*;
 use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
 use trimatch_dataflows::model::DocumentKind;
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A snapshot from one process: its rows as (key columns joined) and its as_of.
 async fn read(flight: &str, ticket: serde_json::Value) -> (BTreeSet<String>, usize, u64) {
@@ -89,9 +80,9 @@ async fn two_processes_serve_the_same_state_as_one() {
     std::fs::write(&hostfile, format!("{}\n{}\n", free_addr(), free_addr())).unwrap();
     let flights = [free_addr(), free_addr()];
     let metrics = [free_addr(), free_addr()];
-    let _processes: Vec<Process> = (0..2)
+    let _processes: Vec<KillOnDrop> = (0..2)
         .map(|process| {
-            Process(
+            KillOnDrop::new(
                 Command::new(env!("CARGO_BIN_EXE_trimatch"))
                     .args(["serve", "--brokers", &broker.address, "--workers", "2"])
                     .args(["--processes", "2", "--process-id", &process.to_string()])

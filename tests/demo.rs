@@ -39,20 +39,22 @@ fn the_demo_shows_live_exceptions_within_a_minute_and_takes_documents_from_any_c
         .unwrap()
         .to_string();
     let started = Instant::now();
-    let mut demo = Command::new(TRIMATCH)
-        .args([
-            "demo",
-            "--rate",
-            "300",
-            "--duration",
-            "120",
-            "--flight-addr",
-            &flight,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut demo = KillOnDrop::new(
+        Command::new(TRIMATCH)
+            .args([
+                "demo",
+                "--rate",
+                "300",
+                "--duration",
+                "120",
+                "--flight-addr",
+                &flight,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
     let mut brokers = None;
     for line in lines.by_ref() {

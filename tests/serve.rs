@@ -60,20 +60,22 @@ fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
         ),
     )
     .unwrap();
-    let serve = Command::new(env!("CARGO_BIN_EXE_trimatch"))
-        .args([
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--flight-addr",
-            &flight,
-        ])
-        .env("TRIMATCH_METRICS_ADDR", &metrics)
-        .env("TRIMATCH_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let serve = KillOnDrop::new(
+        Command::new(env!("CARGO_BIN_EXE_trimatch"))
+            .args([
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--flight-addr",
+                &flight,
+            ])
+            .env("TRIMATCH_METRICS_ADDR", &metrics)
+            .env("TRIMATCH_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
 
     // The flag beats the file for Flight; the environment beats it for metrics.
     wait_for("readiness", Duration::from_secs(60), || {
@@ -141,7 +143,7 @@ fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(terminated.success());
-    let output = serve.wait_with_output().unwrap();
+    let output = serve.into_inner().wait_with_output().unwrap();
     assert!(output.status.success(), "{:?}", output.status);
     let logs = String::from_utf8_lossy(&output.stderr);
     let first = logs.lines().next().expect("some logs");

@@ -10,6 +10,10 @@
 //! exactly the batches stamped at or before it, and its `source_progress`
 //! rows say which offsets those are (SPEC §4).
 //!
+//! **Readiness.** A worker records the time by which its source had caught up
+//! with the high watermarks seen at start; the job is ready once the newest
+//! time complete on every worker is at or past all of those (see `progress`).
+//!
 //! **Bounded runs** (`until_end`): a worker whose partitions have all reached
 //! the high watermarks seen at start closes its input; once every worker has,
 //! the final state is read at the newest batch time and returned.
@@ -28,8 +32,10 @@ use trimatch_dataflows::{MatchConfig, OutputCollection, ReadError, Row, Time};
 use crate::metrics::Metrics;
 use crate::subscriptions::Hub;
 
+mod progress;
 mod reads;
 mod worker;
+use progress::WorkerProgress;
 use reads::{ReadKind, ReadReply, ReadRequest};
 use worker::run_worker;
 
@@ -147,10 +153,8 @@ pub enum ServeError {
 /// What the workers and the handles share.
 struct Shared {
     stop: AtomicBool,
-    /// Per worker: the newest time it has seen complete (+1; 0 = none yet).
-    complete: Vec<AtomicU64>,
-    /// Per worker: whether its source is caught up.
-    ready: Vec<AtomicBool>,
+    /// Per worker: the newest time it sees complete, and when its source caught up.
+    progress: WorkerProgress,
     /// Bounded runs: workers finished, and the newest batch time among them.
     finished: AtomicUsize,
     final_time: AtomicU64,
@@ -190,8 +194,7 @@ impl Pipeline {
         let workers = config.workers.max(1);
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
-            complete: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            ready: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            progress: WorkerProgress::new(workers),
             finished: AtomicUsize::new(0),
             final_time: AtomicU64::new(0),
             final_state: Mutex::new(BTreeMap::new()),
@@ -336,24 +339,16 @@ impl PipelineHandle {
     }
 
     /// Whether every worker's source has caught up to the high watermarks it
-    /// saw when it was assigned its partitions, and every output reflects that
-    /// (readiness never goes back to false).
+    /// saw when it was assigned its partitions, and the newest complete time
+    /// reflects that: a read at the default `as_of` then sees every message
+    /// below those watermarks (readiness never goes back to false).
     pub fn is_ready(&self) -> bool {
-        self.shared
-            .ready
-            .iter()
-            .all(|ready| ready.load(Ordering::SeqCst))
+        self.shared.progress.is_ready()
     }
 
     /// The newest time complete on every worker.
     pub fn newest_complete(&self) -> Option<Time> {
-        self.shared
-            .complete
-            .iter()
-            .map(|complete| complete.load(Ordering::SeqCst))
-            .min()
-            .filter(|complete| *complete > 0)
-            .map(|complete| complete - 1)
+        self.shared.progress.newest_complete()
     }
 
     /// The failure that stopped the job, if one did.

@@ -53,9 +53,9 @@ pub(super) fn run_worker(
     let mut next_compaction = Instant::now() + COMPACTION_INTERVAL;
     // Sealed batches' message timestamps, until their time is complete.
     let mut unseen: VecDeque<(Time, Vec<i64>)> = VecDeque::new();
-    // The time by which the source had caught up with the high watermarks seen
-    // at start; the worker is ready once that time is complete (and stays so).
-    let mut caught_up: Option<Time> = None;
+    // Whether the source has caught up with the high watermarks seen at start
+    // (the time it did is published for readiness, see `is_ready`).
+    let mut caught_up = false;
     // The time of the last batch this worker sealed with anything in it.
     let mut last_sealed: Time = 0;
     // When the oldest message in `batch` was polled.
@@ -106,8 +106,11 @@ pub(super) fn run_worker(
             } else if batch.is_empty() && now > matcher.time() {
                 matcher.advance_to(now);
             }
-            if caught_up.is_none() && source.is_ready() && batch.is_empty() {
-                caught_up = Some(matcher.time().saturating_sub(1));
+            if !caught_up && source.is_ready() && batch.is_empty() {
+                caught_up = true;
+                shared
+                    .progress
+                    .record_caught_up(index, matcher.time().saturating_sub(1));
             }
             if source.is_finished() && batch.is_empty() {
                 source.flush(Duration::from_secs(30));
@@ -129,10 +132,7 @@ pub(super) fn run_worker(
             Some(Duration::ZERO)
         });
         if let Some(newest) = matcher.newest_complete() {
-            shared.complete[index].store(
-                newest.saturating_add(1).min(Time::MAX - 1),
-                Ordering::SeqCst,
-            );
+            shared.progress.record_complete(index, newest);
         }
         while let Some((time, timestamps)) = unseen.front() {
             if !matcher.is_complete(*time) {
@@ -144,9 +144,6 @@ pub(super) fn run_worker(
                 shared.job_metrics.freshness.observe(freshness);
             }
             unseen.pop_front();
-        }
-        if caught_up.is_some_and(|time| matcher.is_complete(time)) {
-            shared.ready[index].store(true, Ordering::SeqCst);
         }
         waiting.extend(requests.try_iter());
         answer_ready(&mut waiting, &mut matcher, index);

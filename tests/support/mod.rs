@@ -25,6 +25,43 @@ pub mod common;
 pub use common::oracle;
 pub use common::Snapshot;
 
+/// A child process (a `trimatch` under test) that is killed when dropped, so a
+/// failing test does not leave it running.
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    pub fn new(child: Child) -> KillOnDrop {
+        KillOnDrop(Some(child))
+    }
+
+    /// The child, for a test that stops it and waits for it itself.
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("the child is present until dropped")
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("the child is present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("the child is present until dropped")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A tansu broker process on a free loopback port, with its own SQLite data
 /// directory; killed when dropped.
 pub struct Tansu {

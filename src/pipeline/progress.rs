@@ -1,0 +1,114 @@
+//! What each worker publishes about its progress, and what a reader can
+//! conclude from all of it: the newest time complete everywhere, and whether
+//! the job has caught up with its sources (readiness).
+//!
+//! Each worker sees a time complete from its own view of timely's progress,
+//! and the views of two workers may differ by a step: one can see a time
+//! complete before its peer does. Reads are sent to every worker, so the time
+//! a reader may ask for is the oldest of the views; and readiness must be
+//! judged against that time, not by each worker against its own view — a
+//! worker-by-worker rule once let a read right after readiness miss the last
+//! batch of the worker that caught up later.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use trimatch_dataflows::Time;
+
+/// Per worker, two times stored as `time + 1` (`0` = none yet), so they can
+/// be read from any thread without a lock.
+pub(super) struct WorkerProgress {
+    /// The newest time the worker has seen complete.
+    complete: Vec<AtomicU64>,
+    /// The time by which the worker's source had caught up with the high
+    /// watermarks seen at start: every message below them is in a batch the
+    /// worker sealed at or before it.
+    caught_up: Vec<AtomicU64>,
+}
+
+impl WorkerProgress {
+    pub(super) fn new(workers: usize) -> WorkerProgress {
+        WorkerProgress {
+            complete: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            caught_up: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Worker `index` now sees every time up to `newest` complete.
+    pub(super) fn record_complete(&self, index: usize, newest: Time) {
+        let stored = newest.saturating_add(1).min(Time::MAX - 1);
+        self.complete[index].store(stored, Ordering::SeqCst);
+    }
+
+    /// Worker `index`'s source caught up by `time` (recorded once).
+    pub(super) fn record_caught_up(&self, index: usize, time: Time) {
+        self.caught_up[index].store(time.saturating_add(1), Ordering::SeqCst);
+    }
+
+    /// The newest time every worker has seen complete.
+    pub(super) fn newest_complete(&self) -> Option<Time> {
+        self.complete
+            .iter()
+            .map(|complete| complete.load(Ordering::SeqCst))
+            .min()
+            .filter(|complete| *complete > 0)
+            .map(|complete| complete - 1)
+    }
+
+    /// Whether every worker has caught up and the newest complete time is at
+    /// or past the latest of their catch-up times. Once true it stays true:
+    /// both times only move forward.
+    pub(super) fn is_ready(&self) -> bool {
+        let mut caught_up_by = 0;
+        for caught_up in &self.caught_up {
+            match caught_up.load(Ordering::SeqCst) {
+                0 => return false,
+                time_plus_one => caught_up_by = caught_up_by.max(time_plus_one - 1),
+            }
+        }
+        self.newest_complete()
+            .is_some_and(|newest| newest >= caught_up_by)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_complete_is_the_oldest_view_of_any_worker() {
+        let progress = WorkerProgress::new(2);
+        assert_eq!(progress.newest_complete(), None);
+        progress.record_complete(0, 100);
+        assert_eq!(progress.newest_complete(), None, "worker 1 has seen none");
+        progress.record_complete(1, 90);
+        assert_eq!(progress.newest_complete(), Some(90));
+        progress.record_complete(1, 120);
+        assert_eq!(progress.newest_complete(), Some(100));
+    }
+
+    /// The race seen in CI: worker 0 caught up at 872 and saw it complete;
+    /// worker 1 caught up at 880 and saw 890 complete; worker 0 had not
+    /// stepped since it saw 879. Both were "ready" in their own views, but a
+    /// read at the newest complete time (879) missed worker 1's batch at 880.
+    #[test]
+    fn the_job_is_ready_only_once_every_workers_catch_up_time_is_complete_for_all() {
+        let progress = WorkerProgress::new(2);
+        progress.record_caught_up(0, 872);
+        progress.record_complete(0, 879);
+        progress.record_complete(1, 879);
+        assert!(!progress.is_ready(), "worker 1 has not caught up");
+
+        progress.record_caught_up(1, 880);
+        progress.record_complete(1, 890);
+        assert_eq!(progress.newest_complete(), Some(879));
+        assert!(
+            !progress.is_ready(),
+            "a read at 879 would miss worker 1's batch at 880"
+        );
+
+        progress.record_complete(0, 880);
+        assert!(progress.is_ready());
+        progress.record_complete(0, 2_000);
+        assert!(progress.is_ready(), "readiness stays");
+    }
+}
