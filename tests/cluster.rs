@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -17,6 +17,52 @@ use serde_json::json;
 use support::*;
 use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
 use trimatch_dataflows::model::DocumentKind;
+
+/// Two `trimatch serve` processes of one cluster, 2 workers each, killed when
+/// dropped; process `i` reads from `brokers[i]`.
+struct Cluster {
+    flights: [String; 2],
+    metrics: [String; 2],
+    _processes: Vec<KillOnDrop>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(brokers: [&str; 2]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let hostfile = dir.path().join("hosts");
+        std::fs::write(&hostfile, format!("{}\n{}\n", free_addr(), free_addr())).unwrap();
+        let flights = [free_addr(), free_addr()];
+        let metrics = [free_addr(), free_addr()];
+        let processes = (0..2)
+            .map(|process| {
+                KillOnDrop::new(
+                    Command::new(env!("CARGO_BIN_EXE_trimatch"))
+                        .args(["serve", "--brokers", brokers[process], "--workers", "2"])
+                        .args(["--processes", "2", "--process-id", &process.to_string()])
+                        .args(["--hostfile", hostfile.to_str().unwrap()])
+                        .args(["--flight-peers", &flights.join(",")])
+                        .args([
+                            "--flight-addr",
+                            &flights[process],
+                            "--metrics-addr",
+                            &metrics[process],
+                        ])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        Cluster {
+            flights,
+            metrics,
+            _processes: processes,
+            _dir: dir,
+        }
+    }
+}
 
 /// A snapshot from one process: its rows as (key columns joined) and its as_of.
 async fn read(flight: &str, ticket: serde_json::Value) -> (BTreeSet<String>, usize, u64) {
@@ -75,32 +121,10 @@ async fn two_processes_serve_the_same_state_as_one() {
     produce(&broker.address, &messages);
     let expected = expected_state(&final_documents(&messages));
 
-    let dir = tempfile::tempdir().unwrap();
-    let hostfile = dir.path().join("hosts");
-    std::fs::write(&hostfile, format!("{}\n{}\n", free_addr(), free_addr())).unwrap();
-    let flights = [free_addr(), free_addr()];
-    let metrics = [free_addr(), free_addr()];
-    let _processes: Vec<KillOnDrop> = (0..2)
-        .map(|process| {
-            KillOnDrop::new(
-                Command::new(env!("CARGO_BIN_EXE_trimatch"))
-                    .args(["serve", "--brokers", &broker.address, "--workers", "2"])
-                    .args(["--processes", "2", "--process-id", &process.to_string()])
-                    .args(["--hostfile", hostfile.to_str().unwrap()])
-                    .args(["--flight-peers", &flights.join(",")])
-                    .args([
-                        "--flight-addr",
-                        &flights[process],
-                        "--metrics-addr",
-                        &metrics[process],
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
-        })
-        .collect();
+    let cluster = Cluster::start([&broker.address, &broker.address]);
+    let Cluster {
+        flights, metrics, ..
+    } = &cluster;
     for (process, addr) in metrics.iter().enumerate() {
         wait_for(
             &format!("process {process} ready"),
@@ -206,4 +230,56 @@ async fn two_processes_serve_the_same_state_as_one() {
         }
     }
     assert!(last_progress > 0, "progress arrived from every shard");
+}
+
+/// A process serves the whole cluster's state, so it is ready only once the
+/// sources of every process have caught up — not when its own have. Here
+/// process 1 is pointed at a port where no broker listens.
+#[test]
+fn a_process_is_not_ready_while_another_processs_sources_have_not_caught_up() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [2, 2, 2, 1]);
+    let messages: Vec<_> = Workload::new(WorkloadConfig {
+        seed: 132,
+        ..WorkloadConfig::default()
+    })
+    .take(500)
+    .collect();
+    produce(&broker.address, &messages);
+    let nowhere = free_addr();
+    let cluster = Cluster::start([&broker.address, &nowhere]);
+
+    // Process 0 reads every partition its workers own, to the end.
+    let ends: BTreeMap<String, f64> = high_watermarks(&broker.address)
+        .into_iter()
+        .map(|((topic, partition), end)| {
+            (
+                format!("topic=\"{topic}\",partition=\"{partition}\""),
+                end as f64,
+            )
+        })
+        .collect();
+    let metrics = &cluster.metrics[0];
+    wait_for(
+        "process 0 to read its partitions",
+        Duration::from_secs(60),
+        || {
+            let Some((_, text)) = http_get(metrics, "/metrics") else {
+                return false;
+            };
+            let read = metric_samples(&text, "trimatch_partition_next_offset");
+            !read.is_empty()
+                && read
+                    .iter()
+                    .all(|(partition, next)| ends.get(partition) == Some(next))
+        },
+    );
+    // Its own workers have caught up and their batches are long complete...
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, text) = http_get(metrics, "/metrics").unwrap();
+    assert!(metric_samples(&text, "trimatch_newest_complete_time_ms")[""] > 0.0);
+    // ...but process 1's have not, so process 0 is not ready.
+    assert_eq!(metric_samples(&text, "trimatch_ready")[""], 0.0);
+    let (status, body) = http_get(metrics, "/readyz").unwrap();
+    assert_eq!(status, 503, "{body}");
 }

@@ -8,11 +8,8 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use support::*;
 use trimatch::parquet_output::write_collections;
 use trimatch::pipeline::{run_until_end, Pipeline};
@@ -31,28 +28,6 @@ fn history(seed: u64, count: usize) -> Vec<GeneratedMessage> {
     })
     .take(count)
     .collect()
-}
-
-/// The high watermark of every partition of the input topics.
-fn high_watermarks(brokers: &str) -> BTreeMap<(String, i32), i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "test-watermarks")
-        .create()
-        .unwrap();
-    let mut watermarks = BTreeMap::new();
-    let metadata = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
-        .unwrap();
-    for topic in metadata.topics() {
-        for partition in topic.partitions() {
-            let (_, high) = consumer
-                .fetch_watermarks(topic.name(), partition.id(), Duration::from_secs(10))
-                .unwrap();
-            watermarks.insert((topic.name().to_string(), partition.id()), high);
-        }
-    }
-    watermarks
 }
 
 #[test]

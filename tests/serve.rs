@@ -5,32 +5,12 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::*;
 use trimatch_connectors::generate::{Workload, WorkloadConfig};
-
-/// Sample values of one metric by their label text, e.g. `topic="invoices",partition="0"`.
-fn samples(metrics: &str, name: &str) -> BTreeMap<String, f64> {
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let labels = match series.split_once('{') {
-                Some((metric, labels)) if metric == name => {
-                    labels.trim_end_matches('}').to_string()
-                }
-                None if series == name => String::new(),
-                _ => return None,
-            };
-            Some((labels, value.parse().ok()?))
-        })
-        .collect()
-}
 
 #[test]
 fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
@@ -93,21 +73,21 @@ fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
 
     let (status, text) = http_get(&metrics, "/metrics").unwrap();
     assert_eq!(status, 200);
-    let consumed = samples(&text, "trimatch_messages_consumed_total");
+    let consumed = metric_samples(&text, "trimatch_messages_consumed_total");
     assert_eq!(consumed.len(), 6, "one series per partition: {consumed:?}");
     assert_eq!(consumed.values().sum::<f64>() as usize, messages.len());
-    let dead = samples(&text, "trimatch_messages_dead_lettered_total");
+    let dead = metric_samples(&text, "trimatch_messages_dead_lettered_total");
     assert_eq!(dead.values().sum::<f64>() as usize, malformed);
-    let applied = samples(&text, "trimatch_messages_applied_total");
+    let applied = metric_samples(&text, "trimatch_messages_applied_total");
     assert_eq!(
         applied.values().sum::<f64>() as usize,
         messages.len() - malformed
     );
-    assert!(samples(&text, "trimatch_partition_lag")
+    assert!(metric_samples(&text, "trimatch_partition_lag")
         .values()
         .all(|lag| *lag == 0.0));
-    assert_eq!(samples(&text, "trimatch_ready")[""], 1.0);
-    let rows = samples(&text, "trimatch_rows");
+    assert_eq!(metric_samples(&text, "trimatch_ready")[""], 1.0);
+    let rows = metric_samples(&text, "trimatch_rows");
     assert_eq!(
         rows["collection=\"invoice_matches\""] as usize,
         expected.invoice_matches.len()
@@ -117,7 +97,7 @@ fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
         expected.match_exceptions.len()
     );
     assert_eq!(
-        samples(&text, "trimatch_freshness_seconds_count")[""] as usize,
+        metric_samples(&text, "trimatch_freshness_seconds_count")[""] as usize,
         messages.len()
     );
 
@@ -129,11 +109,11 @@ fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
     assert!(query.status.success());
     let (_, text) = http_get(&metrics, "/metrics").unwrap();
     assert_eq!(
-        samples(&text, "trimatch_flight_requests_total")["method=\"do_get\""],
+        metric_samples(&text, "trimatch_flight_requests_total")["method=\"do_get\""],
         1.0
     );
     assert_eq!(
-        samples(&text, "trimatch_flight_request_seconds_count")["method=\"do_get\""],
+        metric_samples(&text, "trimatch_flight_request_seconds_count")["method=\"do_get\""],
         1.0
     );
 

@@ -10,9 +10,12 @@
 //! exactly the batches stamped at or before it, and its `source_progress`
 //! rows say which offsets those are (SPEC §4).
 //!
-//! **Readiness.** A worker records the time by which its source had caught up
-//! with the high watermarks seen at start; the job is ready once the newest
-//! time complete on every worker is at or past all of those (see `progress`).
+//! **Readiness.** Each worker announces to all workers, of every process, the
+//! time by which its source had caught up with the high watermarks seen at
+//! start (`catch_up`); the job is ready once every worker has, and the newest
+//! time complete on every local worker is at or past the latest of those
+//! times (`progress`). A read at the default `as_of` then reflects every
+//! source up to those watermarks, in cluster mode too.
 //!
 //! **Bounded runs** (`until_end`): a worker whose partitions have all reached
 //! the high watermarks seen at start closes its input; once every worker has,
@@ -32,6 +35,7 @@ use trimatch_dataflows::{MatchConfig, OutputCollection, ReadError, Row, Time};
 use crate::metrics::Metrics;
 use crate::subscriptions::Hub;
 
+mod catch_up;
 mod progress;
 mod reads;
 mod worker;
@@ -338,10 +342,11 @@ impl PipelineHandle {
         self.shared.started
     }
 
-    /// Whether every worker's source has caught up to the high watermarks it
-    /// saw when it was assigned its partitions, and the newest complete time
-    /// reflects that: a read at the default `as_of` then sees every message
-    /// below those watermarks (readiness never goes back to false).
+    /// Whether every worker's source (in every process, in cluster mode) has
+    /// caught up to the high watermarks it saw when it was assigned its
+    /// partitions, and the newest complete time reflects that: a read at the
+    /// default `as_of` then sees every message below those watermarks
+    /// (readiness never goes back to false).
     pub fn is_ready(&self) -> bool {
         self.shared.progress.is_ready()
     }

@@ -1,6 +1,6 @@
-//! What each worker publishes about its progress, and what a reader can
-//! conclude from all of it: the newest time complete everywhere, and whether
-//! the job has caught up with its sources (readiness).
+//! What the workers publish about their progress, and what a reader can
+//! conclude from it: the newest time complete everywhere, and whether the job
+//! has caught up with its sources (readiness).
 //!
 //! Each worker sees a time complete from its own view of timely's progress,
 //! and the views of two workers may differ by a step: one can see a time
@@ -14,22 +14,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use trimatch_dataflows::Time;
 
-/// Per worker, two times stored as `time + 1` (`0` = none yet), so they can
-/// be read from any thread without a lock.
+/// Times stored as `time + 1` (`0` = none yet), so they can be read from any
+/// thread without a lock.
 pub(super) struct WorkerProgress {
-    /// The newest time the worker has seen complete.
+    /// Per worker of this process: the newest time it has seen complete.
     complete: Vec<AtomicU64>,
-    /// The time by which the worker's source had caught up with the high
-    /// watermarks seen at start: every message below them is in a batch the
-    /// worker sealed at or before it.
-    caught_up: Vec<AtomicU64>,
+    /// The time by which every worker of the computation (of every process)
+    /// had caught up with the high watermarks seen at start: every message
+    /// below them is in a batch sealed at or before it (see `catch_up`).
+    caught_up_by: AtomicU64,
 }
 
 impl WorkerProgress {
     pub(super) fn new(workers: usize) -> WorkerProgress {
         WorkerProgress {
             complete: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            caught_up: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            caught_up_by: AtomicU64::new(0),
         }
     }
 
@@ -39,9 +39,10 @@ impl WorkerProgress {
         self.complete[index].store(stored, Ordering::SeqCst);
     }
 
-    /// Worker `index`'s source caught up by `time` (recorded once).
-    pub(super) fn record_caught_up(&self, index: usize, time: Time) {
-        self.caught_up[index].store(time.saturating_add(1), Ordering::SeqCst);
+    /// Every worker of the computation had caught up by `time`.
+    pub(super) fn record_caught_up_by(&self, time: Time) {
+        self.caught_up_by
+            .store(time.saturating_add(1), Ordering::SeqCst);
     }
 
     /// The newest time every worker has seen complete.
@@ -55,18 +56,15 @@ impl WorkerProgress {
     }
 
     /// Whether every worker has caught up and the newest complete time is at
-    /// or past the latest of their catch-up times. Once true it stays true:
-    /// both times only move forward.
+    /// or past the time they had by. Once true it stays true: both times only
+    /// move forward.
     pub(super) fn is_ready(&self) -> bool {
-        let mut caught_up_by = 0;
-        for caught_up in &self.caught_up {
-            match caught_up.load(Ordering::SeqCst) {
-                0 => return false,
-                time_plus_one => caught_up_by = caught_up_by.max(time_plus_one - 1),
-            }
+        match self.caught_up_by.load(Ordering::SeqCst) {
+            0 => false,
+            time_plus_one => self
+                .newest_complete()
+                .is_some_and(|newest| newest >= time_plus_one - 1),
         }
-        self.newest_complete()
-            .is_some_and(|newest| newest >= caught_up_by)
     }
 }
 
@@ -86,19 +84,18 @@ mod tests {
         assert_eq!(progress.newest_complete(), Some(100));
     }
 
-    /// The race seen in CI: worker 0 caught up at 872 and saw it complete;
-    /// worker 1 caught up at 880 and saw 890 complete; worker 0 had not
-    /// stepped since it saw 879. Both were "ready" in their own views, but a
-    /// read at the newest complete time (879) missed worker 1's batch at 880.
+    /// The race seen in CI: worker 0 caught up at 872, worker 1 at 880; worker 1
+    /// saw 890 complete while worker 0 had not stepped since it saw 879. Each
+    /// was ready in its own view, but a read at the newest complete time (879)
+    /// missed worker 1's batch at 880.
     #[test]
-    fn the_job_is_ready_only_once_every_workers_catch_up_time_is_complete_for_all() {
+    fn the_job_is_ready_only_once_every_worker_sees_the_catch_up_time_complete() {
         let progress = WorkerProgress::new(2);
-        progress.record_caught_up(0, 872);
         progress.record_complete(0, 879);
         progress.record_complete(1, 879);
-        assert!(!progress.is_ready(), "worker 1 has not caught up");
+        assert!(!progress.is_ready(), "not every worker has caught up");
 
-        progress.record_caught_up(1, 880);
+        progress.record_caught_up_by(880);
         progress.record_complete(1, 890);
         assert_eq!(progress.newest_complete(), Some(879));
         assert!(

@@ -14,6 +14,7 @@ use trimatch_connectors::source::now_ms;
 use trimatch_connectors::{KafkaSource, SourceBatch};
 use trimatch_dataflows::{Matcher, OutputCollection, ReadError, Time};
 
+use super::catch_up::CatchUp;
 use super::{PipelineConfig, ReadKind, ReadReply, ReadRequest, Shared};
 
 /// How long a worker waits in Kafka's poll when the dataflow has nothing to do.
@@ -40,6 +41,7 @@ pub(super) fn run_worker(
     let global = worker.index();
     let index = config.local_index(global);
     let mut matcher = Matcher::build(worker, &config.matching, Some(shared.hub.sink()));
+    let mut catch_up = CatchUp::build(worker);
     let mut source = KafkaSource::new(
         config.source.clone(),
         global,
@@ -53,9 +55,6 @@ pub(super) fn run_worker(
     let mut next_compaction = Instant::now() + COMPACTION_INTERVAL;
     // Sealed batches' message timestamps, until their time is complete.
     let mut unseen: VecDeque<(Time, Vec<i64>)> = VecDeque::new();
-    // Whether the source has caught up with the high watermarks seen at start
-    // (the time it did is published for readiness, see `is_ready`).
-    let mut caught_up = false;
     // The time of the last batch this worker sealed with anything in it.
     let mut last_sealed: Time = 0;
     // When the oldest message in `batch` was polled.
@@ -106,11 +105,10 @@ pub(super) fn run_worker(
             } else if batch.is_empty() && now > matcher.time() {
                 matcher.advance_to(now);
             }
-            if !caught_up && source.is_ready() && batch.is_empty() {
-                caught_up = true;
-                shared
-                    .progress
-                    .record_caught_up(index, matcher.time().saturating_sub(1));
+            // Caught up with the high watermarks seen at start: everything
+            // below them is sealed at or before the last time (readiness).
+            if !catch_up.has_announced() && source.is_ready() && batch.is_empty() {
+                catch_up.announce(matcher.time().saturating_sub(1));
             }
             if source.is_finished() && batch.is_empty() {
                 source.flush(Duration::from_secs(30));
@@ -133,6 +131,9 @@ pub(super) fn run_worker(
         });
         if let Some(newest) = matcher.newest_complete() {
             shared.progress.record_complete(index, newest);
+        }
+        if let Some(time) = catch_up.take_everyone_caught_up_by() {
+            shared.progress.record_caught_up_by(time);
         }
         while let Some((time, timestamps)) = unseen.front() {
             if !matcher.is_complete(*time) {

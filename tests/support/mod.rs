@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 use trimatch::pipeline::{Pipeline, PipelineConfig};
 use trimatch_connectors::admin::create_missing_topics;
 use trimatch_connectors::generate::GeneratedMessage;
@@ -363,6 +365,47 @@ pub fn assert_same_state(actual: &Snapshot, expected: &Snapshot, context: &str) 
         lines.join("\n")
     );
     assert_eq!(actual, expected, "{context}");
+}
+
+/// The high watermark of every partition of every topic on `brokers`.
+pub fn high_watermarks(brokers: &str) -> BTreeMap<(String, i32), i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-watermarks")
+        .create()
+        .unwrap();
+    let mut watermarks = BTreeMap::new();
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    for topic in metadata.topics() {
+        for partition in topic.partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic.name(), partition.id(), Duration::from_secs(10))
+                .unwrap();
+            watermarks.insert((topic.name().to_string(), partition.id()), high);
+        }
+    }
+    watermarks
+}
+
+/// Sample values of one metric by their label text, e.g. `topic="invoices",partition="0"`.
+pub fn metric_samples(metrics: &str, name: &str) -> BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let labels = match series.split_once('{') {
+                Some((metric, labels)) if metric == name => {
+                    labels.trim_end_matches('}').to_string()
+                }
+                None if series == name => String::new(),
+                _ => return None,
+            };
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// A plain HTTP/1.1 GET: (status, body), or `None` if nothing listens.
