@@ -157,7 +157,8 @@ pub enum ServeError {
 /// What the workers and the handles share.
 struct Shared {
     stop: AtomicBool,
-    /// Per worker: the newest time it sees complete, and when its source caught up.
+    /// The newest time each worker sees complete, and when every worker's
+    /// source had caught up (readiness).
     progress: WorkerProgress,
     /// Bounded runs: workers finished, and the newest batch time among them.
     finished: AtomicUsize,
