@@ -15,9 +15,9 @@ use arrow_flight::Ticket;
 use futures::StreamExt;
 use serde_json::json;
 use support::*;
-use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
 use trimatch_connectors::source::owner;
 use trimatch_dataflows::model::DocumentKind;
+use trimatch_workload::{GeneratedMessage, Workload, WorkloadConfig};
 
 /// Two `trimatch serve` processes of one cluster, 2 workers each, killed when
 /// dropped; process `i` reads from `brokers[i]`.
@@ -67,7 +67,7 @@ impl Cluster {
 
 /// A snapshot from one process: its rows as (key columns joined) and its as_of.
 async fn read(flight: &str, ticket: serde_json::Value) -> (BTreeSet<String>, usize, u64) {
-    let mut client = trimatch::client::connect(flight).await.unwrap();
+    let mut client = trimatch::cli::client::connect(flight).await.unwrap();
     let mut stream = client
         .do_get(Ticket::new(match ticket {
             serde_json::Value::String(name) => name,
@@ -177,7 +177,7 @@ async fn two_processes_serve_the_same_state_as_one() {
 
     // A subscription on either process follows the whole state: documents whose
     // partitions belong to the other process's workers arrive too.
-    let mut client = trimatch::client::connect(&flights[1]).await.unwrap();
+    let mut client = trimatch::cli::client::connect(&flights[1]).await.unwrap();
     let ticket =
         json!({"subscribe": "invoice_matches", "filter": {"tenant_id": "cluster"}}).to_string();
     let mut stream = client

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::*;
-use trimatch_connectors::generate::GeneratedMessage;
 use trimatch_dataflows::model::DocumentKind;
+use trimatch_workload::GeneratedMessage;
 
 const TRIMATCH: &str = env!("CARGO_BIN_EXE_trimatch");
 

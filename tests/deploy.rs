@@ -83,7 +83,7 @@ fn exposed_metrics() -> BTreeSet<String> {
         std::time::Duration::from_secs(10),
         || handle.newest_complete().is_some(),
     );
-    let text = handle.job_metrics().render(&handle);
+    let text = trimatch::serve::metrics::Metrics::new().render(&handle);
     pipeline.shutdown().unwrap();
     let mut names = BTreeSet::new();
     for line in text.lines() {

@@ -21,12 +21,12 @@ use rdkafka::producer::DefaultProducerContext;
 use serde_json::{json, Value};
 use support::*;
 use tonic::Code;
-use trimatch::columns::{change_schema, schema};
+use trimatch::output::columns::{change_schema, schema};
 use trimatch::pipeline::{Pipeline, PipelineConfig};
-use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
 use trimatch_connectors::source::now_ms;
 use trimatch_dataflows::model::DocumentKind;
 use trimatch_dataflows::OutputCollection;
+use trimatch_workload::{GeneratedMessage, Workload, WorkloadConfig};
 
 /// A mock cluster, a 2-worker pipeline on it, and its Flight service.
 struct Service {
@@ -53,7 +53,7 @@ impl Service {
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime
-                .block_on(trimatch::flight::serve(
+                .block_on(trimatch::serve::flight::serve(
                     addr,
                     handle,
                     retention,
@@ -81,7 +81,7 @@ impl Service {
     }
 
     async fn client(&self) -> FlightClient {
-        trimatch::client::connect(&self.addr.to_string())
+        trimatch::cli::client::connect(&self.addr.to_string())
             .await
             .unwrap()
     }

@@ -11,12 +11,12 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use trimatch::parquet_output::write_collections;
+use trimatch::output::parquet::write_collections;
 use trimatch::pipeline::{run_until_end, Pipeline};
-use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
 use trimatch_connectors::source::now_ms;
 use trimatch_connectors::StartPosition;
 use trimatch_dataflows::{OutputCollection, Row};
+use trimatch_workload::{GeneratedMessage, Workload, WorkloadConfig};
 
 fn history(seed: u64, count: usize) -> Vec<GeneratedMessage> {
     Workload::new(WorkloadConfig {

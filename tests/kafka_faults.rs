@@ -20,10 +20,10 @@ use trimatch::pipeline::{run_until_end, Pipeline};
 use trimatch_connectors::dead_letter::{
     HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC,
 };
-use trimatch_connectors::generate::{GeneratedMessage, Workload, WorkloadConfig};
 use trimatch_connectors::{Envelope, TopicConfig};
 use trimatch_dataflows::model::DocumentKind;
 use trimatch_dataflows::{OutputCollection, Row};
+use trimatch_workload::{GeneratedMessage, Workload, WorkloadConfig};
 
 fn mock_with_input_topics(
     partitions: i32,

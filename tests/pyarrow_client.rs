@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::*;
 use trimatch::pipeline::Pipeline;
-use trimatch_connectors::generate::{Workload, WorkloadConfig};
+use trimatch_workload::{Workload, WorkloadConfig};
 
 #[test]
 fn pyarrow_reads_snapshots_and_follows_a_subscription_across_a_reconnect() {
@@ -39,7 +39,7 @@ fn pyarrow_reads_snapshots_and_follows_a_subscription_across_a_reconnect() {
     std::thread::spawn(move || {
         tokio::runtime::Runtime::new()
             .unwrap()
-            .block_on(trimatch::flight::serve(
+            .block_on(trimatch::serve::flight::serve(
                 addr,
                 handle,
                 Duration::from_secs(600),

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::*;
-use trimatch_connectors::generate::{Workload, WorkloadConfig};
+use trimatch_workload::{Workload, WorkloadConfig};
 
 #[test]
 fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {

@@ -1,15 +1,14 @@
-//! trimatch's sources: Kafka consumers that feed the matching engine, and a
-//! generator of realistic synthetic workloads.
+//! trimatch's sources: Kafka consumers that feed the matching engine.
 //!
 //! * [`admin`] — creating missing input topics;
 //! * [`config`] — brokers, topics, envelopes, start positions, bounded mode;
-//! * [`envelope`] — message → document change per envelope (SPEC §1.1);
+//! * [`envelope`] — message → document change, per envelope (SPEC §1.1): the
+//!   upsert envelope's key and tombstone rules, and Debezium events;
 //! * [`source`] — one worker's consumer: batches of changes, dead letters and
 //!   per-partition progress, with exact offsets (SPEC §4);
 //! * `discovery` — metadata, new partitions and start offsets, off the worker thread;
 //! * [`dead_letter`] — the optional dead-letter topic;
-//! * [`metrics`] — per-partition counters (consumed = applied + dead-lettered);
-//! * [`generate`] / [`produce`] — the synthetic workload and its producer.
+//! * [`metrics`] — per-partition counters (consumed = applied + dead-lettered).
 //!
 //! Sources know nothing about the matching rules: they hand the engine
 //! decoded documents keyed by identity, and bookkeeping rows.
@@ -19,9 +18,7 @@ pub mod config;
 pub mod dead_letter;
 mod discovery;
 pub mod envelope;
-pub mod generate;
 pub mod metrics;
-pub mod produce;
 pub mod source;
 
 pub use config::{Envelope, SourceConfig, StartPosition, TopicConfig};

@@ -1,5 +1,8 @@
-//! Wire decoding and validation: JSON bytes → validated [`Document`]s (SPEC §1.2,
-//! §1.3), and the upsert-envelope key rules of SPEC §1.1.
+//! Document decoding and validation: JSON → validated [`Document`]s (SPEC §1.2,
+//! §1.3). How a Kafka message carries a document (the envelopes of SPEC §1.1:
+//! keys, tombstones, Debezium events) is the sources' business
+//! (`trimatch_connectors::envelope`); this module only validates documents
+//! and identity fields.
 //!
 //! Every rejection is a [`DecodeError`] naming the field and the problem, e.g.
 //! `lines[2].quantity: more than 4 fractional digits: "1.00001"`. Sources put
@@ -44,7 +47,9 @@ const TOLERANCE: DecimalRule = DecimalRule {
 };
 
 /// Why a message was rejected: the offending field (a JSON path such as
-/// `lines[2].quantity`, or `value` / `key` for the whole message) and the problem.
+/// `lines[2].quantity`, `key.po_number`, or `value` / `key` for the whole
+/// message) and the problem. The one rejection type of every decoder, the
+/// envelopes' included.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]
 pub struct DecodeError {
@@ -53,118 +58,39 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
         DecodeError {
             field: field.into(),
             problem: problem.into(),
         }
     }
+
+    /// The same error for a document found at `parent` inside a larger
+    /// message (a Debezium `after`): `po_number` becomes `after.po_number`.
+    pub fn nested_in(self, parent: &str) -> Self {
+        let field = if self.field == "value" {
+            parent.to_string()
+        } else {
+            format!("{parent}.{}", self.field)
+        };
+        DecodeError { field, ..self }
+    }
 }
 
 type Result<T> = std::result::Result<T, DecodeError>;
 
-/// One change to one document, as an upsert: the identity key and the new
-/// version, or `None` for a delete.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Upsert {
-    pub kind: DocumentKind,
-    pub key: Fingerprint,
-    /// The identity field values, tenant first (for logs and dead letters).
-    pub identity: Vec<String>,
-    pub document: Option<Document>,
-}
-
-impl Upsert {
-    /// A new version of `document`.
-    pub fn put(document: Document) -> Upsert {
-        Upsert {
-            kind: document.kind(),
-            key: document.key(),
-            identity: document_identity(&document),
-            document: Some(document),
-        }
-    }
-
-    /// The deletion of the document of `kind` with these identity values.
-    pub fn delete(kind: DocumentKind, identity: Vec<String>) -> Upsert {
-        let parts: Vec<&str> = identity.iter().map(String::as_str).collect();
-        Upsert {
-            kind,
-            key: kind.key_of(&parts),
-            identity,
-            document: None,
-        }
-    }
-}
-
-/// Decodes a message of the **upsert** envelope (SPEC §1.1).
-///
-/// `value = None` is a tombstone and needs a JSON-object key carrying the
-/// identity fields. With a value, the key is optional; if it is a JSON object its
-/// identity fields must agree with the document's.
-pub fn decode_upsert(
+/// The identity field values of `kind` in a JSON object (a message key, or a
+/// Debezium `before` image), tenant first, each validated as an identifier;
+/// `path` is the object's JSON path in error messages (`key`, `before`).
+pub fn identity_fields(
     kind: DocumentKind,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-) -> Result<Upsert> {
-    let key_object = match key {
-        Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::Object(object)) => Some(object),
-            _ => None,
-        },
-        None => None,
-    };
-    match value {
-        None => {
-            let object = key_object.ok_or_else(|| {
-                DecodeError::new(
-                    "key",
-                    "a tombstone (null value) needs a JSON-object key with the identity fields",
-                )
-            })?;
-            Ok(Upsert::delete(kind, identity_from_key(kind, &object)?))
-        }
-        Some(bytes) => {
-            let upsert = Upsert::put(decode_document(kind, bytes)?);
-            if let Some(object) = key_object {
-                check_key_agrees(kind, &object, &upsert.identity)?;
-            }
-            Ok(upsert)
-        }
-    }
-}
-
-/// The identity field values of a JSON-object key (SPEC §1.1).
-pub fn identity_from_key(kind: DocumentKind, key: &Map<String, Value>) -> Result<Vec<String>> {
+    object: &Map<String, Value>,
+    path: &str,
+) -> Result<Vec<String>> {
     kind.identity_fields()
         .iter()
-        .map(|field| identifier(key, field, "key").map(|text| text.to_string()))
+        .map(|field| identifier(object, field, path).map(|text| text.to_string()))
         .collect()
-}
-
-fn check_key_agrees(
-    kind: DocumentKind,
-    key: &Map<String, Value>,
-    identity: &[String],
-) -> Result<()> {
-    for (field, value) in kind.identity_fields().iter().zip(identity) {
-        match key.get(*field) {
-            Some(Value::String(in_key)) if in_key == value => {}
-            Some(other) => {
-                return Err(DecodeError::new(
-                    format!("key.{field}"),
-                    format!("contradicts the value: key has {other}, document has {value:?}"),
-                ))
-            }
-            None => {
-                return Err(DecodeError::new(
-                    format!("key.{field}"),
-                    "missing: a JSON-object key must carry the identity fields",
-                ))
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The identity field values of a document, tenant first.

@@ -21,7 +21,7 @@
 //! source offset wins ([`Matcher::upsert`]); across times, the later time wins.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
@@ -42,6 +42,7 @@ use crate::rows::*;
 use serde::{Deserialize, Serialize};
 
 mod read;
+use read::OutputTrace;
 
 /// Configuration of the matching graph.
 #[derive(Clone, Debug)]
@@ -103,6 +104,20 @@ impl OutputCollection {
             OutputCollection::SourceProgress => "source_progress",
         }
     }
+    /// The columns of the collection's key (SPEC §3), in order: no two rows
+    /// of one time have the same values in them.
+    pub fn key_columns(&self) -> &'static [&'static str] {
+        match self {
+            OutputCollection::InvoiceMatches => &["tenant_id", "invoice_id"],
+            OutputCollection::MatchExceptions => {
+                &["tenant_id", "invoice_id", "exception_type", "po_line_no"]
+            }
+            OutputCollection::PoLines => &["tenant_id", "po_number", "line_no"],
+            OutputCollection::ExceptionSummary => &["tenant_id", "exception_type"],
+            OutputCollection::DeadLetters => &["topic", "partition", "offset"],
+            OutputCollection::SourceProgress => &["topic", "partition"],
+        }
+    }
     /// The collection with this name.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL
@@ -158,18 +173,28 @@ pub enum ReadError {
 const SOURCE_PROGRESS_DOMAIN: u8 = 16;
 const DEAD_LETTER_DOMAIN: u8 = 17;
 
-type OutputTrace<R> = TraceAgent<ValSpine<Text, R, Time, isize>>;
+/// An output arranged by tenant (or topic), rows as values.
+type ByTenant<R> = TraceAgent<ValSpine<Text, R, Time, isize>>;
 
-/// The arranged outputs of one worker: its shard of each collection, keyed by
-/// tenant (or topic) — except `po_lines`, whose rows are read from the graph's
-/// per-PO facts (keyed by PO; the PO keys of one tenant sort together).
-struct OutputTraces {
-    invoice_matches: OutputTrace<InvoiceMatchRow>,
-    match_exceptions: OutputTrace<ExceptionRow>,
-    po_lines: TraceAgent<ValSpine<Fingerprint, LineFact, Time, isize>>,
-    exception_summary: OutputTrace<ExceptionSummaryRow>,
-    dead_letters: OutputTrace<DeadLetterRow>,
-    source_progress: OutputTrace<SourceProgressRow>,
+/// The arranged outputs of one worker, looked up by collection: its shard of
+/// each collection, keyed by tenant (or topic) — except `po_lines`, whose rows
+/// are read from the graph's per-PO facts (keyed by PO; the PO keys of one
+/// tenant sort together). Every collection has exactly one trace.
+struct OutputTraces(BTreeMap<OutputCollection, Box<dyn OutputTrace>>);
+
+impl OutputTraces {
+    /// The trace of `collection`.
+    fn get(&mut self, collection: OutputCollection) -> &mut dyn OutputTrace {
+        self.0
+            .get_mut(&collection)
+            .expect("every collection has a trace")
+            .as_mut()
+    }
+
+    /// Every trace.
+    fn all(&mut self) -> impl Iterator<Item = &mut Box<dyn OutputTrace>> {
+        self.0.values_mut()
+    }
 }
 
 /// A row of the sources' bookkeeping collections, as sent to the engine.
@@ -271,27 +296,54 @@ impl Matcher {
                 po_lines,
                 exception_summary,
             } = three_way_match(documents, default_tolerances);
-            OutputTraces {
-                invoice_matches: publish(invoice_matches, Row::InvoiceMatch, &probe, &changes),
-                match_exceptions: publish(match_exceptions, Row::Exception, &probe, &changes),
-                po_lines: publish_arranged(
-                    po_lines,
-                    |_, fact| match fact {
-                        LineFact::Row(row) => Some(Row::PoLine(row.clone())),
-                        LineFact::Billed(..) => None,
-                    },
-                    &probe,
-                    &changes,
+            let po_lines = publish_arranged(
+                po_lines,
+                |_, fact| match fact {
+                    LineFact::Row(row) => Some(Row::PoLine(row.clone())),
+                    LineFact::Billed(..) => None,
+                },
+                &probe,
+                &changes,
+            );
+            let traces: [(OutputCollection, Box<dyn OutputTrace>); 6] = [
+                (
+                    OutputCollection::InvoiceMatches,
+                    Box::new(publish(
+                        invoice_matches,
+                        Row::InvoiceMatch,
+                        &probe,
+                        &changes,
+                    )),
                 ),
-                exception_summary: publish(
-                    exception_summary,
-                    Row::ExceptionSummary,
-                    &probe,
-                    &changes,
+                (
+                    OutputCollection::MatchExceptions,
+                    Box::new(publish(match_exceptions, Row::Exception, &probe, &changes)),
                 ),
-                dead_letters: publish(dead_letters, Row::DeadLetter, &probe, &changes),
-                source_progress: publish(source_progress, Row::SourceProgress, &probe, &changes),
-            }
+                (OutputCollection::PoLines, Box::new(po_lines)),
+                (
+                    OutputCollection::ExceptionSummary,
+                    Box::new(publish(
+                        exception_summary,
+                        Row::ExceptionSummary,
+                        &probe,
+                        &changes,
+                    )),
+                ),
+                (
+                    OutputCollection::DeadLetters,
+                    Box::new(publish(dead_letters, Row::DeadLetter, &probe, &changes)),
+                ),
+                (
+                    OutputCollection::SourceProgress,
+                    Box::new(publish(
+                        source_progress,
+                        Row::SourceProgress,
+                        &probe,
+                        &changes,
+                    )),
+                ),
+            ];
+            OutputTraces(traces.into_iter().collect())
         });
         Matcher {
             input,
@@ -389,47 +441,14 @@ impl Matcher {
     ///
     /// Only *logical* compaction waits for `since`; physical compaction (the
     /// spine's licence to merge batches) is never held back — see
-    /// [`release_physical_compaction`].
+    /// `release_physical_compaction`.
     pub fn allow_compaction(&mut self, since: Time) {
         let frontier = [since];
-        let frontier = AntichainRef::new(&frontier);
-        let traces = &mut self.traces;
-        for_each_trace!(traces, |trace| {
-            trace.set_logical_compaction(frontier);
-        });
+        for trace in self.traces.all() {
+            trace.set_logical_compaction(AntichainRef::new(&frontier));
+        }
     }
 }
-
-/// Runs `$body` with `$trace` bound to each output trace in turn.
-macro_rules! for_each_trace {
-    ($traces:expr, |$trace:ident| $body:block) => {{
-        {
-            let $trace = &mut $traces.invoice_matches;
-            $body
-        }
-        {
-            let $trace = &mut $traces.match_exceptions;
-            $body
-        }
-        {
-            let $trace = &mut $traces.po_lines;
-            $body
-        }
-        {
-            let $trace = &mut $traces.exception_summary;
-            $body
-        }
-        {
-            let $trace = &mut $traces.dead_letters;
-            $body
-        }
-        {
-            let $trace = &mut $traces.source_progress;
-            $body
-        }
-    }};
-}
-use for_each_trace;
 
 /// Arranges an output by tenant and publishes it (see [`publish_arranged`]).
 fn publish<'s, R>(
@@ -437,7 +456,7 @@ fn publish<'s, R>(
     to_row: fn(R) -> Row,
     probe: &ProbeHandle<Time>,
     changes: &Option<Rc<RefCell<ChangeSink>>>,
-) -> OutputTrace<R>
+) -> ByTenant<R>
 where
     R: differential_dataflow::ExchangeData,
 {

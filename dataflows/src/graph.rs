@@ -15,7 +15,7 @@
 //! 5. duplicates per (tenant, vendor, normalized invoice number) group;
 //! 6. the output rows. `po_lines` is not arranged again: its rows are the
 //!    per-PO facts of step 3, whose PO keys sort by tenant (see
-//!    [`po_key`](crate::model::po_key)), so readers seek one tenant there.
+//!    [`po_key`]), so readers seek one tenant there.
 
 use std::sync::Arc;
 
@@ -326,7 +326,10 @@ fn line_facts<'s>(
                     let line = &mut totals[index];
                     line.billed_to_date += billing.signed_quantity * Decimal::from(*count);
                     line.invoice_count += *count as u32;
-                    if billing.kind == InvoiceKind::Invoice {
+                    let quantity_rules_apply = ExceptionType::QUANTITY
+                        .iter()
+                        .any(|rule| rule.applies_to(billing.kind));
+                    if quantity_rules_apply {
                         let quantities = LineQuantities {
                             po_line_no: billing.po_line_no,
                             receipt_required: po.receipt_required,
@@ -362,6 +365,16 @@ fn line_facts<'s>(
         )
 }
 
+/// An invoice in its duplicate group, ordered as SPEC §2 orders invoices: by
+/// (`invoice_date`, `invoice_id`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct DuplicateCandidate {
+    invoice_date: i32,
+    invoice_id: Text,
+    id: Fingerprint,
+    invoice: Arc<Invoice>,
+}
+
 /// `DUPLICATE_INVOICE`: within each (tenant, vendor, normalized invoice number)
 /// group of active invoices, every one but the first in (`invoice_date`,
 /// `invoice_id`) order.
@@ -369,27 +382,26 @@ fn duplicates<'s>(
     active_invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
 ) -> Collection<'s, (Fingerprint, (Arc<Invoice>, Raised))> {
     active_invoices
-        .filter(|(_, invoice)| invoice.kind == InvoiceKind::Invoice)
+        .filter(|(_, invoice)| ExceptionType::DuplicateInvoice.applies_to(invoice.kind))
         .map(|(id, invoice)| {
             let group = duplicate_group_key(
                 &invoice.tenant_id,
                 &invoice.vendor_id,
                 &invoice.invoice_number,
             );
-            (
-                group,
-                (
-                    invoice.invoice_date,
-                    invoice.invoice_id.clone(),
-                    id,
-                    invoice,
-                ),
-            )
+            let candidate = DuplicateCandidate {
+                invoice_date: invoice.invoice_date,
+                invoice_id: invoice.invoice_id.clone(),
+                id,
+                invoice,
+            };
+            (group, candidate)
         })
         .reduce_named("duplicates", |_, group, output| {
-            let original = &group[0].0 .1;
-            for ((_, _, id, invoice), _) in &group[1..] {
-                output.push(((*id, invoice.clone(), original.clone()), 1));
+            let original = &group[0].0.invoice_id;
+            for (candidate, _) in &group[1..] {
+                let duplicate = (candidate.id, candidate.invoice.clone(), original.clone());
+                output.push((duplicate, 1));
             }
         })
         .map(|(_, (id, invoice, original))| {

@@ -22,7 +22,7 @@ pub type Time = u64;
 ///
 /// It was `Arc<str>`: arrangements clone and compare every row on every
 /// merge, and with several text fields per row the reference counts and the
-/// pointer chases to compare were a third of a worker's time (issue 6).
+/// pointer chases to compare were a third of a worker's time.
 pub type Text = smol_str::SmolStr;
 
 /// A 128-bit fingerprint of an identity (e.g. `tenant_id` + `po_number`).

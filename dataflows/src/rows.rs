@@ -77,11 +77,6 @@ impl ExceptionType {
         }
     }
 
-    /// Parses the wire spelling.
-    pub fn parse(text: &str) -> Option<ExceptionType> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
-    }
-
     /// Only `TOTAL_MISMATCH` is a warning; every other type blocks.
     pub fn severity(&self) -> Severity {
         match self {
@@ -90,16 +85,28 @@ impl ExceptionType {
         }
     }
 
-    /// Whether the exception is about a line (and carries a `po_line_no`).
-    pub fn is_line_level(&self) -> bool {
-        matches!(
-            self,
-            ExceptionType::LineNotOnPo
-                | ExceptionType::PriceVariance
-                | ExceptionType::ReceiptMissing
-                | ExceptionType::QtyExceedsReceived
-                | ExceptionType::QtyExceedsOrdered
-        )
+    /// The types the quantity rules raise (over `billed_to_date`).
+    pub const QUANTITY: [ExceptionType; 3] = [
+        ExceptionType::ReceiptMissing,
+        ExceptionType::QtyExceedsReceived,
+        ExceptionType::QtyExceedsOrdered,
+    ];
+
+    /// Whether a document of `kind` can raise this type (SPEC §2): an
+    /// invoice any; a credit memo only `PO_NOT_FOUND`, `VENDOR_MISMATCH`,
+    /// `CURRENCY_MISMATCH`, `LINE_NOT_ON_PO` and `TOTAL_MISMATCH`.
+    pub fn applies_to(&self, kind: InvoiceKind) -> bool {
+        match kind {
+            InvoiceKind::Invoice => true,
+            InvoiceKind::CreditMemo => matches!(
+                self,
+                ExceptionType::PoNotFound
+                    | ExceptionType::VendorMismatch
+                    | ExceptionType::CurrencyMismatch
+                    | ExceptionType::LineNotOnPo
+                    | ExceptionType::TotalMismatch
+            ),
+        }
     }
 }
 

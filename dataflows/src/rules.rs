@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::compare_products;
-use crate::model::{Invoice, InvoiceKind, PoStatus, PurchaseOrder, Text, Tolerances};
+use crate::model::{Invoice, PoStatus, PurchaseOrder, Text, Tolerances};
 use crate::rows::ExceptionType;
 
 /// An exception raised for one invoice, before it is dressed with the invoice's names.
@@ -103,7 +103,7 @@ pub fn header_exceptions(
             ),
         )),
         Some(po) => {
-            if invoice.kind == InvoiceKind::Invoice && po.status != PoStatus::Open {
+            if ExceptionType::PoClosed.applies_to(invoice.kind) && po.status != PoStatus::Open {
                 out.push(Raised::header(
                     ExceptionType::PoClosed,
                     format!(
@@ -161,7 +161,8 @@ pub fn line_exceptions(
     tolerances: &Tolerances,
     out: &mut Vec<Raised>,
 ) {
-    let check_price = invoice.kind == InvoiceKind::Invoice && invoice.currency == po.currency;
+    let check_price =
+        ExceptionType::PriceVariance.applies_to(invoice.kind) && invoice.currency == po.currency;
     for line in &invoice.lines {
         match po.line(line.po_line_no) {
             None => out.push(Raised::line(

@@ -1,10 +1,12 @@
-//! The examples in `schemas/examples/` through the real decoder: every valid
-//! message decodes, every invalid one is rejected with the documented reason.
+//! The document examples in `schemas/examples/` through the real decoder:
+//! every valid document decodes, every invalid one is rejected with the
+//! documented reason. (The envelope's key examples are checked by the
+//! connectors' tests.)
 
 use std::path::PathBuf;
 
 use serde_json::Value;
-use trimatch_dataflows::decode::{decode_document, decode_upsert};
+use trimatch_dataflows::decode::decode_document;
 use trimatch_dataflows::model::DocumentKind;
 
 fn examples_dir() -> PathBuf {
@@ -61,29 +63,6 @@ fn document_examples_decode_or_are_rejected_with_their_reason() {
         }
     }
     assert!(checked >= 40, "only {checked} examples");
-}
-
-#[test]
-fn upsert_key_examples_follow_the_envelope_rules() {
-    let examples = load("upsert_keys.json");
-    let text = |value: &Value| value.as_str().map(|s| s.as_bytes().to_vec());
-    for valid in examples["valid"].as_array().unwrap() {
-        let kind = kind_of(valid["topic"].as_str().unwrap());
-        let (key, value) = (text(&valid["key"]), text(&valid["value"]));
-        let upsert = decode_upsert(kind, key.as_deref(), value.as_deref())
-            .unwrap_or_else(|e| panic!("{valid} was rejected: {e}"));
-        assert_eq!(upsert.document.is_none(), value.is_none());
-    }
-    for invalid in examples["invalid"].as_array().unwrap() {
-        let kind = kind_of(invalid["topic"].as_str().unwrap());
-        let reason = invalid["reason"].as_str().unwrap();
-        let (key, value) = (text(&invalid["key"]), text(&invalid["value"]));
-        let error = decode_upsert(kind, key.as_deref(), value.as_deref()).expect_err(reason);
-        assert!(
-            error.to_string().starts_with(reason),
-            "{error} is documented as {reason}"
-        );
-    }
 }
 
 #[test]

@@ -1,25 +1,40 @@
 //! The running job: timely workers, each with a Kafka source feeding its
-//! matching engine, and a handle to read consistent snapshots from all of them.
+//! matching engine, and a handle to read consistent snapshots from all of
+//! them. This layer may use the engine, the sources and `output` (filters);
+//! it knows nothing of Flight or the command line.
 //!
-//! **Time.** Each worker seals what it has polled into a batch at the current
-//! wall-clock millisecond `t` (at most one batch per millisecond, strictly
-//! increasing), stamps every change, dead letter and progress row of the batch
-//! with `t`, and moves its input to `t + 1`. While idle it moves its input with
-//! the clock, so times complete even when nothing arrives. A time is complete
-//! once every worker has moved past it; a snapshot at a complete time reflects
-//! exactly the batches stamped at or before it, and its `source_progress`
-//! rows say which offsets those are (SPEC §4).
+//! Each worker runs a loop of named steps (`worker::PipelineWorker::run`);
+//! the rules below say which step keeps each.
 //!
-//! **Readiness.** Each worker announces to all workers, of every process, the
-//! time by which its source had caught up with the high watermarks seen at
-//! start (`catch_up`); the job is ready once every worker has, and the newest
-//! time complete on every local worker is at or past the latest of those
-//! times (`progress`). A read at the default `as_of` then reflects every
-//! source up to those watermarks, in cluster mode too.
+//! **Time** (`poll_and_seal`). Each worker seals what it has polled into a
+//! batch at the current wall-clock millisecond `t` (at most one batch per
+//! millisecond, strictly increasing), stamps every change, dead letter and
+//! progress row of the batch with `t`, and moves its input to `t + 1`. While
+//! idle it moves its input with the clock, so times complete even when
+//! nothing arrives. A time is complete once every worker has moved past it
+//! (`step_or_park` runs the dataflow that finds out); a snapshot at a complete
+//! time reflects exactly the batches stamped at or before it, and its
+//! `source_progress` rows say which offsets those are (SPEC §4).
 //!
-//! **Bounded runs** (`until_end`): a worker whose partitions have all reached
-//! the high watermarks seen at start closes its input; once every worker has,
-//! the final state is read at the newest batch time and returned.
+//! **Reads** (`answer_reads`). A read waits at each worker until its `as_of`
+//! is complete there, then gets that worker's shard; the handle puts the
+//! shards together.
+//!
+//! **Readiness** (`poll_and_seal`, `publish_progress`). Each worker announces
+//! to all workers, of every process, the time by which its source had caught
+//! up with the high watermarks seen at start (`catch_up`); the job is ready
+//! once every worker has, and the newest time complete on every local worker
+//! is at or past the latest of those times (`progress`). A read at the
+//! default `as_of` then reflects every source up to those watermarks, in
+//! cluster mode too.
+//!
+//! **History** (`compact`). Outputs keep the changes of the last `retention`;
+//! an older `as_of` is refused.
+//!
+//! **Bounded runs** (`until_end`; `close_input`, `finish_bounded_run`): a
+//! worker whose partitions have all reached the high watermarks seen at
+//! start closes its input; once every worker has, the final state is read at
+//! the newest batch time and returned.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,15 +47,17 @@ use timely::communication::initialize::WorkerGuards;
 use trimatch_connectors::{SourceConfig, SourceMetrics};
 use trimatch_dataflows::{MatchConfig, OutputCollection, ReadError, Row, Time};
 
-use crate::metrics::Metrics;
-use crate::subscriptions::Hub;
-
 mod catch_up;
+pub mod counters;
 mod progress;
 mod reads;
+pub mod subscriptions;
 mod worker;
+pub use crate::output::FinalState;
+use counters::PipelineCounters;
 use progress::WorkerProgress;
 use reads::{ReadKind, ReadReply, ReadRequest};
+use subscriptions::Hub;
 use worker::run_worker;
 
 /// Everything the job needs.
@@ -136,13 +153,6 @@ pub struct Snapshot {
     pub rows: Vec<Row>,
 }
 
-/// The final state of a bounded run: every collection at one time.
-#[derive(Clone, Debug)]
-pub struct FinalState {
-    pub as_of: Time,
-    pub collections: BTreeMap<OutputCollection, Vec<Row>>,
-}
-
 /// Why a read was not answered.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ServeError {
@@ -168,7 +178,7 @@ struct Shared {
     metrics: Arc<SourceMetrics>,
     hub: Arc<Hub>,
     started: Instant,
-    job_metrics: Arc<Metrics>,
+    counters: Arc<PipelineCounters>,
 }
 
 impl Shared {
@@ -207,7 +217,7 @@ impl Pipeline {
             metrics: SourceMetrics::new(),
             hub: Hub::new(config.subscriber_backlog),
             started: Instant::now(),
-            job_metrics: Metrics::new(),
+            counters: PipelineCounters::new(),
         });
         let mut requests = Vec::new();
         let mut receivers = Vec::new();
@@ -328,9 +338,9 @@ impl PipelineHandle {
         self.shared.metrics.clone()
     }
 
-    /// The job's own metrics (freshness, Flight requests).
-    pub fn job_metrics(&self) -> &Arc<Metrics> {
-        &self.shared.job_metrics
+    /// What the workers count (freshness).
+    pub fn counters(&self) -> &Arc<PipelineCounters> {
+        &self.shared.counters
     }
 
     /// The subscription hub.

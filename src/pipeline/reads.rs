@@ -10,7 +10,7 @@ use std::sync::Arc;
 use trimatch_dataflows::{Change, OutputCollection, ReadError, Row, Time};
 
 use super::{PipelineHandle, ServeError, Snapshot};
-use crate::query::RowFilter;
+use crate::output::filter::RowFilter;
 
 /// What a worker is asked to read from its shard.
 pub(super) enum ReadKind {

@@ -1,7 +1,10 @@
-//! One timely worker of the job: it polls its Kafka source, seals what arrived
-//! into a batch at the current millisecond, steps the dataflow, answers reads
-//! of its shard, and lets old history go. See the parent module for the time
-//! and consistency rules this implements.
+//! One timely worker of the job, as a loop of named steps (see
+//! [`PipelineWorker::run`]): answer the reads whose time is complete, poll the
+//! Kafka source and seal what arrived into a batch at the current millisecond,
+//! step the dataflow (or park), publish how far this worker has got, let old
+//! history go, and, in a bounded run, finish once every worker has read to its
+//! end. The parent module states the time and consistency rules; each rule
+//! lives in the step named here.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -19,10 +22,10 @@ use super::{PipelineConfig, ReadKind, ReadReply, ReadRequest, Shared};
 
 /// How long a worker waits in Kafka's poll when the dataflow has nothing to do.
 /// With work in flight it never waits: each loop steps the dataflow once, and
-/// a 2 ms wait per step capped a worker's throughput (issue 6's profile).
+/// a 2 ms wait per step capped a worker's throughput.
 const IDLE_POLL_TIMEOUT: Duration = Duration::from_millis(2);
 /// The longest a worker holds polled messages back while the dataflow is still
-/// busy with what it sealed before (see the loop).
+/// busy with what it sealed before (see [`PipelineWorker::poll_and_seal`]).
 const MAX_SEAL_DELAY: Duration = Duration::from_millis(20);
 /// The longest a worker parks while it waits for its peers (or is closed);
 /// timely wakes it earlier as soon as there is dataflow work.
@@ -30,158 +33,253 @@ const PARK_WHILE_WAITING: Duration = Duration::from_millis(1);
 /// How often a worker lets its outputs forget history older than the retention.
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Runs one worker until the job stops, fails, or (bounded runs) finishes.
 pub(super) fn run_worker(
     worker: &mut Worker,
     config: &PipelineConfig,
     shared: &Shared,
     requests: Receiver<ReadRequest>,
 ) -> Result<()> {
-    // Sources are spread over every worker of every process (the global index);
-    // the shared state of this process is indexed by the local one.
-    let global = worker.index();
-    let index = config.local_index(global);
-    let mut matcher = Matcher::build(worker, &config.matching, Some(shared.hub.sink()));
-    let mut catch_up = CatchUp::build(worker);
-    let mut source = KafkaSource::new(
-        config.source.clone(),
-        global,
-        worker.peers(),
-        shared.metrics.clone(),
-    )?;
-    let retention_ms = config.retention.as_millis() as u64;
-    let mut batch = SourceBatch::default();
-    let mut waiting: Vec<ReadRequest> = Vec::new();
-    let mut closed = false;
-    let mut next_compaction = Instant::now() + COMPACTION_INTERVAL;
-    // Sealed batches' message timestamps, until their time is complete.
-    let mut unseen: VecDeque<(Time, Vec<i64>)> = VecDeque::new();
-    // The time of the last batch this worker sealed with anything in it.
-    let mut last_sealed: Time = 0;
-    // When the oldest message in `batch` was polled.
-    let mut batch_since: Option<Instant> = None;
-    loop {
-        if shared.stop.load(Ordering::SeqCst) {
-            source.flush(Duration::from_secs(5));
-            return Ok(());
+    PipelineWorker::build(worker, config, shared, requests)?.run()
+}
+
+/// A worker's state between steps.
+struct PipelineWorker<'w> {
+    timely: &'w mut Worker,
+    config: &'w PipelineConfig,
+    shared: &'w Shared,
+    /// This worker's index among the process's workers (the shared state is
+    /// indexed by it; sources are spread by the global index).
+    index: usize,
+    matcher: Matcher,
+    catch_up: CatchUp,
+    source: KafkaSource,
+    /// Reads sent to this worker, and those waiting for their time to complete.
+    requests: Receiver<ReadRequest>,
+    waiting: Vec<ReadRequest>,
+    /// Polled and not yet sealed.
+    batch: SourceBatch,
+    /// When the oldest message in `batch` was polled.
+    batch_since: Option<Instant>,
+    /// The time of the last batch this worker sealed with anything in it.
+    last_sealed: Time,
+    /// Sealed batches' message timestamps, until their time is complete.
+    unseen: VecDeque<(Time, Vec<i64>)>,
+    /// Bounded runs: the source has read to its end and the input is closed.
+    closed: bool,
+    next_compaction: Instant,
+}
+
+impl<'w> PipelineWorker<'w> {
+    /// Builds the dataflows (every worker, in the same order) and the source.
+    fn build(
+        timely: &'w mut Worker,
+        config: &'w PipelineConfig,
+        shared: &'w Shared,
+        requests: Receiver<ReadRequest>,
+    ) -> Result<Self> {
+        let global = timely.index();
+        let matcher = Matcher::build(timely, &config.matching, Some(shared.hub.sink()));
+        let catch_up = CatchUp::build(timely);
+        let source = KafkaSource::new(
+            config.source.clone(),
+            global,
+            timely.peers(),
+            shared.metrics.clone(),
+        )?;
+        Ok(PipelineWorker {
+            index: config.local_index(global),
+            timely,
+            config,
+            shared,
+            matcher,
+            catch_up,
+            source,
+            requests,
+            waiting: Vec::new(),
+            batch: SourceBatch::default(),
+            batch_since: None,
+            last_sealed: 0,
+            unseen: VecDeque::new(),
+            closed: false,
+            next_compaction: Instant::now() + COMPACTION_INTERVAL,
+        })
+    }
+
+    /// The worker loop.
+    fn run(mut self) -> Result<()> {
+        loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                self.source.flush(Duration::from_secs(5));
+                return Ok(());
+            }
+            // Reads are answered before the poll and step as well as after: a
+            // read that arrived during a long step then waits for that step only.
+            self.answer_reads();
+            if !self.closed {
+                self.poll_and_seal()?;
+            }
+            self.step_or_park();
+            self.publish_progress();
+            self.answer_reads();
+            self.compact();
+            if self.closed && self.matcher.is_complete(Time::MAX - 1) {
+                return self.finish_bounded_run();
+            }
         }
-        // Reads are answered before the poll and step as well as after: a read
-        // that arrived during a long step then waits for that step only.
-        waiting.extend(requests.try_iter());
-        answer_ready(&mut waiting, &mut matcher, index);
-        if !closed {
-            // Idle: every batch this worker sealed is reflected everywhere.
-            let idle = matcher.is_complete(last_sealed);
-            let timeout = if idle {
-                IDLE_POLL_TIMEOUT
+    }
+
+    /// Answers (and drops) every waiting read whose `as_of` is complete.
+    fn answer_reads(&mut self) {
+        self.waiting.extend(self.requests.try_iter());
+        let (matcher, index) = (&mut self.matcher, self.index);
+        self.waiting.retain(|request| {
+            if !matcher.is_complete(request.as_of) {
+                return true;
+            }
+            let _ = request.reply.send((index, answer(matcher, request)));
+            false
+        });
+    }
+
+    /// Polls the source and seals what it has into a batch at the current
+    /// millisecond `t` (at most one batch per millisecond, strictly
+    /// increasing), or moves the input with the clock while nothing arrives,
+    /// so that times complete when idle.
+    ///
+    /// Adaptive batching: seal at once while the dataflow keeps up; while it
+    /// is still busy with earlier times, let messages gather into one larger
+    /// batch (until it catches up, the batch is full, or [`MAX_SEAL_DELAY`]
+    /// passes). Each logical time has a fixed cost in every operator, so many
+    /// tiny times fall behind where one larger time keeps up. The source's
+    /// counters are committed only at sealing: a message counted as consumed
+    /// is always in a sealed time, and so reflected by the next complete time
+    /// (readiness and `wait_until_reflected` rely on that).
+    fn poll_and_seal(&mut self) -> Result<()> {
+        // Idle: every batch this worker sealed is reflected everywhere.
+        let idle = self.matcher.is_complete(self.last_sealed);
+        let timeout = if idle {
+            IDLE_POLL_TIMEOUT
+        } else {
+            Duration::ZERO
+        };
+        self.source.poll(&mut self.batch, timeout)?;
+        let now = now_ms() as Time;
+        if self.batch.is_empty() {
+            self.batch_since = None;
+        } else if self.batch_since.is_none() {
+            self.batch_since = Some(Instant::now());
+        }
+        let seal_now = idle
+            || self.batch.changes.len() >= self.config.source.max_batch
+            || self.source.is_finished()
+            || self
+                .batch_since
+                .is_some_and(|since| since.elapsed() >= MAX_SEAL_DELAY);
+        if !self.batch.is_empty() && seal_now && now >= self.matcher.time() {
+            self.batch_since = None;
+            self.last_sealed = now;
+            let timestamps = std::mem::take(&mut self.batch.message_timestamps);
+            self.unseen.push_back((now, timestamps));
+            seal(&mut self.matcher, &mut self.batch, now);
+            self.source.commit_counters();
+        } else if self.batch.is_empty() && now > self.matcher.time() {
+            self.matcher.advance_to(now);
+        }
+        // Caught up with the high watermarks seen at start: everything below
+        // them is sealed at or before the last time (readiness).
+        if !self.catch_up.has_announced() && self.source.is_ready() && self.batch.is_empty() {
+            self.catch_up
+                .announce(self.matcher.time().saturating_sub(1));
+        }
+        if self.source.is_finished() && self.batch.is_empty() {
+            self.close_input();
+        }
+        Ok(())
+    }
+
+    /// Bounded runs: every partition has reached the high watermarks seen at
+    /// start, so the input closes; the final state is read at the newest
+    /// batch time of every worker.
+    fn close_input(&mut self) {
+        self.source.flush(Duration::from_secs(30));
+        self.closed = true;
+        let last = self.matcher.time().saturating_sub(1);
+        self.shared.final_time.fetch_max(last, Ordering::SeqCst);
+        self.matcher.advance_to(Time::MAX);
+        self.shared.finished.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Steps the dataflow once. Parks (until timely has work, at most
+    /// [`PARK_WHILE_WAITING`]) when closed, or while earlier times are still
+    /// in flight and this worker has nothing to do: it is then waiting for its
+    /// peers, and spinning would take the core they (or the broker) need — on
+    /// 2 cores, half the machine.
+    fn step_or_park(&mut self) {
+        let waiting_for_peers = !self.closed && !self.matcher.is_complete(self.last_sealed);
+        self.timely
+            .step_or_park(Some(if self.closed || waiting_for_peers {
+                PARK_WHILE_WAITING
             } else {
                 Duration::ZERO
-            };
-            source.poll(&mut batch, timeout)?;
-            let now = now_ms() as Time;
-            if batch.is_empty() {
-                batch_since = None;
-            } else if batch_since.is_none() {
-                batch_since = Some(Instant::now());
-            }
-            // Adaptive batching: seal at once while the dataflow keeps up; while
-            // it is still busy with earlier times, let messages gather into one
-            // larger batch (until it catches up, the batch is full, or
-            // MAX_SEAL_DELAY passes). Each logical time has a fixed cost in
-            // every operator, so many tiny times fall behind where one larger
-            // time keeps up. The source's counters are committed only here, at
-            // sealing: a message counted as consumed is always in a sealed time,
-            // and so reflected by the next complete time (readiness and
-            // `wait_until_reflected` rely on that).
-            let seal_now = idle
-                || batch.changes.len() >= config.source.max_batch
-                || source.is_finished()
-                || batch_since.is_some_and(|since| since.elapsed() >= MAX_SEAL_DELAY);
-            if !batch.is_empty() && seal_now && now >= matcher.time() {
-                batch_since = None;
-                last_sealed = now;
-                unseen.push_back((now, std::mem::take(&mut batch.message_timestamps)));
-                seal(&mut matcher, &mut batch, now);
-                source.commit_counters();
-            } else if batch.is_empty() && now > matcher.time() {
-                matcher.advance_to(now);
-            }
-            // Caught up with the high watermarks seen at start: everything
-            // below them is sealed at or before the last time (readiness).
-            if !catch_up.has_announced() && source.is_ready() && batch.is_empty() {
-                catch_up.announce(matcher.time().saturating_sub(1));
-            }
-            if source.is_finished() && batch.is_empty() {
-                source.flush(Duration::from_secs(30));
-                closed = true;
-                let last = matcher.time().saturating_sub(1);
-                shared.final_time.fetch_max(last, Ordering::SeqCst);
-                matcher.advance_to(Time::MAX);
-                shared.finished.fetch_add(1, Ordering::SeqCst);
-            }
+            }));
+    }
+
+    /// Publishes the newest time this worker sees complete and, once heard,
+    /// the time by which every worker had caught up (readiness), and records
+    /// the freshness of every batch whose time has become complete.
+    fn publish_progress(&mut self) {
+        if let Some(newest) = self.matcher.newest_complete() {
+            self.shared.progress.record_complete(self.index, newest);
         }
-        // Park (until timely has work, at most 1 ms) when closed, or while
-        // earlier times are still in flight and this worker has nothing to do:
-        // it is then waiting for its peers, and spinning would take the core
-        // they (or the broker) need — on 2 cores, half the machine.
-        let waiting_for_peers = !closed && !matcher.is_complete(last_sealed);
-        worker.step_or_park(if closed || waiting_for_peers {
-            Some(PARK_WHILE_WAITING)
-        } else {
-            Some(Duration::ZERO)
-        });
-        if let Some(newest) = matcher.newest_complete() {
-            shared.progress.record_complete(index, newest);
+        if let Some(time) = self.catch_up.take_everyone_caught_up_by() {
+            self.shared.progress.record_caught_up_by(time);
         }
-        if let Some(time) = catch_up.take_everyone_caught_up_by() {
-            shared.progress.record_caught_up_by(time);
-        }
-        while let Some((time, timestamps)) = unseen.front() {
-            if !matcher.is_complete(*time) {
+        while let Some((time, timestamps)) = self.unseen.front() {
+            if !self.matcher.is_complete(*time) {
                 break;
             }
             let visible = now_ms();
             for timestamp in timestamps {
                 let freshness = (visible - timestamp) as f64 / 1e3;
-                shared.job_metrics.freshness.observe(freshness);
+                self.shared.counters.freshness.observe(freshness);
             }
-            unseen.pop_front();
-        }
-        waiting.extend(requests.try_iter());
-        answer_ready(&mut waiting, &mut matcher, index);
-        if Instant::now() >= next_compaction {
-            next_compaction = Instant::now() + COMPACTION_INTERVAL;
-            if let Some(newest) = matcher
-                .newest_complete()
-                .filter(|newest| *newest < Time::MAX - 1)
-            {
-                matcher.allow_compaction(newest.saturating_sub(retention_ms));
-            }
-        }
-        if closed && matcher.is_complete(Time::MAX - 1) {
-            // Every worker has closed its input: read the final state.
-            let as_of = shared.final_time.load(Ordering::SeqCst);
-            let mut state = shared.final_state.lock().expect("state lock");
-            for collection in OutputCollection::ALL {
-                let rows = matcher.read(collection, as_of, None)?;
-                state
-                    .entry(collection)
-                    .or_default()
-                    .extend(rows.into_iter().map(|(row, _)| row));
-            }
-            return Ok(());
+            self.unseen.pop_front();
         }
     }
-}
 
-/// Answers (and drops) every waiting read whose `as_of` is complete.
-fn answer_ready(waiting: &mut Vec<ReadRequest>, matcher: &mut Matcher, index: usize) {
-    waiting.retain(|request| {
-        if !matcher.is_complete(request.as_of) {
-            return true;
+    /// Every [`COMPACTION_INTERVAL`], lets the outputs forget history older
+    /// than the retention: reads may ask for any `as_of` within it.
+    fn compact(&mut self) {
+        if Instant::now() < self.next_compaction {
+            return;
         }
-        let _ = request.reply.send((index, answer(matcher, request)));
-        false
-    });
+        self.next_compaction = Instant::now() + COMPACTION_INTERVAL;
+        let retention_ms = self.config.retention.as_millis() as u64;
+        if let Some(newest) = self
+            .matcher
+            .newest_complete()
+            .filter(|newest| *newest < Time::MAX - 1)
+        {
+            self.matcher
+                .allow_compaction(newest.saturating_sub(retention_ms));
+        }
+    }
+
+    /// Every worker has closed its input: reads this worker's shard of every
+    /// collection at the final time into the shared final state.
+    fn finish_bounded_run(mut self) -> Result<()> {
+        let as_of = self.shared.final_time.load(Ordering::SeqCst);
+        let mut state = self.shared.final_state.lock().expect("state lock");
+        for collection in OutputCollection::ALL {
+            let rows = self.matcher.read(collection, as_of, None)?;
+            state
+                .entry(collection)
+                .or_default()
+                .extend(rows.into_iter().map(|(row, _)| row));
+        }
+        Ok(())
+    }
 }
 
 /// Reads this worker's shard for `request`.

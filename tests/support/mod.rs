@@ -14,12 +14,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use trimatch::pipeline::{Pipeline, PipelineConfig};
 use trimatch_connectors::admin::create_missing_topics;
-use trimatch_connectors::generate::GeneratedMessage;
-use trimatch_connectors::produce::WorkloadProducer;
 use trimatch_connectors::{SourceConfig, TopicConfig};
-use trimatch_dataflows::decode::decode_upsert;
 use trimatch_dataflows::model::{Document, DocumentKind, Fingerprint, Tolerances};
 use trimatch_dataflows::{OutputCollection, Row, Time};
+use trimatch_workload::{GeneratedMessage, Present, WorkloadProducer};
 
 #[path = "../../dataflows/tests/common/mod.rs"]
 pub mod common;
@@ -202,20 +200,7 @@ pub fn produce(brokers: &str, messages: &[GeneratedMessage]) {
 pub fn final_documents<'m>(
     messages: impl IntoIterator<Item = &'m GeneratedMessage>,
 ) -> BTreeMap<Fingerprint, Document> {
-    let mut documents = BTreeMap::new();
-    for message in messages {
-        if let Ok(upsert) = decode_upsert(
-            message.kind,
-            message.key.as_deref(),
-            message.value.as_deref(),
-        ) {
-            match upsert.document {
-                Some(document) => documents.insert(upsert.key, document),
-                None => documents.remove(&upsert.key),
-            };
-        }
-    }
-    documents
+    Present::documents().apply_all(messages).into_map()
 }
 
 /// The plain evaluation of SPEC §2 over `documents` (details left out).

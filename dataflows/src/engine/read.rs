@@ -129,12 +129,7 @@ impl Matcher {
         key: Option<&str>,
         visit: &mut dyn FnMut(Row, &[Update]) -> Visit,
     ) -> Result<(), ReadError> {
-        with_trace!(self.traces, collection, |trace| {
-            visit_trace(trace, from, key, |value, updates| match value.row(key) {
-                Some(row) => visit(row, updates),
-                None => Visit::Continue,
-            })
-        })
+        self.traces.get(collection).visit_rows(from, key, visit)
     }
 
     /// Visits the updates of every row of `collection`, without building rows.
@@ -145,52 +140,69 @@ impl Matcher {
         key: Option<&str>,
         visit: &mut dyn FnMut(&[Update]),
     ) -> Result<(), ReadError> {
-        with_trace!(self.traces, collection, |trace| {
-            visit_trace(trace, from, key, |value, updates| {
-                if value.is_row() {
-                    visit(updates);
-                }
-                Visit::Continue
-            })
+        self.traces.get(collection).visit_updates(from, key, visit)
+    }
+}
+
+/// One output's trace, as reads and compaction see it, whatever its key and
+/// value types: the engine keeps a table of these by collection.
+pub(super) trait OutputTrace {
+    /// Lets the trace forget history before `frontier` (logical compaction).
+    fn set_logical_compaction(&mut self, frontier: AntichainRef<Time>);
+    /// Visits every row (of `key`, if given) with its updates.
+    fn visit_rows(
+        &mut self,
+        from: Time,
+        key: Option<&str>,
+        visit: &mut dyn FnMut(Row, &[Update]) -> Visit,
+    ) -> Result<(), ReadError>;
+    /// Visits the updates of every row, without building rows.
+    fn visit_updates(
+        &mut self,
+        from: Time,
+        key: Option<&str>,
+        visit: &mut dyn FnMut(&[Update]),
+    ) -> Result<(), ReadError>;
+}
+
+impl<K, V> OutputTrace for TraceAgent<ValSpine<K, V, Time, isize>>
+where
+    K: OutputKey + Clone + 'static,
+    V: OutputValue + Clone + Ord + 'static,
+{
+    fn set_logical_compaction(&mut self, frontier: AntichainRef<Time>) {
+        TraceReader::set_logical_compaction(self, frontier);
+    }
+
+    fn visit_rows(
+        &mut self,
+        from: Time,
+        key: Option<&str>,
+        visit: &mut dyn FnMut(Row, &[Update]) -> Visit,
+    ) -> Result<(), ReadError> {
+        visit_trace(self, from, key, |value, updates| match value.row(key) {
+            Some(row) => visit(row, updates),
+            None => Visit::Continue,
+        })
+    }
+
+    fn visit_updates(
+        &mut self,
+        from: Time,
+        key: Option<&str>,
+        visit: &mut dyn FnMut(&[Update]),
+    ) -> Result<(), ReadError> {
+        visit_trace(self, from, key, |value, updates| {
+            if value.is_row() {
+                visit(updates);
+            }
+            Visit::Continue
         })
     }
 }
 
-/// Runs `$body` with `$trace` bound to the trace of `$collection`.
-macro_rules! with_trace {
-    ($traces:expr, $collection:expr, |$trace:ident| $body:expr) => {
-        match $collection {
-            OutputCollection::InvoiceMatches => {
-                let $trace = &mut $traces.invoice_matches;
-                $body
-            }
-            OutputCollection::MatchExceptions => {
-                let $trace = &mut $traces.match_exceptions;
-                $body
-            }
-            OutputCollection::PoLines => {
-                let $trace = &mut $traces.po_lines;
-                $body
-            }
-            OutputCollection::ExceptionSummary => {
-                let $trace = &mut $traces.exception_summary;
-                $body
-            }
-            OutputCollection::DeadLetters => {
-                let $trace = &mut $traces.dead_letters;
-                $body
-            }
-            OutputCollection::SourceProgress => {
-                let $trace = &mut $traces.source_progress;
-                $body
-            }
-        }
-    };
-}
-use with_trace;
-
 /// The key of an output trace: which keys hold the rows of one tenant (or topic).
-trait OutputKey: Ord + Sized {
+pub(super) trait OutputKey: Ord + Sized {
     /// The first and last keys (inclusive) that may hold the rows of `key`.
     fn range_of(key: &str) -> (Self, Self);
 }
@@ -211,7 +223,7 @@ impl OutputKey for Fingerprint {
 
 /// A value of an output trace: a row of the collection, or (in the per-PO
 /// facts `po_lines` is read from) something else.
-trait OutputValue {
+pub(super) trait OutputValue {
     /// The row, if the value is one and belongs to `key` (the tenant or topic
     /// asked for, if any).
     fn row(&self, key: Option<&str>) -> Option<Row>;
@@ -299,11 +311,11 @@ fn visit_trace<K: OutputKey + Clone + 'static, V: Clone + Ord + 'static>(
 }
 
 /// One update of a row in an output's history: when, and by how much.
-type Update = (Time, isize);
+pub(super) type Update = (Time, isize);
 
 /// Whether a trace visit goes on.
 #[derive(PartialEq, Eq)]
-enum Visit {
+pub(super) enum Visit {
     Continue,
     Stop,
 }

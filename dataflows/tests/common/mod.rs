@@ -10,7 +10,7 @@ use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use trimatch_dataflows::decode::{decode_document, decode_upsert};
+use trimatch_dataflows::decode::{decode_document, identity_fields};
 use trimatch_dataflows::engine::{Change, MatchConfig, Matcher, OutputCollection, ReadError, Row};
 use trimatch_dataflows::model::*;
 use trimatch_dataflows::rows::*;
@@ -396,11 +396,13 @@ pub fn policy(json: serde_json::Value) -> Document {
     decode(DocumentKind::MatchPolicy, json)
 }
 
-/// The key of a document deleted through the upsert envelope.
+/// The key of the document of `kind` whose identity fields `key` holds (as a
+/// tombstone's key would).
 pub fn tombstone_key(kind: DocumentKind, key: serde_json::Value) -> Fingerprint {
-    decode_upsert(kind, Some(key.to_string().as_bytes()), None)
-        .expect("a valid tombstone")
-        .key
+    let object = key.as_object().expect("a JSON-object key");
+    let identity = identity_fields(kind, object, "key").expect("valid identity fields");
+    let parts: Vec<&str> = identity.iter().map(String::as_str).collect();
+    kind.key_of(&parts)
 }
 
 pub fn dec(text: &str) -> rust_decimal::Decimal {

@@ -1,0 +1,251 @@
+//! `trimatch-bench`: the performance harness, a crate of its own so that the
+//! product binary does not carry it.
+//!
+//! * [`graph`] — the matching graph alone (no Kafka) on N workers, with the
+//!   decode-only reference rate from the same run.
+//! * [`load`] — end to end against a real broker: preload, sustained ingest at a
+//!   rate or flat out, freshness through a Flight subscriber, snapshot latency,
+//!   RSS, catch-up replay, and the bare librdkafka consumer's rate as reference.
+//!
+//! Both write a JSON report and print a human summary that names the machine.
+//! Benchmarks report; the test suite never times anything.
+
+mod flight_clients;
+pub mod graph;
+mod kafka_reference;
+pub mod load;
+pub mod operator_times;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+/// What `trimatch-bench` runs.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// The matching graph alone (no Kafka), with the decode-only reference rate.
+    Graph(GraphArgs),
+    /// End to end against a broker: replay, sustained ingest, freshness,
+    /// snapshot latency, memory, and the bare consumer's rate.
+    Load(LoadArgs),
+}
+
+/// `trimatch-bench load`.
+#[derive(Args)]
+pub struct LoadArgs {
+    /// Bootstrap servers of a running broker (default: an in-process mock cluster).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// What that broker is, for the report.
+    #[arg(long, default_value = "Kafka-protocol broker")]
+    pub broker_name: String,
+    /// Partitions per input topic (created fresh for each run).
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Timely worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Messages produced before the pipeline starts (replayed from earliest).
+    #[arg(long, default_value_t = 200_000)]
+    pub preload: usize,
+    /// Messages/s during the sustained phase; 0 is flat out.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub rate: f64,
+    /// Seconds the sustained phase produces for.
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    #[arg(long, default_value_t = 20)]
+    pub tenants: usize,
+    /// Share of messages that change a tenant's match policy. Each change
+    /// re-evaluates every invoice of its tenant (SPEC §2), in one step.
+    #[arg(long, default_value_t = 0.0001)]
+    pub policy_share: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench/load.json")]
+    pub report: PathBuf,
+}
+
+/// `trimatch-bench graph`.
+#[derive(Args)]
+pub struct GraphArgs {
+    /// Timely worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Document changes applied before timing starts.
+    #[arg(long, default_value_t = 100_000)]
+    pub preload: usize,
+    /// Document changes timed.
+    #[arg(long, default_value_t = 300_000)]
+    pub changes: usize,
+    /// Changes per logical time.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print each worker's busiest operators.
+    #[arg(long)]
+    pub operator_profile: bool,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench/graph.json")]
+    pub report: PathBuf,
+}
+
+/// Runs a benchmark, prints its summary, and writes its JSON report.
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    let machine = Machine::current();
+    match command {
+        BenchCommand::Graph(args) => {
+            let report = graph::run(&graph::GraphBenchConfig {
+                workers: args.workers,
+                preload: args.preload,
+                changes: args.changes,
+                batch: args.batch,
+                seed: args.seed,
+                operator_profile: args.operator_profile,
+            });
+            finish(&machine, &graph::summary(&report), &args.report, &report)
+        }
+        BenchCommand::Load(args) => {
+            let report = load::run(&load::LoadConfig {
+                brokers: args.brokers,
+                broker_name: args.broker_name,
+                partitions: args.partitions,
+                workers: args.workers,
+                preload: args.preload,
+                rate: (args.rate > 0.0).then_some(args.rate),
+                duration: std::time::Duration::from_secs_f64(args.duration),
+                tenants: args.tenants,
+                policy_share: args.policy_share,
+                seed: args.seed,
+            })?;
+            finish(&machine, &load::summary(&report), &args.report, &report)
+        }
+    }
+}
+
+/// Prints the machine and a report's summary, and writes the JSON report.
+fn finish(
+    machine: &Machine,
+    summary: &[String],
+    path: &std::path::Path,
+    report: &impl Serialize,
+) -> anyhow::Result<()> {
+    println!("machine: {}", machine.describe());
+    for line in summary {
+        println!("{line}");
+    }
+    write_report(path, machine, report)
+}
+
+/// Writes `{"machine": …, "report": …}` as pretty JSON, creating the directory.
+fn write_report(
+    path: &std::path::Path,
+    machine: &Machine,
+    report: &impl Serialize,
+) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let json = serde_json::json!({
+        "date": chrono::Utc::now().to_rfc3339(),
+        "machine": machine,
+        "report": report,
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("report: {}", path.display());
+    Ok(())
+}
+
+/// The machine a report came from.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu_model: String,
+    pub memory_gib: f64,
+    pub os: String,
+}
+
+impl Machine {
+    /// Reads the machine's facts (Linux `/proc`; "unknown" elsewhere).
+    pub fn current() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name"))
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(_, model)| model.trim().to_string())
+            .unwrap_or_else(|| "unknown".to_string());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_kib: f64 = meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0.0);
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            cpu_model,
+            memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            os: std::env::consts::OS.to_string(),
+        }
+    }
+
+    /// One line for a summary.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} cores, {}, {} GiB, {}",
+            self.cores, self.cpu_model, self.memory_gib, self.os
+        )
+    }
+}
+
+/// This process's resident set size and its peak, in bytes (Linux `/proc/self/status`).
+pub fn resident_set() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Percentile `p` (0–100) of `sorted` values, nearest rank; `None` if empty.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 50.0), Some(50.0));
+        assert_eq!(percentile(&values, 99.0), Some(99.0));
+        assert_eq!(percentile(&values, 100.0), Some(100.0));
+        assert_eq!(percentile(&[7.0], 95.0), Some(7.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn the_machine_is_described() {
+        let machine = Machine::current();
+        assert!(machine.cores >= 1);
+        assert!(machine.describe().contains("cores"));
+    }
+}

@@ -1,0 +1,69 @@
+//! The **upsert** envelope (SPEC §1.1): the value is the whole current
+//! document, a null value (tombstone) deletes it. The key is optional with a
+//! value; a JSON-object key must carry the identity fields with the
+//! document's values, and a tombstone needs one.
+
+use serde_json::{Map, Value};
+use trimatch_dataflows::decode::{decode_document, identity_fields, DecodeError};
+use trimatch_dataflows::model::DocumentKind;
+
+use super::Upsert;
+
+/// Decodes a message of the upsert envelope.
+pub fn decode_upsert(
+    kind: DocumentKind,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<Upsert, DecodeError> {
+    let key_object = match key {
+        Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(object)) => Some(object),
+            _ => None,
+        },
+        None => None,
+    };
+    match value {
+        None => {
+            let object = key_object.ok_or_else(|| {
+                DecodeError::new(
+                    "key",
+                    "a tombstone (null value) needs a JSON-object key with the identity fields",
+                )
+            })?;
+            Ok(Upsert::delete(kind, identity_fields(kind, &object, "key")?))
+        }
+        Some(bytes) => {
+            let upsert = Upsert::put(decode_document(kind, bytes)?);
+            if let Some(object) = key_object {
+                check_key_agrees(kind, &object, &upsert.identity)?;
+            }
+            Ok(upsert)
+        }
+    }
+}
+
+/// A JSON-object key beside a value must name the same document.
+fn check_key_agrees(
+    kind: DocumentKind,
+    key: &Map<String, Value>,
+    identity: &[String],
+) -> Result<(), DecodeError> {
+    for (field, value) in kind.identity_fields().iter().zip(identity) {
+        match key.get(*field) {
+            Some(Value::String(in_key)) if in_key == value => {}
+            Some(other) => {
+                return Err(DecodeError::new(
+                    format!("key.{field}"),
+                    format!("contradicts the value: key has {other}, document has {value:?}"),
+                ))
+            }
+            None => {
+                return Err(DecodeError::new(
+                    format!("key.{field}"),
+                    "missing: a JSON-object key must carry the identity fields",
+                ))
+            }
+        }
+    }
+    Ok(())
+}

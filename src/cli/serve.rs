@@ -1,0 +1,268 @@
+//! `trimatch serve`: the matching job against Kafka, served over Arrow Flight
+//! with Prometheus metrics and health endpoints; with `--until-end --output
+//! DIR`, a bounded backfill that writes every collection to Parquet.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use trimatch_connectors::{Envelope, SourceConfig, StartPosition, TopicConfig};
+use trimatch_dataflows::model::{DocumentKind, Tolerances};
+
+use super::{parse_envelope, parse_setting, parse_start, shutdown_signal};
+use crate::output::parquet::write_collections;
+use crate::pipeline::{ClusterConfig, Pipeline, PipelineConfig, PipelineHandle};
+use crate::serve::flight;
+use crate::serve::metrics::{self, Metrics};
+
+/// Where the input topics are and what they hold.
+#[derive(Args)]
+pub struct TopicArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "TRIMATCH_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Topic of purchase orders.
+    #[arg(long, env = "TRIMATCH_PO_TOPIC", default_value = "purchase_orders")]
+    pub po_topic: String,
+    /// Topic of goods receipts.
+    #[arg(long, env = "TRIMATCH_RECEIPT_TOPIC", default_value = "goods_receipts")]
+    pub receipt_topic: String,
+    /// Topic of invoices and credit memos.
+    #[arg(long, env = "TRIMATCH_INVOICE_TOPIC", default_value = "invoices")]
+    pub invoice_topic: String,
+    /// Topic of match policies.
+    #[arg(long, env = "TRIMATCH_POLICY_TOPIC", default_value = "match_policies")]
+    pub policy_topic: String,
+    /// librdkafka settings passed through, e.g. -X security.protocol=SASL_SSL
+    /// (in TRIMATCH_KAFKA_SETTINGS: one KEY=VALUE per line).
+    #[arg(short = 'X', env = "TRIMATCH_KAFKA_SETTINGS", value_delimiter = '\n', value_name = "KEY=VALUE", value_parser = parse_setting)]
+    pub client_settings: Vec<(String, String)>,
+}
+
+impl TopicArgs {
+    pub fn topics(&self, envelopes: &[(String, Envelope)]) -> Vec<TopicConfig> {
+        [
+            (DocumentKind::PurchaseOrder, &self.po_topic),
+            (DocumentKind::GoodsReceipt, &self.receipt_topic),
+            (DocumentKind::Invoice, &self.invoice_topic),
+            (DocumentKind::MatchPolicy, &self.policy_topic),
+        ]
+        .into_iter()
+        .map(|(kind, name)| TopicConfig {
+            name: name.clone(),
+            kind,
+            envelope: envelopes
+                .iter()
+                .rev()
+                .find(|(topic, _)| topic == name || topic == kind.default_topic())
+                .map(|(_, envelope)| *envelope)
+                .unwrap_or_default(),
+        })
+        .collect()
+    }
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    topics: TopicArgs,
+    /// A TOML file with any of these settings (keys are the long option names
+    /// with `_` for `-`; the command line wins, then TRIMATCH_… variables, then
+    /// the file).
+    #[arg(long, env = "TRIMATCH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Envelope of a topic, as TOPIC=upsert|debezium (default upsert).
+    #[arg(long = "envelope", env = "TRIMATCH_ENVELOPE", value_delimiter = ',', value_name = "TOPIC=ENVELOPE", value_parser = parse_envelope)]
+    envelopes: Vec<(String, Envelope)>,
+    /// Where to start: earliest, latest, timestamp:<ms> or topic:partition:offset,...
+    #[arg(long, env = "TRIMATCH_START", default_value = "earliest", value_parser = parse_start)]
+    start: StartPosition,
+    /// Read up to the high watermarks seen at start, write --output, and exit.
+    #[arg(long, env = "TRIMATCH_UNTIL_END", requires = "output")]
+    until_end: bool,
+    /// Directory for the Parquet files of a bounded run (one per collection).
+    #[arg(long, env = "TRIMATCH_OUTPUT", value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Also produce rejected messages to this topic.
+    #[arg(long, env = "TRIMATCH_DEAD_LETTER_TOPIC")]
+    dead_letter_topic: Option<String>,
+    /// Wait for missing input topics instead of failing.
+    #[arg(long, env = "TRIMATCH_WAIT_FOR_TOPICS")]
+    wait_for_topics: bool,
+    /// Timely worker threads.
+    #[arg(long, env = "TRIMATCH_WORKERS", default_value_t = 1)]
+    workers: usize,
+    /// Address of the Arrow Flight service.
+    #[arg(long, env = "TRIMATCH_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
+    flight_addr: std::net::SocketAddr,
+    /// How far back (seconds) readers may ask for an `as_of`.
+    #[arg(long, env = "TRIMATCH_RETENTION_SECONDS", default_value_t = 600)]
+    retention_seconds: u64,
+    /// Cluster mode: how many processes run the computation (timely's cluster).
+    #[arg(long, env = "TRIMATCH_PROCESSES", default_value_t = 1)]
+    processes: usize,
+    /// Cluster mode: this process's index, from 0.
+    #[arg(long, env = "TRIMATCH_PROCESS_ID", default_value_t = 0)]
+    process_id: usize,
+    /// Cluster mode: a file with every process's timely address (host:port), one per line, in process order.
+    #[arg(long, env = "TRIMATCH_HOSTFILE", value_name = "FILE")]
+    hostfile: Option<PathBuf>,
+    /// Cluster mode: every process's Flight address, in process order, so that
+    /// any process answers a snapshot with the whole state.
+    #[arg(
+        long,
+        env = "TRIMATCH_FLIGHT_PEERS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT,..."
+    )]
+    flight_peers: Vec<String>,
+    /// Address of the Prometheus metrics, /healthz and /readyz endpoint.
+    #[arg(long, env = "TRIMATCH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    metrics_addr: std::net::SocketAddr,
+    /// How many of the most recent rejected messages `dead_letters` keeps.
+    #[arg(long, env = "TRIMATCH_DEAD_LETTER_CAPACITY", default_value_t = 10_000)]
+    dead_letter_capacity: usize,
+    /// Global default policy: price tolerance in percent of the PO price.
+    #[arg(long, env = "TRIMATCH_PRICE_TOLERANCE_PCT", default_value = "0")]
+    price_tolerance_pct: rust_decimal::Decimal,
+    /// Global default policy: absolute price tolerance per unit.
+    #[arg(long, env = "TRIMATCH_PRICE_TOLERANCE_ABS", default_value = "0")]
+    price_tolerance_abs: rust_decimal::Decimal,
+    /// Global default policy: quantity tolerance in percent.
+    #[arg(long, env = "TRIMATCH_QTY_TOLERANCE_PCT", default_value = "0")]
+    qty_tolerance_pct: rust_decimal::Decimal,
+    /// Global default policy: absolute tolerance on an invoice's stated total.
+    #[arg(long, env = "TRIMATCH_TOTAL_TOLERANCE_ABS", default_value = "0.01")]
+    total_tolerance_abs: rust_decimal::Decimal,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let mut source = SourceConfig::new(&args.topics.brokers);
+    source.topics = args.topics.topics(&args.envelopes);
+    source.start = args.start;
+    source.until_end = args.until_end;
+    source.dead_letter_topic = args.dead_letter_topic;
+    source.wait_for_topics = args.wait_for_topics;
+    source.client_settings = args.topics.client_settings;
+    let mut config = PipelineConfig::new(source);
+    config.workers = args.workers;
+    config.retention = Duration::from_secs(args.retention_seconds);
+    config.matching.dead_letter_capacity = args.dead_letter_capacity;
+    config.matching.default_tolerances = Tolerances {
+        price_tolerance_pct: args.price_tolerance_pct,
+        price_tolerance_abs: args.price_tolerance_abs,
+        qty_tolerance_pct: args.qty_tolerance_pct,
+        total_tolerance_abs: args.total_tolerance_abs,
+    };
+    if args.processes > 1 {
+        let hostfile = args
+            .hostfile
+            .as_ref()
+            .context("--processes > 1 needs --hostfile")?;
+        let text = std::fs::read_to_string(hostfile)
+            .with_context(|| format!("cannot read hostfile {}", hostfile.display()))?;
+        config.cluster = Some(ClusterConfig::from_hostfile(
+            &text,
+            args.processes,
+            args.process_id,
+        )?);
+        if args.flight_peers.len() != args.processes {
+            bail!(
+                "--processes {} needs --flight-peers with every process's Flight address in process order \
+                 (got {})",
+                args.processes,
+                args.flight_peers.len()
+            );
+        }
+    }
+    let retention = config.retention;
+    let pipeline = Pipeline::start(config)?;
+    if args.until_end {
+        let state = pipeline.join()?;
+        let output = args.output.context("--until-end needs --output DIR")?;
+        for path in write_collections(&output, &state)? {
+            println!("{}", path.display());
+        }
+        tracing::info!(as_of = state.as_of, "bounded run complete");
+        return Ok(());
+    }
+    let handle = pipeline.handle();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+        let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
+            let mut receiver = stop.subscribe();
+            async move {
+                let _ = receiver.recv().await;
+            }
+        };
+        let request_metrics = Metrics::new();
+        let metrics = metrics::serve(
+            args.metrics_addr,
+            handle.clone(),
+            request_metrics.clone(),
+            stopped(&stop),
+        );
+        let service = flight::TrimatchFlight::new(handle.clone(), retention)
+            .with_peers(args.flight_peers.clone(), args.process_id)
+            .with_metrics(request_metrics);
+        let flight = flight::serve_service(args.flight_addr, service, stopped(&stop));
+        tracing::info!(flight = %args.flight_addr, metrics = %args.metrics_addr, "serving");
+        let progress = catch_up_progress(handle.clone());
+        let outcome = tokio::select! {
+            result = flight => result.with_context(|| format!("cannot serve Flight on {}", args.flight_addr)),
+            result = metrics => result.with_context(|| format!("cannot serve metrics on {}", args.metrics_addr)),
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down");
+                Ok(())
+            }
+            _ = failed(handle.clone()) => Err(anyhow::anyhow!(handle.error().unwrap_or_default())),
+        };
+        let _ = stop.send(());
+        progress.abort();
+        outcome
+    })?;
+    pipeline.shutdown()
+}
+
+/// Resolves when the pipeline has failed.
+async fn failed(handle: PipelineHandle) {
+    while handle.error().is_none() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// On a terminal, a progress bar while catching up to the high watermarks
+/// seen at start: offsets consumed of the total, rate and ETA.
+fn catch_up_progress(handle: PipelineHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "catching up {bar:40} {pos}/{len} messages  {per_sec}  ETA {eta}",
+            )
+            .expect("a valid template"),
+        );
+        while !handle.is_ready() {
+            let partitions = handle.metrics().snapshot();
+            let total: u64 = partitions
+                .values()
+                .map(|p| p.high_watermark.max(0) as u64)
+                .sum();
+            let done: u64 = partitions
+                .values()
+                .map(|p| p.next_offset.max(0) as u64)
+                .sum();
+            bar.set_length(total);
+            bar.set_position(done);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bar.finish_and_clear();
+        tracing::info!("caught up: ready");
+    })
+}

@@ -1,0 +1,364 @@
+//! The output collections as Arrow: the schema of each (SPEC §3, and
+//! `schemas/collections.json`) and rows → record batches. Flight and the
+//! Parquet writer both go through here, so the two cannot disagree.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Array, Int64Builder,
+    StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Array, UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use rust_decimal::Decimal;
+use trimatch_dataflows::{Change, OutputCollection, Row};
+
+/// Precision and scale of every decimal column.
+pub const DECIMAL_PRECISION: u8 = 38;
+pub const DECIMAL_SCALE: i8 = 10;
+
+/// The Arrow schema of a collection.
+pub fn schema(collection: OutputCollection) -> SchemaRef {
+    use DataType::*;
+    let text = |name: &str| Field::new(name, Utf8, false);
+    let decimal = |name: &str, nullable| {
+        Field::new(name, Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE), nullable)
+    };
+    let fields = match collection {
+        OutputCollection::InvoiceMatches => vec![
+            text("tenant_id"),
+            text("invoice_id"),
+            text("invoice_number"),
+            text("kind"),
+            text("vendor_id"),
+            text("po_number"),
+            text("currency"),
+            Field::new("invoice_date", Date32, false),
+            text("status"),
+            Field::new("line_count", UInt32, false),
+            decimal("invoice_amount", false),
+            Field::new("exception_count", UInt32, false),
+            Field::new("blocking_count", UInt32, false),
+        ],
+        OutputCollection::MatchExceptions => vec![
+            text("tenant_id"),
+            text("invoice_id"),
+            text("po_number"),
+            text("vendor_id"),
+            Field::new("po_line_no", Int32, true),
+            text("exception_type"),
+            text("severity"),
+            decimal("expected", true),
+            decimal("actual", true),
+            text("detail"),
+        ],
+        OutputCollection::PoLines => vec![
+            text("tenant_id"),
+            text("po_number"),
+            Field::new("line_no", Int32, false),
+            text("vendor_id"),
+            text("currency"),
+            text("po_status"),
+            Field::new("sku", Utf8, true),
+            decimal("ordered_qty", false),
+            decimal("unit_price", false),
+            decimal("received_qty", false),
+            decimal("billed_qty", false),
+            Field::new("invoice_count", UInt32, false),
+        ],
+        OutputCollection::ExceptionSummary => vec![
+            text("tenant_id"),
+            text("exception_type"),
+            text("severity"),
+            Field::new("exception_count", UInt64, false),
+            Field::new("invoice_count", UInt64, false),
+        ],
+        OutputCollection::DeadLetters => vec![
+            text("topic"),
+            Field::new("partition", Int32, false),
+            Field::new("offset", Int64, false),
+            Field::new("key", Utf8, true),
+            text("reason"),
+            Field::new(
+                "rejected_at",
+                Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
+        ],
+        OutputCollection::SourceProgress => vec![
+            text("topic"),
+            Field::new("partition", Int32, false),
+            Field::new("next_offset", Int64, false),
+            Field::new("high_watermark", Int64, false),
+            Field::new("lag", UInt64, false),
+        ],
+    };
+    Arc::new(Schema::new(fields))
+}
+
+/// One cell, before it goes into its column.
+pub(crate) enum Cell<'a> {
+    Text(Option<&'a str>),
+    Int32(Option<i32>),
+    Int64(i64),
+    UInt32(u32),
+    UInt64(u64),
+    Decimal(Option<Decimal>),
+    Date32(i32),
+    TimestampMs(i64),
+}
+
+/// The cells of a row, in schema order.
+pub(crate) fn cells(row: &Row) -> Vec<Cell<'_>> {
+    use Cell::*;
+    fn text(value: &str) -> Cell<'_> {
+        Cell::Text(Some(value))
+    }
+    match row {
+        Row::InvoiceMatch(r) => vec![
+            text(&r.tenant_id),
+            text(&r.invoice_id),
+            text(&r.invoice_number),
+            text(r.kind.as_str()),
+            text(&r.vendor_id),
+            text(&r.po_number),
+            text(r.currency.as_str()),
+            Date32(r.invoice_date),
+            text(r.status.as_str()),
+            UInt32(r.line_count),
+            Decimal(Some(r.invoice_amount)),
+            UInt32(r.exception_count),
+            UInt32(r.blocking_count),
+        ],
+        Row::Exception(r) => vec![
+            text(&r.tenant_id),
+            text(&r.invoice_id),
+            text(&r.po_number),
+            text(&r.vendor_id),
+            Int32(r.po_line_no.map(|line| line as i32)),
+            text(r.exception_type.as_str()),
+            text(r.severity().as_str()),
+            Decimal(r.expected),
+            Decimal(r.actual),
+            text(&r.detail),
+        ],
+        Row::PoLine(r) => vec![
+            text(&r.tenant_id),
+            text(&r.po_number),
+            Int32(Some(r.line_no as i32)),
+            text(&r.vendor_id),
+            text(r.currency.as_str()),
+            text(r.po_status.as_str()),
+            Text(r.sku.as_deref()),
+            Decimal(Some(r.ordered_qty)),
+            Decimal(Some(r.unit_price)),
+            Decimal(Some(r.received_qty)),
+            Decimal(Some(r.billed_qty)),
+            UInt32(r.invoice_count),
+        ],
+        Row::ExceptionSummary(r) => vec![
+            text(&r.tenant_id),
+            text(r.exception_type.as_str()),
+            text(r.severity().as_str()),
+            UInt64(r.exception_count),
+            UInt64(r.invoice_count),
+        ],
+        Row::DeadLetter(r) => vec![
+            text(&r.topic),
+            Int32(Some(r.partition)),
+            Int64(r.offset),
+            Text(r.key.as_deref()),
+            text(&r.reason),
+            TimestampMs(r.rejected_at),
+        ],
+        Row::SourceProgress(r) => vec![
+            text(&r.topic),
+            Int32(Some(r.partition)),
+            Int64(r.next_offset),
+            Int64(r.high_watermark),
+            UInt64(r.lag),
+        ],
+    }
+}
+
+/// A decimal as the `Decimal128(38, 10)` integer: the value times 10^10.
+/// Values with more than 10 fractional digits are rounded (half to even).
+pub fn decimal_to_i128(value: Decimal) -> i128 {
+    let mut value = value;
+    if value.scale() > DECIMAL_SCALE as u32 {
+        value = value.round_dp(DECIMAL_SCALE as u32);
+    }
+    value.mantissa() * 10i128.pow(DECIMAL_SCALE as u32 - value.scale())
+}
+
+enum Column {
+    Text(StringBuilder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    UInt32(UInt32Builder),
+    UInt64(UInt64Builder),
+    Decimal(Decimal128Builder),
+    Date32(Date32Builder),
+    TimestampMs(TimestampMillisecondBuilder),
+}
+
+impl Column {
+    fn for_type(data_type: &DataType, capacity: usize) -> Column {
+        match data_type {
+            DataType::Utf8 => Column::Text(StringBuilder::with_capacity(capacity, capacity * 16)),
+            DataType::Int32 => Column::Int32(Int32Builder::with_capacity(capacity)),
+            DataType::Int64 => Column::Int64(Int64Builder::with_capacity(capacity)),
+            DataType::UInt32 => Column::UInt32(UInt32Builder::with_capacity(capacity)),
+            DataType::UInt64 => Column::UInt64(UInt64Builder::with_capacity(capacity)),
+            DataType::Decimal128(precision, scale) => Column::Decimal(
+                Decimal128Builder::with_capacity(capacity)
+                    .with_precision_and_scale(*precision, *scale)
+                    .expect("valid decimal type"),
+            ),
+            DataType::Date32 => Column::Date32(Date32Builder::with_capacity(capacity)),
+            DataType::Timestamp(TimeUnit::Millisecond, zone) => Column::TimestampMs(
+                TimestampMillisecondBuilder::with_capacity(capacity)
+                    .with_timezone_opt(zone.clone()),
+            ),
+            other => unreachable!("no output column has type {other}"),
+        }
+    }
+
+    fn append(&mut self, cell: Cell<'_>) {
+        match (self, cell) {
+            (Column::Text(builder), Cell::Text(value)) => builder.append_option(value),
+            (Column::Int32(builder), Cell::Int32(value)) => builder.append_option(value),
+            (Column::Int64(builder), Cell::Int64(value)) => builder.append_value(value),
+            (Column::UInt32(builder), Cell::UInt32(value)) => builder.append_value(value),
+            (Column::UInt64(builder), Cell::UInt64(value)) => builder.append_value(value),
+            (Column::Decimal(builder), Cell::Decimal(value)) => {
+                builder.append_option(value.map(decimal_to_i128))
+            }
+            (Column::Date32(builder), Cell::Date32(value)) => builder.append_value(value),
+            (Column::TimestampMs(builder), Cell::TimestampMs(value)) => builder.append_value(value),
+            _ => unreachable!("cells() and schema() list the same types in the same order"),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Column::Text(mut builder) => Arc::new(builder.finish()),
+            Column::Int32(mut builder) => Arc::new(builder.finish()),
+            Column::Int64(mut builder) => Arc::new(builder.finish()),
+            Column::UInt32(mut builder) => Arc::new(builder.finish()),
+            Column::UInt64(mut builder) => Arc::new(builder.finish()),
+            Column::Decimal(mut builder) => Arc::new(builder.finish()),
+            Column::Date32(mut builder) => Arc::new(builder.finish()),
+            Column::TimestampMs(mut builder) => Arc::new(builder.finish()),
+        }
+    }
+}
+
+/// Rows of one collection as a record batch of `schema`. Rows of another
+/// collection are a programming error.
+pub fn record_batch<'r>(
+    schema: &SchemaRef,
+    rows: impl ExactSizeIterator<Item = &'r Row>,
+) -> Result<RecordBatch, ArrowError> {
+    let mut columns: Vec<Column> = schema
+        .fields()
+        .iter()
+        .map(|field| Column::for_type(field.data_type(), rows.len()))
+        .collect();
+    for row in rows {
+        for (column, cell) in columns.iter_mut().zip(cells(row)) {
+            column.append(cell);
+        }
+    }
+    RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(Column::finish).collect(),
+    )
+}
+
+/// The names of the two columns a subscription adds to a collection's.
+pub const TIME_COLUMN: &str = "_time";
+pub const DIFF_COLUMN: &str = "_diff";
+
+/// The schema of a subscription to `collection`: its columns, then `_time`
+/// (UInt64) and `_diff` (Int64), per SPEC §5.
+pub fn change_schema(collection: OutputCollection) -> SchemaRef {
+    let base = schema(collection);
+    let mut fields: Vec<Field> = base
+        .fields()
+        .iter()
+        .map(|field| field.as_ref().clone())
+        .collect();
+    fields.push(Field::new(TIME_COLUMN, DataType::UInt64, false));
+    fields.push(Field::new(DIFF_COLUMN, DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Changes of one collection as a record batch of its [`change_schema`].
+pub fn change_batch(
+    change_schema: &SchemaRef,
+    changes: &[Change],
+) -> Result<RecordBatch, ArrowError> {
+    let base_fields = change_schema.fields().len() - 2;
+    let base_schema = Arc::new(Schema::new(change_schema.fields()[..base_fields].to_vec()));
+    let rows = record_batch(&base_schema, changes.iter().map(|(row, _, _)| row))?;
+    let mut columns = rows.columns().to_vec();
+    columns.push(Arc::new(UInt64Array::from_iter_values(
+        changes.iter().map(|(_, time, _)| *time),
+    )));
+    columns.push(Arc::new(Int64Array::from_iter_values(
+        changes.iter().map(|(_, _, diff)| *diff as i64),
+    )));
+    RecordBatch::try_new(change_schema.clone(), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_scale_to_ten_digits() {
+        assert_eq!(decimal_to_i128(Decimal::new(250, 2)), 25_000_000_000);
+        assert_eq!(decimal_to_i128(Decimal::new(-1, 0)), -10_000_000_000);
+        assert_eq!(decimal_to_i128(Decimal::new(1, 12)), 0);
+        assert_eq!(decimal_to_i128(Decimal::new(15, 11)), 2);
+    }
+
+    /// The schemas served are the ones published in `schemas/collections.json`.
+    #[test]
+    fn schemas_match_the_published_contract() {
+        let published: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/collections.json")).unwrap();
+        for collection in OutputCollection::ALL {
+            let fields = published["collections"][collection.name()]["fields"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{} is not published", collection.name()));
+            let schema = schema(collection);
+            let ours: Vec<(String, String, bool)> = schema
+                .fields()
+                .iter()
+                .map(|field| {
+                    let spelled = match field.data_type() {
+                        DataType::Timestamp(TimeUnit::Millisecond, Some(zone)) => {
+                            format!("Timestamp(Millisecond, {zone})")
+                        }
+                        other => other.to_string(),
+                    };
+                    (field.name().clone(), spelled, field.is_nullable())
+                })
+                .collect();
+            let theirs: Vec<(String, String, bool)> = fields
+                .iter()
+                .map(|field| {
+                    (
+                        field["name"].as_str().unwrap().to_string(),
+                        field["type"].as_str().unwrap().to_string(),
+                        field["nullable"].as_bool().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(ours, theirs, "{}", collection.name());
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Equality filters on a collection's columns (SPEC §5 `filter`), validated
+//! against its Arrow schema and evaluated on rows.
+//!
+//! A filter on the collection's first column (`tenant_id`, or `topic` for the
+//! bookkeeping collections) is also a key: reads seek to it instead of
+//! scanning.
+
+use std::fmt;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+use trimatch_dataflows::{OutputCollection, Row};
+
+use super::columns::{cells, schema, Cell};
+
+/// Why a filter was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("unknown filter column {column:?} for {collection}; its columns are: {columns}")]
+    UnknownColumn {
+        collection: &'static str,
+        column: String,
+        columns: String,
+    },
+    #[error("filter on {column:?} needs {expected}, got {got}")]
+    BadFilterValue {
+        column: String,
+        expected: &'static str,
+        got: String,
+    },
+}
+
+/// A value a column is compared with.
+#[derive(Clone, Debug, PartialEq)]
+enum Expected {
+    Null,
+    Text(String),
+    Integer(i64),
+    Decimal(Decimal),
+}
+
+/// Equality conditions on columns, ANDed together.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RowFilter {
+    conditions: Vec<(usize, String, Expected)>,
+    /// The value of the collection's key column (tenant or topic), if filtered
+    /// on: reads seek to it instead of scanning.
+    key: Option<String>,
+}
+
+impl RowFilter {
+    /// Parses `{"column": value, …}` against `collection`'s schema.
+    pub fn parse(
+        collection: OutputCollection,
+        filter: &Map<String, Value>,
+    ) -> Result<Self, FilterError> {
+        let schema = schema(collection);
+        let mut parsed = RowFilter::default();
+        for (column, value) in filter {
+            let index = schema
+                .index_of(column)
+                .map_err(|_| FilterError::UnknownColumn {
+                    collection: collection.name(),
+                    column: column.clone(),
+                    columns: column_names(&schema),
+                })?;
+            let field = schema.field(index);
+            let expected = expected_value(column, field.data_type(), field.is_nullable(), value)?;
+            if index == 0 {
+                if let Expected::Text(text) = &expected {
+                    parsed.key = Some(text.clone());
+                }
+            }
+            parsed.conditions.push((index, column.clone(), expected));
+        }
+        Ok(parsed)
+    }
+
+    /// The key (tenant or topic) every matching row has, if the filter fixes it.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conditions.is_empty()
+    }
+
+    /// Whether `row` satisfies every condition.
+    pub fn matches(&self, row: &Row) -> bool {
+        if self.conditions.is_empty() {
+            return true;
+        }
+        let cells = cells(row);
+        self.conditions
+            .iter()
+            .all(|(index, _, expected)| cell_equals(&cells[*index], expected))
+    }
+}
+
+impl fmt::Display for RowFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .conditions
+            .iter()
+            .map(|(_, column, expected)| format!("{column}={expected:?}"))
+            .collect();
+        f.write_str(&parts.join(" AND "))
+    }
+}
+
+fn column_names(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|field| field.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn expected_value(
+    column: &str,
+    data_type: &DataType,
+    nullable: bool,
+    value: &Value,
+) -> Result<Expected, FilterError> {
+    let bad = |expected: &'static str| FilterError::BadFilterValue {
+        column: column.to_string(),
+        expected,
+        got: value.to_string(),
+    };
+    if value.is_null() {
+        return if nullable {
+            Ok(Expected::Null)
+        } else {
+            Err(bad("a value (the column is never null)"))
+        };
+    }
+    match data_type {
+        DataType::Utf8 => value
+            .as_str()
+            .map(|text| Expected::Text(text.to_string()))
+            .ok_or_else(|| bad("a string")),
+        DataType::Int32 | DataType::Int64 | DataType::UInt32 | DataType::UInt64 => integer(value)
+            .map(Expected::Integer)
+            .ok_or_else(|| bad("an integer")),
+        DataType::Decimal128(_, _) => {
+            let text = match value {
+                Value::String(text) => text.clone(),
+                Value::Number(number) => number.to_string(),
+                _ => return Err(bad("a decimal (string or number)")),
+            };
+            text.trim()
+                .parse::<Decimal>()
+                .or_else(|_| Decimal::from_scientific(text.trim()))
+                .map(|decimal| Expected::Decimal(decimal.normalize()))
+                .map_err(|_| bad("a decimal (string or number)"))
+        }
+        DataType::Date32 => {
+            let text = value
+                .as_str()
+                .ok_or_else(|| bad("a date as \"YYYY-MM-DD\""))?;
+            let date = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .map_err(|_| bad("a date as \"YYYY-MM-DD\""))?;
+            let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("the epoch is a date");
+            Ok(Expected::Integer((date - epoch).num_days()))
+        }
+        DataType::Timestamp(_, _) => match value {
+            Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
+                .map(|time| Expected::Integer(time.timestamp_millis()))
+                .map_err(|_| bad("milliseconds since the epoch or an RFC 3339 timestamp")),
+            _ => integer(value)
+                .map(Expected::Integer)
+                .ok_or_else(|| bad("milliseconds since the epoch or an RFC 3339 timestamp")),
+        },
+        _ => Err(bad("a value of a filterable type")),
+    }
+}
+
+fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(number) => number.as_i64(),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn cell_equals(cell: &Cell<'_>, expected: &Expected) -> bool {
+    match (cell, expected) {
+        (Cell::Text(None), Expected::Null)
+        | (Cell::Int32(None), Expected::Null)
+        | (Cell::Decimal(None), Expected::Null) => true,
+        (Cell::Text(Some(text)), Expected::Text(wanted)) => text == wanted,
+        (Cell::Int32(Some(value)), Expected::Integer(wanted)) => i64::from(*value) == *wanted,
+        (Cell::Int64(value), Expected::Integer(wanted)) => value == wanted,
+        (Cell::UInt32(value), Expected::Integer(wanted)) => i64::from(*value) == *wanted,
+        (Cell::UInt64(value), Expected::Integer(wanted)) => {
+            i64::try_from(*value).is_ok_and(|value| value == *wanted)
+        }
+        (Cell::Decimal(Some(value)), Expected::Decimal(wanted)) => value == wanted,
+        (Cell::Date32(value), Expected::Integer(wanted)) => i64::from(*value) == *wanted,
+        (Cell::TimestampMs(value), Expected::Integer(wanted)) => value == wanted,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trimatch_dataflows::model::Text;
+    use trimatch_dataflows::rows::{ExceptionRow, ExceptionType};
+
+    fn exception(
+        tenant: &str,
+        kind: ExceptionType,
+        line: Option<u32>,
+        expected: Option<Decimal>,
+    ) -> Row {
+        Row::Exception(ExceptionRow {
+            tenant_id: Text::from(tenant),
+            invoice_id: Text::from("INV-1"),
+            po_number: Text::from("PO-1"),
+            vendor_id: Text::from("V"),
+            po_line_no: line,
+            exception_type: kind,
+            expected,
+            actual: None,
+            detail: Text::from("A sentence."),
+        })
+    }
+
+    #[test]
+    fn filters_compare_typed_values() {
+        let map = |json: &str| serde_json::from_str::<Map<String, Value>>(json).unwrap();
+        let filter = RowFilter::parse(
+            OutputCollection::MatchExceptions,
+            &map(r#"{"tenant_id": "acme", "exception_type": "PRICE_VARIANCE", "po_line_no": 2, "expected": "2.50"}"#),
+        )
+        .unwrap();
+        assert!(filter.matches(&exception(
+            "acme",
+            ExceptionType::PriceVariance,
+            Some(2),
+            Some(Decimal::new(25, 1))
+        )));
+        assert!(!filter.matches(&exception(
+            "acme",
+            ExceptionType::PriceVariance,
+            Some(3),
+            Some(Decimal::new(25, 1))
+        )));
+        assert!(!filter.matches(&exception(
+            "other",
+            ExceptionType::PriceVariance,
+            Some(2),
+            Some(Decimal::new(25, 1))
+        )));
+        let header = RowFilter::parse(
+            OutputCollection::MatchExceptions,
+            &map(r#"{"po_line_no": null}"#),
+        )
+        .unwrap();
+        assert!(header.matches(&exception("acme", ExceptionType::PoNotFound, None, None)));
+        assert!(!header.matches(&exception(
+            "acme",
+            ExceptionType::PriceVariance,
+            Some(1),
+            None
+        )));
+    }
+}

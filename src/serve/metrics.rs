@@ -1,0 +1,286 @@
+//! Prometheus metrics, `/healthz` and `/readyz` on `--metrics-addr`.
+//!
+//! Counters that change on the hot path are atomics updated where the event
+//! happens (freshness in the workers, Flight requests in the service); the
+//! rest — per-partition source counters, rows per collection, subscribers — are
+//! read when Prometheus scrapes. The text format is written by hand: it is a
+//! dozen lines, and every metric's name and help live in one place here.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use trimatch_dataflows::OutputCollection;
+
+use crate::pipeline::counters::{Histogram, LATENCY_BOUNDS};
+use crate::pipeline::PipelineHandle;
+
+/// The Flight methods whose requests are counted.
+pub const FLIGHT_METHODS: [&str; 6] = [
+    "list_flights",
+    "get_flight_info",
+    "get_schema",
+    "do_get",
+    "do_action",
+    "subscribe",
+];
+
+/// Rows per collection.
+type RowCounts = Vec<(OutputCollection, u64)>;
+
+/// What serving counts (Flight requests), and the Prometheus exposition of
+/// every metric of the job.
+#[derive(Debug)]
+pub struct Metrics {
+    flight_requests: Vec<(AtomicU64, AtomicU64, Histogram)>,
+    /// Rows per collection as of the last scrape (reads are not free; see `render`).
+    rows_cache: Mutex<Option<(std::time::Instant, RowCounts)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            flight_requests: FLIGHT_METHODS
+                .iter()
+                .map(|_| {
+                    (
+                        AtomicU64::new(0),
+                        AtomicU64::new(0),
+                        Histogram::new(LATENCY_BOUNDS),
+                    )
+                })
+                .collect(),
+            rows_cache: Mutex::new(None),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Metrics::default())
+    }
+
+    /// Records one Flight request: its method, whether it failed, and how long
+    /// it took to answer (for streams: until the first message was ready).
+    pub fn flight_request(&self, method: &str, failed: bool, elapsed: Duration) {
+        if let Some(index) = FLIGHT_METHODS.iter().position(|known| *known == method) {
+            let (requests, errors, latency) = &self.flight_requests[index];
+            requests.fetch_add(1, Ordering::Relaxed);
+            if failed {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            latency.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self, pipeline: &PipelineHandle) -> String {
+        let mut out = String::new();
+        let source = pipeline.metrics();
+        let partitions = source.snapshot();
+        type Field = fn(&trimatch_connectors::metrics::PartitionSnapshot) -> f64;
+        let per_partition: [(&str, &str, &str, Field); 6] = [
+            ("trimatch_messages_consumed_total", "counter", "Messages consumed from an input partition.", |p| p.consumed as f64),
+            ("trimatch_messages_applied_total", "counter", "Messages applied to the documents (valid changes, and Debezium tombstones, which change nothing).", |p| p.applied as f64),
+            ("trimatch_messages_dead_lettered_total", "counter", "Messages rejected under SPEC 1.3 and dead-lettered.", |p| p.dead_lettered as f64),
+            ("trimatch_partition_lag", "gauge", "High watermark minus the next offset to reflect.", |p| p.lag() as f64),
+            ("trimatch_partition_next_offset", "gauge", "The first offset of the partition not yet reflected.", |p| p.next_offset as f64),
+            ("trimatch_partition_high_watermark", "gauge", "The partition's high watermark as last seen.", |p| p.high_watermark as f64),
+        ];
+        for (name, kind, help, value) in per_partition {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for ((topic, partition), counters) in &partitions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{topic=\"{topic}\",partition=\"{partition}\"}} {}",
+                    value(counters)
+                );
+            }
+        }
+        let scalars: [(&str, &str, &str, f64); 6] = [
+            (
+                "trimatch_dead_letters_produced_total",
+                "counter",
+                "Rejected messages produced to the dead-letter topic.",
+                source.dead_letters_produced.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "trimatch_dead_letter_produce_failures_total",
+                "counter",
+                "Rejected messages that could not be produced to the dead-letter topic.",
+                source.dead_letter_produce_failures.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "trimatch_ready",
+                "gauge",
+                "1 once every source has caught up to the high watermarks seen at start.",
+                if pipeline.is_ready() { 1.0 } else { 0.0 },
+            ),
+            (
+                "trimatch_newest_complete_time_ms",
+                "gauge",
+                "The newest logical time complete on every worker (ms since the epoch).",
+                pipeline.newest_complete().unwrap_or(0) as f64,
+            ),
+            (
+                "trimatch_subscribers",
+                "gauge",
+                "Connected Flight subscribers.",
+                pipeline.hub().subscribers() as f64,
+            ),
+            (
+                "trimatch_uptime_seconds",
+                "gauge",
+                "Seconds since the job started.",
+                pipeline.started().elapsed().as_secs_f64(),
+            ),
+        ];
+        for (name, kind, help, value) in scalars {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        let _ = writeln!(out, "# HELP trimatch_rows Rows per output collection at the newest complete time.\n# TYPE trimatch_rows gauge");
+        for (collection, rows) in self.rows(pipeline) {
+            let _ = writeln!(
+                out,
+                "trimatch_rows{{collection=\"{}\"}} {rows}",
+                collection.name()
+            );
+        }
+        let _ = writeln!(out, "# HELP trimatch_freshness_seconds Kafka message timestamp to the change being visible to readers.\n# TYPE trimatch_freshness_seconds histogram");
+        pipeline
+            .counters()
+            .freshness
+            .render(&mut out, "trimatch_freshness_seconds", "");
+        let _ = writeln!(out, "# HELP trimatch_flight_requests_total Flight requests by method.\n# TYPE trimatch_flight_requests_total counter");
+        for (method, (requests, _, _)) in FLIGHT_METHODS.iter().zip(&self.flight_requests) {
+            let _ = writeln!(
+                out,
+                "trimatch_flight_requests_total{{method=\"{method}\"}} {}",
+                requests.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP trimatch_flight_request_errors_total Flight requests answered with an error, by method.\n# TYPE trimatch_flight_request_errors_total counter");
+        for (method, (_, errors, _)) in FLIGHT_METHODS.iter().zip(&self.flight_requests) {
+            let _ = writeln!(
+                out,
+                "trimatch_flight_request_errors_total{{method=\"{method}\"}} {}",
+                errors.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP trimatch_flight_request_seconds Time to answer a Flight request (streams: to the first message).\n# TYPE trimatch_flight_request_seconds histogram");
+        for (method, (_, _, latency)) in FLIGHT_METHODS.iter().zip(&self.flight_requests) {
+            latency.render(
+                &mut out,
+                "trimatch_flight_request_seconds",
+                &format!("method=\"{method}\""),
+            );
+        }
+        out
+    }
+
+    /// Rows per collection, counted at most every 5 seconds (a count scans the
+    /// collection's arrangement).
+    fn rows(&self, pipeline: &PipelineHandle) -> RowCounts {
+        let mut cache = self.rows_cache.lock().expect("rows cache lock");
+        if let Some((at, rows)) = cache.as_ref() {
+            if at.elapsed() < Duration::from_secs(5) {
+                return rows.clone();
+            }
+        }
+        let Some(newest) = pipeline.newest_complete() else {
+            return Vec::new();
+        };
+        let rows: RowCounts = OutputCollection::ALL
+            .into_iter()
+            .filter_map(|collection| {
+                pipeline
+                    .count(collection, newest)
+                    .ok()
+                    .map(|rows| (collection, rows))
+            })
+            .collect();
+        *cache = Some((std::time::Instant::now(), rows.clone()));
+        rows
+    }
+}
+
+#[derive(Clone)]
+struct Endpoints {
+    pipeline: PipelineHandle,
+    metrics: Arc<Metrics>,
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    pipeline: PipelineHandle,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Endpoints { pipeline, metrics });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn scrape(
+    State(endpoints): State<Endpoints>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let text = tokio::task::spawn_blocking(move || endpoints.metrics.render(&endpoints.pipeline))
+        .await
+        .unwrap_or_else(|error| format!("# scrape failed: {error}\n"));
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4")],
+        text,
+    )
+}
+
+/// Alive: the job has not failed.
+async fn healthz(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
+    match endpoints.pipeline.error() {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("failed: {error}\n"),
+        ),
+    }
+}
+
+/// Ready: every source has caught up to the high watermarks seen at start.
+async fn readyz(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
+    let pipeline = &endpoints.pipeline;
+    if let Some(error) = pipeline.error() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("failed: {error}\n"),
+        );
+    }
+    if pipeline.is_ready() {
+        return (StatusCode::OK, "ready\n".to_string());
+    }
+    let lag: u64 = pipeline
+        .metrics()
+        .snapshot()
+        .values()
+        .map(|p| p.lag())
+        .sum();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: catching up to the high watermarks seen at start ({lag} messages behind), or not connected to Kafka yet\n"),
+    )
+}
