@@ -139,7 +139,20 @@ fn dockerfile_builds_in_stages_and_runs_as_non_root() {
         .expect("a CMD");
     let args: Vec<String> = serde_json::from_str(cmd).unwrap();
     check_flags("Dockerfile CMD", &args);
-    for source in ["Cargo.toml", "Cargo.lock", "dataflows", "connectors", "src"] {
+    // Cargo needs every workspace member's manifest to build any of them.
+    let manifest: toml::Table =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+    let members: Vec<&str> = manifest["workspace"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|member| member.as_str().unwrap())
+        .collect();
+    let sources = ["Cargo.toml", "Cargo.lock", "src", "schemas"];
+    for source in sources.into_iter().chain(members) {
         let copied = dockerfile
             .lines()
             .filter(|line| line.starts_with("COPY "))

@@ -190,10 +190,11 @@ pub async fn print_snapshot(
         .iter()
         .filter_map(|name| columns.iter().position(|column| column == name))
         .collect();
-    sort_by_key(&mut rows, &key);
+    let numeric = numeric_columns(&batches);
+    sort_by_key(&mut rows, &key, &numeric);
     match format {
         Format::Table => {
-            write_table(out, &columns, &rows, &numeric_columns(&batches))?;
+            write_table(out, &columns, &rows, &numeric)?;
             writeln!(
                 out,
                 "({} rows as of {as_of}{})",

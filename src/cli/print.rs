@@ -27,25 +27,25 @@ pub fn readable_time(ms: u64) -> String {
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
-/// Sorts `rows` by the cells at `key` (in that order), numbers and decimals
-/// by value, text by bytes, nulls first; ties by the whole row, so that two
-/// reads of the same state print the same lines.
-pub(super) fn sort_by_key(rows: &mut [TextRow], key: &[usize]) {
+/// Sorts `rows` by the cells at `key` (in that order): the columns listed in
+/// `numeric` by value, others by bytes, nulls first; ties by the whole row, so
+/// that two reads of the same state print the same lines.
+pub(super) fn sort_by_key(rows: &mut [TextRow], key: &[usize], numeric: &[usize]) {
     rows.sort_by(|a, b| {
         key.iter()
-            .map(|index| compare_cells(&a[*index], &b[*index]))
+            .map(|index| compare_cells(&a[*index], &b[*index], numeric.contains(index)))
             .find(|order| order.is_ne())
             .unwrap_or_else(|| a.cmp(b))
     });
 }
 
-fn compare_cells(a: &Option<String>, b: &Option<String>) -> Ordering {
+fn compare_cells(a: &Option<String>, b: &Option<String>, numeric: bool) -> Ordering {
     match (a, b) {
-        (Some(a), Some(b)) => match (a.parse::<Decimal>(), b.parse::<Decimal>()) {
+        (Some(a), Some(b)) if numeric => match (a.parse::<Decimal>(), b.parse::<Decimal>()) {
             (Ok(x), Ok(y)) => x.cmp(&y),
             _ => a.cmp(b),
         },
-        (a, b) => a.is_some().cmp(&b.is_some()),
+        (a, b) => a.cmp(b),
     }
 }
 
@@ -215,16 +215,19 @@ mod tests {
     }
 
     #[test]
-    fn rows_sort_by_key_with_numbers_by_value_and_nulls_first() {
+    fn rows_sort_by_key_with_numbers_by_value_text_by_bytes_and_nulls_first() {
         let mut rows = vec![
             row(&[Some("b"), Some("10"), Some("x")]),
             row(&[Some("a"), Some("9"), Some("y")]),
             row(&[Some("b"), Some("9"), Some("z")]),
             row(&[Some("b"), None, Some("w")]),
+            row(&[Some("10"), Some("1"), Some("v")]),
+            row(&[Some("9"), Some("1"), Some("u")]),
         ];
-        sort_by_key(&mut rows, &[0, 1]);
+        sort_by_key(&mut rows, &[0, 1], &[1]);
         let order: Vec<_> = rows.iter().map(|row| row[2].clone().unwrap()).collect();
-        assert_eq!(order, ["y", "w", "z", "x"]);
+        // Text "10" sorts before "9" by bytes; the number 9 before 10.
+        assert_eq!(order, ["v", "u", "y", "w", "z", "x"]);
     }
 
     #[test]

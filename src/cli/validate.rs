@@ -2,13 +2,14 @@
 //! input contract (SPEC §1) exactly as the pipeline will, and prints each
 //! rejection's reason.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use trimatch_dataflows::decode::decode_document;
 use trimatch_dataflows::model::DocumentKind;
 
+/// Checks every file (or standard input); whether every document was valid.
 pub fn run(topic: &str, files: &[PathBuf]) -> Result<bool> {
     let kind = DocumentKind::ALL
         .into_iter()
@@ -16,20 +17,31 @@ pub fn run(topic: &str, files: &[PathBuf]) -> Result<bool> {
         .with_context(|| {
             format!("unknown topic {topic:?}: expected purchase_orders, goods_receipts, invoices or match_policies")
         })?;
+    let mut out = std::io::stdout().lock();
     let mut all_valid = true;
     if files.is_empty() {
-        all_valid &= validate(kind, "<stdin>", BufReader::new(std::io::stdin()))?;
+        all_valid &= validate(kind, "<stdin>", BufReader::new(std::io::stdin()), &mut out)?;
     }
     for path in files {
         let file =
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        all_valid &= validate(kind, &path.display().to_string(), BufReader::new(file))?;
+        all_valid &= validate(
+            kind,
+            &path.display().to_string(),
+            BufReader::new(file),
+            &mut out,
+        )?;
     }
     Ok(all_valid)
 }
 
 /// Validates every non-empty line of `input`; returns whether all were valid.
-fn validate(kind: DocumentKind, name: &str, input: impl BufRead) -> Result<bool> {
+fn validate(
+    kind: DocumentKind,
+    name: &str,
+    input: impl BufRead,
+    out: &mut impl Write,
+) -> Result<bool> {
     let mut all_valid = true;
     for (index, line) in input.lines().enumerate() {
         let line = line.with_context(|| format!("cannot read {name}"))?;
@@ -37,10 +49,10 @@ fn validate(kind: DocumentKind, name: &str, input: impl BufRead) -> Result<bool>
             continue;
         }
         match decode_document(kind, line.as_bytes()) {
-            Ok(_) => println!("{name}:{}: ok", index + 1),
+            Ok(_) => writeln!(out, "{name}:{}: ok", index + 1)?,
             Err(reason) => {
                 all_valid = false;
-                println!("{name}:{}: rejected: {reason}", index + 1);
+                writeln!(out, "{name}:{}: rejected: {reason}", index + 1)?;
             }
         }
     }
