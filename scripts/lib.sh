@@ -27,3 +27,18 @@ install_python_env() {
         "$venv/bin/pip" install --quiet "pyarrow>=15" pandas duckdb confluent-kafka
     fi
 }
+
+# Programs from Debian's packages that the end-to-end tests run: socat (a TLS
+# terminator in front of tansu) and openssl (the tests make their own CA).
+install_system_tools() {
+    local missing=()
+    command -v socat >/dev/null || missing+=(socat)
+    command -v openssl >/dev/null || missing+=(openssl)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "== installing ${missing[*]} (Debian packages)"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+}

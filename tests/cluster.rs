@@ -24,7 +24,7 @@ use trimatch_workload::{GeneratedMessage, Workload, WorkloadConfig};
 struct Cluster {
     flights: [String; 2],
     metrics: [String; 2],
-    _processes: Vec<KillOnDrop>,
+    processes: Vec<KillOnDrop>,
     _dir: tempfile::TempDir,
 }
 
@@ -50,7 +50,7 @@ impl Cluster {
                             &metrics[process],
                         ])
                         .stdout(Stdio::null())
-                        .stderr(Stdio::null())
+                        .stderr(Stdio::piped())
                         .spawn()
                         .unwrap(),
                 )
@@ -59,7 +59,7 @@ impl Cluster {
         Cluster {
             flights,
             metrics,
-            _processes: processes,
+            processes,
             _dir: dir,
         }
     }
@@ -280,4 +280,38 @@ fn a_process_is_not_ready_while_another_processs_sources_have_not_caught_up() {
     assert_eq!(metric_samples(&text, "trimatch_ready")[""], 0.0);
     let (status, body) = http_get(metrics, "/readyz").unwrap();
     assert_eq!(status, 503, "{body}");
+}
+
+/// A timely cluster restarts as a unit: when one process dies, the other
+/// cannot go on (its workers' channels to the dead one are gone) and must
+/// exit, non-zero and saying why, so that the orchestrator restarts both.
+#[test]
+fn when_one_process_dies_the_other_exits_too() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [2, 2, 2, 1]);
+    let mut cluster = Cluster::start([&broker.address, &broker.address]);
+    for metrics in &cluster.metrics {
+        wait_for("readiness", Duration::from_secs(60), || {
+            http_get(metrics, "/readyz").is_some_and(|(status, _)| status == 200)
+        });
+    }
+    cluster.processes[1].kill().unwrap();
+    let survivor = &mut cluster.processes[0];
+    let mut status = None;
+    wait_for(
+        "the surviving process to exit",
+        Duration::from_secs(30),
+        || {
+            status = survivor.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    let status = status.unwrap();
+    assert!(!status.success(), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut survivor.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("panicked") || stderr.contains("failed"),
+        "{stderr}"
+    );
 }

@@ -87,7 +87,7 @@ fn generated_history_through_a_real_broker_equals_plain_evaluation() {
             (high, high, 0),
             "{topic}/{partition}"
         );
-        let partition_counters = counters[&(topic.clone(), *partition)];
+        let partition_counters = &counters[&(topic.clone(), *partition)];
         assert_eq!(
             partition_counters.consumed, high as u64,
             "{topic}/{partition}"

@@ -131,3 +131,85 @@ fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
         serde_json::from_str(first).unwrap_or_else(|_| panic!("not JSON: {first}"));
     assert!(parsed["fields"]["message"].is_string(), "{parsed}");
 }
+
+/// A worker that dies takes the process down with it, with the cause in the
+/// log, instead of leaving a process that answers its probes while every read
+/// fails; and a stalled partition, or a bad setting, gets a clear answer.
+#[test]
+fn a_dead_worker_ends_serve_with_its_cause() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [2, 1, 2, 1]);
+    let messages: Vec<_> = Workload::new(WorkloadConfig {
+        seed: 5,
+        tenants: 2,
+        ..WorkloadConfig::default()
+    })
+    .take(400)
+    .collect();
+    produce(&broker.address, &messages);
+    let metrics = free_addr();
+    let mut serve = KillOnDrop::new(
+        Command::new(env!("CARGO_BIN_EXE_trimatch"))
+            .args(["serve", "--brokers", &broker.address, "--workers", "2"])
+            .args(["--flight-addr", &free_addr(), "--metrics-addr", &metrics])
+            .args(["--fault-panic-worker", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut status = None;
+    wait_for("serve to exit", Duration::from_secs(30), || {
+        status = serve.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(2));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("worker 1 panicked: injected fault"),
+        "{stderr}"
+    );
+}
+
+/// Settings that make no sense are refused at start, naming the setting.
+#[test]
+fn bad_settings_are_refused_naming_them() {
+    let refused = |args: &[&str], config: Option<&str>| -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trimatch"));
+        command.arg("serve").args(args);
+        if let Some(text) = config {
+            let path = dir.path().join("trimatch.toml");
+            std::fs::write(&path, text).unwrap();
+            command.arg("--config").arg(path);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?} {config:?}");
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    let error = refused(&["--price-tolerance-pct=-1"], None);
+    assert!(
+        error.contains("--price-tolerance-pct") && error.contains("cannot be negative"),
+        "{error}"
+    );
+    let error = refused(&["--retention-seconds", "99999999"], None);
+    assert!(error.contains("--retention-seconds"), "{error}");
+    let error = refused(&["--workers", "0"], None);
+    assert!(
+        error.contains("--workers") && error.contains("at least 1"),
+        "{error}"
+    );
+    let error = refused(&[], Some("flight_adress = \"127.0.0.1:1\"\n"));
+    assert!(
+        error.contains("unknown setting \"flight_adress\""),
+        "{error}"
+    );
+    let error = refused(&[], Some("workers = \"many\"\n"));
+    assert!(
+        error.contains("--workers") && error.contains("\"many\""),
+        "{error}"
+    );
+    let error = refused(&[], Some("[kafka\n"));
+    assert!(error.contains("is not valid TOML"), "{error}");
+}

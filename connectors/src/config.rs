@@ -149,6 +149,10 @@ pub struct SourceConfig {
     pub max_batch: usize,
     /// How often topic metadata is re-read to pick up new partitions.
     pub metadata_refresh: Duration,
+    /// A partition with messages waiting that delivers none for this long
+    /// (while not paused) is reported as stalled: the broker is failing to
+    /// serve it, whatever the cause.
+    pub stall_after: Duration,
 }
 
 impl SourceConfig {
@@ -168,6 +172,7 @@ impl SourceConfig {
             client_settings: Vec::new(),
             max_batch: 10_000,
             metadata_refresh: Duration::from_secs(10),
+            stall_after: Duration::from_secs(20),
         }
     }
 

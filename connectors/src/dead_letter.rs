@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext};
@@ -67,14 +67,22 @@ impl DeadLetterProducer {
         topic: String,
         metrics: Arc<SourceMetrics>,
     ) -> Result<Self, KafkaError> {
+        // A missing or unreachable dead-letter topic must never hold up
+        // ingestion: messages give up after `message.timeout.ms`, and a full
+        // queue drops the dead letter (counted as not forwarded) instead of
+        // waiting for room.
         let producer = client
             .clone()
             .set("linger.ms", "20")
+            .set("message.timeout.ms", "60000")
+            .set("queue.buffering.max.messages", "100000")
             .create_with_context(DeliveryCounter { metrics })?;
         Ok(DeadLetterProducer { topic, producer })
     }
 
-    /// Queues one rejected message; waits for room if the queue is full.
+    /// Queues one rejected message; if it cannot be queued (the queue is full
+    /// because the topic is missing or unreachable), counts it as not
+    /// forwarded and moves on: `dead_letters` still has it.
     pub fn send(&self, rejected: &Rejected<'_>) {
         let partition = rejected.partition.to_string();
         let offset = rejected.offset.to_string();
@@ -102,22 +110,17 @@ impl DeadLetterProducer {
         if let Some(value) = rejected.value {
             record = record.payload(value);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    self.producer.poll(Duration::from_millis(50));
-                }
-                Err((error, _)) => {
-                    self.producer
-                        .context()
-                        .metrics
-                        .dead_letter_produce_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, topic = %self.topic, "could not queue a dead letter");
-                    break;
-                }
+        if let Err((error, _)) = self.producer.send(record) {
+            let failures = self
+                .producer
+                .context()
+                .metrics
+                .dead_letter_produce_failures
+                .fetch_add(1, Ordering::Relaxed);
+            // One warning per 1,000 failures: an unreachable topic fails every one.
+            if failures.is_multiple_of(1_000) {
+                tracing::warn!(%error, topic = %self.topic, failures = failures + 1,
+                    "could not queue a dead letter; it stays in dead_letters only");
             }
         }
         self.producer.poll(Duration::ZERO);

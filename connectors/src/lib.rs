@@ -8,7 +8,9 @@
 //!   per-partition progress, with exact offsets (SPEC §4);
 //! * `discovery` — metadata, new partitions and start offsets, off the worker thread;
 //! * [`dead_letter`] — the optional dead-letter topic;
-//! * [`metrics`] — per-partition counters (consumed = applied + dead-lettered).
+//! * `poll` — the consumer poll that keeps each error's partition;
+//! * [`metrics`] — per-partition counters (consumed = applied +
+//!   dead-lettered + skipped), states and consumer errors.
 //!
 //! Sources know nothing about the matching rules: they hand the engine
 //! decoded documents keyed by identity, and bookkeeping rows.
@@ -19,6 +21,7 @@ pub mod dead_letter;
 mod discovery;
 pub mod envelope;
 pub mod metrics;
+mod poll;
 pub mod source;
 
 pub use config::{Envelope, SourceConfig, StartPosition, TopicConfig};

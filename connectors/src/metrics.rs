@@ -3,31 +3,72 @@
 //! message is accounted for).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// One partition's counters. `consumed = applied + dead_lettered` always holds
-/// once a batch has been handed over (applied includes messages the envelope
-/// says to skip, such as Debezium tombstones).
+use trimatch_dataflows::rows::PartitionHealth;
+
+/// One partition's counters. `consumed = applied + dead_lettered + skipped`
+/// always holds once a batch has been handed over (applied includes messages
+/// the envelope says to skip, such as Debezium tombstones; skipped counts the
+/// offsets a broker's offset reset jumped over).
 #[derive(Debug, Default)]
 pub struct PartitionCounters {
     pub consumed: AtomicU64,
     pub applied: AtomicU64,
     pub dead_lettered: AtomicU64,
+    pub skipped: AtomicU64,
     /// The first offset not yet reflected (-1 before the partition is assigned).
     pub next_offset: AtomicI64,
     /// The high watermark last seen.
     pub high_watermark: AtomicI64,
+    /// The partition's [`PartitionHealth`], as its index in [`HEALTH`].
+    health: AtomicU8,
+    /// Consumer errors reported for the partition, by librdkafka error name.
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Every partition state, in the order [`PartitionCounters`] stores them.
+const HEALTH: [PartitionHealth; 3] = [
+    PartitionHealth::Ok,
+    PartitionHealth::Stalled,
+    PartitionHealth::Skipped,
+];
+
+impl PartitionCounters {
+    /// Records the partition's state.
+    pub fn set_health(&self, health: PartitionHealth) {
+        let index = HEALTH
+            .iter()
+            .position(|known| *known == health)
+            .unwrap_or(0);
+        self.health.store(index as u8, Ordering::Relaxed);
+    }
+
+    /// Counts one consumer error (by librdkafka's error name, e.g.
+    /// `TOPIC_AUTHORIZATION_FAILED`).
+    pub fn count_error(&self, code: &str) {
+        *self
+            .errors
+            .lock()
+            .expect("errors lock")
+            .entry(code.to_string())
+            .or_default() += 1;
+    }
 }
 
 /// A copy of one partition's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PartitionSnapshot {
     pub consumed: u64,
     pub applied: u64,
     pub dead_lettered: u64,
+    pub skipped: u64,
     pub next_offset: i64,
     pub high_watermark: i64,
+    pub health: PartitionHealth,
+    /// Consumer errors by librdkafka error name.
+    pub errors: BTreeMap<String, u64>,
 }
 
 impl PartitionSnapshot {
@@ -41,9 +82,13 @@ impl PartitionSnapshot {
 #[derive(Debug, Default)]
 pub struct SourceMetrics {
     partitions: Mutex<BTreeMap<(String, i32), Arc<PartitionCounters>>>,
-    /// Messages produced to the dead-letter topic, and failures to produce them.
+    /// Messages produced to the dead-letter topic, and those not forwarded
+    /// (the topic missing or unreachable, or the producer's queue full).
     pub dead_letters_produced: AtomicU64,
     pub dead_letter_produce_failures: AtomicU64,
+    /// Consumer errors that name no partition (the client's own, such as
+    /// every broker being down), by librdkafka error name.
+    client_errors: Mutex<BTreeMap<String, u64>>,
 }
 
 impl SourceMetrics {
@@ -77,11 +122,41 @@ impl SourceMetrics {
                         consumed: counters.consumed.load(Ordering::Relaxed),
                         applied: counters.applied.load(Ordering::Relaxed),
                         dead_lettered: counters.dead_lettered.load(Ordering::Relaxed),
+                        skipped: counters.skipped.load(Ordering::Relaxed),
                         next_offset: counters.next_offset.load(Ordering::Relaxed),
                         high_watermark: counters.high_watermark.load(Ordering::Relaxed),
+                        health: HEALTH[usize::from(counters.health.load(Ordering::Relaxed))
+                            .min(HEALTH.len() - 1)],
+                        errors: counters.errors.lock().expect("errors lock").clone(),
                     },
                 )
             })
+            .collect()
+    }
+}
+
+impl SourceMetrics {
+    /// Counts one consumer error that names no partition.
+    pub fn count_client_error(&self, code: &str) {
+        *self
+            .client_errors
+            .lock()
+            .expect("errors lock")
+            .entry(code.to_string())
+            .or_default() += 1;
+    }
+
+    /// Consumer errors that name no partition, by librdkafka error name.
+    pub fn client_errors(&self) -> BTreeMap<String, u64> {
+        self.client_errors.lock().expect("errors lock").clone()
+    }
+
+    /// Whether any partition is stalled, and the partitions that are.
+    pub fn stalled(&self) -> Vec<(String, i32)> {
+        self.snapshot()
+            .into_iter()
+            .filter(|(_, partition)| partition.health == PartitionHealth::Stalled)
+            .map(|(key, _)| key)
             .collect()
     }
 }

@@ -27,17 +27,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use trimatch_dataflows::model::{Document, Fingerprint, Text};
-use trimatch_dataflows::rows::{DeadLetterRow, SourceProgressRow};
+use trimatch_dataflows::rows::{DeadLetterRow, PartitionHealth, SourceProgressRow};
 
 use crate::config::SourceConfig;
 use crate::dead_letter::{DeadLetterProducer, Rejected};
 use crate::discovery::{Discovery, DiscoveryEvent, NewPartition};
 use crate::envelope::{decode_message, Decoded};
 use crate::metrics::{PartitionCounters, SourceMetrics};
+use crate::poll::{poll, ConsumerError};
 
 /// Why a source cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +99,19 @@ struct PartitionState {
     /// (see [`KafkaSource::commit_counters`]).
     uncommitted: UncommittedCounts,
     counters: Arc<PartitionCounters>,
+    /// Why the partition cannot make progress, while it cannot.
+    stalled: Option<Text>,
+    /// Why offsets were skipped, once they were (kept until restart).
+    skipped: Option<Text>,
+    /// librdkafka reported an offset reset: the next message says where
+    /// reading resumed, and so what was skipped.
+    reset_pending: Option<String>,
+    /// When a consumer error for the partition was last seen.
+    last_error: Option<Instant>,
+    /// When the last warning for the partition was logged (rate limit).
+    last_warned: Option<Instant>,
+    /// When it last delivered a message or was caught up (or paused).
+    last_progress: Instant,
 }
 
 /// Per-partition counts waiting for [`KafkaSource::commit_counters`].
@@ -107,20 +120,95 @@ struct UncommittedCounts {
     consumed: u64,
     applied: u64,
     dead_lettered: u64,
+    skipped: u64,
 }
 
 impl PartitionState {
+    fn new(
+        topic: &str,
+        partition: i32,
+        start: i64,
+        high: i64,
+        done: bool,
+        counters: Arc<PartitionCounters>,
+    ) -> Self {
+        PartitionState {
+            topic: Text::from(topic),
+            partition,
+            next_offset: start,
+            high_watermark: high,
+            end: high,
+            done,
+            dirty: true,
+            uncommitted: UncommittedCounts::default(),
+            counters,
+            stalled: None,
+            skipped: None,
+            reset_pending: None,
+            last_error: None,
+            last_warned: None,
+            last_progress: Instant::now(),
+        }
+    }
+
+    fn health(&self) -> (PartitionHealth, Option<Text>) {
+        match (&self.stalled, &self.skipped) {
+            (Some(reason), _) => (PartitionHealth::Stalled, Some(reason.clone())),
+            (None, Some(reason)) => (PartitionHealth::Skipped, Some(reason.clone())),
+            (None, None) => (PartitionHealth::Ok, None),
+        }
+    }
+
     fn progress_row(&self) -> SourceProgressRow {
         let high_watermark = self.high_watermark.max(self.next_offset);
+        let (state, state_reason) = self.health();
         SourceProgressRow {
             topic: self.topic.clone(),
             partition: self.partition,
             next_offset: self.next_offset,
             high_watermark,
             lag: (high_watermark - self.next_offset) as u64,
+            state,
+            state_reason,
         }
     }
+
+    /// The partition cannot make progress, for `reason`.
+    fn stall(&mut self, reason: String) {
+        if self.stalled.as_deref() != Some(reason.as_str()) {
+            self.stalled = Some(Text::from(reason));
+            self.dirty = true;
+            self.counters.set_health(self.health().0);
+        }
+    }
+
+    /// The partition makes progress again.
+    fn unstall(&mut self) {
+        if self.stalled.take().is_some() {
+            self.dirty = true;
+            self.counters.set_health(self.health().0);
+        }
+    }
+
+    /// Whether a warning about the partition may be logged now (at most one
+    /// per [`WARNING_INTERVAL`]).
+    fn may_warn(&mut self) -> bool {
+        let now = Instant::now();
+        let due = self
+            .last_warned
+            .is_none_or(|last| now.duration_since(last) >= WARNING_INTERVAL);
+        if due {
+            self.last_warned = Some(now);
+        }
+        due
+    }
 }
+
+/// The most warnings logged per partition (and for the client) per interval.
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+/// A stalled partition that has caught up and seen no error for this long
+/// is making progress again.
+const STALL_CLEARS_AFTER: Duration = Duration::from_secs(5);
 
 /// How often cached high watermarks are re-read while messages flow.
 const WATERMARK_REFRESH: Duration = Duration::from_millis(500);
@@ -145,6 +233,10 @@ pub struct KafkaSource {
     /// Owned partitions: by topic name, then partition number.
     partitions: HashMap<String, BTreeMap<i32, PartitionState>>,
     last_refresh: Instant,
+    /// When the last warning about an error naming no partition was logged.
+    last_client_warning: Option<Instant>,
+    /// Whether the caller asked for the partitions to be paused (backpressure).
+    paused: bool,
 }
 
 impl KafkaSource {
@@ -194,6 +286,8 @@ impl KafkaSource {
             connected: false,
             partitions: HashMap::new(),
             last_refresh: Instant::now(),
+            last_client_warning: None,
+            paused: false,
         })
     }
 
@@ -269,6 +363,9 @@ impl KafkaSource {
                 .dead_lettered
                 .fetch_add(counts.dead_lettered, Ordering::Relaxed);
             counters
+                .skipped
+                .fetch_add(counts.skipped, Ordering::Relaxed);
+            counters
                 .next_offset
                 .store(state.next_offset, Ordering::Relaxed);
             counters.high_watermark.store(
@@ -291,35 +388,46 @@ impl KafkaSource {
         let mut wait = timeout;
         let mut finished = Vec::new();
         while received < self.config.max_batch {
-            let message = match self.consumer.poll(wait) {
-                None => break,
-                Some(Ok(message)) => message,
-                Some(Err(error)) => {
-                    tracing::debug!(%error, "Kafka consumer error (librdkafka retries)");
-                    wait = Duration::ZERO;
-                    continue;
-                }
+            let Some(message) = poll(&self.consumer, wait) else {
+                break;
             };
             wait = Duration::ZERO;
+            if let Some(error) = message.error() {
+                self.consumer_error(message.topic(), message.partition(), error);
+                continue;
+            }
             received += 1;
+            let Some(topic_name) = message.topic() else {
+                continue;
+            };
             let Some(state) = self
                 .partitions
-                .get_mut(message.topic())
+                .get_mut(topic_name)
                 .and_then(|partitions| partitions.get_mut(&message.partition()))
             else {
                 continue;
             };
             let offset = message.offset();
+            if let Some(reset) = state.reset_pending.take() {
+                if !resumed_after_reset(state, offset, &reset, batch) {
+                    // Re-reading offsets already reflected: the topic was
+                    // re-created; wait for a person (the partition is stalled).
+                    state.reset_pending = Some(reset);
+                    continue;
+                }
+            }
             // A bounded run stops at `end`; an offset already handed over is never
             // handed over again.
             if state.done || offset < state.next_offset {
                 continue;
             }
-            let Some(topic) = self.config.topic(message.topic()) else {
+            let Some(topic) = self.config.topic(topic_name) else {
                 continue;
             };
+            state.unstall();
+            state.last_progress = Instant::now();
             state.uncommitted.consumed += 1;
-            if let Some(timestamp) = message.timestamp().to_millis() {
+            if let Some(timestamp) = message.timestamp_ms() {
                 batch.message_timestamps.push(timestamp);
             }
             match decode_message(topic.kind, topic.envelope, message.key(), message.payload()) {
@@ -339,24 +447,22 @@ impl KafkaSource {
                     let reason = reason.to_string();
                     if let Some(producer) = &self.dead_letters {
                         producer.send(&Rejected {
-                            topic: message.topic(),
-                            partition: message.partition(),
+                            topic: topic_name,
+                            partition: state.partition,
                             offset,
                             key: message.key(),
                             value: message.payload(),
                             reason: &reason,
                         });
                     }
-                    batch.dead_letters.push(DeadLetterRow {
-                        topic: state.topic.clone(),
-                        partition: state.partition,
+                    batch.dead_letters.push(DeadLetterRow::bounded(
+                        state.topic.clone(),
+                        state.partition,
                         offset,
-                        key: message
-                            .key()
-                            .map(|key| Text::from(String::from_utf8_lossy(key))),
-                        reason: Text::from(reason),
-                        rejected_at: now_ms(),
-                    });
+                        message.key(),
+                        &reason,
+                        now_ms(),
+                    ));
                 }
             }
             state.next_offset = offset + 1;
@@ -368,6 +474,67 @@ impl KafkaSource {
         }
         self.pause(&finished);
         received
+    }
+
+    /// Counts and reports a consumer error: against its partition (which it
+    /// may stall, or whose offsets it may have reset), or against the client.
+    fn consumer_error(&mut self, topic: Option<&str>, partition: i32, error: ConsumerError) {
+        let state = topic
+            .and_then(|topic| self.partitions.get_mut(topic))
+            .and_then(|partitions| partitions.get_mut(&partition));
+        let Some(state) = state else {
+            self.metrics.count_client_error(&error.code);
+            let now = Instant::now();
+            if self
+                .last_client_warning
+                .is_none_or(|last| now.duration_since(last) >= WARNING_INTERVAL)
+            {
+                self.last_client_warning = Some(now);
+                tracing::warn!(worker = self.worker, code = %error.code, "Kafka consumer error: {}", error.message);
+            }
+            return;
+        };
+        state.counters.count_error(&error.code);
+        state.last_error = Some(Instant::now());
+        if state.may_warn() {
+            tracing::warn!(
+                topic = %state.topic,
+                partition = state.partition,
+                code = %error.code,
+                next_offset = state.next_offset,
+                "Kafka consumer error: {}",
+                error.message
+            );
+        }
+        if error.kind == RDKafkaRespErr::RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET {
+            state.reset_pending = Some(error.message);
+        } else {
+            state.stall(format!("{}: {}", error.code, error.message));
+        }
+    }
+
+    /// Pauses (or resumes) fetching on every owned partition that is not
+    /// done: backpressure while too much is sealed and not yet complete.
+    pub fn set_paused(&mut self, paused: bool) {
+        if paused == self.paused {
+            return;
+        }
+        self.paused = paused;
+        let mut list = TopicPartitionList::new();
+        for state in self.owned().filter(|state| !state.done) {
+            list.add_partition(&state.topic, state.partition);
+        }
+        if list.count() == 0 {
+            return;
+        }
+        let result = if paused {
+            self.consumer.pause(&list)
+        } else {
+            self.consumer.resume(&list)
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, paused, "could not pause or resume the input partitions");
+        }
     }
 
     /// Re-reads cached high watermarks; when `idle` (everything polled has been
@@ -386,6 +553,30 @@ impl KafkaSource {
                     state.high_watermark = high;
                     state.dirty = true;
                 }
+                if high < state.next_offset && !state.done {
+                    state.stall(format!(
+                        "the high watermark {high} is below next_offset {}: the topic was deleted \
+                         and re-created, or truncated; restart trimatch with --start to read it again",
+                        state.next_offset
+                    ));
+                }
+            }
+            let quiet = state
+                .last_error
+                .is_none_or(|at| at.elapsed() >= STALL_CLEARS_AFTER);
+            let caught_up = state.high_watermark <= state.next_offset;
+            if quiet && state.reset_pending.is_none() && state.high_watermark == state.next_offset {
+                state.unstall();
+            }
+            if caught_up || state.done || self.paused {
+                state.last_progress = Instant::now();
+            } else if state.last_progress.elapsed() >= self.config.stall_after {
+                state.stall(format!(
+                    "no message for {} s although {} are waiting: the brokers are failing to \
+                     serve this partition (see trimatch_consumer_errors_total and the logs)",
+                    self.config.stall_after.as_secs(),
+                    state.high_watermark - state.next_offset
+                ));
             }
             let position = positions.as_ref().and_then(|list| {
                 list.find_partition(&state.topic, state.partition)
@@ -452,24 +643,62 @@ impl KafkaSource {
             );
             self.partitions.entry(topic.clone()).or_default().insert(
                 partition,
-                PartitionState {
-                    topic: Text::from(topic.as_str()),
-                    partition,
-                    next_offset: start,
-                    high_watermark: high,
-                    end: high,
-                    done,
-                    dirty: true,
-                    uncommitted: UncommittedCounts::default(),
-                    counters,
-                },
+                PartitionState::new(&topic, partition, start, high, done, counters),
             );
         }
         if list.count() > 0 {
             self.consumer.incremental_assign(&list)?;
+            if self.paused {
+                self.consumer.pause(&list)?;
+            }
         }
         Ok(())
     }
+}
+
+/// After librdkafka reset a partition's offset (`reset` is its sentence),
+/// the first message says where reading resumed. Past `next_offset`: the
+/// offsets between were skipped (the broker no longer holds them), so a
+/// `dead_letters` row names the range and the partition is `skipped`. Below
+/// it: the partition restarted under what is already reflected (the topic
+/// was deleted and re-created), so it is stalled. Whether to go on with the
+/// message.
+fn resumed_after_reset(
+    state: &mut PartitionState,
+    offset: i64,
+    reset: &str,
+    batch: &mut SourceBatch,
+) -> bool {
+    let next = state.next_offset;
+    if offset < next {
+        state.stall(format!(
+            "reading restarted at offset {offset}, below next_offset {next} ({reset}): the topic \
+             was probably deleted and re-created; restart trimatch with --start to read it again"
+        ));
+        return false;
+    }
+    if offset > next {
+        let reason = format!(
+            "offsets {next}..{} were skipped: the broker no longer holds them ({reset})",
+            offset - 1
+        );
+        batch.dead_letters.push(DeadLetterRow::bounded(
+            state.topic.clone(),
+            state.partition,
+            next,
+            None,
+            &reason,
+            now_ms(),
+        ));
+        let skipped = (offset - next) as u64;
+        state.uncommitted.consumed += skipped;
+        state.uncommitted.skipped += skipped;
+        state.skipped = Some(Text::from(reason));
+        state.next_offset = offset;
+        state.dirty = true;
+        state.counters.set_health(state.health().0);
+    }
+    true
 }
 
 /// The high watermark librdkafka last saw for a partition, without asking the

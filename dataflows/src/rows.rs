@@ -223,6 +223,47 @@ pub struct DeadLetterRow {
     pub rejected_at: i64,
 }
 
+impl DeadLetterRow {
+    /// The most bytes of a key, and of a reason, a row keeps: `dead_letters`
+    /// is held in memory, and a hostile producer could send megabyte keys.
+    /// The dead-letter topic keeps the original in full.
+    pub const MAX_TEXT_BYTES: usize = 1024;
+
+    /// A row with the key (decoded as UTF-8, lossily) and the reason cut to
+    /// [`MAX_TEXT_BYTES`](Self::MAX_TEXT_BYTES), marked where cut.
+    pub fn bounded(
+        topic: Text,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        reason: &str,
+        rejected_at: i64,
+    ) -> Self {
+        DeadLetterRow {
+            topic,
+            partition,
+            offset,
+            key: key.map(|key| truncated(&String::from_utf8_lossy(key), Self::MAX_TEXT_BYTES)),
+            reason: truncated(reason, Self::MAX_TEXT_BYTES),
+            rejected_at,
+        }
+    }
+}
+
+/// `text`, or its first bytes (on a character boundary) and a marker saying
+/// how long it was, in at most `max` bytes.
+fn truncated(text: &str, max: usize) -> Text {
+    if text.len() <= max {
+        return Text::from(text);
+    }
+    let marker = format!("… (truncated; {} bytes)", text.len());
+    let mut cut = max.saturating_sub(marker.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Text::from(format!("{}{marker}", &text[..cut]))
+}
+
 /// A row of `source_progress`: how far one input partition is reflected.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SourceProgressRow {
@@ -234,4 +275,60 @@ pub struct SourceProgressRow {
     pub high_watermark: i64,
     /// `high_watermark - next_offset`, at least 0.
     pub lag: u64,
+    /// Whether the partition makes progress (SPEC §3).
+    pub state: PartitionHealth,
+    /// Why it is stalled or skipped: a sentence for a person.
+    pub state_reason: Option<Text>,
+}
+
+/// The `state` of a `source_progress` row.
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum PartitionHealth {
+    /// Reading as it should.
+    #[default]
+    Ok,
+    /// It cannot make progress: an unreadable batch, authorization denied, a
+    /// topic re-created below `next_offset`.
+    Stalled,
+    /// The broker's offset reset skipped offsets it no longer holds (the
+    /// range is a `dead_letters` row).
+    Skipped,
+}
+
+impl PartitionHealth {
+    /// The wire spelling: `ok`, `stalled`, `skipped`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PartitionHealth::Ok => "ok",
+            PartitionHealth::Stalled => "stalled",
+            PartitionHealth::Skipped => "skipped",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_keys_and_reasons_are_cut_with_a_marker() {
+        let long = "é".repeat(2_000);
+        let row = DeadLetterRow::bounded(Text::from("t"), 0, 7, Some(long.as_bytes()), &long, 0);
+        for text in [row.key.as_deref().unwrap(), row.reason.as_str()] {
+            assert!(
+                text.len() <= DeadLetterRow::MAX_TEXT_BYTES,
+                "{}",
+                text.len()
+            );
+            assert!(text.ends_with("… (truncated; 4000 bytes)"), "{text}");
+            assert!(text.starts_with("éé"));
+        }
+        let short = DeadLetterRow::bounded(Text::from("t"), 0, 7, Some(b"k"), "why", 0);
+        assert_eq!(
+            (short.key.as_deref(), short.reason.as_str()),
+            (Some("k"), "why")
+        );
+    }
 }

@@ -15,6 +15,8 @@ fn progress(partition: i32, next_offset: i64) -> SourceProgressRow {
         next_offset,
         high_watermark: 100,
         lag: (100 - next_offset) as u64,
+        state: Default::default(),
+        state_reason: None,
     }
 }
 

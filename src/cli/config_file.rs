@@ -4,14 +4,19 @@
 //! values become `TRIMATCH_…` environment variables unless those are set, so
 //! the command line wins, then the environment, then the file.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
 /// Reads the file named by `--config` (or `TRIMATCH_CONFIG`) in `args`, if
-/// any, into the environment.
-pub fn load_into_environment(args: impl Iterator<Item = OsString>) -> Result<()> {
+/// any, into the environment. `known` are the variables the options read: a
+/// key that stands for none of them is an error naming it.
+pub fn load_into_environment(
+    args: impl Iterator<Item = OsString>,
+    known: &BTreeSet<String>,
+) -> Result<()> {
     let Some(path) = config_path(args) else {
         return Ok(());
     };
@@ -20,7 +25,8 @@ pub fn load_into_environment(args: impl Iterator<Item = OsString>) -> Result<()>
     let table: toml::Table = text
         .parse()
         .with_context(|| format!("{} is not valid TOML", path.display()))?;
-    for (key, value) in variables(&table).with_context(|| format!("in {}", path.display()))? {
+    let variables = variables(&table, known).with_context(|| format!("in {}", path.display()))?;
+    for (key, value) in variables {
         if std::env::var_os(&key).is_none() {
             // SAFETY: called at the start of main, before any thread is spawned.
             unsafe { std::env::set_var(key, value) };
@@ -42,8 +48,9 @@ fn config_path(mut args: impl Iterator<Item = OsString>) -> Option<PathBuf> {
     std::env::var_os("TRIMATCH_CONFIG").map(PathBuf::from)
 }
 
-/// The environment variables a config table stands for.
-pub fn variables(table: &toml::Table) -> Result<Vec<(String, String)>> {
+/// The environment variables a config table stands for; each must be one of
+/// `known`.
+pub fn variables(table: &toml::Table, known: &BTreeSet<String>) -> Result<Vec<(String, String)>> {
     let mut variables = Vec::new();
     for (key, value) in table {
         if key == "kafka" {
@@ -58,6 +65,17 @@ pub fn variables(table: &toml::Table) -> Result<Vec<(String, String)>> {
             continue;
         }
         let name = format!("TRIMATCH_{}", key.to_uppercase().replace(['-', '.'], "_"));
+        if !known.contains(&name) {
+            let keys: Vec<String> = known
+                .iter()
+                .filter_map(|variable| variable.strip_prefix("TRIMATCH_"))
+                .map(str::to_lowercase)
+                .collect();
+            bail!(
+                "unknown setting {key:?}; the settings are: {}, and a [kafka] table",
+                keys.join(", ")
+            );
+        }
         let text = match value {
             toml::Value::Array(items) => items
                 .iter()
@@ -99,8 +117,18 @@ mod tests {
         "#
         .parse()
         .unwrap();
+        let known: BTreeSet<String> = [
+            "BROKERS",
+            "WORKERS",
+            "WAIT_FOR_TOPICS",
+            "ENVELOPE",
+            "PRICE_TOLERANCE_PCT",
+        ]
+        .iter()
+        .map(|name| format!("TRIMATCH_{name}"))
+        .collect();
         let variables: std::collections::BTreeMap<String, String> =
-            variables(&table).unwrap().into_iter().collect();
+            variables(&table, &known).unwrap().into_iter().collect();
         assert_eq!(variables["TRIMATCH_BROKERS"], "kafka-0:9092,kafka-1:9092");
         assert_eq!(variables["TRIMATCH_WORKERS"], "4");
         assert_eq!(variables["TRIMATCH_WAIT_FOR_TOPICS"], "true");
@@ -112,6 +140,17 @@ mod tests {
         assert_eq!(
             variables["TRIMATCH_KAFKA_SETTINGS"],
             "sasl.mechanism=PLAIN\nsecurity.protocol=SASL_SSL"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it_and_the_known_ones() {
+        let table: toml::Table = "flight_adress = \"0.0.0.0:50051\"".parse().unwrap();
+        let known = BTreeSet::from(["TRIMATCH_FLIGHT_ADDR".to_string()]);
+        let error = variables(&table, &known).unwrap_err().to_string();
+        assert!(
+            error.contains("unknown setting \"flight_adress\"; the settings are: flight_addr"),
+            "{error}"
         );
     }
 

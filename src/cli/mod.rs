@@ -14,7 +14,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use trimatch_connectors::{Envelope, StartPosition};
 
 pub mod client;
@@ -71,7 +71,7 @@ enum Command {
 /// subcommand. Exit codes: 0 done, 1 `validate` found invalid documents, 2
 /// an error (printed to stderr).
 pub fn main() -> ExitCode {
-    if let Err(error) = config_file::load_into_environment(std::env::args_os()) {
+    if let Err(error) = config_file::load_into_environment(std::env::args_os(), &settings()) {
         eprintln!("trimatch: {error:#}");
         return ExitCode::from(2);
     }
@@ -103,6 +103,18 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The environment variables the options read (what a config file may set).
+fn settings() -> std::collections::BTreeSet<String> {
+    let cli = Cli::command();
+    let serve = cli.find_subcommand("serve").into_iter();
+    cli.get_arguments()
+        .chain(serve.flat_map(|serve| serve.get_arguments()))
+        .filter(|argument| !argument.is_hide_set())
+        .filter_map(|argument| argument.get_env())
+        .map(|variable| variable.to_string_lossy().into_owned())
+        .collect()
 }
 
 /// Whether `error` comes from writing to a pipe whose reader has closed it.

@@ -92,13 +92,14 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIMATCH_WAIT_FOR_TOPICS")]
     wait_for_topics: bool,
     /// Timely worker threads.
-    #[arg(long, env = "TRIMATCH_WORKERS", default_value_t = 1)]
+    #[arg(long, env = "TRIMATCH_WORKERS", default_value_t = 1, value_parser = at_least_one)]
     workers: usize,
     /// Address of the Arrow Flight service.
     #[arg(long, env = "TRIMATCH_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
     flight_addr: std::net::SocketAddr,
     /// How far back (seconds) readers may ask for an `as_of`.
-    #[arg(long, env = "TRIMATCH_RETENTION_SECONDS", default_value_t = 600)]
+    #[arg(long, env = "TRIMATCH_RETENTION_SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_SECONDS))]
     retention_seconds: u64,
     /// Cluster mode: how many processes run the computation (timely's cluster).
     #[arg(long, env = "TRIMATCH_PROCESSES", default_value_t = 1)]
@@ -122,19 +123,34 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIMATCH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     metrics_addr: std::net::SocketAddr,
     /// How many of the most recent rejected messages `dead_letters` keeps.
-    #[arg(long, env = "TRIMATCH_DEAD_LETTER_CAPACITY", default_value_t = 10_000)]
+    #[arg(long, env = "TRIMATCH_DEAD_LETTER_CAPACITY", default_value_t = 10_000, value_parser = at_least_one)]
     dead_letter_capacity: usize,
+    /// /healthz fails once no logical time has completed for this many
+    /// seconds (the workers are stuck), so that an orchestrator restarts
+    /// the process.
+    #[arg(long, env = "TRIMATCH_STALL_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    stall_timeout_seconds: u64,
+    /// /readyz fails while the inputs are more than this many messages
+    /// behind, until the lag is back below half of it.
+    #[arg(long, env = "TRIMATCH_READY_MAX_LAG", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    ready_max_lag: u64,
+    /// Fault injection for tests: the worker with this index panics after
+    /// its first batch.
+    #[arg(long, hide = true, value_name = "WORKER")]
+    fault_panic_worker: Option<usize>,
     /// Global default policy: price tolerance in percent of the PO price.
-    #[arg(long, env = "TRIMATCH_PRICE_TOLERANCE_PCT", default_value = "0")]
+    #[arg(long, env = "TRIMATCH_PRICE_TOLERANCE_PCT", default_value = "0", value_parser = parse_tolerance)]
     price_tolerance_pct: rust_decimal::Decimal,
     /// Global default policy: absolute price tolerance per unit.
-    #[arg(long, env = "TRIMATCH_PRICE_TOLERANCE_ABS", default_value = "0")]
+    #[arg(long, env = "TRIMATCH_PRICE_TOLERANCE_ABS", default_value = "0", value_parser = parse_tolerance)]
     price_tolerance_abs: rust_decimal::Decimal,
     /// Global default policy: quantity tolerance in percent.
-    #[arg(long, env = "TRIMATCH_QTY_TOLERANCE_PCT", default_value = "0")]
+    #[arg(long, env = "TRIMATCH_QTY_TOLERANCE_PCT", default_value = "0", value_parser = parse_tolerance)]
     qty_tolerance_pct: rust_decimal::Decimal,
     /// Global default policy: absolute tolerance on an invoice's stated total.
-    #[arg(long, env = "TRIMATCH_TOTAL_TOLERANCE_ABS", default_value = "0.01")]
+    #[arg(long, env = "TRIMATCH_TOTAL_TOLERANCE_ABS", default_value = "0.01", value_parser = parse_tolerance)]
     total_tolerance_abs: rust_decimal::Decimal,
 }
 
@@ -148,6 +164,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     source.client_settings = args.topics.client_settings;
     let mut config = PipelineConfig::new(source);
     config.workers = args.workers;
+    config.panic_worker = args.fault_panic_worker;
+    config.stall_timeout = Duration::from_secs(args.stall_timeout_seconds);
+    config.ready_max_lag = args.ready_max_lag;
     config.retention = Duration::from_secs(args.retention_seconds);
     config.matching.dead_letter_capacity = args.dead_letter_capacity;
     config.matching.default_tolerances = Tolerances {
@@ -190,7 +209,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     let handle = pipeline.handle();
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
         let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
             let mut receiver = stop.subscribe();
@@ -223,9 +242,45 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let _ = stop.send(());
         progress.abort();
         outcome
-    })?;
-    pipeline.shutdown()
+    });
+    // Exit within a few seconds even if a worker is stuck (a dead cluster
+    // peer): a failed process must end so that its orchestrator restarts it.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let stopped = pipeline.shutdown_within(SHUTDOWN_GRACE);
+    outcome.and(stopped)
 }
+
+/// The longest history readers may ask for: every change of it is kept in
+/// memory.
+const MAX_RETENTION_SECONDS: u64 = 86_400;
+
+/// A count that must be at least one.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(count) => Ok(count),
+        Err(_) => Err(format!("expected a whole number, got {text:?}")),
+    }
+}
+
+/// A tolerance of the default policy: a decimal ≥ 0 with at most 6
+/// fractional digits, as in a policy document (SPEC §1.2).
+fn parse_tolerance(text: &str) -> Result<rust_decimal::Decimal, String> {
+    let value: rust_decimal::Decimal = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a decimal such as 0.05, got {text:?}"))?;
+    if value.is_sign_negative() && !value.is_zero() {
+        return Err(format!("a tolerance cannot be negative, got {text}"));
+    }
+    if value.normalize().scale() > 6 {
+        return Err(format!("at most 6 fractional digits, got {text}"));
+    }
+    Ok(value)
+}
+
+/// How long `serve` waits for its workers to stop before it exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Resolves when the pipeline has failed.
 async fn failed(handle: PipelineHandle) {

@@ -92,6 +92,8 @@ pub fn schema(collection: OutputCollection) -> SchemaRef {
             Field::new("next_offset", Int64, false),
             Field::new("high_watermark", Int64, false),
             Field::new("lag", UInt64, false),
+            text("state"),
+            Field::new("state_reason", Utf8, true),
         ],
     };
     Arc::new(Schema::new(fields))
@@ -178,6 +180,8 @@ pub(crate) fn cells(row: &Row) -> Vec<Cell<'_>> {
             Int64(r.next_offset),
             Int64(r.high_watermark),
             UInt64(r.lag),
+            text(r.state.as_str()),
+            Text(r.state_reason.as_deref()),
         ],
     }
 }
@@ -359,6 +363,13 @@ mod tests {
                 })
                 .collect();
             assert_eq!(ours, theirs, "{}", collection.name());
+            let key: Vec<&str> = published["collections"][collection.name()]["key"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|column| column.as_str().unwrap())
+                .collect();
+            assert_eq!(collection.key_columns(), key, "{}", collection.name());
         }
     }
 }

@@ -45,9 +45,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use timely::communication::initialize::WorkerGuards;
 use trimatch_connectors::{SourceConfig, SourceMetrics};
+use trimatch_dataflows::rows::PartitionHealth;
 use trimatch_dataflows::{MatchConfig, OutputCollection, ReadError, Row, Time};
 
 mod catch_up;
+mod clock;
 pub mod counters;
 mod progress;
 mod reads;
@@ -73,6 +75,15 @@ pub struct PipelineConfig {
     pub subscriber_backlog: usize,
     /// Several processes running one timely computation, if set.
     pub cluster: Option<ClusterConfig>,
+    /// `/healthz` fails once no logical time has completed for this long
+    /// (the workers are stuck): see [`PipelineHandle::unhealthy`].
+    pub stall_timeout: Duration,
+    /// Readiness is lost while the input lag passes this many messages, and
+    /// regained below half of it: see [`PipelineHandle::not_ready`].
+    pub ready_max_lag: u64,
+    /// Fault injection for tests: the worker with this (global) index panics
+    /// once it has sealed its first batch.
+    pub panic_worker: Option<usize>,
 }
 
 /// Timely's cluster mode: `processes` processes of `workers` workers each.
@@ -119,6 +130,9 @@ impl PipelineConfig {
             retention: Duration::from_secs(600),
             subscriber_backlog: 100_000,
             cluster: None,
+            stall_timeout: Duration::from_secs(30),
+            ready_max_lag: 100_000,
+            panic_worker: None,
         }
     }
 
@@ -179,6 +193,10 @@ struct Shared {
     hub: Arc<Hub>,
     started: Instant,
     counters: Arc<PipelineCounters>,
+    stall_timeout: Duration,
+    ready_max_lag: u64,
+    /// Readiness's lag hysteresis: set above `ready_max_lag`, cleared below half.
+    lagging: AtomicBool,
 }
 
 impl Shared {
@@ -218,6 +236,9 @@ impl Pipeline {
             hub: Hub::new(config.subscriber_backlog),
             started: Instant::now(),
             counters: PipelineCounters::new(),
+            stall_timeout: config.stall_timeout,
+            ready_max_lag: config.ready_max_lag,
+            lagging: AtomicBool::new(false),
         });
         let mut requests = Vec::new();
         let mut receivers = Vec::new();
@@ -239,8 +260,21 @@ impl Pipeline {
             let requests = receivers.lock().expect("receivers lock")[local]
                 .take()
                 .expect("each worker takes its own receiver");
-            if let Err(error) = run_worker(worker, &config, &worker_shared, requests) {
-                worker_shared.fail(format!("{error:#}"));
+            let index = worker.index();
+            // A panicking worker fails the job like an erroring one: the
+            // cause is recorded, `/healthz` fails, and `serve` exits, so an
+            // orchestrator restarts the process. (In a cluster, a lost peer
+            // makes the survivors' workers panic in timely's channels.)
+            let run = std::panic::AssertUnwindSafe(|| {
+                run_worker(worker, &config, &worker_shared, requests)
+            });
+            match std::panic::catch_unwind(run) {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => worker_shared.fail(format!("worker {index} failed: {error:#}")),
+                Err(panic) => worker_shared.fail(format!(
+                    "worker {index} panicked: {}",
+                    panic_message(panic.as_ref())
+                )),
             }
         })
         .map_err(|error| anyhow!("cannot start timely workers: {error}"))?;
@@ -306,16 +340,51 @@ impl Pipeline {
     }
 
     /// Asks the workers to stop and waits for them.
-    pub fn shutdown(mut self) -> Result<()> {
+    pub fn shutdown(self) -> Result<()> {
+        self.shutdown_within(Duration::MAX)
+    }
+
+    /// Asks the workers to stop and waits for them, at most `timeout`: a
+    /// worker stuck in a step (e.g. on a dead cluster peer) must not keep the
+    /// process from exiting, so that an orchestrator can restart it.
+    pub fn shutdown_within(mut self, timeout: Duration) -> Result<()> {
+        let stopped = self.stop_workers(timeout);
+        if let Some(error) = self.error() {
+            return Err(anyhow!(error));
+        }
+        if !stopped {
+            anyhow::bail!("the workers did not stop within {} s", timeout.as_secs());
+        }
+        Ok(())
+    }
+
+    /// Stops the workers and the publisher; whether the workers ended within
+    /// `timeout` (those that did not are left to end with the process).
+    fn stop_workers(&mut self, timeout: Duration) -> bool {
         self.handle.shared.stop.store(true, Ordering::SeqCst);
+        let mut stopped = true;
         if let Some(guards) = self.guards.take() {
-            drop(guards);
+            let (done, joined) = channel();
+            let joiner = std::thread::Builder::new()
+                .name("trimatch-join-workers".to_string())
+                .spawn(move || {
+                    drop(guards);
+                    let _ = done.send(());
+                });
+            stopped = joiner.is_ok()
+                && match Instant::now().checked_add(timeout) {
+                    Some(_) => joined.recv_timeout(timeout).is_ok(),
+                    None => joined.recv().is_ok(),
+                };
+            if !stopped {
+                tracing::error!(
+                    "the workers did not stop within {} s; leaving them",
+                    timeout.as_secs()
+                );
+            }
         }
         self.stop_publisher();
-        match self.error() {
-            Some(error) => Err(anyhow!(error)),
-            None => Ok(()),
-        }
+        stopped
     }
 
     fn stop_publisher(&mut self) {
@@ -326,9 +395,12 @@ impl Pipeline {
     }
 }
 
+/// How long dropping a running [`Pipeline`] waits for its workers.
+const DROP_GRACE: Duration = Duration::from_secs(5);
+
 impl Drop for Pipeline {
     fn drop(&mut self) {
-        self.handle.shared.stop.store(true, Ordering::SeqCst);
+        self.stop_workers(DROP_GRACE);
     }
 }
 
@@ -353,13 +425,91 @@ impl PipelineHandle {
         self.shared.started
     }
 
-    /// Whether every worker's source (in every process, in cluster mode) has
-    /// caught up to the high watermarks it saw when it was assigned its
-    /// partitions, and the newest complete time reflects that: a read at the
-    /// default `as_of` then sees every message below those watermarks
-    /// (readiness never goes back to false).
+    /// Whether the job is ready to serve: see [`not_ready`](Self::not_ready).
     pub fn is_ready(&self) -> bool {
-        self.shared.progress.is_ready()
+        self.not_ready().is_none()
+    }
+
+    /// Why the job is not ready to serve, if it is not:
+    /// * it has failed;
+    /// * a partition is stalled;
+    /// * not every worker's source (in every process, in cluster mode) has
+    ///   caught up to the high watermarks it saw when it was assigned its
+    ///   partitions, with the newest complete time reflecting that (a read at
+    ///   the default `as_of` then sees every message below those
+    ///   watermarks);
+    /// * the input lag passed `ready_max_lag` messages and has not yet come
+    ///   back below half of it (hysteresis, so readiness does not flap).
+    pub fn not_ready(&self) -> Option<String> {
+        if let Some(error) = self.error() {
+            return Some(format!("failed: {error}"));
+        }
+        let partitions = self.shared.metrics.snapshot();
+        let lag: u64 = partitions.values().map(|partition| partition.lag()).sum();
+        let stalled: Vec<String> = partitions
+            .iter()
+            .filter(|(_, partition)| partition.health == PartitionHealth::Stalled)
+            .map(|((topic, partition), _)| format!("{topic}/{partition}"))
+            .collect();
+        if !stalled.is_empty() {
+            return Some(format!(
+                "input partitions cannot make progress: {} (see source_progress for why)",
+                stalled.join(", ")
+            ));
+        }
+        if !self.shared.progress.is_ready() {
+            return Some(format!(
+                "catching up to the high watermarks seen at start ({lag} messages behind), \
+                 or not connected to Kafka yet"
+            ));
+        }
+        let max = self.shared.ready_max_lag;
+        let lagging = &self.shared.lagging;
+        if lag > max {
+            lagging.store(true, Ordering::SeqCst);
+        } else if lag <= max / 2 {
+            lagging.store(false, Ordering::SeqCst);
+        }
+        lagging.load(Ordering::SeqCst).then(|| {
+            format!(
+                "{lag} messages behind the inputs (ready again below {}, half of --ready-max-lag {max})",
+                max / 2
+            )
+        })
+    }
+
+    /// Why the job is not healthy, if it is not: it failed, or (while not
+    /// stopping) no logical time has completed for longer than
+    /// `stall_timeout`. Workers move time with the clock even when no
+    /// message arrives and Kafka is unreachable, so a time that stops
+    /// completing means the workers are stuck.
+    pub fn unhealthy(&self) -> Option<String> {
+        if let Some(error) = self.error() {
+            return Some(format!("failed: {error}"));
+        }
+        if self.shared.stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        let timeout = self.shared.stall_timeout;
+        match self.newest_complete() {
+            Some(newest) => {
+                let now = trimatch_connectors::source::now_ms().max(0) as Time;
+                let behind = Duration::from_millis(now.saturating_sub(newest));
+                (behind > timeout).then(|| {
+                    format!(
+                        "no logical time has completed for {} s (newest complete time {newest}): \
+                         the workers are stuck",
+                        behind.as_secs()
+                    )
+                })
+            }
+            None => (self.shared.started.elapsed() > timeout).then(|| {
+                format!(
+                    "no logical time has completed since the start {} s ago: the workers are stuck",
+                    self.shared.started.elapsed().as_secs()
+                )
+            }),
+        }
     }
 
     /// The newest time complete on every worker.
@@ -398,6 +548,15 @@ impl PipelineHandle {
             std::thread::sleep(PUBLISH_INTERVAL);
         }
     }
+}
+
+/// The message a panic was raised with.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| text.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a panic without a message)".to_string())
 }
 
 /// How often complete times are published to subscribers.

@@ -5,8 +5,10 @@
 //!
 //! Ingestion never waits for subscribers: workers only append to a buffer, and
 //! a separate publisher thread fans out. Each subscriber has a bounded backlog
-//! of changes; one that falls behind it is cut off with a clear error rather
-//! than growing memory.
+//! of events (each change counts one, and so does each progress time, so a
+//! reader that stops reading is cut off even when its filter matches nothing);
+//! one that falls behind it is cut off with a clear error rather than growing
+//! memory.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -36,7 +38,8 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Marks `count` changes as taken off the backlog.
+    /// Marks `count` events (changes, or one progress time) as taken off the
+    /// backlog.
     pub fn consumed(&self, count: usize) {
         self.state.backlog.fetch_sub(count, Ordering::SeqCst);
     }
@@ -160,19 +163,15 @@ impl Hub {
             // In time order, and within a time retractions before insertions,
             // so an update reads as "- old, + new".
             changes.sort_by_key(|(_, time, diff)| (*time, *diff));
-            if !changes.is_empty() {
-                let backlog = subscriber
-                    .state
-                    .backlog
-                    .fetch_add(changes.len(), Ordering::SeqCst)
-                    + changes.len();
-                if backlog > self.backlog_limit {
-                    subscriber.state.overflowed.store(true, Ordering::SeqCst);
-                    return false;
-                }
-                if subscriber.sender.send(Published::Changes(changes)).is_err() {
-                    return false;
-                }
+            // The changes, and one for the progress time.
+            let events = changes.len() + 1;
+            let backlog = subscriber.state.backlog.fetch_add(events, Ordering::SeqCst) + events;
+            if backlog > self.backlog_limit {
+                subscriber.state.overflowed.store(true, Ordering::SeqCst);
+                return false;
+            }
+            if !changes.is_empty() && subscriber.sender.send(Published::Changes(changes)).is_err() {
+                return false;
             }
             subscriber
                 .sender
@@ -181,5 +180,45 @@ impl Hub {
         });
         self.active.store(subscribers.len(), Ordering::SeqCst);
         self.published.store(complete, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that takes nothing is cut off once its backlog is full, even
+    /// when its filter matches no change: progress times count too.
+    #[test]
+    fn a_reader_that_stops_reading_is_cut_off_by_progress_alone() {
+        let hub = Hub::new(10);
+        let subscription = hub.subscribe(OutputCollection::MatchExceptions, Arc::default());
+        for time in 1..=9 {
+            hub.publish(time);
+        }
+        assert!(!subscription.overflowed());
+        assert_eq!(hub.subscribers(), 1);
+        for time in 10..=20 {
+            hub.publish(time);
+        }
+        assert!(subscription.overflowed());
+        assert_eq!(hub.subscribers(), 0, "the hub let it go");
+    }
+
+    /// A reader that takes what it is sent is never cut off.
+    #[test]
+    fn a_reader_that_keeps_up_stays() {
+        let hub = Hub::new(10);
+        let mut subscription = hub.subscribe(OutputCollection::MatchExceptions, Arc::default());
+        for time in 1..=100 {
+            hub.publish(time);
+            while let Ok(event) = subscription.events.try_recv() {
+                match event {
+                    Published::Changes(changes) => subscription.consumed(changes.len()),
+                    Published::Progress(_) => subscription.consumed(1),
+                }
+            }
+        }
+        assert!(!subscription.overflowed());
     }
 }

@@ -18,6 +18,7 @@ use trimatch_connectors::{KafkaSource, SourceBatch};
 use trimatch_dataflows::{Matcher, OutputCollection, ReadError, Time};
 
 use super::catch_up::CatchUp;
+use super::clock::LogicalClock;
 use super::{PipelineConfig, ReadKind, ReadReply, ReadRequest, Shared};
 
 /// How long a worker waits in Kafka's poll when the dataflow has nothing to do.
@@ -32,6 +33,18 @@ const MAX_SEAL_DELAY: Duration = Duration::from_millis(20);
 const PARK_WHILE_WAITING: Duration = Duration::from_millis(1);
 /// How often a worker lets its outputs forget history older than the retention.
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(1);
+/// How many full batches' worth of messages a worker lets be sealed and not
+/// yet complete before it pauses its partitions (backpressure).
+const MAX_BATCHES_IN_FLIGHT: usize = 8;
+
+/// A batch sealed at `time`, until the time is complete.
+struct SealedBatch {
+    time: Time,
+    /// Changes and dead letters in it.
+    messages: usize,
+    /// The Kafka timestamps of its messages (for freshness).
+    timestamps: Vec<i64>,
+}
 
 /// Runs one worker until the job stops, fails, or (bounded runs) finishes.
 pub(super) fn run_worker(
@@ -63,8 +76,12 @@ struct PipelineWorker<'w> {
     batch_since: Option<Instant>,
     /// The time of the last batch this worker sealed with anything in it.
     last_sealed: Time,
-    /// Sealed batches' message timestamps, until their time is complete.
-    unseen: VecDeque<(Time, Vec<i64>)>,
+    /// Sealed batches, until their time is complete.
+    unseen: VecDeque<SealedBatch>,
+    /// Messages in `unseen`: sealed, not yet complete.
+    in_flight: usize,
+    /// Batch times: the wall clock's millisecond, never moving backwards.
+    clock: LogicalClock,
     /// Bounded runs: the source has read to its end and the input is closed.
     closed: bool,
     next_compaction: Instant,
@@ -101,6 +118,8 @@ impl<'w> PipelineWorker<'w> {
             batch_since: None,
             last_sealed: 0,
             unseen: VecDeque::new(),
+            in_flight: 0,
+            clock: LogicalClock::new(),
             closed: false,
             next_compaction: Instant::now() + COMPACTION_INTERVAL,
         })
@@ -118,6 +137,7 @@ impl<'w> PipelineWorker<'w> {
             self.answer_reads();
             if !self.closed {
                 self.poll_and_seal()?;
+                self.inject_fault();
             }
             self.step_or_park();
             self.publish_progress();
@@ -144,8 +164,9 @@ impl<'w> PipelineWorker<'w> {
 
     /// Polls the source and seals what it has into a batch at the current
     /// millisecond `t` (at most one batch per millisecond, strictly
-    /// increasing), or moves the input with the clock while nothing arrives,
-    /// so that times complete when idle.
+    /// increasing even when the wall clock steps back: [`LogicalClock`]), or
+    /// moves the input with the clock while nothing arrives, so that times
+    /// complete when idle.
     ///
     /// Adaptive batching: seal at once while the dataflow keeps up; while it
     /// is still busy with earlier times, let messages gather into one larger
@@ -156,6 +177,15 @@ impl<'w> PipelineWorker<'w> {
     /// is always in a sealed time, and so reflected by the next complete time
     /// (readiness and `wait_until_reflected` rely on that).
     fn poll_and_seal(&mut self) -> Result<()> {
+        // Backpressure: while too much is sealed and not yet complete, fetch
+        // nothing more (what librdkafka has prefetched, bounded by its queue
+        // settings, is still polled).
+        let limit = self
+            .config
+            .source
+            .max_batch
+            .saturating_mul(MAX_BATCHES_IN_FLIGHT);
+        self.source.set_paused(self.in_flight >= limit);
         // Idle: every batch this worker sealed is reflected everywhere.
         let idle = self.matcher.is_complete(self.last_sealed);
         let timeout = if idle {
@@ -164,7 +194,7 @@ impl<'w> PipelineWorker<'w> {
             Duration::ZERO
         };
         self.source.poll(&mut self.batch, timeout)?;
-        let now = now_ms() as Time;
+        let now = self.clock.now();
         if self.batch.is_empty() {
             self.batch_since = None;
         } else if self.batch_since.is_none() {
@@ -179,8 +209,13 @@ impl<'w> PipelineWorker<'w> {
         if !self.batch.is_empty() && seal_now && now >= self.matcher.time() {
             self.batch_since = None;
             self.last_sealed = now;
-            let timestamps = std::mem::take(&mut self.batch.message_timestamps);
-            self.unseen.push_back((now, timestamps));
+            let sealed = SealedBatch {
+                time: now,
+                messages: self.batch.changes.len() + self.batch.dead_letters.len(),
+                timestamps: std::mem::take(&mut self.batch.message_timestamps),
+            };
+            self.in_flight += sealed.messages;
+            self.unseen.push_back(sealed);
             seal(&mut self.matcher, &mut self.batch, now);
             self.source.commit_counters();
         } else if self.batch.is_empty() && now > self.matcher.time() {
@@ -196,6 +231,17 @@ impl<'w> PipelineWorker<'w> {
             self.close_input();
         }
         Ok(())
+    }
+
+    /// Test-only ([`PipelineConfig::panic_worker`]): panics once this worker
+    /// has sealed a batch.
+    fn inject_fault(&self) {
+        if self.config.panic_worker == Some(self.timely.index()) && self.last_sealed > 0 {
+            panic!(
+                "injected fault: worker {} panics after its first batch (--fault-panic-worker)",
+                self.timely.index()
+            );
+        }
     }
 
     /// Bounded runs: every partition has reached the high watermarks seen at
@@ -235,15 +281,16 @@ impl<'w> PipelineWorker<'w> {
         if let Some(time) = self.catch_up.take_everyone_caught_up_by() {
             self.shared.progress.record_caught_up_by(time);
         }
-        while let Some((time, timestamps)) = self.unseen.front() {
-            if !self.matcher.is_complete(*time) {
+        while let Some(sealed) = self.unseen.front() {
+            if !self.matcher.is_complete(sealed.time) {
                 break;
             }
             let visible = now_ms();
-            for timestamp in timestamps {
+            for timestamp in &sealed.timestamps {
                 let freshness = (visible - timestamp) as f64 / 1e3;
                 self.shared.counters.freshness.observe(freshness);
             }
+            self.in_flight -= sealed.messages;
             self.unseen.pop_front();
         }
     }

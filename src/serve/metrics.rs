@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use trimatch_dataflows::rows::PartitionHealth;
 use trimatch_dataflows::OutputCollection;
 
 use crate::pipeline::counters::{Histogram, LATENCY_BOUNDS};
@@ -85,10 +86,11 @@ impl Metrics {
         let source = pipeline.metrics();
         let partitions = source.snapshot();
         type Field = fn(&trimatch_connectors::metrics::PartitionSnapshot) -> f64;
-        let per_partition: [(&str, &str, &str, Field); 6] = [
+        let per_partition: [(&str, &str, &str, Field); 7] = [
             ("trimatch_messages_consumed_total", "counter", "Messages consumed from an input partition.", |p| p.consumed as f64),
             ("trimatch_messages_applied_total", "counter", "Messages applied to the documents (valid changes, and Debezium tombstones, which change nothing).", |p| p.applied as f64),
             ("trimatch_messages_dead_lettered_total", "counter", "Messages rejected under SPEC 1.3 and dead-lettered.", |p| p.dead_lettered as f64),
+            ("trimatch_messages_skipped_total", "counter", "Offsets the broker's offset reset skipped (the range is a dead_letters row).", |p| p.skipped as f64),
             ("trimatch_partition_lag", "gauge", "High watermark minus the next offset to reflect.", |p| p.lag() as f64),
             ("trimatch_partition_next_offset", "gauge", "The first offset of the partition not yet reflected.", |p| p.next_offset as f64),
             ("trimatch_partition_high_watermark", "gauge", "The partition's high watermark as last seen.", |p| p.high_watermark as f64),
@@ -102,6 +104,36 @@ impl Metrics {
                     value(counters)
                 );
             }
+        }
+        let _ = writeln!(out, "# HELP trimatch_partition_state 1 for the state an input partition is in (ok, stalled, skipped).\n# TYPE trimatch_partition_state gauge");
+        for ((topic, partition), counters) in &partitions {
+            for state in [
+                PartitionHealth::Ok,
+                PartitionHealth::Stalled,
+                PartitionHealth::Skipped,
+            ] {
+                let value = u8::from(counters.health == state);
+                let _ = writeln!(
+                    out,
+                    "trimatch_partition_state{{topic=\"{topic}\",partition=\"{partition}\",state=\"{}\"}} {value}",
+                    state.as_str()
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP trimatch_consumer_errors_total Errors the Kafka consumer reported, by partition (empty for the client's own) and librdkafka error name.\n# TYPE trimatch_consumer_errors_total counter");
+        for ((topic, partition), counters) in &partitions {
+            for (code, count) in &counters.errors {
+                let _ = writeln!(
+                    out,
+                    "trimatch_consumer_errors_total{{topic=\"{topic}\",partition=\"{partition}\",code=\"{code}\"}} {count}"
+                );
+            }
+        }
+        for (code, count) in source.client_errors() {
+            let _ = writeln!(
+                out,
+                "trimatch_consumer_errors_total{{topic=\"\",partition=\"\",code=\"{code}\"}} {count}"
+            );
         }
         let scalars: [(&str, &str, &str, f64); 6] = [
             (
@@ -250,37 +282,22 @@ async fn scrape(
     )
 }
 
-/// Alive: the job has not failed.
+/// Alive: the job has not failed and its workers are not stuck.
 async fn healthz(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
-    match endpoints.pipeline.error() {
+    match endpoints.pipeline.unhealthy() {
         None => (StatusCode::OK, "ok\n".to_string()),
-        Some(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("failed: {error}\n"),
-        ),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
     }
 }
 
-/// Ready: every source has caught up to the high watermarks seen at start.
+/// Ready: caught up, no partition stalled, not too far behind (see
+/// [`PipelineHandle::not_ready`]).
 async fn readyz(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
-    let pipeline = &endpoints.pipeline;
-    if let Some(error) = pipeline.error() {
-        return (
+    match endpoints.pipeline.not_ready() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("failed: {error}\n"),
-        );
+            format!("not ready: {reason}\n"),
+        ),
     }
-    if pipeline.is_ready() {
-        return (StatusCode::OK, "ready\n".to_string());
-    }
-    let lag: u64 = pipeline
-        .metrics()
-        .snapshot()
-        .values()
-        .map(|p| p.lag())
-        .sum();
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("not ready: catching up to the high watermarks seen at start ({lag} messages behind), or not connected to Kafka yet\n"),
-    )
 }

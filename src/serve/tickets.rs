@@ -96,7 +96,13 @@ pub fn parse_ticket(bytes: &[u8]) -> Result<Ticket, QueryError> {
     let value: Value = serde_json::from_str(trimmed).map_err(|error| QueryError::BadJson {
         problem: error.to_string(),
     })?;
-    let object = value.as_object().expect("starts with {");
+    // Text that starts with `{` can still parse as something else: serde_json
+    // reads `{"$serde_json::private::Number": "1"}` as a number.
+    let Some(object) = value.as_object() else {
+        return Err(QueryError::BadTicket(format!(
+            "a JSON ticket must be an object such as {{\"collection\": \"match_exceptions\"}}, got {value}"
+        )));
+    };
     const KNOWN: [&str; 7] = [
         "collection",
         "subscribe",
@@ -250,5 +256,7 @@ mod tests {
         assert!(error(r#"{"collection": "po_lines", "lmit": 3}"#)
             .contains("unknown ticket field \"lmit\""));
         assert!(error(r#"{"filter": {}}"#).contains("needs \"collection\""));
+        assert!(error(r#"{"$serde_json::private::Number": "1"}"#)
+            .contains("a JSON ticket must be an object"));
     }
 }

@@ -67,6 +67,8 @@ impl Drop for KillOnDrop {
 pub struct Tansu {
     pub address: String,
     port: u16,
+    /// The port clients are told to connect to (a TLS terminator's, say).
+    advertised_port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -86,7 +88,7 @@ fn tansu_binary() -> PathBuf {
     cached
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
@@ -96,9 +98,20 @@ fn free_port() -> u16 {
 impl Tansu {
     pub fn start() -> Tansu {
         let port = free_port();
+        Tansu::start_on(port, port)
+    }
+
+    /// A broker that tells clients to connect to `advertised_port` on
+    /// loopback (where a TLS terminator forwards to it).
+    pub fn start_advertising(advertised_port: u16) -> Tansu {
+        Tansu::start_on(free_port(), advertised_port)
+    }
+
+    fn start_on(port: u16, advertised_port: u16) -> Tansu {
         let mut tansu = Tansu {
             address: format!("127.0.0.1:{port}"),
             port,
+            advertised_port,
             dir: tempfile::tempdir().expect("a temporary directory"),
             child: None,
         };
@@ -108,6 +121,7 @@ impl Tansu {
 
     fn launch(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -120,7 +134,7 @@ impl Tansu {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             // Relative to the working directory: tansu refuses an absolute path.
             .args(["--storage-engine", "sqlite://tansu.db"])

@@ -361,6 +361,8 @@ fn placeholder_row() -> Row {
         next_offset: 0,
         high_watermark: 0,
         lag: 0,
+        state: Default::default(),
+        state_reason: None,
     })
 }
 

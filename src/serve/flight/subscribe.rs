@@ -123,12 +123,16 @@ impl TrimatchFlight {
                             // The progress right after changes goes out at once.
                             latest_progress = None;
                             if let Some(Published::Progress(time)) = subscription.events.recv().await {
+                                subscription.consumed(1);
                                 if stream.progress(&mut encoder, time).await.is_err() {
                                     return;
                                 }
                             }
                         }
-                        Some(Published::Progress(time)) => latest_progress = Some(time),
+                        Some(Published::Progress(time)) => {
+                            subscription.consumed(1);
+                            latest_progress = Some(time);
+                        }
                         None => break,
                     },
                     _ = ticker.tick() => {
