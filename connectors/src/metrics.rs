@@ -48,12 +48,7 @@ impl PartitionCounters {
     /// Counts one consumer error (by librdkafka's error name, e.g.
     /// `TOPIC_AUTHORIZATION_FAILED`).
     pub fn count_error(&self, code: &str) {
-        *self
-            .errors
-            .lock()
-            .expect("errors lock")
-            .entry(code.to_string())
-            .or_default() += 1;
+        count(&self.errors, code);
     }
 }
 
@@ -138,12 +133,7 @@ impl SourceMetrics {
 impl SourceMetrics {
     /// Counts one consumer error that names no partition.
     pub fn count_client_error(&self, code: &str) {
-        *self
-            .client_errors
-            .lock()
-            .expect("errors lock")
-            .entry(code.to_string())
-            .or_default() += 1;
+        count(&self.client_errors, code);
     }
 
     /// Consumer errors that name no partition, by librdkafka error name.
@@ -159,4 +149,13 @@ impl SourceMetrics {
             .map(|(key, _)| key)
             .collect()
     }
+}
+
+/// Adds one to `code`'s count.
+fn count(counts: &Mutex<BTreeMap<String, u64>>, code: &str) {
+    *counts
+        .lock()
+        .expect("errors lock")
+        .entry(code.to_string())
+        .or_default() += 1;
 }

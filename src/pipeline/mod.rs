@@ -57,7 +57,7 @@ pub mod subscriptions;
 mod worker;
 pub use crate::output::FinalState;
 use counters::PipelineCounters;
-use progress::WorkerProgress;
+use progress::{LagHysteresis, WorkerProgress};
 use reads::{ReadKind, ReadReply, ReadRequest};
 use subscriptions::Hub;
 use worker::run_worker;
@@ -195,8 +195,8 @@ struct Shared {
     counters: Arc<PipelineCounters>,
     stall_timeout: Duration,
     ready_max_lag: u64,
-    /// Readiness's lag hysteresis: set above `ready_max_lag`, cleared below half.
-    lagging: AtomicBool,
+    /// Readiness's lag rule (`ready_max_lag`, with hysteresis).
+    lagging: LagHysteresis,
 }
 
 impl Shared {
@@ -238,7 +238,7 @@ impl Pipeline {
             counters: PipelineCounters::new(),
             stall_timeout: config.stall_timeout,
             ready_max_lag: config.ready_max_lag,
-            lagging: AtomicBool::new(false),
+            lagging: LagHysteresis::default(),
         });
         let mut requests = Vec::new();
         let mut receivers = Vec::new();
@@ -464,13 +464,7 @@ impl PipelineHandle {
             ));
         }
         let max = self.shared.ready_max_lag;
-        let lagging = &self.shared.lagging;
-        if lag > max {
-            lagging.store(true, Ordering::SeqCst);
-        } else if lag <= max / 2 {
-            lagging.store(false, Ordering::SeqCst);
-        }
-        lagging.load(Ordering::SeqCst).then(|| {
+        self.shared.lagging.lagging(lag, max).then(|| {
             format!(
                 "{lag} messages behind the inputs (ready again below {}, half of --ready-max-lag {max})",
                 max / 2

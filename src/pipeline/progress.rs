@@ -10,7 +10,7 @@
 //! worker-by-worker rule once let a read right after readiness miss the last
 //! batch of the worker that caught up later.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use trimatch_dataflows::Time;
 
@@ -68,9 +68,42 @@ impl WorkerProgress {
     }
 }
 
+/// Readiness's lag rule, with hysteresis so that readiness does not flap:
+/// lagging once the input lag passes `max`, caught up again once it is back
+/// to half of `max` or below.
+#[derive(Default)]
+pub(super) struct LagHysteresis {
+    lagging: AtomicBool,
+}
+
+impl LagHysteresis {
+    /// Whether the job counts as lagging, given the lag now.
+    pub(super) fn lagging(&self, lag: u64, max: u64) -> bool {
+        if lag > max {
+            self.lagging.store(true, Ordering::SeqCst);
+        } else if lag <= max / 2 {
+            self.lagging.store(false, Ordering::SeqCst);
+        }
+        self.lagging.load(Ordering::SeqCst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lag_readiness_has_hysteresis() {
+        let rule = LagHysteresis::default();
+        let seen: Vec<bool> = [10, 100, 101, 80, 51, 50, 90, 100, 101]
+            .into_iter()
+            .map(|lag| rule.lagging(lag, 100))
+            .collect();
+        assert_eq!(
+            seen,
+            [false, false, true, true, true, false, false, false, true]
+        );
+    }
 
     #[test]
     fn newest_complete_is_the_oldest_view_of_any_worker() {
