@@ -30,14 +30,17 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use trimatch_dataflows::model::{Document, Fingerprint, Text};
-use trimatch_dataflows::rows::{DeadLetterRow, PartitionHealth, SourceProgressRow};
+use trimatch_dataflows::rows::{DeadLetterRow, SourceProgressRow};
 
 use crate::config::SourceConfig;
 use crate::dead_letter::{DeadLetterProducer, Rejected};
 use crate::discovery::{Discovery, DiscoveryEvent, NewPartition};
 use crate::envelope::{decode_message, Decoded};
-use crate::metrics::{PartitionCounters, SourceMetrics};
+use crate::metrics::SourceMetrics;
 use crate::poll::{poll, ConsumerError};
+
+mod partition;
+use partition::{resumed_after_reset, PartitionState, STALL_CLEARS_AFTER, WARNING_INTERVAL};
 
 /// Why a source cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -82,133 +85,6 @@ pub fn owner(topic: &str, partition: i32, peers: usize) -> usize {
     let topic_hash = xxhash_rust::xxh3::xxh3_64(topic.as_bytes());
     (topic_hash.wrapping_add(partition as u64) % peers as u64) as usize
 }
-
-/// One owned partition.
-struct PartitionState {
-    topic: Text,
-    partition: i32,
-    next_offset: i64,
-    high_watermark: i64,
-    /// The high watermark when the partition was assigned: reaching it means
-    /// caught up (ready), and in bounded mode it is where reading stops.
-    end: i64,
-    done: bool,
-    /// Progress changed since the last row handed over.
-    dirty: bool,
-    /// Counts of messages handed over but not yet published to `counters`
-    /// (see [`KafkaSource::commit_counters`]).
-    uncommitted: UncommittedCounts,
-    counters: Arc<PartitionCounters>,
-    /// Why the partition cannot make progress, while it cannot.
-    stalled: Option<Text>,
-    /// Why offsets were skipped, once they were (kept until restart).
-    skipped: Option<Text>,
-    /// librdkafka reported an offset reset: the next message says where
-    /// reading resumed, and so what was skipped.
-    reset_pending: Option<String>,
-    /// When a consumer error for the partition was last seen.
-    last_error: Option<Instant>,
-    /// When the last warning for the partition was logged (rate limit).
-    last_warned: Option<Instant>,
-    /// When it last delivered a message or was caught up (or paused).
-    last_progress: Instant,
-}
-
-/// Per-partition counts waiting for [`KafkaSource::commit_counters`].
-#[derive(Default)]
-struct UncommittedCounts {
-    consumed: u64,
-    applied: u64,
-    dead_lettered: u64,
-    skipped: u64,
-}
-
-impl PartitionState {
-    fn new(
-        topic: &str,
-        partition: i32,
-        start: i64,
-        high: i64,
-        done: bool,
-        counters: Arc<PartitionCounters>,
-    ) -> Self {
-        PartitionState {
-            topic: Text::from(topic),
-            partition,
-            next_offset: start,
-            high_watermark: high,
-            end: high,
-            done,
-            dirty: true,
-            uncommitted: UncommittedCounts::default(),
-            counters,
-            stalled: None,
-            skipped: None,
-            reset_pending: None,
-            last_error: None,
-            last_warned: None,
-            last_progress: Instant::now(),
-        }
-    }
-
-    fn health(&self) -> (PartitionHealth, Option<Text>) {
-        match (&self.stalled, &self.skipped) {
-            (Some(reason), _) => (PartitionHealth::Stalled, Some(reason.clone())),
-            (None, Some(reason)) => (PartitionHealth::Skipped, Some(reason.clone())),
-            (None, None) => (PartitionHealth::Ok, None),
-        }
-    }
-
-    fn progress_row(&self) -> SourceProgressRow {
-        let high_watermark = self.high_watermark.max(self.next_offset);
-        let (state, state_reason) = self.health();
-        SourceProgressRow {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            next_offset: self.next_offset,
-            high_watermark,
-            lag: (high_watermark - self.next_offset) as u64,
-            state,
-            state_reason,
-        }
-    }
-
-    /// The partition cannot make progress, for `reason`.
-    fn stall(&mut self, reason: String) {
-        if self.stalled.as_deref() != Some(reason.as_str()) {
-            self.stalled = Some(Text::from(reason));
-            self.dirty = true;
-            self.counters.set_health(self.health().0);
-        }
-    }
-
-    /// The partition makes progress again.
-    fn unstall(&mut self) {
-        if self.stalled.take().is_some() {
-            self.dirty = true;
-            self.counters.set_health(self.health().0);
-        }
-    }
-
-    /// Whether a warning about the partition may be logged now (at most one
-    /// per [`WARNING_INTERVAL`]).
-    fn may_warn(&mut self) -> bool {
-        let now = Instant::now();
-        let due = self
-            .last_warned
-            .is_none_or(|last| now.duration_since(last) >= WARNING_INTERVAL);
-        if due {
-            self.last_warned = Some(now);
-        }
-        due
-    }
-}
-
-/// The most warnings logged per partition (and for the client) per interval.
-const WARNING_INTERVAL: Duration = Duration::from_secs(10);
-/// A stalled partition that has caught up and seen no error for this long
-/// is making progress again.
-const STALL_CLEARS_AFTER: Duration = Duration::from_secs(5);
 
 /// How often cached high watermarks are re-read while messages flow.
 const WATERMARK_REFRESH: Duration = Duration::from_millis(500);
@@ -654,51 +530,6 @@ impl KafkaSource {
         }
         Ok(())
     }
-}
-
-/// After librdkafka reset a partition's offset (`reset` is its sentence),
-/// the first message says where reading resumed. Past `next_offset`: the
-/// offsets between were skipped (the broker no longer holds them), so a
-/// `dead_letters` row names the range and the partition is `skipped`. Below
-/// it: the partition restarted under what is already reflected (the topic
-/// was deleted and re-created), so it is stalled. Whether to go on with the
-/// message.
-fn resumed_after_reset(
-    state: &mut PartitionState,
-    offset: i64,
-    reset: &str,
-    batch: &mut SourceBatch,
-) -> bool {
-    let next = state.next_offset;
-    if offset < next {
-        state.stall(format!(
-            "reading restarted at offset {offset}, below next_offset {next} ({reset}): the topic \
-             was probably deleted and re-created; restart trimatch with --start to read it again"
-        ));
-        return false;
-    }
-    if offset > next {
-        let reason = format!(
-            "offsets {next}..{} were skipped: the broker no longer holds them ({reset})",
-            offset - 1
-        );
-        batch.dead_letters.push(DeadLetterRow::bounded(
-            state.topic.clone(),
-            state.partition,
-            next,
-            None,
-            &reason,
-            now_ms(),
-        ));
-        let skipped = (offset - next) as u64;
-        state.uncommitted.consumed += skipped;
-        state.uncommitted.skipped += skipped;
-        state.skipped = Some(Text::from(reason));
-        state.next_offset = offset;
-        state.dirty = true;
-        state.counters.set_health(state.health().0);
-    }
-    true
 }
 
 /// The high watermark librdkafka last saw for a partition, without asking the
