@@ -301,7 +301,6 @@ impl KafkaSource {
                 continue;
             };
             state.unstall();
-            state.last_progress = Instant::now();
             state.uncommitted.consumed += 1;
             if let Some(timestamp) = message.timestamp_ms() {
                 batch.message_timestamps.push(timestamp);
@@ -444,7 +443,9 @@ impl KafkaSource {
             if quiet && state.reset_pending.is_none() && state.high_watermark == state.next_offset {
                 state.unstall();
             }
-            if caught_up || state.done || self.paused {
+            let moved = state.next_offset != state.checked_offset;
+            state.checked_offset = state.next_offset;
+            if moved || caught_up || state.done || self.paused {
                 state.last_progress = Instant::now();
             } else if state.last_progress.elapsed() >= self.config.stall_after {
                 state.stall(format!(

@@ -38,8 +38,11 @@ pub(super) struct PartitionState {
     pub(super) last_error: Option<Instant>,
     /// When the last warning for the partition was logged (rate limit).
     pub(super) last_warned: Option<Instant>,
-    /// When it last delivered a message or was caught up (or paused).
+    /// When it was last seen to move, be caught up, or be paused (checked
+    /// at each position refresh, not per message).
     pub(super) last_progress: Instant,
+    /// `next_offset` at that check.
+    pub(super) checked_offset: i64,
 }
 
 /// Per-partition counts waiting for [`super::KafkaSource::commit_counters`].
@@ -76,6 +79,7 @@ impl PartitionState {
             last_error: None,
             last_warned: None,
             last_progress: Instant::now(),
+            checked_offset: start,
         }
     }
 
