@@ -67,7 +67,10 @@ impl Cluster {
 
 /// A snapshot from one process: its rows as (key columns joined) and its as_of.
 async fn read(flight: &str, ticket: serde_json::Value) -> (BTreeSet<String>, usize, u64) {
-    let mut client = trimatch::cli::client::connect(flight).await.unwrap();
+    let mut client = trimatch::cli::connection::Connection::plain(flight)
+        .connect()
+        .await
+        .unwrap();
     let mut stream = client
         .do_get(Ticket::new(match ticket {
             serde_json::Value::String(name) => name,
@@ -177,7 +180,10 @@ async fn two_processes_serve_the_same_state_as_one() {
 
     // A subscription on either process follows the whole state: documents whose
     // partitions belong to the other process's workers arrive too.
-    let mut client = trimatch::cli::client::connect(&flights[1]).await.unwrap();
+    let mut client = trimatch::cli::connection::Connection::plain(&flights[1])
+        .connect()
+        .await
+        .unwrap();
     let ticket =
         json!({"subscribe": "invoice_matches", "filter": {"tenant_id": "cluster"}}).to_string();
     let mut stream = client

@@ -81,7 +81,8 @@ impl Service {
     }
 
     async fn client(&self) -> FlightClient {
-        trimatch::cli::client::connect(&self.addr.to_string())
+        trimatch::cli::connection::Connection::plain(&self.addr.to_string())
+            .connect()
             .await
             .unwrap()
     }

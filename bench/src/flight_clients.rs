@@ -19,7 +19,10 @@ use super::load::{wall_clock_ms, Awaited};
 async fn connect(addr: SocketAddr) -> Result<arrow_flight::FlightClient> {
     let started = Instant::now();
     loop {
-        match trimatch::cli::client::connect(&addr.to_string()).await {
+        match trimatch::cli::connection::Connection::plain(&addr.to_string())
+            .connect()
+            .await
+        {
             Ok(client) => return Ok(client),
             Err(error) if started.elapsed() > Duration::from_secs(10) => return Err(error),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,

@@ -5,15 +5,15 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use arrow_flight::decode::DecodedPayload;
-use arrow_flight::{FlightClient, Ticket};
+use arrow_flight::Ticket;
 use clap::Args;
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
-use tonic::transport::Channel;
 use trimatch_dataflows::OutputCollection;
 
+use super::connection::Connection;
 use super::parse_setting;
 use super::print::{
     csv_field, json_rows, numeric_columns, readable_time, rows_as_text, sort_by_key, write_rows,
@@ -37,9 +37,8 @@ pub struct QueryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-    /// Address of trimatch's Flight service.
-    #[arg(long, env = "TRIMATCH_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
-    flight_addr: String,
+    #[command(flatten)]
+    connection: Connection,
 }
 
 #[derive(Args)]
@@ -52,9 +51,8 @@ pub struct SubscribeArgs {
     /// Resume from this progress time (no snapshot): every change at or after it.
     #[arg(long)]
     from: Option<u64>,
-    /// Address of trimatch's Flight service.
-    #[arg(long, env = "TRIMATCH_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
-    flight_addr: String,
+    #[command(flatten)]
+    connection: Connection,
 }
 
 /// `trimatch query`: one snapshot, printed.
@@ -73,7 +71,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
         .map(|collection| collection.key_columns())
         .unwrap_or_default();
     runtime.block_on(print_snapshot(
-        &args.flight_addr,
+        &args.connection,
         ticket,
         args.format,
         key_columns,
@@ -92,7 +90,7 @@ pub fn subscribe(args: SubscribeArgs) -> Result<()> {
     let ticket = ticket("subscribe", &args.collection, &args.filters, extra);
     let runtime = tokio::runtime::Runtime::new()?;
     let mut stdout = std::io::stdout().lock();
-    runtime.block_on(print_changes(&args.flight_addr, ticket, &mut stdout))
+    runtime.block_on(print_changes(&args.connection, ticket, &mut stdout))
 }
 
 /// How `query` prints rows.
@@ -104,21 +102,6 @@ pub enum Format {
     Csv,
     /// One JSON object per line; decimals as exact strings.
     Json,
-}
-
-/// Connects to a Flight service at `addr` (`host:port` or a URL).
-pub async fn connect(addr: &str) -> Result<FlightClient> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let channel = Channel::from_shared(url.clone())
-        .with_context(|| format!("bad Flight address {addr:?}"))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to trimatch's Flight service at {url}"))?;
-    Ok(FlightClient::new(channel))
 }
 
 /// A JSON ticket from the CLI's options.
@@ -157,13 +140,13 @@ fn filter_value(text: &str) -> Value {
 /// that two reads of one state print the same lines); returns how many rows
 /// it had.
 pub async fn print_snapshot(
-    addr: &str,
+    connection: &Connection,
     ticket: Vec<u8>,
     format: Format,
     key_columns: &[&str],
     out: &mut impl Write,
 ) -> Result<usize> {
-    let mut client = connect(addr).await?;
+    let mut client = connection.connect().await?;
     let mut stream = client
         .do_get(Ticket::new(ticket))
         .await
@@ -231,8 +214,12 @@ pub async fn print_snapshot(
 
 /// Subscribes and prints every change and progress time until the server
 /// ends the stream.
-pub async fn print_changes(addr: &str, ticket: Vec<u8>, out: &mut impl Write) -> Result<()> {
-    let mut client = connect(addr).await?;
+pub async fn print_changes(
+    connection: &Connection,
+    ticket: Vec<u8>,
+    out: &mut impl Write,
+) -> Result<()> {
+    let mut client = connection.connect().await?;
     let stream = client
         .do_get(Ticket::new(ticket))
         .await

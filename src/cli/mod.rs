@@ -7,6 +7,8 @@
 //!   collection to Parquet;
 //! * `generate` — produce a synthetic AP workload to Kafka;
 //! * `query` / `subscribe` — read a running trimatch over Arrow Flight;
+//! * `auth` — manage the API tokens `serve --auth-file` accepts;
+//! * `health` — probe a running trimatch's /healthz or /readyz;
 //! * `validate` — check documents against the input contract (SPEC §1).
 //!
 //! This layer may use every other: it starts `pipeline`s, serves them with
@@ -17,11 +19,15 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use trimatch_connectors::{Envelope, StartPosition};
 
+mod auth;
 pub mod client;
 mod config_file;
+pub mod connection;
 pub mod demo;
 mod generate;
+mod health;
 mod print;
+mod security;
 mod serve;
 mod validate;
 
@@ -58,6 +64,10 @@ enum Command {
     Query(client::QueryArgs),
     /// Print a collection's changes as they happen, with progress times.
     Subscribe(client::SubscribeArgs),
+    /// Manage API tokens: add-token, revoke-token, list.
+    Auth(auth::AuthArgs),
+    /// Probe /healthz or /readyz: exit 0 when it answers 200.
+    Health(health::HealthArgs),
     /// Check JSON documents (one per line) against the input contract.
     Validate {
         /// The topic whose documents these are: purchase_orders, goods_receipts, invoices or match_policies.
@@ -68,9 +78,11 @@ enum Command {
 }
 
 /// The `trimatch` binary: parses the command line, sets up logging, runs the
-/// subcommand. Exit codes: 0 done, 1 `validate` found invalid documents, 2
-/// an error (printed to stderr).
+/// subcommand. Exit codes: 0 done, 1 `validate` found invalid documents or
+/// `health` got no 200, 2 an error (printed to stderr).
 pub fn main() -> ExitCode {
+    // One crypto provider for every rustls user (tonic's clients among them).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if let Err(error) = config_file::load_into_environment(std::env::args_os(), &settings()) {
         eprintln!("trimatch: {error:#}");
         return ExitCode::from(2);
@@ -91,6 +103,8 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args).map(|()| true),
         Command::Query(args) => client::query(args).map(|()| true),
         Command::Subscribe(args) => client::subscribe(args).map(|()| true),
+        Command::Auth(args) => auth::run(args).map(|()| true),
+        Command::Health(args) => health::run(args),
         Command::Validate { topic, files } => validate::run(&topic, &files),
     };
     match outcome {

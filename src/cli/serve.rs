@@ -11,11 +11,13 @@ use clap::Args;
 use trimatch_connectors::{Envelope, SourceConfig, StartPosition, TopicConfig};
 use trimatch_dataflows::model::{DocumentKind, Tolerances};
 
+use super::security::SecurityArgs;
 use super::{parse_envelope, parse_setting, parse_start, shutdown_signal};
 use crate::output::parquet::write_collections;
 use crate::pipeline::{ClusterConfig, Pipeline, PipelineConfig, PipelineHandle};
 use crate::serve::flight;
-use crate::serve::metrics::{self, Metrics};
+use crate::serve::http;
+use crate::serve::metrics::Metrics;
 
 /// Where the input topics are and what they hold.
 #[derive(Args)]
@@ -68,6 +70,8 @@ impl TopicArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     topics: TopicArgs,
+    #[command(flatten)]
+    security: SecurityArgs,
     /// A TOML file with any of these settings (keys are the long option names
     /// with `_` for `-`; the command line wins, then TRIMATCH_… variables, then
     /// the file).
@@ -197,6 +201,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
     }
     let retention = config.retention;
+    // Before anything connects: a configuration that would serve data
+    // unprotected, or certificates that do not load, stop here.
+    let security = if args.until_end {
+        None
+    } else {
+        Some(
+            args.security
+                .load(args.flight_addr, args.metrics_addr, args.processes)?,
+        )
+    };
     let pipeline = Pipeline::start(config)?;
     if args.until_end {
         let state = pipeline.join()?;
@@ -207,9 +221,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
         tracing::info!(as_of = state.as_of, "bounded run complete");
         return Ok(());
     }
+    let security = security.expect("loaded unless --until-end");
     let handle = pipeline.handle();
     let runtime = tokio::runtime::Runtime::new()?;
     let outcome = runtime.block_on(async move {
+        security.reload_on_signal();
+        let flight_listener = tokio::net::TcpListener::bind(args.flight_addr)
+            .await
+            .with_context(|| format!("cannot listen for Flight on {}", args.flight_addr))?;
+        let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {}", args.metrics_addr))?;
         let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
         let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
             let mut receiver = stop.subscribe();
@@ -218,17 +240,26 @@ pub fn run(args: ServeArgs) -> Result<()> {
             }
         };
         let request_metrics = Metrics::new();
-        let metrics = metrics::serve(
-            args.metrics_addr,
+        let metrics = http::serve(
+            metrics_listener,
+            security.http_tls.clone(),
+            security.http_access.clone(),
             handle.clone(),
             request_metrics.clone(),
             stopped(&stop),
         );
         let service = flight::TrimatchFlight::new(handle.clone(), retention)
-            .with_peers(args.flight_peers.clone(), args.process_id)
-            .with_metrics(request_metrics);
-        let flight = flight::serve_service(args.flight_addr, service, stopped(&stop));
-        tracing::info!(flight = %args.flight_addr, metrics = %args.metrics_addr, "serving");
+            .with_peers(args.flight_peers.clone(), args.process_id, security.peer_link.clone())
+            .with_metrics(request_metrics)
+            .with_auth(security.auth.clone(), security.audit);
+        let flight = flight::serve_service(flight_listener, security.flight_tls.clone(), service, stopped(&stop));
+        tracing::info!(
+            flight = %args.flight_addr,
+            metrics = %args.metrics_addr,
+            tls = security.flight_tls.is_some(),
+            authentication = security.auth.is_enabled(),
+            "serving"
+        );
         let progress = catch_up_progress(handle.clone());
         let outcome = tokio::select! {
             result = flight => result.with_context(|| format!("cannot serve Flight on {}", args.flight_addr)),

@@ -3,8 +3,10 @@
 //!
 //! A filter on the collection's first column (`tenant_id`, or `topic` for the
 //! bookkeeping collections) is also a key: reads seek to it instead of
-//! scanning.
+//! scanning. A filter can also hold a set of tenants (a principal's scope,
+//! SPEC §9): rows of other tenants never pass, and reads seek to each tenant.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use arrow::datatypes::{DataType, SchemaRef};
@@ -30,6 +32,8 @@ pub enum FilterError {
         expected: &'static str,
         got: String,
     },
+    #[error("{collection} has no tenant_id column, so it cannot be limited to tenants")]
+    NoTenants { collection: &'static str },
 }
 
 /// A value a column is compared with.
@@ -48,6 +52,8 @@ pub struct RowFilter {
     /// The value of the collection's key column (tenant or topic), if filtered
     /// on: reads seek to it instead of scanning.
     key: Option<String>,
+    /// Only rows of these tenants pass (never empty: `None` is every tenant).
+    tenants: Option<BTreeSet<String>>,
 }
 
 impl RowFilter {
@@ -78,25 +84,78 @@ impl RowFilter {
         Ok(parsed)
     }
 
+    /// This filter, passing only rows of `tenants` as well (for a collection
+    /// whose first column is `tenant_id`).
+    pub fn within_tenants(
+        mut self,
+        collection: OutputCollection,
+        tenants: BTreeSet<String>,
+    ) -> Result<Self, FilterError> {
+        if !has_tenants(collection) {
+            return Err(FilterError::NoTenants {
+                collection: collection.name(),
+            });
+        }
+        self.tenants = Some(match self.tenants.take() {
+            Some(already) => already.intersection(&tenants).cloned().collect(),
+            None => tenants,
+        });
+        Ok(self)
+    }
+
     /// The key (tenant or topic) every matching row has, if the filter fixes it.
     pub fn key(&self) -> Option<&str> {
         self.key.as_deref()
     }
 
+    /// The tenants rows must belong to, if the filter limits them.
+    pub fn tenants(&self) -> Option<&BTreeSet<String>> {
+        self.tenants.as_ref()
+    }
+
+    /// The keys (tenants or topics) a read needs to visit, in order: one if
+    /// the filter fixes the key, the tenant set if it has one, `None` for all.
+    pub fn keys(&self) -> Option<Vec<String>> {
+        match (&self.key, &self.tenants) {
+            (Some(key), Some(tenants)) if !tenants.contains(key) => Some(Vec::new()),
+            (Some(key), _) => Some(vec![key.clone()]),
+            (None, Some(tenants)) => Some(tenants.iter().cloned().collect()),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether the filter has column conditions (beyond a tenant set).
+    pub fn has_conditions(&self) -> bool {
+        !self.conditions.is_empty()
+    }
+
+    /// Whether every row passes.
     pub fn is_empty(&self) -> bool {
-        self.conditions.is_empty()
+        self.conditions.is_empty() && self.tenants.is_none()
     }
 
     /// Whether `row` satisfies every condition.
     pub fn matches(&self, row: &Row) -> bool {
-        if self.conditions.is_empty() {
+        if self.is_empty() {
             return true;
         }
         let cells = cells(row);
-        self.conditions
-            .iter()
-            .all(|(index, _, expected)| cell_equals(&cells[*index], expected))
+        let in_scope = match (&self.tenants, &cells[0]) {
+            (None, _) => true,
+            (Some(tenants), Cell::Text(Some(tenant))) => tenants.contains(*tenant),
+            (Some(_), _) => false,
+        };
+        in_scope
+            && self
+                .conditions
+                .iter()
+                .all(|(index, _, expected)| cell_equals(&cells[*index], expected))
     }
+}
+
+/// Whether `collection`'s rows belong to tenants (its first column is `tenant_id`).
+pub fn has_tenants(collection: OutputCollection) -> bool {
+    collection.key_columns().first() == Some(&"tenant_id")
 }
 
 impl fmt::Display for RowFilter {
@@ -105,6 +164,10 @@ impl fmt::Display for RowFilter {
             .conditions
             .iter()
             .map(|(_, column, expected)| format!("{column}={expected:?}"))
+            .chain(self.tenants.iter().map(|tenants| {
+                let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
+                format!("tenant_id IN ({})", names.join(", "))
+            }))
             .collect();
         f.write_str(&parts.join(" AND "))
     }

@@ -39,7 +39,8 @@ pub(super) enum ReadReply {
 pub(super) struct ReadRequest {
     pub(super) collection: OutputCollection,
     pub(super) as_of: Time,
-    pub(super) key: Option<String>,
+    /// The keys (tenants or topics) to seek to, in order; `None`: every row.
+    pub(super) keys: Option<Vec<String>>,
     pub(super) kind: ReadKind,
     /// Gets the worker's index with its answer, so shards are put together in
     /// worker order and the same read gives the same rows in the same order.
@@ -115,7 +116,7 @@ impl PipelineHandle {
         limit: Option<usize>,
     ) -> Result<PendingReplies, ServeError> {
         let limit = limit.unwrap_or(usize::MAX);
-        self.send(collection, as_of, filter.key(), || ReadKind::Rows {
+        self.send(collection, as_of, filter.keys(), || ReadKind::Rows {
             filter: filter.clone(),
             limit,
         })
@@ -152,7 +153,7 @@ impl PipelineHandle {
         let kind = || ReadKind::Count {
             filter: filter.clone(),
         };
-        let replies = self.ask(collection, as_of, filter.key(), kind)?;
+        let replies = self.ask(collection, as_of, filter.keys(), kind)?;
         Ok(replies
             .into_iter()
             .map(|reply| match reply {
@@ -176,7 +177,7 @@ impl PipelineHandle {
             filter: filter.clone(),
         };
         let mut changes = Vec::new();
-        for reply in self.ask(collection, through, filter.key(), kind)? {
+        for reply in self.ask(collection, through, filter.keys(), kind)? {
             if let ReadReply::Changes(shard) = reply {
                 changes.extend(shard);
             }
@@ -190,10 +191,10 @@ impl PipelineHandle {
         &self,
         collection: OutputCollection,
         as_of: Time,
-        key: Option<&str>,
+        keys: Option<Vec<String>>,
         kind: impl Fn() -> ReadKind,
     ) -> Result<Vec<ReadReply>, ServeError> {
-        let replies = self.send(collection, as_of, key, kind)?;
+        let replies = self.send(collection, as_of, keys, kind)?;
         self.collect(replies)
     }
 
@@ -202,7 +203,7 @@ impl PipelineHandle {
         &self,
         collection: OutputCollection,
         as_of: Time,
-        key: Option<&str>,
+        keys: Option<Vec<String>>,
         kind: impl Fn() -> ReadKind,
     ) -> Result<PendingReplies, ServeError> {
         if let Some(error) = self.error() {
@@ -216,7 +217,7 @@ impl PipelineHandle {
                 .send(ReadRequest {
                     collection,
                     as_of,
-                    key: key.map(str::to_string),
+                    keys: keys.clone(),
                     kind: kind(),
                     reply: reply.clone(),
                 })

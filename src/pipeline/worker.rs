@@ -329,40 +329,57 @@ impl<'w> PipelineWorker<'w> {
     }
 }
 
-/// Reads this worker's shard for `request`.
+/// Reads this worker's shard for `request`: a seek to each of its keys in
+/// turn, or one pass over everything.
 fn answer(matcher: &mut Matcher, request: &ReadRequest) -> Result<ReadReply, ReadError> {
-    let key = request.key.as_deref();
+    let keys: Vec<Option<&str>> = match &request.keys {
+        Some(keys) => keys.iter().map(|key| Some(key.as_str())).collect(),
+        None => vec![None],
+    };
+    let (collection, as_of) = (request.collection, request.as_of);
     match &request.kind {
+        ReadKind::Count { filter } if filter.is_empty() => {
+            matcher.count(collection, as_of).map(ReadReply::Count)
+        }
         ReadKind::Rows { filter, limit } => {
-            let rows = matcher.read_filtered(
-                request.collection,
-                request.as_of,
-                key,
-                &|row| filter.matches(row),
-                *limit,
-            )?;
-            Ok(ReadReply::Rows(
-                rows.into_iter().map(|(row, _)| row).collect(),
-            ))
+            let mut rows = Vec::new();
+            for key in keys {
+                let room = limit.saturating_sub(rows.len());
+                let shard = matcher.read_filtered(
+                    collection,
+                    as_of,
+                    key,
+                    &|row| filter.matches(row),
+                    room,
+                )?;
+                rows.extend(shard.into_iter().map(|(row, _)| row));
+            }
+            Ok(ReadReply::Rows(rows))
         }
-        ReadKind::Count { filter } if filter.is_empty() => matcher
-            .count(request.collection, request.as_of)
-            .map(ReadReply::Count),
         ReadKind::Count { filter } => {
-            let rows = matcher.read_filtered(
-                request.collection,
-                request.as_of,
-                key,
-                &|row| filter.matches(row),
-                usize::MAX,
-            )?;
-            Ok(ReadReply::Count(rows.len() as u64))
+            let mut count = 0;
+            for key in keys {
+                let rows = matcher.read_filtered(
+                    collection,
+                    as_of,
+                    key,
+                    &|row| filter.matches(row),
+                    usize::MAX,
+                )?;
+                count += rows.len() as u64;
+            }
+            Ok(ReadReply::Count(count))
         }
-        ReadKind::Changes { from, filter } => matcher
-            .read_changes(request.collection, *from, request.as_of, key, &|row| {
-                filter.matches(row)
-            })
-            .map(ReadReply::Changes),
+        ReadKind::Changes { from, filter } => {
+            let mut changes = Vec::new();
+            for key in keys {
+                changes.extend(
+                    matcher
+                        .read_changes(collection, *from, as_of, key, &|row| filter.matches(row))?,
+                );
+            }
+            Ok(ReadReply::Changes(changes))
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Prometheus metrics, `/healthz` and `/readyz` on `--metrics-addr`.
+//! Prometheus metrics: what `/metrics` (served by `serve::http`) renders.
 //!
 //! Counters that change on the hot path are atomics updated where the event
 //! happens (freshness in the workers, Flight requests in the service); the
@@ -7,15 +7,10 @@
 //! dozen lines, and every metric's name and help live in one place here.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use trimatch_dataflows::rows::PartitionHealth;
 use trimatch_dataflows::OutputCollection;
 
@@ -242,62 +237,5 @@ impl Metrics {
             .collect();
         *cache = Some((std::time::Instant::now(), rows.clone()));
         rows
-    }
-}
-
-#[derive(Clone)]
-struct Endpoints {
-    pipeline: PipelineHandle,
-    metrics: Arc<Metrics>,
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `shutdown`.
-pub async fn serve(
-    addr: SocketAddr,
-    pipeline: PipelineHandle,
-    metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(scrape))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(Endpoints { pipeline, metrics });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn scrape(
-    State(endpoints): State<Endpoints>,
-) -> (StatusCode, [(&'static str, &'static str); 1], String) {
-    let text = tokio::task::spawn_blocking(move || endpoints.metrics.render(&endpoints.pipeline))
-        .await
-        .unwrap_or_else(|error| format!("# scrape failed: {error}\n"));
-    (
-        StatusCode::OK,
-        [("content-type", "text/plain; version=0.0.4")],
-        text,
-    )
-}
-
-/// Alive: the job has not failed and its workers are not stuck.
-async fn healthz(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
-    match endpoints.pipeline.unhealthy() {
-        None => (StatusCode::OK, "ok\n".to_string()),
-        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
-    }
-}
-
-/// Ready: caught up, no partition stalled, not too far behind (see
-/// [`PipelineHandle::not_ready`]).
-async fn readyz(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
-    match endpoints.pipeline.not_ready() {
-        None => (StatusCode::OK, "ready\n".to_string()),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}\n"),
-        ),
     }
 }

@@ -4,8 +4,12 @@
 //! A ticket is either a bare collection name (`b"match_exceptions"`) or a JSON
 //! object: `{"collection": …, "filter": {…}, "as_of": t, "limit": n}` for a
 //! snapshot, `{"subscribe": …, "snapshot": true, "filter": {…}, "as_of": t}`
-//! for a subscription. Every mistake gets a message saying what was wrong and
-//! what would be right.
+//! for a subscription. Either may carry `"tenants": ["acme", …]`: only rows of
+//! those tenants (what a tenant-scoped principal's reads are limited to, and
+//! what one cluster process asks another for on its behalf). Every mistake
+//! gets a message saying what was wrong and what would be right.
+
+use std::collections::BTreeSet;
 
 use std::sync::Arc;
 
@@ -103,10 +107,11 @@ pub fn parse_ticket(bytes: &[u8]) -> Result<Ticket, QueryError> {
             "a JSON ticket must be an object such as {{\"collection\": \"match_exceptions\"}}, got {value}"
         )));
     };
-    const KNOWN: [&str; 7] = [
+    const KNOWN: [&str; 8] = [
         "collection",
         "subscribe",
         "filter",
+        "tenants",
         "as_of",
         "limit",
         "snapshot",
@@ -135,14 +140,40 @@ pub fn parse_ticket(bytes: &[u8]) -> Result<Ticket, QueryError> {
             ))),
         }
     };
-    let filter_of = |collection: OutputCollection| -> Result<Arc<RowFilter>, QueryError> {
-        match object.get("filter") {
-            None | Some(Value::Null) => Ok(Arc::default()),
-            Some(Value::Object(filter)) => Ok(Arc::new(RowFilter::parse(collection, filter)?)),
-            Some(other) => Err(QueryError::BadTicket(format!(
-                "filter must be an object of column: value, got {other}"
-            ))),
+    let tenants = match object.get("tenants") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) if !items.is_empty() => Some(
+            items
+                .iter()
+                .map(|item| item.as_str().map(str::to_string))
+                .collect::<Option<BTreeSet<String>>>()
+                .ok_or_else(|| {
+                    QueryError::BadTicket(format!(
+                        "tenants must be a list of tenant ids, got {}",
+                        object["tenants"]
+                    ))
+                })?,
+        ),
+        Some(other) => {
+            return Err(QueryError::BadTicket(format!(
+                "tenants must be a non-empty list of tenant ids such as [\"acme\"], got {other}"
+            )))
         }
+    };
+    let filter_of = |collection: OutputCollection| -> Result<Arc<RowFilter>, QueryError> {
+        let filter = match object.get("filter") {
+            None | Some(Value::Null) => RowFilter::default(),
+            Some(Value::Object(filter)) => RowFilter::parse(collection, filter)?,
+            Some(other) => {
+                return Err(QueryError::BadTicket(format!(
+                    "filter must be an object of column: value, got {other}"
+                )))
+            }
+        };
+        Ok(Arc::new(match &tenants {
+            Some(tenants) => filter.within_tenants(collection, tenants.clone())?,
+            None => filter,
+        }))
     };
     let shard = match object.get("shard") {
         None | Some(Value::Null) => false,

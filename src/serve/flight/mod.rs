@@ -1,18 +1,23 @@
-//! Arrow Flight: the service of SPEC §5 ([`service`]), its subscriptions,
-//! its message encoding ([`encode`]), the cluster peers it asks for their
-//! shards, and the server that runs it.
+//! Arrow Flight: the service of SPEC §5 ([`service`]), what each principal
+//! may read through it (`authorize`), its subscriptions, its message encoding
+//! ([`encode`]), the cluster peers it asks for their shards, and the server
+//! that runs it, in clear or over TLS.
 
+mod authorize;
 pub mod encode;
 mod peers;
 pub mod service;
 mod subscribe;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 
 use crate::pipeline::PipelineHandle;
+use crate::serve::tls::{self, ServerTls};
+pub use peers::PeerLink;
 pub use service::TrimatchFlight;
 
 /// Serves Flight on `addr` until `shutdown` completes.
@@ -21,21 +26,37 @@ pub async fn serve(
     pipeline: PipelineHandle,
     retention: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
-    serve_service(addr, TrimatchFlight::new(pipeline, retention), shutdown).await
+) -> anyhow::Result<()> {
+    let service = TrimatchFlight::new(pipeline, retention);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_service(listener, None, service, shutdown).await
 }
 
-/// Serves a configured Flight service (e.g. with cluster peers) on `addr`.
+/// Serves a configured Flight service (with authentication, cluster peers)
+/// on `listener`, over TLS if `tls` is given.
 pub async fn serve_service(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<ServerTls>>,
     service: TrimatchFlight,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
     let service = FlightServiceServer::new(service)
         .max_encoding_message_size(64 * 1024 * 1024)
         .max_decoding_message_size(64 * 1024 * 1024);
-    tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_shutdown(addr, shutdown)
-        .await
+    let router = tonic::transport::Server::builder().add_service(service);
+    match tls {
+        Some(tls) => {
+            let incoming = tls::incoming(tls::accept(listener, tls));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?
+        }
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use arrow_flight::FlightClient;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::Status;
 
 /// How long a shard request from a peer waits for its `as_of` to be complete
@@ -22,13 +22,36 @@ pub(super) fn peer_unavailable(
     ))
 }
 
-/// A Flight client of cluster process `process` at `peer` (`host:port`).
-pub(super) async fn connect_peer(process: usize, peer: &str) -> Result<FlightClient, Status> {
-    let unavailable = |error: &dyn std::fmt::Display| peer_unavailable(process, peer, error);
-    let channel = Channel::from_shared(format!("http://{peer}"))
-        .map_err(|error| unavailable(&error))?
-        .connect()
-        .await
-        .map_err(|error| unavailable(&error))?;
-    Ok(FlightClient::new(channel))
+/// How this process reaches the others: over TLS if they serve it, with
+/// the cluster token if authentication is on.
+#[derive(Clone, Default)]
+pub struct PeerLink {
+    pub tls: Option<ClientTlsConfig>,
+    pub cluster_token: Option<String>,
+}
+
+impl PeerLink {
+    /// A Flight client of cluster process `process` at `peer` (`host:port`).
+    pub(super) async fn connect(&self, process: usize, peer: &str) -> Result<FlightClient, Status> {
+        let unavailable = |error: &dyn std::fmt::Display| peer_unavailable(process, peer, error);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Channel::from_shared(format!("{scheme}://{peer}"))
+            .map_err(|error| unavailable(&error))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|error| unavailable(&error))?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|error| unavailable(&error))?;
+        let mut client = FlightClient::new(channel);
+        if let Some(token) = &self.cluster_token {
+            client
+                .add_header("authorization", &format!("Bearer {token}"))
+                .map_err(|error| unavailable(&error))?;
+        }
+        Ok(client)
+    }
 }

@@ -1,7 +1,8 @@
-//! The Arrow Flight service of SPEC §5 over a running pipeline: ListFlights,
-//! GetFlightInfo, GetSchema, DoGet (snapshots and subscriptions) and the
-//! `status` action. Reads go through [`PipelineHandle`]; nothing here knows
-//! about Kafka or the matching rules.
+//! The Arrow Flight service of SPEC §5 over a running pipeline: Handshake,
+//! ListFlights, GetFlightInfo, GetSchema, DoGet (snapshots and subscriptions)
+//! and the `status` action. Every call is authenticated (`serve::auth`) and
+//! authorized (`authorize`) before it reads. Reads go through
+//! [`PipelineHandle`]; nothing here knows about Kafka or the matching rules.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -23,10 +24,13 @@ use trimatch_dataflows::{OutputCollection, ReadError, Time};
 
 use super::encode::Encoder;
 
-use super::peers::{connect_peer, peer_unavailable, PEER_COMPLETION_WAIT};
+use super::authorize::{authorize, authorize_admin, forwarded_ticket, may_read, scoped};
+use super::peers::{peer_unavailable, PeerLink, PEER_COMPLETION_WAIT};
 use crate::output::columns::{change_schema, record_batch, schema};
+use crate::output::filter::RowFilter;
 use crate::output::{AS_OF_KEY, OFFSETS_KEY};
 use crate::pipeline::{PipelineHandle, ServeError};
+use crate::serve::auth::{Authenticator, Principal};
 use crate::serve::metrics::Metrics;
 use crate::serve::tickets::{collection, parse_ticket, QueryError, SnapshotQuery, Ticket as Query};
 
@@ -49,8 +53,14 @@ pub struct TrimatchFlight {
     /// shards at the same time and answers with the whole state.
     pub(super) peers: Vec<String>,
     pub(super) process: usize,
+    /// How the other processes are reached (TLS, cluster token).
+    pub(super) peer_link: PeerLink,
     /// Where requests are counted (shared with the metrics endpoint).
     metrics: Arc<Metrics>,
+    /// Who is calling.
+    pub(super) auth: Arc<Authenticator>,
+    /// One log line per authenticated request (`--audit-log`).
+    pub(super) audit: bool,
 }
 
 impl TrimatchFlight {
@@ -60,8 +70,18 @@ impl TrimatchFlight {
             retention,
             peers: Vec::new(),
             process: 0,
+            peer_link: PeerLink::default(),
             metrics: Metrics::new(),
+            auth: Arc::new(Authenticator::disabled()),
+            audit: false,
         }
+    }
+
+    /// Authenticates every call with `auth`; with `audit`, logs each one.
+    pub fn with_auth(mut self, auth: Arc<Authenticator>, audit: bool) -> Self {
+        self.auth = auth;
+        self.audit = audit;
+        self
     }
 
     /// Counts requests in `metrics` (the ones `/metrics` renders).
@@ -70,10 +90,12 @@ impl TrimatchFlight {
         self
     }
 
-    /// Answers reads with the shards of the processes at `peers` too.
-    pub fn with_peers(mut self, peers: Vec<String>, process: usize) -> Self {
+    /// Answers reads with the shards of the processes at `peers` too,
+    /// reached through `link`.
+    pub fn with_peers(mut self, peers: Vec<String>, process: usize, link: PeerLink) -> Self {
         self.peers = peers;
         self.process = process;
+        self.peer_link = link;
         self
     }
 
@@ -82,16 +104,11 @@ impl TrimatchFlight {
     async fn peer_shards(
         &self,
         ticket: &[u8],
+        filter: &RowFilter,
         as_of: Time,
     ) -> Result<(Vec<RecordBatch>, BTreeMap<String, i64>), Status> {
-        let mut request: serde_json::Value = if ticket.trim_ascii_start().starts_with(b"{") {
-            serde_json::from_slice(ticket)
-                .map_err(|error| Status::invalid_argument(error.to_string()))?
-        } else {
-            json!({ "collection": String::from_utf8_lossy(ticket).trim() })
-        };
+        let mut request = forwarded_ticket(ticket, filter)?;
         request["as_of"] = json!(as_of);
-        request["shard"] = json!(true);
         let mut batches = Vec::new();
         let mut offsets = BTreeMap::new();
         for (process, peer) in self.peers.iter().enumerate() {
@@ -100,7 +117,7 @@ impl TrimatchFlight {
             }
             let unavailable =
                 |error: &dyn std::fmt::Display| peer_unavailable(process, peer, error);
-            let mut client = connect_peer(process, peer).await?;
+            let mut client = self.peer_link.connect(process, peer).await?;
             let mut stream = client
                 .do_get(Ticket::new(request.to_string()))
                 .await
@@ -150,17 +167,18 @@ impl TrimatchFlight {
     async fn info(
         &self,
         ticket: Vec<u8>,
+        query: Query,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
-        let query = parse_ticket(&ticket).map_err(invalid)?;
         let (schema, count) = match &query {
             Query::Snapshot(query) => {
                 let collection = query.collection;
+                let filter = query.filter.clone();
                 let count =
-                    if query.filter.is_empty() && query.limit.is_none() && query.as_of.is_none() {
+                    if !filter.has_conditions() && query.limit.is_none() && query.as_of.is_none() {
                         self.blocking(move |pipeline| {
                             let as_of = pipeline.resolve_as_of(None)?;
-                            pipeline.count(collection, as_of)
+                            pipeline.count_where(collection, as_of, &filter)
                         })
                         .await
                         .map(|count| count as i64)
@@ -189,7 +207,7 @@ impl TrimatchFlight {
         &self,
         query: SnapshotQuery,
         ticket: &[u8],
-    ) -> Result<FlightStream<FlightData>, Status> {
+    ) -> Result<(FlightStream<FlightData>, usize), Status> {
         let SnapshotQuery {
             collection,
             filter,
@@ -197,6 +215,7 @@ impl TrimatchFlight {
             limit,
             shard,
         } = query;
+        let forwarded_filter = filter.clone();
         let (snapshot, mut offsets) = self
             .blocking(move |pipeline| {
                 if let (true, Some(as_of)) = (shard, as_of) {
@@ -208,7 +227,8 @@ impl TrimatchFlight {
         let (mut remote, remote_offsets) = if shard || self.peers.len() <= 1 {
             (Vec::new(), BTreeMap::new())
         } else {
-            self.peer_shards(ticket, snapshot.as_of).await?
+            self.peer_shards(ticket, &forwarded_filter, snapshot.as_of)
+                .await?
         };
         offsets.extend(remote_offsets);
         let schema = with_metadata(schema(collection), snapshot.as_of, &offsets);
@@ -225,6 +245,7 @@ impl TrimatchFlight {
             room -= batch.num_rows();
         }
         remote.retain(|batch| batch.num_rows() > 0);
+        let total = rows.len() + remote.iter().map(RecordBatch::num_rows).sum::<usize>();
         let local = (0..rows.len()).step_by(BATCH_ROWS).map(move |start| {
             let end = (start + BATCH_ROWS).min(rows.len());
             record_batch(&schema, rows[start..end].iter())
@@ -238,9 +259,10 @@ impl TrimatchFlight {
                     Err(status) => vec![Err(status)],
                 })
             });
-        Ok(stream::once(async move { Ok(first) })
+        let stream = stream::once(async move { Ok(first) })
             .chain(batches)
-            .boxed())
+            .boxed();
+        Ok((stream, total))
     }
 
     /// The `status` action's JSON.
@@ -325,10 +347,27 @@ fn descriptor_ticket(descriptor: &FlightDescriptor) -> Result<Vec<u8>, Status> {
     }
 }
 
-/// The schema a descriptor's ticket would be answered with.
-fn schema_of(descriptor: &FlightDescriptor) -> Result<SchemaResult, Status> {
+/// The query a descriptor stands for, as `principal` may run it.
+fn descriptor_query(
+    principal: &Principal,
+    descriptor: &FlightDescriptor,
+) -> Result<(Vec<u8>, Query), Status> {
     let ticket = descriptor_ticket(descriptor)?;
-    let schema = match parse_ticket(&ticket).map_err(invalid)? {
+    let query = authorize(principal, parse_ticket(&ticket).map_err(invalid)?)?;
+    Ok((ticket, query))
+}
+
+/// The collection a query reads.
+fn collection_of(query: &Query) -> OutputCollection {
+    match query {
+        Query::Snapshot(query) => query.collection,
+        Query::Subscribe(query) => query.collection,
+    }
+}
+
+/// The schema a query is answered with.
+fn schema_of(query: &Query) -> Result<SchemaResult, Status> {
+    let schema = match query {
         Query::Snapshot(query) => schema(query.collection),
         Query::Subscribe(query) => change_schema(query.collection),
     };
@@ -345,21 +384,39 @@ impl TrimatchFlight {
             .flight_request(method, result.is_err(), started.elapsed());
     }
 
-    async fn list_infos(&self) -> Result<Vec<FlightInfo>, Status> {
+    /// One FlightInfo per collection `principal` may read, with its row
+    /// count over the principal's tenants.
+    async fn list_infos(&self, principal: &Principal) -> Result<Vec<FlightInfo>, Status> {
         let mut infos = Vec::new();
         for collection in OutputCollection::ALL {
+            if !may_read(principal, collection) {
+                continue;
+            }
             let descriptor = FlightDescriptor::new_path(vec![collection.name().to_string()]);
+            let filter = scoped(principal, collection, Arc::default(), false)?;
+            let query = Query::Snapshot(SnapshotQuery {
+                collection,
+                filter,
+                as_of: None,
+                limit: None,
+                shard: false,
+            });
             infos.push(
-                self.info(collection.name().as_bytes().to_vec(), descriptor)
+                self.info(collection.name().as_bytes().to_vec(), query, descriptor)
                     .await?,
             );
         }
         Ok(infos)
     }
 
-    async fn action(&self, action: Action) -> Result<Vec<arrow_flight::Result>, Status> {
+    async fn action(
+        &self,
+        principal: &Principal,
+        action: Action,
+    ) -> Result<Vec<arrow_flight::Result>, Status> {
         match action.r#type.as_str() {
             "status" => {
+                authorize_admin(principal, "the status action")?;
                 let body = self.status_json().await?.to_string();
                 Ok(vec![arrow_flight::Result { body: body.into() }])
             }
@@ -380,22 +437,37 @@ impl FlightService for TrimatchFlight {
     type DoActionStream = FlightStream<arrow_flight::Result>;
     type ListActionsStream = FlightStream<ActionType>;
 
+    /// Basic credentials (or any accepted token) in the `authorization`
+    /// header give a session token, returned in the `authorization` header
+    /// as `Bearer <token>` (and as the payload), as Flight clients expect.
     async fn handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented(
-            "trimatch needs no handshake: call DoGet directly",
-        ))
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        let (principal, token) = self.auth.handshake(request.metadata(), peer)?;
+        self.audit(&principal, "handshake", None, None, &Ok::<(), Status>(()));
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response = Response::new(stream::iter([Ok(reply)]).boxed());
+        let header = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("a session token is ASCII"))?;
+        response.metadata_mut().insert("authorization", header);
+        Ok(response)
     }
 
     async fn list_flights(
         &self,
-        _request: Request<Criteria>,
+        request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let started = Instant::now();
-        let result = self.list_infos().await;
+        let principal = self.caller(&request)?;
+        let result = self.list_infos(&principal).await;
         self.record("list_flights", &result, started);
+        self.audit(&principal, "list_flights", None, None, &result);
         let infos = result?.into_iter().map(Ok);
         Ok(Response::new(stream::iter(infos).boxed()))
     }
@@ -405,12 +477,17 @@ impl FlightService for TrimatchFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let started = Instant::now();
+        let principal = self.caller(&request)?;
         let descriptor = request.into_inner();
-        let result = match descriptor_ticket(&descriptor) {
-            Ok(ticket) => self.info(ticket, descriptor).await,
-            Err(status) => Err(status),
+        let (collection, result) = match descriptor_query(&principal, &descriptor) {
+            Ok((ticket, query)) => (
+                Some(collection_of(&query)),
+                self.info(ticket, query, descriptor).await,
+            ),
+            Err(status) => (None, Err(status)),
         };
         self.record("get_flight_info", &result, started);
+        self.audit(&principal, "get_flight_info", collection, None, &result);
         result.map(Response::new)
     }
 
@@ -428,8 +505,12 @@ impl FlightService for TrimatchFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
         let started = Instant::now();
-        let result = schema_of(&request.into_inner());
+        let principal = self.caller(&request)?;
+        let query = descriptor_query(&principal, request.get_ref());
+        let collection = query.as_ref().ok().map(|(_, query)| collection_of(query));
+        let result = query.and_then(|(_, query)| schema_of(&query));
         self.record("get_schema", &result, started);
+        self.audit(&principal, "get_schema", collection, None, &result);
         result.map(Response::new)
     }
 
@@ -438,14 +519,30 @@ impl FlightService for TrimatchFlight {
         request: Request<arrow_flight::Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let started = Instant::now();
+        let principal = self.caller(&request)?;
         let ticket = request.into_inner().ticket;
-        let (method, result) = match parse_ticket(&ticket).map_err(invalid) {
+        let query = parse_ticket(&ticket)
+            .map_err(invalid)
+            .and_then(|query| authorize(&principal, query));
+        let collection = query.as_ref().ok().map(collection_of);
+        let (method, result) = match query {
             Ok(Query::Snapshot(query)) => ("do_get", self.snapshot(query, &ticket).await),
-            Ok(Query::Subscribe(query)) => ("subscribe", self.subscribe(query, &ticket).await),
+            Ok(Query::Subscribe(query)) => (
+                "subscribe",
+                self.subscribe(query, &ticket)
+                    .await
+                    .map(|stream| (stream, 0)),
+            ),
             Err(status) => ("do_get", Err(status)),
         };
         self.record(method, &result, started);
-        result.map(Response::new)
+        let rows = result
+            .as_ref()
+            .ok()
+            .filter(|_| method == "do_get")
+            .map(|(_, rows)| *rows);
+        self.audit(&principal, method, collection, rows, &result);
+        result.map(|(stream, _)| Response::new(stream))
     }
 
     async fn do_put(
@@ -471,8 +568,10 @@ impl FlightService for TrimatchFlight {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let started = Instant::now();
-        let result = self.action(request.into_inner()).await;
+        let principal = self.caller(&request)?;
+        let result = self.action(&principal, request.into_inner()).await;
         self.record("do_action", &result, started);
+        self.audit(&principal, "do_action", None, None, &result);
         Ok(Response::new(
             stream::iter(result?.into_iter().map(Ok)).boxed(),
         ))
@@ -480,11 +579,12 @@ impl FlightService for TrimatchFlight {
 
     async fn list_actions(
         &self,
-        _request: Request<Empty>,
+        request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
+        self.caller(&request)?;
         let status = ActionType {
             r#type: "status".to_string(),
-            description: "JSON: newest complete time, frontier, offsets per topic-partition, row counts, uptime"
+            description: "JSON: newest complete time, frontier, offsets per topic-partition, row counts, uptime (admins)"
                 .to_string(),
         };
         Ok(Response::new(stream::iter(vec![Ok(status)]).boxed()))

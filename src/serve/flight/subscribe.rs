@@ -14,8 +14,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use trimatch_dataflows::{Change, Time};
 
+use super::authorize::forwarded_ticket;
 use super::encode::Encoder;
-use super::peers::{connect_peer, peer_unavailable, PEER_COMPLETION_WAIT};
+use super::peers::{peer_unavailable, PEER_COMPLETION_WAIT};
 use super::service::{with_metadata, FlightStream, TrimatchFlight, BATCH_ROWS, PROGRESS_INTERVAL};
 use crate::output::columns::{change_batch, change_schema};
 use crate::pipeline::subscriptions::Published;
@@ -170,8 +171,7 @@ impl TrimatchFlight {
         query: SubscribeQuery,
         ticket: &[u8],
     ) -> Result<FlightStream<FlightData>, Status> {
-        let mut request: serde_json::Value = serde_json::from_slice(ticket)
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let mut request = forwarded_ticket(ticket, &query.filter)?;
         if query.snapshot {
             // Every shard's snapshot at the same time.
             let as_of = self
@@ -180,12 +180,11 @@ impl TrimatchFlight {
                 .map_err(|error| self.status_of(error))?;
             request["as_of"] = json!(as_of);
         }
-        request["shard"] = json!(true);
         let mut shards = Vec::new();
         for (process, peer) in self.peers.iter().enumerate() {
             let unavailable =
                 |error: &dyn std::fmt::Display| peer_unavailable(process, peer, error);
-            let mut client = connect_peer(process, peer).await?;
+            let mut client = self.peer_link.connect(process, peer).await?;
             let stream = client
                 .do_get(Ticket::new(request.to_string()))
                 .await

@@ -1,0 +1,377 @@
+//! JSON Web Tokens, both kinds: the session tokens a Handshake hands out
+//! ([`Sessions`], HS256 with this server's key), and tokens from an identity
+//! provider ([`IdentityProvider`]: HS256 with a shared secret, or RS256 with
+//! the keys of a JWKS file), whose role and tenant scope come from
+//! configurable claims. `jsonwebtoken` checks signatures, expiry (with a
+//! minute of leeway for clock skew), issuer and audience.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{AuthError, Principal, Role, TenantScope};
+
+/// The issuer of session tokens; other JWTs are the identity provider's.
+const SESSION_ISSUER: &str = "trimatch-session";
+
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECONDS: u64 = 60;
+
+/// Session tokens: what a Handshake answers with, valid for a while.
+///
+/// Their key is derived from the cluster token when there is one, so that any
+/// process of a cluster accepts a session another one started; otherwise it is
+/// random per process (sessions end with the process).
+pub struct Sessions {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    ttl: Duration,
+}
+
+impl Sessions {
+    pub fn new(cluster_token: Option<&str>, ttl: Duration) -> Sessions {
+        let key: [u8; 32] = match cluster_token {
+            Some(token) => Sha256::new()
+                .chain_update(b"trimatch session key\0")
+                .chain_update(token.as_bytes())
+                .finalize()
+                .into(),
+            None => super::tokens::random::<32>(),
+        };
+        Sessions {
+            encoding: EncodingKey::from_secret(&key),
+            decoding: DecodingKey::from_secret(&key),
+            ttl,
+        }
+    }
+
+    /// A session token for `principal`.
+    pub fn issue(&self, principal: &Principal) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({
+            "iss": SESSION_ISSUER,
+            "sub": principal.name,
+            "role": principal.role.name(),
+            "tenants": principal.tenants.to_list(),
+            "iat": now,
+            "exp": now + self.ttl.as_secs() as i64,
+        });
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+    }
+
+    /// Whether `token` claims to be a session token (its signature unchecked).
+    pub fn is_session_token(token: &str) -> bool {
+        unverified_claims(token)
+            .is_some_and(|claims| claims.get("iss").and_then(Value::as_str) == Some(SESSION_ISSUER))
+    }
+
+    /// The principal of a session token this server issued.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[SESSION_ISSUER]);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_aud = false;
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &validation)
+            .map_err(|error| {
+                AuthError::Jwt(format!(
+                    "the session token is refused: {}; Handshake again",
+                    describe(&error)
+                ))
+            })?
+            .claims;
+        principal_of(&claims, "role", "tenants", "session token")
+    }
+}
+
+/// Where an identity provider's JWTs are checked against, and which claims
+/// say what.
+#[derive(Clone, Debug, Default)]
+pub struct JwtConfig {
+    /// A shared secret for HS256 tokens.
+    pub hs256_secret_file: Option<PathBuf>,
+    /// The provider's public keys for RS256 tokens (a JWKS document).
+    pub jwks_file: Option<PathBuf>,
+    /// The `iss` every token must have, if set.
+    pub issuer: Option<String>,
+    /// The `aud` every token must have, if set.
+    pub audience: Option<String>,
+    /// The claim holding the tenant scope (a list of tenant ids, one id, or `"*"`).
+    pub tenant_claim: String,
+    /// The claim holding the role (`reader` or `admin`; `reader` when absent).
+    pub role_claim: String,
+}
+
+/// Verifies an identity provider's JWTs (see [`JwtConfig`]).
+pub struct IdentityProvider {
+    config: JwtConfig,
+    secret: Option<DecodingKey>,
+    keys: Option<JwkSet>,
+}
+
+impl IdentityProvider {
+    pub fn new(config: JwtConfig) -> anyhow::Result<IdentityProvider> {
+        use anyhow::Context;
+        let secret = match &config.hs256_secret_file {
+            Some(path) => {
+                let secret = std::fs::read(path)
+                    .with_context(|| format!("cannot read the JWT secret {}", path.display()))?;
+                let secret = secret.trim_ascii();
+                if secret.len() < 32 {
+                    anyhow::bail!(
+                        "the JWT secret {} has {} bytes; an HS256 secret needs at least 32",
+                        path.display(),
+                        secret.len()
+                    );
+                }
+                Some(DecodingKey::from_secret(secret))
+            }
+            None => None,
+        };
+        let keys = match &config.jwks_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the JWKS file {}", path.display()))?;
+                Some(serde_json::from_str::<JwkSet>(&text).with_context(|| {
+                    format!(
+                        "{} is not a JWKS document ({{\"keys\": [...]}})",
+                        path.display()
+                    )
+                })?)
+            }
+            None => None,
+        };
+        if secret.is_none() && keys.is_none() {
+            anyhow::bail!("JWT authentication needs --jwt-hs256-secret-file or --jwt-jwks-file");
+        }
+        Ok(IdentityProvider {
+            config,
+            secret,
+            keys,
+        })
+    }
+
+    /// The principal of an identity provider's JWT.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let refused = |why: String| AuthError::Jwt(format!("the JWT is refused: {why}"));
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|error| refused(describe(&error)))?;
+        let key = match header.alg {
+            Algorithm::HS256 => self.secret.clone().ok_or_else(|| {
+                refused(
+                    "HS256 tokens are not accepted here (no --jwt-hs256-secret-file)".to_string(),
+                )
+            })?,
+            Algorithm::RS256 => {
+                let keys = self.keys.as_ref().ok_or_else(|| {
+                    refused("RS256 tokens are not accepted here (no --jwt-jwks-file)".to_string())
+                })?;
+                let jwk = match &header.kid {
+                    Some(kid) => keys.find(kid),
+                    None if keys.keys.len() == 1 => keys.keys.first(),
+                    None => None,
+                }
+                .ok_or_else(|| {
+                    refused(format!(
+                        "no key in the JWKS file has the token's kid {:?}",
+                        header.kid
+                    ))
+                })?;
+                DecodingKey::from_jwk(jwk).map_err(|error| refused(describe(&error)))?
+            }
+            other => {
+                return Err(refused(format!(
+                    "the algorithm {other:?} is not accepted; use HS256 or RS256"
+                )))
+            }
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        if let Some(issuer) = &self.config.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        match &self.config.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+            .map_err(|error| refused(describe(&error)))?
+            .claims;
+        principal_of(
+            &claims,
+            &self.config.role_claim,
+            &self.config.tenant_claim,
+            "JWT",
+        )
+    }
+}
+
+/// A principal from a token's claims: `sub`, the role and the tenant scope.
+fn principal_of(
+    claims: &Map<String, Value>,
+    role_claim: &str,
+    tenant_claim: &str,
+    what: &str,
+) -> Result<Principal, AuthError> {
+    let refused = |why: String| AuthError::Jwt(format!("the {what} is refused: {why}"));
+    let name = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or_else(|| refused("it has no \"sub\" claim".to_string()))?;
+    let role = match claims.get(role_claim) {
+        None | Some(Value::Null) => Role::Reader,
+        Some(Value::String(role)) => Role::parse(role).ok_or_else(|| {
+            refused(format!(
+                "its {role_claim:?} claim is {role:?}; it must be \"reader\" or \"admin\""
+            ))
+        })?,
+        Some(other) => {
+            return Err(refused(format!(
+                "its {role_claim:?} claim must be a string, got {other}"
+            )))
+        }
+    };
+    let tenants: Vec<String> = match claims.get(tenant_claim) {
+        Some(Value::String(tenant)) => vec![tenant.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| refused(format!("its {tenant_claim:?} claim must list tenant ids as strings")))?,
+        _ => {
+            return Err(refused(format!(
+                "it has no {tenant_claim:?} claim with the tenant scope (a list of tenant ids, or \"*\")"
+            )))
+        }
+    };
+    let tenants = TenantScope::from_list(&tenants)
+        .map_err(|why| refused(format!("its {tenant_claim:?} claim: {why}")))?;
+    Ok(Principal {
+        name: name.to_string(),
+        role,
+        tenants,
+        cluster: false,
+    })
+}
+
+/// A token's claims without checking its signature (to tell the kinds apart).
+fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A JWT error as a person reads it.
+fn describe(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "it has expired".to_string(),
+        ErrorKind::ImmatureSignature => "it is not valid yet (nbf)".to_string(),
+        ErrorKind::InvalidSignature => "its signature does not verify".to_string(),
+        ErrorKind::InvalidIssuer => "its issuer (iss) is not the one configured".to_string(),
+        ErrorKind::InvalidAudience => "its audience (aud) is not the one configured".to_string(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("it has no {claim:?} claim"),
+        ErrorKind::InvalidToken => {
+            "it is not a JWT (three base64url parts separated by dots)".to_string()
+        }
+        _ => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(secret: &str) -> (IdentityProvider, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, secret).unwrap();
+        let config = JwtConfig {
+            hs256_secret_file: Some(path),
+            issuer: Some("https://idp.example".to_string()),
+            tenant_claim: "trimatch_tenants".to_string(),
+            role_claim: "trimatch_role".to_string(),
+            ..JwtConfig::default()
+        };
+        (IdentityProvider::new(config).unwrap(), dir)
+    }
+
+    fn token(secret: &str, claims: Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn identity_provider_tokens_give_their_claims_scope_and_expired_or_forged_ones_are_refused() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let (provider, _dir) = provider(secret);
+        let now = chrono::Utc::now().timestamp();
+        let claims = |exp: i64| {
+            json!({"sub": "carol", "iss": "https://idp.example", "exp": exp,
+                   "trimatch_tenants": ["acme"], "trimatch_role": "reader"})
+        };
+        let principal = provider.verify(&token(secret, claims(now + 300))).unwrap();
+        assert_eq!(principal.name, "carol");
+        assert_eq!(
+            principal.tenants,
+            TenantScope::from_list(&["acme"]).unwrap()
+        );
+        let expired = provider
+            .verify(&token(secret, claims(now - 3600)))
+            .unwrap_err();
+        assert!(expired.to_string().contains("expired"), "{expired}");
+        let forged = provider
+            .verify(&token(
+                "another secret of at least 32 bytes!!",
+                claims(now + 300),
+            ))
+            .unwrap_err();
+        assert!(
+            forged.to_string().contains("signature does not verify"),
+            "{forged}"
+        );
+        let mut wrong_issuer = claims(now + 300);
+        wrong_issuer["iss"] = json!("https://evil.example");
+        assert!(provider
+            .verify(&token(secret, wrong_issuer))
+            .unwrap_err()
+            .to_string()
+            .contains("issuer"));
+        let mut no_scope = claims(now + 300);
+        no_scope.as_object_mut().unwrap().remove("trimatch_tenants");
+        assert!(provider
+            .verify(&token(secret, no_scope))
+            .unwrap_err()
+            .to_string()
+            .contains("\"trimatch_tenants\""));
+    }
+
+    #[test]
+    fn sessions_verify_only_with_their_key() {
+        let principal = Principal {
+            name: "alice".to_string(),
+            role: Role::Admin,
+            tenants: TenantScope::All,
+            cluster: false,
+        };
+        let sessions = Sessions::new(Some("cluster secret"), Duration::from_secs(60));
+        let token = sessions.issue(&principal).unwrap();
+        assert!(Sessions::is_session_token(&token));
+        assert_eq!(sessions.verify(&token).unwrap(), principal);
+        let same_cluster = Sessions::new(Some("cluster secret"), Duration::from_secs(60));
+        assert_eq!(same_cluster.verify(&token).unwrap(), principal);
+        let elsewhere = Sessions::new(None, Duration::from_secs(60));
+        assert!(elsewhere.verify(&token).is_err());
+    }
+}
