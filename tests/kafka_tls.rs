@@ -18,85 +18,11 @@ use trimatch_connectors::TopicConfig;
 use trimatch_dataflows::model::DocumentKind;
 use trimatch_workload::{Workload, WorkloadConfig, WorkloadProducer};
 
-/// Runs `program` with `args` in `dir`, failing the test with its output if
-/// it fails.
-fn run(dir: &Path, program: &str, args: &[&str]) {
-    let output = Command::new(program)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {program} (scripts/test installs it): {error}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// A CA, and a certificate for 127.0.0.1 and localhost signed by it, in
 /// `dir`: `ca.pem`, `server.pem`, `server.key`.
 fn make_certificates(dir: &Path) {
-    run(
-        dir,
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=trimatch test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-    );
-    run(
-        dir,
-        "openssl",
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(
-        dir.join("san.cnf"),
-        "subjectAltName = IP:127.0.0.1, DNS:localhost\n",
-    )
-    .unwrap();
-    run(
-        dir,
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "san.cnf",
-            "-out",
-            "server.pem",
-        ],
-    );
+    certs::make_ca(dir, "ca");
+    certs::make_cert(dir, "ca", "server");
 }
 
 fn settings(pairs: &[(&str, String)]) -> Vec<(String, String)> {

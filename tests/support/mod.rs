@@ -22,6 +22,8 @@ use trimatch_workload::{GeneratedMessage, Present, WorkloadProducer};
 #[path = "../../dataflows/tests/common/mod.rs"]
 pub mod common;
 
+pub mod certs;
+
 pub use common::oracle;
 pub use common::Snapshot;
 
