@@ -30,7 +30,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(brokers: [&str; 2]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
+        Cluster::start_with(brokers, tempfile::tempdir().unwrap(), &[])
+    }
+
+    /// A cluster whose processes also get `args`; `dir` holds its files.
+    fn start_with(brokers: [&str; 2], dir: tempfile::TempDir, args: &[String]) -> Cluster {
         let hostfile = dir.path().join("hosts");
         std::fs::write(&hostfile, format!("{}\n{}\n", free_addr(), free_addr())).unwrap();
         let flights = [free_addr(), free_addr()];
@@ -49,6 +53,7 @@ impl Cluster {
                             "--metrics-addr",
                             &metrics[process],
                         ])
+                        .args(args)
                         .stdout(Stdio::null())
                         .stderr(Stdio::piped())
                         .spawn()
@@ -67,20 +72,31 @@ impl Cluster {
 
 /// A snapshot from one process: its rows as (key columns joined) and its as_of.
 async fn read(flight: &str, ticket: serde_json::Value) -> (BTreeSet<String>, usize, u64) {
-    let mut client = trimatch::cli::connection::Connection::plain(flight)
-        .connect()
+    read_as(trimatch::cli::connection::Connection::plain(flight), ticket)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A snapshot through `connection`, or the refusal.
+async fn read_as(
+    connection: trimatch::cli::connection::Connection,
+    ticket: serde_json::Value,
+) -> Result<(BTreeSet<String>, usize, u64), tonic::Status> {
+    let mut client = connection.connect().await.unwrap();
+    let status = |error| match error {
+        arrow_flight::error::FlightError::Tonic(status) => *status,
+        other => tonic::Status::unknown(other.to_string()),
+    };
     let mut stream = client
         .do_get(Ticket::new(match ticket {
             serde_json::Value::String(name) => name,
             other => other.to_string(),
         }))
         .await
-        .unwrap();
+        .map_err(status)?;
     let mut batches: Vec<RecordBatch> = Vec::new();
     while let Some(batch) = stream.next().await {
-        batches.push(batch.unwrap());
+        batches.push(batch.map_err(status)?);
     }
     let as_of = stream.schema().unwrap().metadata()["trimatch.as_of"]
         .parse()
@@ -107,7 +123,7 @@ async fn read(flight: &str, ticket: serde_json::Value) -> (BTreeSet<String>, usi
             rows.insert(key.join("|"));
         }
     }
-    (rows, count, as_of)
+    Ok((rows, count, as_of))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -320,4 +336,109 @@ fn when_one_process_dies_the_other_exits_too() {
         stderr.contains("panicked") || stderr.contains("failed"),
         "{stderr}"
     );
+}
+
+/// With security on, the processes reach each other over TLS with the
+/// cluster token: a reader scoped to one tenant gets that tenant's rows of
+/// the whole cluster (both processes' shards), and is refused a shard read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secured_cluster_scopes_readers_across_processes_and_keeps_shards_internal() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [3, 2, 3, 1]);
+    let messages: Vec<_> = Workload::new(WorkloadConfig {
+        seed: 133,
+        tenants: 3,
+        ..WorkloadConfig::default()
+    })
+    .take(1_500)
+    .collect();
+    produce(&broker.address, &messages);
+    let expected = expected_state(&final_documents(&messages));
+
+    let dir = tempfile::tempdir().unwrap();
+    certs::make_ca(dir.path(), "ca");
+    certs::make_cert(dir.path(), "ca", "server");
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(
+        dir.path().join("cluster.token"),
+        "a cluster secret of some length\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_trimatch"))
+        .args([
+            "auth",
+            "add-token",
+            "--file",
+            &path("auth.toml"),
+            "--name",
+            "dash",
+        ])
+        .args(["--tenants", "tenant-001"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let reader = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let args: Vec<String> = [
+        "--auth-file",
+        &path("auth.toml"),
+        "--cluster-token-file",
+        &path("cluster.token"),
+        "--tls-cert",
+        &path("server.pem"),
+        "--tls-key",
+        &path("server.key"),
+        "--tls-peer-ca",
+        &path("ca.pem"),
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    let ca = path("ca.pem");
+    let cluster = Cluster::start_with([&broker.address, &broker.address], dir, &args);
+    for addr in &cluster.metrics {
+        let url = format!("https://{addr}/readyz");
+        wait_for("a secured process ready", Duration::from_secs(90), || {
+            Command::new(env!("CARGO_BIN_EXE_trimatch"))
+                .args(["health", "--url", &url, "--tls-ca", &ca])
+                .output()
+                .is_ok_and(|output| output.status.success())
+        });
+    }
+    let as_reader = |flight: &str| {
+        let mut connection =
+            trimatch::cli::connection::Connection::plain(&format!("https://{flight}"));
+        connection.tls_ca = Some(ca.clone().into());
+        connection.token = Some(reader.clone());
+        connection
+    };
+    let wanted = expected
+        .match_exceptions
+        .iter()
+        .filter(|row| &*row.tenant_id == "tenant-001")
+        .count();
+    assert!(wanted > 0);
+    for flight in &cluster.flights {
+        let (rows, count, _) = read_as(as_reader(flight), json!("match_exceptions"))
+            .await
+            .unwrap();
+        assert_eq!(
+            count, wanted,
+            "tenant-001's exceptions of the whole cluster from {flight}"
+        );
+        assert!(rows.iter().all(|row| row.starts_with("tenant-001|")));
+    }
+    let refused = read_as(
+        as_reader(&cluster.flights[0]),
+        json!({"collection": "match_exceptions", "shard": true}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let other = read_as(
+        as_reader(&cluster.flights[1]),
+        json!({"collection": "po_lines", "filter": {"tenant_id": "tenant-002"}}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::PermissionDenied, "{other:?}");
 }
