@@ -133,12 +133,20 @@ fn dockerfile_builds_in_stages_and_runs_as_non_root() {
         .flat_map(str::split_whitespace)
         .collect();
     assert_eq!(expose, vec!["50051", "9464"]);
-    let cmd = dockerfile
+    // The CMD instruction, with its continuation lines joined.
+    let joined = dockerfile.replace("\\\n", " ");
+    let cmd = joined
         .lines()
         .find_map(|line| line.strip_prefix("CMD "))
         .expect("a CMD");
     let args: Vec<String> = serde_json::from_str(cmd).unwrap();
     check_flags("Dockerfile CMD", &args);
+    for flag in ["--tls-cert", "--auth-file", "--metrics-token-file"] {
+        assert!(
+            args.iter().any(|arg| arg == flag),
+            "the image serves with {flag}"
+        );
+    }
     // Cargo needs every workspace member's manifest to build any of them.
     let manifest: toml::Table =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
@@ -259,9 +267,52 @@ fn compose_and_kubernetes_name_only_flags_settings_and_ports_that_exist() {
         .collect();
     assert!(ports.contains(&("flight".to_string(), port_of("flight_addr"))));
     assert!(ports.contains(&("metrics".to_string(), port_of("metrics_addr"))));
-    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
-    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "metrics");
+    // The probes are `trimatch health` over loopback, at the metrics port.
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let command = strings(&container[probe]["exec"]["command"]);
+        assert_eq!(command[0], "/usr/local/bin/trimatch");
+        check_flags(probe, &command[1..]);
+        let url = &command[command.iter().position(|arg| arg == "--url").unwrap() + 1];
+        assert_eq!(
+            url,
+            &format!("https://localhost:{}{path}", port_of("metrics_addr")),
+            "{probe}"
+        );
+    }
+    // Every file the settings name is mounted from a Secret the manifests define.
+    let secrets: Vec<Value> = yaml_documents("k8s/secret.yaml");
+    let mounts = container["volumeMounts"].as_sequence().unwrap();
+    let volumes = statefulset["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .unwrap();
+    for (key, value) in &settings {
+        let Some(path) = value
+            .as_str()
+            .filter(|path| path.starts_with("/etc/trimatch/"))
+        else {
+            continue;
+        };
+        let (directory, file) = path.rsplit_once('/').unwrap();
+        let mount = mounts
+            .iter()
+            .find(|mount| mount["mountPath"] == directory)
+            .unwrap_or_else(|| panic!("{key}: nothing is mounted at {directory}"));
+        let volume = volumes
+            .iter()
+            .find(|volume| volume["name"] == mount["name"])
+            .unwrap();
+        let secret = volume["secret"]["secretName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}: {directory} is not a Secret"));
+        let defined = secrets
+            .iter()
+            .find(|document| document["metadata"]["name"] == secret)
+            .unwrap_or_else(|| panic!("secret.yaml defines {secret}"));
+        assert!(
+            !defined["stringData"][file].is_null(),
+            "{secret} has {file} ({key})"
+        );
+    }
     assert_eq!(
         statefulset["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
         true
@@ -305,5 +356,181 @@ fn the_dashboard_uses_only_metrics_that_exist() {
     assert_eq!(
         provisioning["providers"][0]["options"]["path"],
         "/var/lib/grafana/dashboards"
+    );
+}
+
+/// Runs `deploy/dev-secrets.sh` (what compose's init services run) into `dir`.
+fn dev_secrets(dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/dev-secrets.sh");
+    for mode in ["certs", "tokens"] {
+        let output = Command::new("sh")
+            .arg(&script)
+            .args([mode, dir.to_str().unwrap()])
+            .env("TRIMATCH", TRIMATCH)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "dev-secrets.sh {mode}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// A running `trimatch serve` with `args` answers over TLS, refuses a call
+/// without a token, and scopes the analyst token of dev-secrets.sh.
+fn check_secured_serve(
+    context: &str,
+    args: &[String],
+    flight: &str,
+    metrics: &str,
+    secrets: &Path,
+) {
+    let _serve = KillOnDrop::new(
+        Command::new(TRIMATCH)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ca = secrets.join("ca.pem");
+    let port = |addr: &str| addr.rsplit(':').next().unwrap().to_string();
+    wait_for(
+        &format!("{context} ready over TLS"),
+        std::time::Duration::from_secs(60),
+        || {
+            Command::new(TRIMATCH)
+                .args([
+                    "health",
+                    "--url",
+                    &format!("https://localhost:{}/readyz", port(metrics)),
+                ])
+                .args(["--tls-ca", ca.to_str().unwrap()])
+                .output()
+                .is_ok_and(|output| output.status.success())
+        },
+    );
+    let query = |token: Option<&Path>| {
+        let mut command = Command::new(TRIMATCH);
+        command
+            .args(["query", "invoice_matches", "--format", "csv"])
+            .args([
+                "--flight-addr",
+                &format!("https://localhost:{}", port(flight)),
+            ])
+            .args(["--tls-ca", ca.to_str().unwrap()]);
+        if let Some(token) = token {
+            command.args(["--token", std::fs::read_to_string(token).unwrap().trim()]);
+        }
+        command.output().unwrap()
+    };
+    let refused = query(None);
+    assert!(
+        !refused.status.success(),
+        "{context}: a call without a token is refused"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("requires authentication"),
+        "{context}"
+    );
+    let analyst = query(Some(&secrets.join("analyst.token")));
+    assert!(
+        analyst.status.success(),
+        "{context}: {}",
+        String::from_utf8_lossy(&analyst.stderr)
+    );
+    let text = String::from_utf8(analyst.stdout).unwrap();
+    let tenants: BTreeSet<&str> = text
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split(',').next())
+        .collect();
+    assert_eq!(
+        tenants,
+        BTreeSet::from(["tenant-000", "tenant-001"]),
+        "{context}: the analyst's tenants only"
+    );
+    let admin = query(Some(&secrets.join("admin.token")));
+    let rows = String::from_utf8(admin.stdout).unwrap().lines().count();
+    assert!(
+        rows > text.lines().count(),
+        "{context}: the admin reads every tenant"
+    );
+}
+
+#[test]
+fn the_compose_and_kubernetes_settings_run_with_tls_and_authentication_on() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [1, 1, 1, 1]);
+    let messages: Vec<_> = trimatch_workload::Workload::new(trimatch_workload::WorkloadConfig {
+        seed: 161,
+        tenants: 4,
+        ..trimatch_workload::WorkloadConfig::default()
+    })
+    .take(600)
+    .collect();
+    produce(&broker.address, &messages);
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    dev_secrets(&secrets);
+
+    // compose: its serve command, with the volume's path, the broker and free
+    // ports swapped in; still on every interface.
+    let compose = &yaml_documents("docker-compose.yml")[0];
+    let (flight, metrics) = (free_port(), free_port());
+    let args: Vec<String> = strings(&compose["services"]["trimatch"]["command"])
+        .into_iter()
+        .map(|arg| {
+            arg.replace("/secrets", secrets.to_str().unwrap())
+                .replace("kafka:9092", &broker.address)
+                .replace("0.0.0.0:50051", &format!("0.0.0.0:{flight}"))
+                .replace("0.0.0.0:9464", &format!("0.0.0.0:{metrics}"))
+        })
+        .collect();
+    check_secured_serve(
+        "compose",
+        &args,
+        &format!("0.0.0.0:{flight}"),
+        &format!("0.0.0.0:{metrics}"),
+        &secrets,
+    );
+
+    // Kubernetes: the ConfigMap's file, with the Secrets' files from dev-secrets.sh.
+    let configmap = &yaml_documents("k8s/configmap.yaml")[0];
+    let (tls, auth) = (dir.path().join("tls"), dir.path().join("auth"));
+    std::fs::create_dir_all(&tls).unwrap();
+    std::fs::create_dir_all(&auth).unwrap();
+    for (from, to) in [
+        ("server.pem", tls.join("tls.crt")),
+        ("server.key", tls.join("tls.key")),
+        ("ca.pem", tls.join("ca.crt")),
+        ("auth.toml", auth.join("auth.toml")),
+        ("metrics.token", auth.join("metrics.token")),
+        ("metrics.token", auth.join("cluster.token")),
+    ] {
+        std::fs::copy(secrets.join(from), to).unwrap();
+    }
+    let (flight, metrics) = (free_port(), free_port());
+    let text = configmap["data"]["trimatch.toml"]
+        .as_str()
+        .unwrap()
+        .replace("/etc/trimatch/tls", tls.to_str().unwrap())
+        .replace("/etc/trimatch/secrets", auth.to_str().unwrap())
+        .replace("kafka-bootstrap.kafka.svc:9092", &broker.address)
+        .replace("0.0.0.0:50051", &format!("0.0.0.0:{flight}"))
+        .replace("0.0.0.0:9464", &format!("0.0.0.0:{metrics}"));
+    let config = dir.path().join("trimatch.toml");
+    std::fs::write(&config, text).unwrap();
+    let args: Vec<String> = ["serve", "--config", config.to_str().unwrap()]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+    check_secured_serve(
+        "kubernetes",
+        &args,
+        &format!("0.0.0.0:{flight}"),
+        &format!("0.0.0.0:{metrics}"),
+        &secrets,
     );
 }

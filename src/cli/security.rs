@@ -136,6 +136,16 @@ impl SecurityArgs {
             cluster_token: cluster_token.clone(),
             session_ttl: Duration::from_secs(self.session_ttl_seconds),
         })?;
+        if let Some(file) = &self.auth_file {
+            if auth.token_count() == 0 && !auth.accepts_jwts() {
+                bail!(
+                    "the token file {} holds no tokens, so no one could call; add one with \
+                     `trimatch auth add-token --file {} --name NAME --role admin --tenants '*'`",
+                    file.display(),
+                    file.display()
+                );
+            }
+        }
         if !auth.is_enabled() && !flight_addr.ip().is_loopback() && !self.insecure_no_auth {
             bail!(
                 "refusing to serve Flight on {flight_addr} without authentication: anyone who can reach it would read \

@@ -238,6 +238,16 @@ impl Authenticator {
         })
     }
 
+    /// How many API tokens the token file holds.
+    pub fn token_count(&self) -> usize {
+        self.tokens.read().expect("token lock").tokens.len()
+    }
+
+    /// Whether JWTs of an identity provider are accepted.
+    pub fn accepts_jwts(&self) -> bool {
+        self.identity_provider.is_some()
+    }
+
     /// Whether calls need credentials at all.
     pub fn is_enabled(&self) -> bool {
         self.token_file.is_some()
