@@ -264,6 +264,21 @@ mod tests {
             (subscription.snapshot, subscription.as_of),
             (false, Some(9))
         );
+        let scoped = snapshot(
+            r#"{"collection": "match_exceptions", "tenants": ["b", "a"], "filter": {"exception_type": "PRICE_VARIANCE"}}"#,
+        );
+        assert_eq!(
+            scoped.filter.keys(),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        let fixed = snapshot(
+            r#"{"collection": "po_lines", "tenants": ["a"], "filter": {"tenant_id": "c"}}"#,
+        );
+        assert_eq!(
+            fixed.filter.keys(),
+            Some(Vec::new()),
+            "a tenant outside the list reads nothing"
+        );
     }
 
     #[test]

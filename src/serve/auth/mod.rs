@@ -15,7 +15,7 @@
 //!
 //! What a principal may read is decided by the Flight service (see
 //! `serve::flight::authorize`); this module only says who it is. Repeated
-//! failures from one address are refused for a while ([`limiter`]).
+//! failures from one address are refused for a while (`limiter`).
 
 pub mod jwt;
 mod limiter;
