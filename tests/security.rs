@@ -442,6 +442,7 @@ fn readers_are_refused_admin_collections_shards_and_bad_credentials_are_unauthen
     let secret_file = dir.path().join("jwt.secret");
     let secret = "a shared secret of at least thirty-two bytes";
     std::fs::write(&secret_file, secret).unwrap();
+    let rsa_key = rsa_jwks(dir.path());
     let served = serve(
         &broker,
         dir.path(),
@@ -450,6 +451,8 @@ fn readers_are_refused_admin_collections_shards_and_bad_credentials_are_unauthen
             auth_file.to_str().unwrap(),
             "--jwt-hs256-secret-file",
             secret_file.to_str().unwrap(),
+            "--jwt-jwks-file",
+            dir.path().join("jwks.json").to_str().unwrap(),
             "--jwt-issuer",
             "https://idp.test",
             "--jwt-tenant-claim",
@@ -567,7 +570,24 @@ fn readers_are_refused_admin_collections_shards_and_bad_credentials_are_unauthen
             .unwrap();
         assert!(rows.iter().all(|row| row[0] == "tenant-002"));
         assert!(!rows.is_empty());
+        // An RS256 token signed by the key of the JWKS file, and one whose kid is unknown.
+        let rs256 = |kid: &str, exp: i64| {
+            let claims = json!({"sub": "rsa-user", "iss": "https://idp.test", "exp": exp, "ap_tenants": "tenant-003"});
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+            header.kid = Some(kid.to_string());
+            jsonwebtoken::encode(&header, &claims, &rsa_key).unwrap()
+        };
+        let mut rsa = connection(&served, Some(&rs256("test-key", now + 600)))
+            .connect()
+            .await
+            .unwrap();
+        let (rows, _) = snapshot(&mut rsa, &json!({"collection": "po_lines"}))
+            .await
+            .unwrap();
+        assert!(!rows.is_empty() && rows.iter().all(|row| row[0] == "tenant-003"));
         for (token, reason) in [
+            (rs256("another-key", now + 600), "no key in the JWKS file"),
+            (rs256("test-key", now - 3600), "expired"),
             (
                 jwt("another secret, also at least thirty-two bytes", now + 600),
                 "signature does not verify",
@@ -583,6 +603,28 @@ fn readers_are_refused_admin_collections_shards_and_bad_credentials_are_unauthen
         }
     });
     let _ = served.metrics;
+}
+
+/// An RSA key made with openssl, its public half as `jwks.json` in `dir`
+/// (kid `test-key`), and the key to sign with.
+fn rsa_jwks(dir: &Path) -> jsonwebtoken::EncodingKey {
+    use base64::Engine as _;
+    certs::openssl(dir, &["genrsa", "-traditional", "-out", "rsa.pem", "2048"]);
+    let output = Command::new("openssl")
+        .current_dir(dir)
+        .args(["rsa", "-in", "rsa.pem", "-noout", "-modulus"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let hex = text.trim().strip_prefix("Modulus=").unwrap();
+    let modulus: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|index| u8::from_str_radix(&hex[index..index + 2], 16).unwrap())
+        .collect();
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(modulus);
+    let jwks = json!({"keys": [{"kty": "RSA", "kid": "test-key", "use": "sig", "alg": "RS256", "n": n, "e": "AQAB"}]});
+    std::fs::write(dir.join("jwks.json"), jwks.to_string()).unwrap();
+    jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(dir.join("rsa.pem")).unwrap()).unwrap()
 }
 
 #[test]

@@ -493,8 +493,9 @@ impl FlightService for TrimatchFlight {
 
     async fn poll_flight_info(
         &self,
-        _request: Request<FlightDescriptor>,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
+        self.caller(&request)?;
         Err(Status::unimplemented(
             "trimatch answers GetFlightInfo at once; PollFlightInfo is not needed",
         ))
@@ -547,8 +548,9 @@ impl FlightService for TrimatchFlight {
 
     async fn do_put(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
+        self.caller(&request)?;
         Err(Status::unimplemented(
             "trimatch's collections are read-only; documents come in through the Kafka input topics",
         ))
@@ -556,8 +558,9 @@ impl FlightService for TrimatchFlight {
 
     async fn do_exchange(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        self.caller(&request)?;
         Err(Status::unimplemented(
             "DoExchange is not offered; use DoGet with a subscribe ticket",
         ))
