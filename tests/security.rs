@@ -439,6 +439,7 @@ fn readers_are_refused_admin_collections_shards_and_bad_credentials_are_unauthen
     let auth_file = dir.path().join("auth.toml");
     let admin = add_token(&auth_file, "ops", "admin", "*");
     let reader = add_token(&auth_file, "dash", "reader", "tenant-001");
+    let tenant_admin = add_token(&auth_file, "tenant-ops", "admin", "tenant-001");
     let secret_file = dir.path().join("jwt.secret");
     let secret = "a shared secret of at least thirty-two bytes";
     std::fs::write(&secret_file, secret).unwrap();
@@ -498,6 +499,24 @@ fn readers_are_refused_admin_collections_shards_and_bad_credentials_are_unauthen
             .map_err(status_of)
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
+
+        // An admin of one tenant: its tenant's rows, but not what shows every tenant's input.
+        let mut tenant_admin = connection(&served, Some(&tenant_admin))
+            .connect()
+            .await
+            .unwrap();
+        let status = snapshot(&mut tenant_admin, &json!({"collection": "dead_letters"}))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert!(
+            status.message().contains("admins of every tenant"),
+            "{status:?}"
+        );
+        let (rows, _) = snapshot(&mut tenant_admin, &json!({"collection": "po_lines"}))
+            .await
+            .unwrap();
+        assert!(!rows.is_empty() && rows.iter().all(|row| row[0] == "tenant-001"));
 
         // The admin reads them.
         let mut admin_client = connection(&served, Some(&admin)).connect().await.unwrap();
@@ -664,6 +683,13 @@ fn serving_beyond_loopback_needs_authentication_or_an_explicit_opt_out() {
         stderr.contains("refusing to serve metrics and health"),
         "{stderr}"
     );
+    // The demo has no authentication at all: loopback only.
+    let demo = Command::new(env!("CARGO_BIN_EXE_trimatch"))
+        .args(["demo", "--flight-addr", &flight])
+        .output()
+        .unwrap();
+    assert!(!demo.status.success());
+    assert!(String::from_utf8_lossy(&demo.stderr).contains("only on loopback"));
     // Explicitly allowed, it starts (and waits for its broker).
     let mut open = KillOnDrop::new(
         Command::new(env!("CARGO_BIN_EXE_trimatch"))

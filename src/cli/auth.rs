@@ -71,7 +71,7 @@ pub fn run(args: AuthArgs) -> Result<()> {
                 bail!("{} has no token named {name:?}", file.display());
             }
             eprintln!(
-                "revoked {name:?}; a running trimatch refuses it after SIGHUP (its Handshake sessions end within --session-ttl-seconds)"
+                "revoked {name:?}; a running trimatch refuses it, and its Handshake sessions, after SIGHUP"
             );
         }
         AuthCommand::List { file } => {

@@ -39,12 +39,30 @@ pub struct DemoArgs {
     /// Seed of the generated workload.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Address of the Arrow Flight service.
-    #[arg(long, env = "TRIMATCH_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
+    /// Address of the Arrow Flight service (loopback: the demo serves
+    /// without authentication).
+    #[arg(long, env = "TRIMATCH_FLIGHT_ADDR", default_value = "127.0.0.1:50051", value_parser = loopback_addr)]
     flight_addr: std::net::SocketAddr,
     /// Timely worker threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+}
+
+/// A loopback address: the demo has no authentication, so it never serves a
+/// network (SPEC §9).
+fn loopback_addr(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected HOST:PORT such as 127.0.0.1:50051, got {text:?}"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "the demo serves without authentication, so only on loopback (e.g. 127.0.0.1:{}); \
+             `trimatch serve` with --auth-file serves a network",
+            addr.port()
+        ));
+    }
+    Ok(addr)
 }
 
 impl From<DemoArgs> for DemoOptions {

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::serve::auth::{AuthConfig, Authenticator, JwtConfig};
-use crate::serve::flight::PeerLink;
+use crate::serve::flight::{PeerLink, PeerTls};
 use crate::serve::http::HttpAccess;
 use crate::serve::tls::{ServerTls, TlsFiles};
 
@@ -204,10 +203,7 @@ impl SecurityArgs {
             .transpose()
             .context("the metrics endpoint's TLS")?;
         let peer_link = PeerLink {
-            tls: files
-                .as_ref()
-                .map(|files| self.peer_tls(files))
-                .transpose()?,
+            tls: files.as_ref().map(|files| self.peer_tls(files)),
             cluster_token,
         };
         Ok(Security {
@@ -224,16 +220,17 @@ impl SecurityArgs {
 
     /// How this process verifies the others, and (for mutual TLS) the
     /// certificate it presents to them: its own.
-    fn peer_tls(&self, files: &TlsFiles) -> Result<ClientTlsConfig> {
-        let mut config = ClientTlsConfig::new();
-        match self.tls_peer_ca.as_ref().or(self.tls_client_ca.as_ref()) {
-            Some(ca) => config = config.ca_certificate(Certificate::from_pem(read(ca)?)),
-            None => config = config.with_native_roots(),
+    fn peer_tls(&self, files: &TlsFiles) -> PeerTls {
+        PeerTls {
+            ca: self
+                .tls_peer_ca
+                .clone()
+                .or_else(|| self.tls_client_ca.clone()),
+            identity: files
+                .client_ca
+                .is_some()
+                .then(|| (files.cert.clone(), files.key.clone())),
         }
-        if files.client_ca.is_some() {
-            config = config.identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
-        }
-        Ok(config)
     }
 }
 
@@ -275,10 +272,6 @@ impl Security {
             });
         }
     }
-}
-
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// A secret from a file, without surrounding whitespace; never empty.

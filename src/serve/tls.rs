@@ -87,10 +87,17 @@ impl ServerTls {
 
     /// Re-reads the files; on failure the current configuration stays.
     pub fn reload(&self) -> Result<()> {
-        let modified = self.files.modified();
-        let config = server_config(&self.files, &self.alpn)?;
-        *self.current.write().expect("tls lock") = Arc::new(config);
+        self.load_files(self.files.modified())
+    }
+
+    /// Loads the files, whose modification times were `modified` before
+    /// they were read: those times are remembered even when loading fails, so
+    /// that any later write (the key landing after the certificate) is seen
+    /// as a change and tried again.
+    fn load_files(&self, modified: Vec<Option<SystemTime>>) -> Result<()> {
+        let config = server_config(&self.files, &self.alpn);
         *self.loaded.lock().expect("tls lock") = modified;
+        *self.current.write().expect("tls lock") = Arc::new(config?);
         tracing::info!(cert = %self.files.cert.display(), "TLS certificate loaded");
         Ok(())
     }
@@ -104,13 +111,12 @@ impl ServerTls {
             loop {
                 ticker.tick().await;
                 let Some(tls) = tls.upgrade() else { return };
-                let changed = *tls.loaded.lock().expect("tls lock") != tls.files.modified();
-                if changed {
-                    if let Err(error) = tls.reload() {
-                        tracing::error!(error = format!("{error:#}"), "the changed TLS files could not be loaded; the previous certificate stays in use");
-                        // Retried at the next change (or SIGHUP), not every tick.
-                        *tls.loaded.lock().expect("tls lock") = tls.files.modified();
-                    }
+                let modified = tls.files.modified();
+                if *tls.loaded.lock().expect("tls lock") == modified {
+                    continue;
+                }
+                if let Err(error) = tls.load_files(modified) {
+                    tracing::error!(error = format!("{error:#}"), "the changed TLS files could not be loaded; the previous certificate stays in use");
                 }
             }
         });

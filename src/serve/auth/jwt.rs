@@ -49,16 +49,21 @@ impl Sessions {
         }
     }
 
-    /// A session token for `principal`.
+    /// A session token for `principal`. It ends with the TTL, or with the
+    /// credential it came from if that ends first (a JWT's `exp`, an earlier
+    /// session's), so no session outlives what it was started with; it names
+    /// the API token it came from, which must stay in the token file.
     pub fn issue(&self, principal: &Principal) -> Result<String, jsonwebtoken::errors::Error> {
         let now = chrono::Utc::now().timestamp();
+        let ttl_end = now + self.ttl.as_secs() as i64;
         let claims = json!({
             "iss": SESSION_ISSUER,
             "sub": principal.name,
             "role": principal.role.name(),
             "tenants": principal.tenants.to_list(),
+            "tid": principal.token_id,
             "iat": now,
-            "exp": now + self.ttl.as_secs() as i64,
+            "exp": principal.expires_at.map_or(ttl_end, |end| end.min(ttl_end)),
         });
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
@@ -83,7 +88,12 @@ impl Sessions {
                 ))
             })?
             .claims;
-        principal_of(&claims, "role", "tenants", "session token")
+        let mut principal = principal_of(&claims, "role", "tenants", "session token")?;
+        principal.token_id = claims
+            .get("tid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Ok(principal)
     }
 }
 
@@ -190,6 +200,7 @@ impl IdentityProvider {
         };
         let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         if let Some(issuer) = &self.config.issuer {
             validation.set_issuer(&[issuer]);
@@ -255,6 +266,8 @@ fn principal_of(
         role,
         tenants,
         cluster: false,
+        expires_at: claims.get("exp").and_then(Value::as_i64),
+        token_id: None,
     })
 }
 
@@ -288,6 +301,17 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let (provider, _dir) = provider(secret);
+        let now = chrono::Utc::now().timestamp();
+        let early = json!({"sub": "carol", "iss": "https://idp.example", "exp": now + 7200, "nbf": now + 3600,
+                           "trimatch_tenants": "*"});
+        let error = provider.verify(&token(secret, early)).unwrap_err();
+        assert!(error.to_string().contains("not valid yet"), "{error}");
+    }
 
     fn provider(secret: &str) -> (IdentityProvider, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -359,16 +383,28 @@ mod tests {
 
     #[test]
     fn sessions_verify_only_with_their_key() {
+        let now = chrono::Utc::now().timestamp();
         let principal = Principal {
             name: "alice".to_string(),
             role: Role::Admin,
             tenants: TenantScope::All,
             cluster: false,
+            expires_at: Some(now + 30),
+            token_id: Some("0a1b2c3d".to_string()),
         };
         let sessions = Sessions::new(Some("cluster secret"), Duration::from_secs(60));
         let token = sessions.issue(&principal).unwrap();
         assert!(Sessions::is_session_token(&token));
-        assert_eq!(sessions.verify(&token).unwrap(), principal);
+        let session = sessions.verify(&token).unwrap();
+        assert_eq!(
+            session, principal,
+            "the credential's end (30 s) comes before the TTL's (60 s)"
+        );
+        let renewed = sessions.verify(&sessions.issue(&session).unwrap()).unwrap();
+        assert_eq!(
+            renewed.expires_at, principal.expires_at,
+            "a session renewed from a session ends no later"
+        );
         let same_cluster = Sessions::new(Some("cluster secret"), Duration::from_secs(60));
         assert_eq!(same_cluster.verify(&token).unwrap(), principal);
         let elsewhere = Sessions::new(None, Duration::from_secs(60));

@@ -1,7 +1,10 @@
 //! Refuses authentication from an address that failed too often lately, so
 //! that tokens cannot be guessed at the speed of the network: after
 //! [`MAX_FAILURES`] failures within [`WINDOW`], calls from that address are
-//! refused (RESOURCE_EXHAUSTED) until the window has passed.
+//! refused (RESOURCE_EXHAUSTED) until the window has passed. IPv6 addresses
+//! count by their /64 network (one host usually has a whole /64). Calls
+//! already past the check when the limit is reached still finish: at most as
+//! many extra tries as there are concurrent calls.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,7 +14,8 @@ use std::time::{Duration, Instant};
 pub const MAX_FAILURES: u32 = 10;
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses remembered at most; beyond it, the ones whose window has passed
-/// are forgotten (and, failing that, all of them: memory stays bounded).
+/// are forgotten, and failing that the oldest half: memory stays bounded,
+/// and the addresses failing now are the ones kept.
 const MAX_ADDRESSES: usize = 16 * 1024;
 
 /// Failures per address in the current window.
@@ -24,7 +28,7 @@ impl FailureLimiter {
     /// How long `peer` must still wait, if it is refused now.
     pub fn refused(&self, peer: IpAddr) -> Option<Duration> {
         let failures = self.failures.lock().expect("limiter lock");
-        let (since, count) = failures.get(&peer)?;
+        let (since, count) = failures.get(&counted_as(peer))?;
         let elapsed = since.elapsed();
         (*count >= MAX_FAILURES && elapsed < WINDOW).then(|| WINDOW - elapsed)
     }
@@ -35,13 +39,65 @@ impl FailureLimiter {
         if failures.len() >= MAX_ADDRESSES {
             failures.retain(|_, (since, _)| since.elapsed() < WINDOW);
             if failures.len() >= MAX_ADDRESSES {
-                failures.clear();
+                let mut starts: Vec<Instant> = failures.values().map(|(since, _)| *since).collect();
+                let (_, median, _) = starts.select_nth_unstable(MAX_ADDRESSES / 2);
+                let median = *median;
+                failures.retain(|_, (since, _)| *since >= median);
             }
         }
-        let entry = failures.entry(peer).or_insert((Instant::now(), 0));
+        let entry = failures
+            .entry(counted_as(peer))
+            .or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= WINDOW {
             *entry = (Instant::now(), 0);
         }
         entry.1 += 1;
+    }
+}
+
+/// The address failures are counted under: IPv6 by its /64.
+fn counted_as(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_ipv6_network_counts_as_one_address() {
+        let limiter = FailureLimiter::default();
+        for host in 0..MAX_FAILURES {
+            limiter.failed(format!("2001:db8:1:2::{host:x}").parse().unwrap());
+        }
+        assert!(limiter
+            .refused("2001:db8:1:2::ffff".parse().unwrap())
+            .is_some());
+        assert!(limiter
+            .refused("2001:db8:1:3::1".parse().unwrap())
+            .is_none());
+    }
+
+    #[test]
+    fn a_full_table_keeps_the_addresses_failing_now() {
+        let limiter = FailureLimiter::default();
+        let attacker: IpAddr = "10.9.9.9".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            limiter.failed(attacker);
+        }
+        for index in 0..MAX_ADDRESSES as u32 + 10 {
+            limiter.failed(IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + index)));
+        }
+        let remembered = limiter.failures.lock().unwrap().len();
+        assert!(remembered <= MAX_ADDRESSES, "{remembered}");
+        assert!(remembered > MAX_ADDRESSES / 4, "not wiped: {remembered}");
     }
 }

@@ -130,6 +130,10 @@ pub struct Principal {
     /// Another process of this cluster (the shared cluster token), or anyone
     /// while authentication is off: may read a single process's shard.
     pub cluster: bool,
+    /// When the credential ends (a JWT's or session's `exp`), if it does.
+    pub expires_at: Option<i64>,
+    /// The API token the credential is or came from (its id in the token file).
+    pub token_id: Option<String>,
 }
 
 impl Principal {
@@ -140,6 +144,8 @@ impl Principal {
             role: Role::Admin,
             tenants: TenantScope::All,
             cluster: true,
+            expires_at: None,
+            token_id: None,
         }
     }
 
@@ -149,6 +155,8 @@ impl Principal {
             role: Role::Admin,
             tenants: TenantScope::All,
             cluster: true,
+            expires_at: None,
+            token_id: None,
         }
     }
 
@@ -162,7 +170,7 @@ impl Principal {
 pub enum AuthError {
     #[error("this trimatch requires authentication: send \"authorization: Bearer <token>\" (an API token from `trimatch auth add-token`, a session token from a Handshake with Basic credentials, or a JWT), or \"authorization: Basic <base64 of name:token>\"")]
     Missing,
-    #[error("the authorization header must be \"Bearer <token>\" or \"Basic <base64 of name:token>\", got a {0:?} scheme")]
+    #[error("the authorization header must be \"Bearer <token>\" or \"Basic <base64 of name:token>\", got {0}")]
     UnknownScheme(String),
     #[error("Basic credentials must be the base64 of \"name:token\" ({0})")]
     BadBasic(String),
@@ -172,6 +180,10 @@ pub enum AuthError {
     WrongToken(String),
     #[error("the API token is not one of this trimatch's tokens (it may have been revoked); issue one with `trimatch auth add-token`")]
     UnknownToken,
+    #[error(
+        "the API token behind this session was revoked; authenticate again with a valid token"
+    )]
+    Revoked,
     #[error("{0}")]
     Jwt(String),
 }
@@ -319,14 +331,22 @@ impl Authenticator {
             .get("authorization")
             .ok_or(AuthError::Missing)?
             .to_str()
-            .map_err(|_| AuthError::UnknownScheme("non-ASCII".to_string()))?
+            .map_err(|_| AuthError::UnknownScheme("a value that is not ASCII".to_string()))?
             .trim();
-        let (scheme, credentials) = header.split_once(' ').unwrap_or((header, ""));
+        // What was sent is never echoed whole: it may be a secret without its scheme.
+        let Some((scheme, credentials)) = header.split_once(' ') else {
+            return Err(AuthError::UnknownScheme(
+                "a value without a scheme".to_string(),
+            ));
+        };
         let credentials = credentials.trim();
         match scheme.to_ascii_lowercase().as_str() {
             "basic" => self.basic(credentials),
             "bearer" => self.bearer(credentials),
-            other => Err(AuthError::UnknownScheme(other.to_string())),
+            other if other.len() <= 16 && other.chars().all(|c| c.is_ascii_alphabetic()) => {
+                Err(AuthError::UnknownScheme(format!("the scheme {other:?}")))
+            }
+            _ => Err(AuthError::UnknownScheme("an unknown scheme".to_string())),
         }
     }
 
@@ -363,6 +383,11 @@ impl Authenticator {
         }
         if Sessions::is_session_token(token) {
             let principal = self.sessions.verify(token)?;
+            if let Some(id) = &principal.token_id {
+                if !self.tokens.read().expect("token lock").has_id(id) {
+                    return Err(AuthError::Revoked);
+                }
+            }
             return Ok(principal);
         }
         match &self.identity_provider {
@@ -445,6 +470,28 @@ mod tests {
     }
 
     #[test]
+    fn revoking_a_token_ends_its_sessions_at_the_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.toml");
+        let token = TokenFile::add(&path, "alice", Role::Reader, TenantScope::All).unwrap();
+        let auth = Authenticator::new(AuthConfig {
+            token_file: Some(path.clone()),
+            session_ttl: Duration::from_secs(600),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let (_, session) = auth
+            .handshake(&metadata(&format!("Bearer {token}")), None)
+            .unwrap();
+        let session = metadata(&format!("Bearer {session}"));
+        assert!(auth.authenticate(&session, None).is_ok());
+        TokenFile::revoke(&path, "alice").unwrap();
+        auth.reload().unwrap();
+        let status = auth.authenticate(&session, None).unwrap_err();
+        assert!(status.message().contains("revoked"), "{status:?}");
+    }
+
+    #[test]
     fn wrong_credentials_say_what_was_expected() {
         let (auth, token) = with_token(Role::Admin, &["*"]);
         let refused = |header: &str| auth.authenticate(&metadata(header), None).unwrap_err();
@@ -464,6 +511,11 @@ mod tests {
         assert!(refused("Digest abc")
             .message()
             .contains("\"Bearer <token>\""));
+        let unschemed = refused(&token);
+        assert!(
+            !unschemed.message().contains(&token[4..]),
+            "a secret sent without its scheme is not echoed"
+        );
         assert!(auth
             .authenticate(&MetadataMap::new(), None)
             .unwrap_err()

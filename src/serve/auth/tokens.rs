@@ -57,8 +57,15 @@ impl TokenEntry {
         Principal {
             name: self.name.clone(),
             role: self.role,
-            tenants: self.scope.clone().unwrap_or(TenantScope::All),
+            // The scope is parsed when the file is loaded; an entry that somehow
+            // has none reads nothing rather than everything.
+            tenants: self
+                .scope
+                .clone()
+                .unwrap_or_else(|| TenantScope::Only(Default::default())),
             cluster: false,
+            expires_at: None,
+            token_id: Some(self.id.clone()),
         }
     }
 

@@ -2,7 +2,8 @@
 //! for every Flight call, and the audit line each call leaves.
 //!
 //! * `dead_letters`, `source_progress` and the `status` action are for admins
-//!   (their rows belong to no tenant, and dead letters echo raw input);
+//!   of every tenant (their rows belong to no tenant, and dead letters echo
+//!   raw input);
 //! * a tenant-scoped principal's reads are limited to its tenants: the
 //!   server adds the tenant set to the filter (reads seek to each tenant),
 //!   and a filter naming another tenant is PERMISSION_DENIED;
@@ -60,7 +61,7 @@ impl TrimatchFlight {
 
 /// Whether `principal` may see that `collection` exists and read it.
 pub(super) fn may_read(principal: &Principal, collection: OutputCollection) -> bool {
-    principal.is_admin() || has_tenants(collection)
+    has_tenants(collection) || authorize_admin(principal, collection.name()).is_ok()
 }
 
 /// `query` as `principal` may run it: refused, or with its filter limited to
@@ -78,16 +79,23 @@ pub(super) fn authorize(principal: &Principal, query: Query) -> Result<Query, St
     })
 }
 
-/// The `status` action's check.
+/// The check for what belongs to no tenant (`dead_letters`,
+/// `source_progress`, the `status` action): it shows every tenant's input,
+/// so it needs an admin of every tenant.
 pub(super) fn authorize_admin(principal: &Principal, what: &str) -> Result<(), Status> {
-    if principal.is_admin() {
-        Ok(())
-    } else {
-        Err(Status::permission_denied(format!(
+    if !principal.is_admin() {
+        return Err(Status::permission_denied(format!(
             "{what} is for admins; {:?} has the reader role",
             principal.name
-        )))
+        )));
     }
+    if principal.tenants != TenantScope::All {
+        return Err(Status::permission_denied(format!(
+            "{what} shows every tenant's input, so it is for admins of every tenant (\"*\"); {:?} may read the tenants {}",
+            principal.name, principal.tenants
+        )));
+    }
+    Ok(())
 }
 
 /// The filter of a read of `collection` by `principal` (see the module doc).
@@ -102,15 +110,13 @@ pub(super) fn scoped(
             "shard reads are for the processes of this cluster (they present the cluster token); leave out \"shard\" to read the whole state",
         ));
     }
-    if !may_read(principal, collection) {
+    if !has_tenants(collection) {
         authorize_admin(principal, collection.name())?;
+        return Ok(filter);
     }
     let TenantScope::Only(tenants) = &principal.tenants else {
         return Ok(filter);
     };
-    if !has_tenants(collection) {
-        return Ok(filter);
-    }
     let outside = |tenant: &str| {
         Status::permission_denied(format!(
             "{:?} may read the tenants {}; the request asks for tenant {tenant:?}",

@@ -17,7 +17,7 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 
 use crate::pipeline::PipelineHandle;
 use crate::serve::tls::{self, ServerTls};
-pub use peers::PeerLink;
+pub use peers::{PeerLink, PeerTls};
 pub use service::TrimatchFlight;
 
 /// Serves Flight on `addr` until `shutdown` completes.

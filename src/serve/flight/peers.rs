@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use arrow_flight::FlightClient;
-use tonic::transport::{Channel, ClientTlsConfig};
+use std::path::PathBuf;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Status;
 
 /// How long a shard request from a peer waits for its `as_of` to be complete
@@ -24,10 +26,38 @@ pub(super) fn peer_unavailable(
 
 /// How this process reaches the others: over TLS if they serve it, with
 /// the cluster token if authentication is on.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PeerLink {
-    pub tls: Option<ClientTlsConfig>,
+    pub tls: Option<PeerTls>,
     pub cluster_token: Option<String>,
+}
+
+/// The files of TLS to the other processes, read at each connection so that
+/// a rotated certificate is the one presented.
+#[derive(Clone, Debug)]
+pub struct PeerTls {
+    /// The CA that signed the peers' certificates (default: the system's roots).
+    pub ca: Option<PathBuf>,
+    /// This process's certificate and key, presented for mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl PeerTls {
+    fn config(&self) -> std::io::Result<ClientTlsConfig> {
+        let mut config = match &self.ca {
+            Some(ca) => {
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?))
+            }
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(Identity::from_pem(
+                std::fs::read(cert)?,
+                std::fs::read(key)?,
+            ));
+        }
+        Ok(config)
+    }
 }
 
 impl PeerLink {
@@ -38,8 +68,9 @@ impl PeerLink {
         let mut endpoint = Channel::from_shared(format!("{scheme}://{peer}"))
             .map_err(|error| unavailable(&error))?;
         if let Some(tls) = &self.tls {
+            let config = tls.config().map_err(|error| unavailable(&error))?;
             endpoint = endpoint
-                .tls_config(tls.clone())
+                .tls_config(config)
                 .map_err(|error| unavailable(&error))?;
         }
         let channel = endpoint
