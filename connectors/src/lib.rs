@@ -1,6 +1,8 @@
 //! trimatch's sources: Kafka consumers that feed the matching engine.
 //!
-//! * [`admin`] — creating missing input topics;
+//! * [`admin`] — creating missing input topics (compacted);
+//! * [`retention`] — whether the input topics still hold every document's
+//!   latest version (compaction, deleted history);
 //! * [`config`] — brokers, topics, envelopes, start positions, bounded mode;
 //! * [`envelope`] — message → document change, per envelope (SPEC §1.1): the
 //!   upsert envelope's key and tombstone rules, and Debezium events;
@@ -22,6 +24,7 @@ mod discovery;
 pub mod envelope;
 pub mod metrics;
 mod poll;
+pub mod retention;
 pub mod source;
 
 pub use config::{Envelope, SourceConfig, StartPosition, TopicConfig};

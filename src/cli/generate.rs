@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use trimatch_connectors::admin::create_missing_topics;
+use trimatch_connectors::admin::create_missing_input_topics;
 use trimatch_workload::{ProduceLimits, Workload, WorkloadConfig, WorkloadProducer};
 
 use super::serve::TopicArgs;
@@ -32,7 +32,8 @@ pub struct GenerateArgs {
     /// Share of malformed messages, 0 to 1.
     #[arg(long, default_value_t = 0.01)]
     bad_share: f64,
-    /// Create missing input topics with this many partitions first.
+    /// Create missing input topics with this many partitions first (compacted:
+    /// they keep every document's latest version however old).
     #[arg(long, value_name = "N")]
     create_topics: Option<i32>,
 }
@@ -41,14 +42,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if let Some(partitions) = args.create_topics {
         let topics = args.topics.topics(&[]);
         let names: Vec<&str> = topics.iter().map(|topic| topic.name.as_str()).collect();
-        let created = create_missing_topics(
+        let created = create_missing_input_topics(
             &args.topics.brokers,
             &names,
             partitions,
             &args.topics.client_settings,
         )?;
         for topic in created {
-            tracing::info!(topic, partitions, "created topic");
+            tracing::info!(topic, partitions, "created compacted topic");
         }
     }
     let producer = WorkloadProducer::new(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use trimatch_connectors::retention;
 use trimatch_connectors::{Envelope, SourceConfig, StartPosition, TopicConfig};
 use trimatch_dataflows::model::{DocumentKind, Tolerances};
 
@@ -166,6 +167,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
     source.dead_letter_topic = args.dead_letter_topic;
     source.wait_for_topics = args.wait_for_topics;
     source.client_settings = args.topics.client_settings;
+    let inspection = TopicInspection {
+        brokers: source.brokers.clone(),
+        topics: source
+            .topics
+            .iter()
+            .map(|topic| topic.name.clone())
+            .collect(),
+        client_settings: source.client_settings.clone(),
+    };
     let mut config = PipelineConfig::new(source);
     config.workers = args.workers;
     config.panic_worker = args.fault_panic_worker;
@@ -212,6 +222,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         )
     };
     let pipeline = Pipeline::start(config)?;
+    let request_metrics = Metrics::new();
+    inspection.spawn(request_metrics.clone());
     if args.until_end {
         let state = pipeline.join()?;
         let output = args.output.context("--until-end needs --output DIR")?;
@@ -239,7 +251,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 let _ = receiver.recv().await;
             }
         };
-        let request_metrics = Metrics::new();
         let metrics = http::serve(
             metrics_listener,
             security.http_tls.clone(),
@@ -280,6 +291,63 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let stopped = pipeline.shutdown_within(SHUTDOWN_GRACE);
     outcome.and(stopped)
 }
+
+/// Asks the broker, in the background, whether the input topics still hold
+/// every document's latest version, warns loudly when one does not, and puts
+/// the answer in the metrics and the `status` action. Topics that do not
+/// exist yet (`--wait-for-topics`) are asked about again until they do.
+struct TopicInspection {
+    brokers: String,
+    topics: Vec<String>,
+    client_settings: Vec<(String, String)>,
+}
+
+impl TopicInspection {
+    fn spawn(self, metrics: std::sync::Arc<Metrics>) {
+        std::thread::Builder::new()
+            .name("trimatch-topic-inspection".to_string())
+            .spawn(move || {
+                let mut warned = std::collections::BTreeSet::new();
+                for _ in 0..INSPECTION_ATTEMPTS {
+                    match retention::inspect_topics(&self.brokers, &self.topics, &self.client_settings, Duration::from_secs(10)) {
+                        Ok(inspected) => {
+                            for topic in inspected.iter().filter(|topic| topic.history_deleted()) {
+                                if warned.insert(topic.topic.clone()) {
+                                    let (partition, low) = topic
+                                        .low_watermarks
+                                        .iter()
+                                        .find(|(_, low)| **low > 0)
+                                        .expect("deleted history has a low watermark above 0");
+                                    tracing::warn!(
+                                        topic = %topic.topic,
+                                        cleanup_policy = topic.cleanup_policy.as_deref().unwrap_or("unknown"),
+                                        partition,
+                                        low_watermark = low,
+                                        "the input topic is not compacted and records below offset {low} of partition {partition} \
+                                         are deleted: documents whose latest version was only there are missing from the state \
+                                         (a PO last changed before then makes its invoices PO_NOT_FOUND). Set cleanup.policy=compact \
+                                         on the input topics"
+                                    );
+                                }
+                            }
+                            let complete = inspected.len() == self.topics.len();
+                            metrics.set_input_topics(inspected);
+                            if complete {
+                                return;
+                            }
+                        }
+                        Err(error) => tracing::debug!(%error, "could not ask the broker about the input topics yet"),
+                    }
+                    std::thread::sleep(Duration::from_secs(10));
+                }
+            })
+            .expect("a thread for the topic inspection");
+    }
+}
+
+/// How often the topic inspection asks before giving up on missing topics
+/// (every 10 s: about ten minutes).
+const INSPECTION_ATTEMPTS: usize = 60;
 
 /// The longest history readers may ask for: every change of it is kept in
 /// memory.

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use trimatch_connectors::retention::TopicRetention;
 use trimatch_dataflows::rows::PartitionHealth;
 use trimatch_dataflows::OutputCollection;
 
@@ -37,6 +38,8 @@ pub struct Metrics {
     flight_requests: Vec<(AtomicU64, AtomicU64, Histogram)>,
     /// Rows per collection as of the last scrape (reads are not free; see `render`).
     rows_cache: Mutex<Option<(std::time::Instant, RowCounts)>>,
+    /// What the broker said of the input topics' history at start.
+    input_topics: Mutex<Vec<TopicRetention>>,
 }
 
 impl Default for Metrics {
@@ -53,6 +56,7 @@ impl Default for Metrics {
                 })
                 .collect(),
             rows_cache: Mutex::new(None),
+            input_topics: Mutex::new(Vec::new()),
         }
     }
 }
@@ -75,9 +79,41 @@ impl Metrics {
         }
     }
 
+    /// Records what the broker said of the input topics' history.
+    pub fn set_input_topics(&self, topics: Vec<TopicRetention>) {
+        *self.input_topics.lock().expect("metrics lock") = topics;
+    }
+
+    /// What the broker said of the input topics' history (empty until asked).
+    pub fn input_topics(&self) -> Vec<TopicRetention> {
+        self.input_topics.lock().expect("metrics lock").clone()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, pipeline: &PipelineHandle) -> String {
         let mut out = String::new();
+        let input_topics = self.input_topics();
+        let _ = writeln!(out, "# HELP trimatch_input_topic_compacted 1 if an input topic is compacted (cleanup.policy has compact); absent while unknown.\n# TYPE trimatch_input_topic_compacted gauge");
+        for topic in input_topics
+            .iter()
+            .filter(|topic| topic.cleanup_policy.is_some())
+        {
+            let _ = writeln!(
+                out,
+                "trimatch_input_topic_compacted{{topic=\"{}\"}} {}",
+                topic.topic,
+                u8::from(topic.is_compacted())
+            );
+        }
+        let _ = writeln!(out, "# HELP trimatch_input_history_deleted 1 if an input topic is not compacted and has deleted records (low watermark above 0): a replay may miss documents.\n# TYPE trimatch_input_history_deleted gauge");
+        for topic in &input_topics {
+            let _ = writeln!(
+                out,
+                "trimatch_input_history_deleted{{topic=\"{}\"}} {}",
+                topic.topic,
+                u8::from(topic.history_deleted())
+            );
+        }
         let source = pipeline.metrics();
         let partitions = source.snapshot();
         type Field = fn(&trimatch_connectors::metrics::PartitionSnapshot) -> f64;

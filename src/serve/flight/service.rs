@@ -268,6 +268,27 @@ impl TrimatchFlight {
     /// The `status` action's JSON.
     async fn status_json(&self) -> Result<serde_json::Value, Status> {
         let pipeline = self.pipeline.clone();
+        let input_topics: serde_json::Map<String, serde_json::Value> = self
+            .metrics
+            .input_topics()
+            .into_iter()
+            .map(|topic| {
+                let lows: serde_json::Map<String, serde_json::Value> = topic
+                    .low_watermarks
+                    .iter()
+                    .map(|(partition, low)| (partition.to_string(), json!(low)))
+                    .collect();
+                (
+                    topic.topic.clone(),
+                    json!({
+                        "cleanup_policy": topic.cleanup_policy,
+                        "compacted": topic.is_compacted(),
+                        "low_watermarks": lows,
+                        "history_deleted": topic.history_deleted(),
+                    }),
+                )
+            })
+            .collect();
         self.blocking(move |_| {
             let newest = pipeline.newest_complete();
             let mut row_counts = serde_json::Map::new();
@@ -305,6 +326,7 @@ impl TrimatchFlight {
                 "offsets": offsets,
                 "row_counts": row_counts,
                 "subscribers": pipeline.hub().subscribers(),
+                "input_topics": input_topics,
                 "error": pipeline.error(),
             }))
         })
