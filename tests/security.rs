@@ -621,7 +621,129 @@ fn readers_are_refused_admin_collections_shards_and_bad_credentials_are_unauthen
             assert!(status.message().contains(reason), "{status:?}");
         }
     });
-    let _ = served.metrics;
+    // Last (it blocks this address for a minute): repeated failures are refused.
+    block_on(async {
+        let mut wrong = connection(&served, Some("tmt_00000000_guess"))
+            .connect()
+            .await
+            .unwrap();
+        let mut codes = Vec::new();
+        for _ in 0..12 {
+            codes.push(
+                snapshot(&mut wrong, &json!("po_lines"))
+                    .await
+                    .unwrap_err()
+                    .code(),
+            );
+        }
+        assert_eq!(codes[0], tonic::Code::Unauthenticated);
+        assert_eq!(codes[11], tonic::Code::ResourceExhausted, "{codes:?}");
+        let mut right = connection(&served, Some(&reader)).connect().await.unwrap();
+        let status = snapshot(&mut right, &json!("po_lines")).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::ResourceExhausted,
+            "even a right token waits"
+        );
+        assert!(
+            status
+                .message()
+                .contains("too many failed authentications from 127.0.0.1"),
+            "{status:?}"
+        );
+    });
+}
+
+/// This machine's address on a network interface (not loopback), if it has one.
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    // Connecting a UDP socket sends nothing; it picks the outgoing interface.
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// A GET with an optional bearer token: the status code.
+fn get_status(addr: &str, path: &str, token: Option<&str>) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn metrics_from_outside_loopback_need_the_metrics_token() {
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("no network interface besides loopback: nothing to reach the endpoint from");
+        return;
+    };
+    let broker = broker_with_history(155);
+    let dir = tempfile::tempdir().unwrap();
+    let auth_file = dir.path().join("auth.toml");
+    add_token(&auth_file, "ops", "admin", "*");
+    let token_file = dir.path().join("metrics.token");
+    let metrics_token = "a metrics token for the scraper";
+    std::fs::write(&token_file, format!("{metrics_token}\n")).unwrap();
+    let port = free_port();
+    let (flight, metrics) = (free_addr(), format!("0.0.0.0:{port}"));
+    let _serve = KillOnDrop::new(
+        Command::new(env!("CARGO_BIN_EXE_trimatch"))
+            .args([
+                "serve",
+                "--brokers",
+                &broker.address,
+                "--flight-addr",
+                &flight,
+                "--metrics-addr",
+                &metrics,
+            ])
+            .args([
+                "--auth-file",
+                auth_file.to_str().unwrap(),
+                "--metrics-token-file",
+                token_file.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let loopback = format!("127.0.0.1:{port}");
+    wait_for("the metrics endpoint", Duration::from_secs(60), || {
+        get_status(&loopback, "/readyz", None) == Some(200)
+    });
+    let outside = format!("{ip}:{port}");
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(
+            get_status(&outside, path, None),
+            Some(401),
+            "{path} from {ip} without the token"
+        );
+        assert_eq!(
+            get_status(&outside, path, Some("wrong")),
+            Some(401),
+            "{path} with a wrong token"
+        );
+        assert_eq!(
+            get_status(&outside, path, Some(metrics_token)),
+            Some(200),
+            "{path} with the token"
+        );
+        assert_eq!(
+            get_status(&loopback, path, None),
+            Some(200),
+            "{path} from loopback"
+        );
+    }
 }
 
 /// An RSA key made with openssl, its public half as `jwks.json` in `dir`
