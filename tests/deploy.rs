@@ -317,6 +317,38 @@ fn compose_and_kubernetes_name_only_flags_settings_and_ports_that_exist() {
         statefulset["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
         true
     );
+    // Timely's port is open to trimatch's own pods only; Flight and metrics to all.
+    let policy = &yaml_documents("k8s/networkpolicy.yaml")[0];
+    assert_eq!(policy["kind"], "NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        statefulset["spec"]["selector"]["matchLabels"]
+    );
+    let rules = policy["spec"]["ingress"].as_sequence().unwrap();
+    let port_names = |rule: &Value| -> Vec<String> {
+        rule["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|port| port["port"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(port_names(&rules[0]), vec!["timely"]);
+    assert_eq!(
+        rules[0]["from"][0]["podSelector"]["matchLabels"],
+        statefulset["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(port_names(&rules[1]), vec!["flight", "metrics"]);
+    assert!(
+        rules[1]["from"].is_null(),
+        "Flight and metrics from anywhere"
+    );
+    for name in ["timely", "flight", "metrics"] {
+        assert!(
+            ports.iter().any(|(port, _)| port == name),
+            "the container names its {name} port"
+        );
+    }
     let services = yaml_documents("k8s/services.yaml");
     assert_eq!(
         services[0]["spec"]["clusterIP"], "None",
