@@ -41,7 +41,9 @@ use crate::model::*;
 use crate::rows::*;
 use serde::{Deserialize, Serialize};
 
+mod checkpoint;
 mod read;
+pub use checkpoint::ShardCheckpoint;
 use read::OutputTrace;
 
 /// Configuration of the matching graph.
@@ -199,7 +201,7 @@ impl OutputTraces {
 
 /// A row of the sources' bookkeeping collections, as sent to the engine.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum SourceRow {
+pub enum SourceRow {
     DeadLetter(DeadLetterRow),
     Progress(SourceProgressRow),
 }
@@ -228,6 +230,12 @@ pub struct Matcher {
     /// How many dead letters this worker has recorded.
     dead_letters_recorded: u64,
     traces: OutputTraces,
+    /// The current documents and the bookkeeping rows, kept readable as of
+    /// the newest complete time (or the held checkpoint time) for checkpoints.
+    documents: TraceAgent<ValSpine<Fingerprint, Document, Time, isize>>,
+    bookkeeping: TraceAgent<ValSpine<Fingerprint, SourceRow, Time, isize>>,
+    /// A checkpoint time whose state must stay readable until it is taken.
+    checkpoint_hold: Option<Time>,
     probe: ProbeHandle<Time>,
 }
 
@@ -243,7 +251,7 @@ impl Matcher {
         let dead_letter_slots = (config.dead_letter_capacity / worker.peers()).max(1) as u64;
         let changes = changes.map(|sink| Rc::new(RefCell::new(sink)));
         let default_tolerances = config.default_tolerances;
-        let traces = worker.dataflow::<Time, _, _>(|scope| {
+        let (traces, documents, bookkeeping) = worker.dataflow::<Time, _, _>(|scope| {
             let upserts = scope.input_from(&mut input);
             let source_rows =
                 arrange_from_upsert::<
@@ -252,6 +260,8 @@ impl Matcher {
                     Fingerprint,
                     SourceRow,
                 >(scope.input_from(&mut source_input), "source bookkeeping");
+            let mut bookkeeping = source_rows.trace.clone();
+            release_physical_compaction(&mut bookkeeping);
             let dead_letters = source_rows.clone().flat_map_ref(|_, row| match row {
                 SourceRow::DeadLetter(row) => Some((row.topic.clone(), row.clone())),
                 SourceRow::Progress(_) => None,
@@ -266,6 +276,8 @@ impl Matcher {
                 Fingerprint,
                 Document,
             >(upserts, "current documents");
+            let mut documents_trace = current.trace.clone();
+            release_physical_compaction(&mut documents_trace);
             let documents = Documents {
                 purchase_orders: current
                     .clone()
@@ -343,7 +355,11 @@ impl Matcher {
                     )),
                 ),
             ];
-            OutputTraces(traces.into_iter().collect())
+            (
+                OutputTraces(traces.into_iter().collect()),
+                documents_trace,
+                bookkeeping,
+            )
         });
         Matcher {
             input,
@@ -354,6 +370,9 @@ impl Matcher {
             dead_letter_slots,
             dead_letters_recorded: 0,
             traces,
+            documents,
+            bookkeeping,
+            checkpoint_hold: None,
             probe,
         }
     }
@@ -447,6 +466,7 @@ impl Matcher {
         for trace in self.traces.all() {
             trace.set_logical_compaction(AntichainRef::new(&frontier));
         }
+        self.compact_checkpoint_state();
     }
 }
 

@@ -212,6 +212,24 @@ impl History {
         }
     }
 
+    /// One batch of 1–6 random changes, shuffled (a source may hand them
+    /// over in any order; they take effect in offset order, the tie rule);
+    /// `documents` becomes the documents present after it.
+    fn batch(&mut self, documents: &mut BTreeMap<Fingerprint, Document>) -> Vec<Feed> {
+        let size = self.rng.random_range(1..=6);
+        let mut feeds = Vec::new();
+        for _ in 0..size {
+            let feed = self.change(documents);
+            match &feed.document {
+                Some(document) => documents.insert(feed.key, document.clone()),
+                None => documents.remove(&feed.key),
+            };
+            feeds.push(feed);
+        }
+        feeds.shuffle(&mut self.rng);
+        feeds
+    }
+
     /// One random change given the current documents.
     fn change(&mut self, documents: &BTreeMap<Fingerprint, Document>) -> Feed {
         let feed = match self.rng.random_range(0..100) {
@@ -268,21 +286,7 @@ fn run_history(workers: usize, seed: u64, batches: usize) -> Coverage {
     let mut recorded: Vec<(Time, Snapshot)> = Vec::new();
     let mut events = 0;
     for batch in 0..batches {
-        let size = history.rng.random_range(1..=6);
-        let mut feeds = Vec::new();
-        // The batch's changes take effect in offset order (the tie rule)...
-        let mut staged = documents.clone();
-        for _ in 0..size {
-            let feed = history.change(&staged);
-            match &feed.document {
-                Some(document) => staged.insert(feed.key, document.clone()),
-                None => staged.remove(&feed.key),
-            };
-            feeds.push(feed);
-        }
-        documents = staged;
-        // ...whatever order the source hands them over in.
-        feeds.shuffle(&mut history.rng);
+        let feeds = history.batch(&mut documents);
         events += feeds.len();
         let actual = engine.apply(feeds);
         let expected = evaluate(&documents, &default);
@@ -408,4 +412,76 @@ fn incremental_outputs_equal_plain_evaluation_on_two_workers() {
 #[test]
 fn incremental_outputs_equal_plain_evaluation_on_three_workers() {
     Coverage::assert_complete((0..seeds()).map(|seed| run_history(3, 200 + seed, 200)));
+}
+
+/// SPEC §11: a computation fed every worker's checkpoint shard goes on exactly
+/// as the one that wrote them. The checkpoint holds exactly the present
+/// documents; the restored outputs equal the original's (details included)
+/// at the checkpoint and after every later batch, and the plain evaluation.
+fn restore_continues_exactly(workers: usize, seed: u64) {
+    let default = Tolerances::default();
+    let config = || MatchConfig {
+        default_tolerances: default,
+        ..MatchConfig::default()
+    };
+    let mut history = History {
+        rng: SmallRng::seed_from_u64(seed),
+        next_offset: 0,
+    };
+    let mut documents: BTreeMap<Fingerprint, Document> = BTreeMap::new();
+    let mut original = TestEngine::with_config(workers, config());
+    for _ in 0..30 {
+        original.apply(history.batch(&mut documents));
+    }
+    let cut = original.time();
+    // Compaction keeps the present readable, and nothing older.
+    original.compact(cut);
+    assert!(matches!(
+        original.checkpoint(cut - 1),
+        Err(ReadError::Compacted { .. })
+    ));
+    assert!(matches!(
+        original.checkpoint(cut + 5),
+        Err(ReadError::NotComplete { .. })
+    ));
+    let shards = original.checkpoint(cut).expect("the newest complete time");
+    let mut checkpointed: Vec<(Fingerprint, Document)> = shards
+        .iter()
+        .flat_map(|shard| shard.documents.iter().cloned())
+        .collect();
+    checkpointed.sort_by_key(|(key, _)| *key);
+    let present: Vec<(Fingerprint, Document)> = documents.clone().into_iter().collect();
+    assert_eq!(
+        checkpointed, present,
+        "workers={workers} seed={seed}: the checkpoint holds the present documents"
+    );
+
+    let mut restored = TestEngine::restored(workers, config(), shards);
+    assert_eq!(
+        restored.read_at(cut).unwrap(),
+        original.read_at(cut).unwrap(),
+        "workers={workers} seed={seed}: the restored state at the checkpoint"
+    );
+    for batch in 0..30 {
+        let feeds = history.batch(&mut documents);
+        let expected = original.apply(feeds.clone());
+        let actual = restored.apply(feeds);
+        assert_eq!(
+            actual, expected,
+            "workers={workers} seed={seed}: batch {batch} after the restore"
+        );
+        assert_eq!(
+            without_details(actual),
+            evaluate(&documents, &default),
+            "workers={workers} seed={seed}: batch {batch} after the restore, against the plain evaluation"
+        );
+    }
+}
+
+#[test]
+fn a_restore_from_a_checkpoint_continues_exactly_on_one_and_two_workers() {
+    for seed in 0..seeds() {
+        restore_continues_exactly(1, 900 + seed);
+        restore_continues_exactly(2, 950 + seed);
+    }
 }

@@ -130,3 +130,95 @@ fn dead_letters_keep_the_most_recent_up_to_capacity() {
         }
     }
 }
+
+/// Restoring a checkpoint continues the bookkeeping where it stopped: the
+/// dead-letter ring goes on at the slot it reached (not at slot 0), and the
+/// progress rows are replaced as before.
+#[test]
+fn a_restored_dead_letter_ring_goes_on_where_it_stopped() {
+    let config = MatchConfig {
+        // Two workers, three slots each.
+        dead_letter_capacity: 6,
+        ..MatchConfig::default()
+    };
+    let shards = Arc::new(Mutex::new(Vec::new()));
+    let written = shards.clone();
+    let first = config.clone();
+    timely::execute(timely::Config::process(2), move |worker| {
+        let mut matcher = Matcher::build(worker, &first, None);
+        let partition = worker.index() as i32;
+        matcher.advance_to(1);
+        matcher.record_progress(progress(partition, 30));
+        for offset in 0..5 {
+            matcher.record_dead_letter(dead_letter(partition, offset));
+        }
+        matcher.advance_to(2);
+        while !matcher.is_complete(1) {
+            worker.step();
+        }
+        written.lock().unwrap().push(matcher.checkpoint(1).unwrap());
+    })
+    .unwrap();
+    let shards = Arc::new(shards.lock().unwrap().clone());
+    let reads = Arc::new(Mutex::new(Vec::new()));
+    let collected = reads.clone();
+    timely::execute(timely::Config::process(2), move |worker| {
+        let mut matcher = Matcher::build(worker, &config, None);
+        let partition = worker.index() as i32;
+        matcher.advance_to(1);
+        for shard in shards.iter().filter(|shard| shard.worker == worker.index()) {
+            matcher.restore(shard.clone());
+        }
+        matcher.advance_to(5);
+        matcher.record_progress(progress(partition, 40));
+        for offset in 5..7 {
+            matcher.record_dead_letter(dead_letter(partition, offset));
+        }
+        matcher.advance_to(6);
+        while !matcher.is_complete(5) {
+            worker.step();
+        }
+        for (as_of, collection) in [
+            (1, OutputCollection::DeadLetters),
+            (5, OutputCollection::DeadLetters),
+            (5, OutputCollection::SourceProgress),
+        ] {
+            let rows = matcher.read(collection, as_of, None).unwrap();
+            collected.lock().unwrap().push((
+                as_of,
+                collection,
+                rows.into_iter().map(|(row, _)| row).collect::<Vec<_>>(),
+            ));
+        }
+    })
+    .unwrap();
+    let reads = reads.lock().unwrap().clone();
+    let letters = |offsets: std::ops::Range<i64>| {
+        let mut rows: Vec<Row> = (0..2)
+            .flat_map(|partition| {
+                offsets
+                    .clone()
+                    .map(move |offset| Row::DeadLetter(dead_letter(partition, offset)))
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(
+        rows_at(&reads, 1, OutputCollection::DeadLetters),
+        letters(2..5),
+        "restored as checkpointed"
+    );
+    assert_eq!(
+        rows_at(&reads, 5, OutputCollection::DeadLetters),
+        letters(4..7),
+        "the ring went on at the slot it had reached"
+    );
+    assert_eq!(
+        rows_at(&reads, 5, OutputCollection::SourceProgress),
+        vec![
+            Row::SourceProgress(progress(0, 40)),
+            Row::SourceProgress(progress(1, 40))
+        ]
+    );
+}

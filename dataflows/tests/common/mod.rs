@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use trimatch_dataflows::decode::{decode_document, identity_fields};
-use trimatch_dataflows::engine::{Change, MatchConfig, Matcher, OutputCollection, ReadError, Row};
+use trimatch_dataflows::engine::{
+    Change, MatchConfig, Matcher, OutputCollection, ReadError, Row, ShardCheckpoint,
+};
 use trimatch_dataflows::model::*;
 use trimatch_dataflows::rows::*;
 
@@ -122,6 +124,7 @@ enum Command {
     ReadChanges { from: Time, through: Time },
     Count { as_of: Time },
     Compact(Time),
+    Checkpoint { as_of: Time },
 }
 
 type Reply = Result<(Vec<(Row, isize)>, Vec<Change>), ReadError>;
@@ -130,6 +133,7 @@ type Reply = Result<(Vec<(Row, isize)>, Vec<Change>), ReadError>;
 pub struct TestEngine {
     commands: Vec<Sender<Option<Command>>>,
     replies: Receiver<Reply>,
+    checkpoints: Receiver<Result<ShardCheckpoint, ReadError>>,
     guards: Option<timely::communication::initialize::WorkerGuards<()>>,
     time: Time,
     /// Every change the outputs went through, over all workers.
@@ -142,7 +146,26 @@ impl TestEngine {
     }
 
     pub fn with_config(workers: usize, config: MatchConfig) -> TestEngine {
+        Self::build(workers, config, Vec::new())
+    }
+
+    /// An engine restored from a checkpoint (every worker's shard), as of its time.
+    pub fn restored(
+        workers: usize,
+        config: MatchConfig,
+        shards: Vec<ShardCheckpoint>,
+    ) -> TestEngine {
+        let as_of = shards.first().map_or(0, |shard| shard.as_of);
+        let mut engine = Self::build(workers, config, shards);
+        engine.time = as_of;
+        engine
+    }
+
+    fn build(workers: usize, config: MatchConfig, shards: Vec<ShardCheckpoint>) -> TestEngine {
         let (reply_tx, replies) = channel::<Reply>();
+        let (checkpoint_tx, checkpoints) = channel();
+        let checkpoint_tx = Arc::new(Mutex::new(checkpoint_tx));
+        let shards = Arc::new(shards);
         let mut commands = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..workers {
@@ -156,6 +179,7 @@ impl TestEngine {
             let commands: Receiver<Option<Command>> =
                 receivers.lock().unwrap()[worker.index()].take().unwrap();
             let replies = reply_tx.lock().unwrap().clone();
+            let checkpoint_replies = checkpoint_tx.lock().unwrap().clone();
             let observed = std::rc::Rc::new(std::cell::RefCell::new(Vec::<Change>::new()));
             let sink = observed.clone();
             let mut matcher = Matcher::build(
@@ -165,6 +189,17 @@ impl TestEngine {
                     sink.borrow_mut().append(changes)
                 })),
             );
+            if let Some(as_of) = shards.first().map(|shard| shard.as_of) {
+                for shard in shards.iter().filter(|shard| shard.worker == worker.index()) {
+                    matcher.restore(shard.clone());
+                }
+                matcher.advance_to(as_of + 1);
+                while !matcher.is_complete(as_of) {
+                    worker.step();
+                }
+                // The restore is the starting state, not a change to observe.
+                observed.borrow_mut().clear();
+            }
             loop {
                 let command = match commands.try_recv() {
                     Ok(Some(command)) => command,
@@ -213,6 +248,10 @@ impl TestEngine {
                         matcher.allow_compaction(since);
                         Ok((Vec::new(), Vec::new()))
                     }
+                    Command::Checkpoint { as_of } => {
+                        checkpoint_replies.send(matcher.checkpoint(as_of)).unwrap();
+                        continue;
+                    }
                 };
                 replies.send(reply).unwrap();
             }
@@ -221,6 +260,7 @@ impl TestEngine {
         TestEngine {
             commands,
             replies,
+            checkpoints,
             guards: Some(guards),
             time: 0,
             changes: Vec::new(),
@@ -314,6 +354,20 @@ impl TestEngine {
     pub fn count(&mut self, as_of: Time) -> Result<u64, ReadError> {
         let counts = self.broadcast(|_| Command::Count { as_of })?;
         Ok(counts.into_iter().map(|(_, count)| count as u64).sum())
+    }
+
+    /// Every worker's checkpoint shard as of `as_of`, in worker order.
+    pub fn checkpoint(&mut self, as_of: Time) -> Result<Vec<ShardCheckpoint>, ReadError> {
+        for commands in &self.commands {
+            commands.send(Some(Command::Checkpoint { as_of })).unwrap();
+        }
+        // Every worker's reply is taken before any error is returned.
+        let replies: Vec<_> = (0..self.commands.len())
+            .map(|_| self.checkpoints.recv().expect("worker replies"))
+            .collect();
+        let mut shards = replies.into_iter().collect::<Result<Vec<_>, _>>()?;
+        shards.sort_by_key(|shard| shard.worker);
+        Ok(shards)
     }
 
     /// Lets the outputs forget history before `since`.
