@@ -364,20 +364,12 @@ async fn a_secured_cluster_scopes_readers_across_processes_and_keeps_shards_inte
         "a cluster secret of some length\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_trimatch"))
-        .args([
-            "auth",
-            "add-token",
-            "--file",
-            &path("auth.toml"),
-            "--name",
-            "dash",
-        ])
-        .args(["--tenants", "tenant-001"])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let reader = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let reader = secured::add_token(
+        &dir.path().join("auth.toml"),
+        "dash",
+        "reader",
+        "tenant-001",
+    );
     let args: Vec<String> = [
         "--auth-file",
         &path("auth.toml"),

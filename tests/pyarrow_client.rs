@@ -51,21 +51,15 @@ fn pyarrow_reads_snapshots_and_follows_a_subscription_across_a_reconnect() {
         std::net::TcpStream::connect(addr).is_ok()
     });
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/flight_client.py");
-    let output = std::process::Command::new(python)
-        .arg(script)
-        .env("FLIGHT_ADDR", addr.to_string())
-        .env("BROKERS", &broker.address)
-        .env("TRIMATCH_BIN", env!("CARGO_BIN_EXE_trimatch"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the pyarrow client failed:\n{stdout}\n{stderr}"
+    let stdout = run_python_check(
+        &python,
+        "flight_client.py",
+        &[
+            ("FLIGHT_ADDR", addr.to_string()),
+            ("BROKERS", broker.address.clone()),
+            ("TRIMATCH_BIN", env!("CARGO_BIN_EXE_trimatch").to_string()),
+        ],
     );
-    assert!(stdout.trim_end().ends_with("OK"), "{stdout}");
     eprintln!("{stdout}");
     pipeline.shutdown().unwrap();
 }

@@ -1,208 +1,25 @@
-//! Security end to end (SPEC §9), against `trimatch serve` processes over a
-//! real broker (tansu): who may call, what each principal reads, TLS with
-//! certificates the tests make, rotation without a restart, mutual TLS, and
-//! secure defaults. pyarrow's side is in `tests/python/secure_client.py`.
+//! Authentication and authorization end to end (SPEC §9), against `trimatch
+//! serve` processes over a real broker (tansu): what each principal reads in
+//! every Flight call, who is refused what, JWTs, the failure limiter, and
+//! secure defaults. TLS and the metrics endpoint are in
+//! `security_transport.rs`.
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use arrow::compute::cast;
-use arrow::datatypes::DataType;
-use arrow::record_batch::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
-use arrow_flight::decode::DecodedPayload;
+use std::collections::{BTreeMap, BTreeSet};
+use support::secured::*;
+use support::*;
+
 use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use futures::StreamExt;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use support::*;
 use trimatch::cli::connection::Connection;
-use trimatch_workload::{Workload, WorkloadConfig};
-
-const TENANTS: usize = 5;
-
-/// A broker with a produced history of `TENANTS` tenants.
-fn broker_with_history(seed: u64) -> Tansu {
-    let broker = Tansu::start();
-    create_input_topics(&broker.address, [2, 1, 2, 1]);
-    let messages: Vec<_> = Workload::new(WorkloadConfig {
-        seed,
-        tenants: TENANTS,
-        bad_share: 0.02,
-        ..WorkloadConfig::default()
-    })
-    .take(1_500)
-    .collect();
-    produce(&broker.address, &messages);
-    broker
-}
-
-/// A running `trimatch serve`, its addresses, and where its log goes.
-struct Served {
-    _process: KillOnDrop,
-    flight: String,
-    metrics: String,
-    log: PathBuf,
-}
-
-/// Starts `trimatch serve` against `broker` with `args`, and waits until it
-/// is ready (asked over loopback, where the metrics need no token).
-fn serve(broker: &Tansu, dir: &Path, args: &[&str], tls_ca: Option<&Path>) -> Served {
-    let (flight, metrics) = (free_addr(), free_addr());
-    let log = dir.join(format!("serve-{}.log", flight.replace([':', '.'], "-")));
-    let process = Command::new(env!("CARGO_BIN_EXE_trimatch"))
-        .args(["serve", "--brokers", &broker.address, "--workers", "2"])
-        .args(["--flight-addr", &flight, "--metrics-addr", &metrics])
-        .args(args)
-        .env("TRIMATCH_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let process = KillOnDrop::new(process);
-    let scheme = if tls_ca.is_some() { "https" } else { "http" };
-    wait_for("readiness", Duration::from_secs(60), || {
-        let mut health = Command::new(env!("CARGO_BIN_EXE_trimatch"));
-        health.args([
-            "health",
-            "--url",
-            &format!("{scheme}://localhost:{}/readyz", port_of(&metrics)),
-        ]);
-        if let Some(ca) = tls_ca {
-            health.args(["--tls-ca", ca.to_str().unwrap()]);
-        }
-        health.output().is_ok_and(|output| output.status.success())
-    });
-    Served {
-        _process: process,
-        flight,
-        metrics,
-        log,
-    }
-}
-
-fn port_of(addr: &str) -> &str {
-    addr.rsplit(':').next().unwrap()
-}
-
-/// Adds a token to the file and returns it (through the CLI, as an operator does).
-fn add_token(file: &Path, name: &str, role: &str, tenants: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_trimatch"))
-        .args(["auth", "add-token", "--file", file.to_str().unwrap()])
-        .args(["--name", name, "--role", role, "--tenants", tenants])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
-fn connection(served: &Served, token: Option<&str>) -> Connection {
-    let mut connection = Connection::plain(&served.flight);
-    connection.token = token.map(str::to_string);
-    connection
-}
-
-fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
-
-/// The rows of `batches` as text cells, sorted (an order-free comparison).
-fn rows_of(batches: &[RecordBatch], skip: &[&str]) -> Vec<Vec<String>> {
-    let options = FormatOptions::default().with_null("∅");
-    let mut rows = Vec::new();
-    for batch in batches {
-        let columns: Vec<usize> = (0..batch.num_columns())
-            .filter(|index| !skip.contains(&batch.schema().field(*index).name().as_str()))
-            .collect();
-        // Timestamps as epoch numbers: the formatter knows no named time zones.
-        let arrays: Vec<_> = columns
-            .iter()
-            .map(|index| match batch.column(*index).data_type() {
-                DataType::Timestamp(_, _) => cast(batch.column(*index), &DataType::Int64).unwrap(),
-                _ => batch.column(*index).clone(),
-            })
-            .collect();
-        let formatters: Vec<_> = arrays
-            .iter()
-            .map(|array| ArrayFormatter::try_new(array.as_ref(), &options).unwrap())
-            .collect();
-        for row in 0..batch.num_rows() {
-            rows.push(
-                formatters
-                    .iter()
-                    .map(|formatter| formatter.value(row).to_string())
-                    .collect(),
-            );
-        }
-    }
-    rows.sort();
-    rows
-}
-
-/// A snapshot's rows and `trimatch.as_of`, or the gRPC status.
-async fn snapshot(
-    client: &mut FlightClient,
-    ticket: &Value,
-) -> Result<(Vec<Vec<String>>, u64), tonic::Status> {
-    let mut stream = client
-        .do_get(Ticket::new(ticket.to_string()))
-        .await
-        .map_err(status_of)?;
-    let mut batches = Vec::new();
-    while let Some(batch) = stream.next().await {
-        batches.push(batch.map_err(status_of)?);
-    }
-    let as_of = stream
-        .schema()
-        .and_then(|schema| schema.metadata().get("trimatch.as_of").cloned());
-    Ok((
-        rows_of(&batches, &[]),
-        as_of.and_then(|time| time.parse().ok()).unwrap_or(0),
-    ))
-}
-
-/// A subscription's snapshot (the rows before its first progress message).
-async fn subscription_snapshot(
-    client: &mut FlightClient,
-    ticket: &Value,
-) -> Result<Vec<Vec<String>>, tonic::Status> {
-    let stream = client
-        .do_get(Ticket::new(ticket.to_string()))
-        .await
-        .map_err(status_of)?;
-    let mut messages = stream.into_inner();
-    let mut batches = Vec::new();
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(status_of)?;
-        if let DecodedPayload::RecordBatch(batch) = message.payload {
-            if batch.num_rows() == 0 {
-                break;
-            }
-            batches.push(batch);
-        }
-    }
-    Ok(rows_of(&batches, &["_time", "_diff"]))
-}
-
-fn status_of(error: arrow_flight::error::FlightError) -> tonic::Status {
-    match error {
-        arrow_flight::error::FlightError::Tonic(status) => *status,
-        other => tonic::Status::unknown(other.to_string()),
-    }
-}
 
 /// The tenant collections, with a column other than the tenant to filter on.
 const TENANT_COLLECTIONS: [(&str, &str); 4] = [
@@ -255,7 +72,7 @@ fn tenant_scoped_readers_see_exactly_their_tenants_rows_in_every_call() {
             let list = scope.iter().cloned().collect::<Vec<_>>().join(",");
             let token = add_token(&auth_file, &format!("reader-{reader}"), "reader", &list);
             let _ = Command::new("kill")
-                .args(["-HUP", &served_pid(&served)])
+                .args(["-HUP", &served.process.id().to_string()])
                 .status();
             let mut client = connection(&served, Some(&token)).connect().await.unwrap();
             wait_for_token(&mut client).await;
@@ -415,10 +232,6 @@ async fn column_index(client: &mut FlightClient, collection: &str, column: &str)
         .await
         .unwrap();
     schema.index_of(column).unwrap()
-}
-
-fn served_pid(served: &Served) -> String {
-    served._process.id().to_string()
 }
 
 /// Waits until the server accepts the client's token (after SIGHUP).
@@ -654,98 +467,6 @@ fn readers_are_refused_admin_collections_shards_and_bad_credentials_are_unauthen
     });
 }
 
-/// This machine's address on a network interface (not loopback), if it has one.
-fn non_loopback_ip() -> Option<std::net::IpAddr> {
-    // Connecting a UDP socket sends nothing; it picks the outgoing interface.
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    socket.connect("192.0.2.1:9").ok()?;
-    let ip = socket.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
-}
-
-/// A GET with an optional bearer token: the status code.
-fn get_status(addr: &str, path: &str, token: Option<&str>) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    let authorization = token
-        .map(|token| format!("Authorization: Bearer {token}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
-}
-
-#[test]
-fn metrics_from_outside_loopback_need_the_metrics_token() {
-    let Some(ip) = non_loopback_ip() else {
-        eprintln!("no network interface besides loopback: nothing to reach the endpoint from");
-        return;
-    };
-    let broker = broker_with_history(155);
-    let dir = tempfile::tempdir().unwrap();
-    let auth_file = dir.path().join("auth.toml");
-    add_token(&auth_file, "ops", "admin", "*");
-    let token_file = dir.path().join("metrics.token");
-    let metrics_token = "a metrics token for the scraper";
-    std::fs::write(&token_file, format!("{metrics_token}\n")).unwrap();
-    let port = free_port();
-    let (flight, metrics) = (free_addr(), format!("0.0.0.0:{port}"));
-    let _serve = KillOnDrop::new(
-        Command::new(env!("CARGO_BIN_EXE_trimatch"))
-            .args([
-                "serve",
-                "--brokers",
-                &broker.address,
-                "--flight-addr",
-                &flight,
-                "--metrics-addr",
-                &metrics,
-            ])
-            .args([
-                "--auth-file",
-                auth_file.to_str().unwrap(),
-                "--metrics-token-file",
-                token_file.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let loopback = format!("127.0.0.1:{port}");
-    wait_for("the metrics endpoint", Duration::from_secs(60), || {
-        get_status(&loopback, "/readyz", None) == Some(200)
-    });
-    let outside = format!("{ip}:{port}");
-    for path in ["/metrics", "/healthz", "/readyz"] {
-        assert_eq!(
-            get_status(&outside, path, None),
-            Some(401),
-            "{path} from {ip} without the token"
-        );
-        assert_eq!(
-            get_status(&outside, path, Some("wrong")),
-            Some(401),
-            "{path} with a wrong token"
-        );
-        assert_eq!(
-            get_status(&outside, path, Some(metrics_token)),
-            Some(200),
-            "{path} with the token"
-        );
-        assert_eq!(
-            get_status(&loopback, path, None),
-            Some(200),
-            "{path} from loopback"
-        );
-    }
-}
-
 /// An RSA key made with openssl, its public half as `jwks.json` in `dir`
 /// (kid `test-key`), and the key to sign with.
 fn rsa_jwks(dir: &Path) -> jsonwebtoken::EncodingKey {
@@ -832,165 +553,4 @@ fn serving_beyond_loopback_needs_authentication_or_an_explicit_opt_out() {
         open.try_wait().unwrap().is_none(),
         "--insecure-no-auth starts"
     );
-}
-
-/// Writes `{name}.pem`/`{name}.key` over `server.pem`/`server.key` the way
-/// a secret rotation does: whole files, renamed into place.
-fn rotate(dir: &Path, name: &str) {
-    for extension in ["pem", "key"] {
-        let temporary = dir.join(format!("next.{extension}"));
-        std::fs::copy(dir.join(format!("{name}.{extension}")), &temporary).unwrap();
-        std::fs::rename(&temporary, dir.join(format!("server.{extension}"))).unwrap();
-    }
-}
-
-#[test]
-fn tls_rotates_without_a_restart_and_mutual_tls_needs_a_client_certificate() {
-    let broker = broker_with_history(153);
-    let dir = tempfile::tempdir().unwrap();
-    let certs_dir = dir.path();
-    for ca in ["ca1", "ca2", "clients"] {
-        certs::make_ca(certs_dir, ca);
-    }
-    certs::make_cert(certs_dir, "ca1", "first");
-    certs::make_cert(certs_dir, "ca2", "second");
-    certs::make_cert(certs_dir, "clients", "client");
-    certs::make_cert(certs_dir, "ca1", "stranger");
-    rotate(certs_dir, "first");
-    let auth_file = dir.path().join("auth.toml");
-    let token = add_token(&auth_file, "ops", "admin", "*");
-    let path = |name: &str| certs_dir.join(name).to_str().unwrap().to_string();
-    let served = serve(
-        &broker,
-        dir.path(),
-        &[
-            "--auth-file",
-            &path("auth.toml"),
-            "--tls-cert",
-            &path("server.pem"),
-            "--tls-key",
-            &path("server.key"),
-            "--tls-client-ca",
-            &path("clients.pem"),
-        ],
-        Some(&certs_dir.join("ca1.pem")),
-    );
-    let client = |ca: &str, identity: Option<&str>| {
-        let mut connection =
-            Connection::plain(&format!("https://localhost:{}", port_of(&served.flight)));
-        connection.tls_ca = Some(certs_dir.join(format!("{ca}.pem")));
-        connection.token = Some(token.clone());
-        if let Some(name) = identity {
-            connection.tls_client_cert = Some(certs_dir.join(format!("{name}.pem")));
-            connection.tls_client_key = Some(certs_dir.join(format!("{name}.key")));
-        }
-        connection
-    };
-    let reads = |connection: Connection| {
-        block_on(async move {
-            let mut client = connection
-                .connect()
-                .await
-                .map_err(|error| format!("{error:#}"))?;
-            snapshot(
-                &mut client,
-                &json!({"collection": "invoice_matches", "limit": 3}),
-            )
-            .await
-            .map(|(rows, _)| rows.len())
-            .map_err(|status| format!("{status:?}"))
-        })
-    };
-    assert_eq!(reads(client("ca1", Some("client"))), Ok(3));
-    assert!(
-        reads(client("ca1", None)).is_err(),
-        "no client certificate: no connection"
-    );
-    assert!(
-        reads(client("ca1", Some("stranger"))).is_err(),
-        "a certificate of another CA: no connection"
-    );
-    assert!(
-        reads(client("ca2", Some("client"))).is_err(),
-        "the server's certificate is not from ca2 yet"
-    );
-
-    rotate(certs_dir, "second");
-    wait_for("the rotated certificate", Duration::from_secs(20), || {
-        reads(client("ca2", Some("client"))) == Ok(3)
-    });
-    assert!(
-        reads(client("ca1", Some("client"))).is_err(),
-        "the old certificate is gone"
-    );
-    // The metrics endpoint rotated too, and answers over TLS.
-    let health = Command::new(env!("CARGO_BIN_EXE_trimatch"))
-        .args([
-            "health",
-            "--url",
-            &format!("https://localhost:{}/healthz", port_of(&served.metrics)),
-        ])
-        .args(["--tls-ca", &path("ca2.pem")])
-        .output()
-        .unwrap();
-    assert!(
-        health.status.success(),
-        "{}",
-        String::from_utf8_lossy(&health.stderr)
-    );
-    let plain = http_get(&served.metrics, "/healthz");
-    assert!(
-        plain.as_ref().is_none_or(|(status, _)| *status != 200),
-        "no answer in clear: {plain:?}"
-    );
-}
-
-#[test]
-fn pyarrow_authenticates_over_tls_and_reads_its_tenant_only() {
-    let Ok(python) = std::env::var("TRIMATCH_PYTHON") else {
-        eprintln!("TRIMATCH_PYTHON is not set: skipping the pyarrow test (scripts/test sets it)");
-        return;
-    };
-    let broker = broker_with_history(154);
-    let dir = tempfile::tempdir().unwrap();
-    certs::make_ca(dir.path(), "ca");
-    certs::make_cert(dir.path(), "ca", "server");
-    let auth_file = dir.path().join("auth.toml");
-    let reader = add_token(&auth_file, "analyst", "reader", "tenant-003");
-    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let served = serve(
-        &broker,
-        dir.path(),
-        &[
-            "--auth-file",
-            &path("auth.toml"),
-            "--tls-cert",
-            &path("server.pem"),
-            "--tls-key",
-            &path("server.key"),
-        ],
-        Some(&dir.path().join("ca.pem")),
-    );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/secure_client.py");
-    let output = Command::new(python)
-        .arg(script)
-        .env(
-            "FLIGHT_URL",
-            format!("grpc+tls://localhost:{}", port_of(&served.flight)),
-        )
-        .env("CA_FILE", path("ca.pem"))
-        .env("USER_NAME", "analyst")
-        .env("TOKEN", &reader)
-        .env("TENANT", "tenant-003")
-        .env("OTHER_TENANT", "tenant-000")
-        .env("BROKERS", &broker.address)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the pyarrow client failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.trim_end().ends_with("OK"), "{stdout}");
 }

@@ -23,6 +23,7 @@ use trimatch_workload::{GeneratedMessage, Present, WorkloadProducer};
 pub mod common;
 
 pub mod certs;
+pub mod secured;
 
 pub use common::oracle;
 pub use common::Snapshot;
@@ -434,4 +435,24 @@ pub fn free_addr() -> String {
         .and_then(|listener| listener.local_addr())
         .expect("a free loopback port")
         .to_string()
+}
+
+/// Runs a check script of `tests/python/` with `python` and `envs`: fails
+/// the test with its output unless it succeeds and its last line is `OK`;
+/// returns what it printed.
+pub fn run_python_check(python: &str, script: &str, envs: &[(&str, String)]) -> String {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(python)
+        .arg(&path)
+        .envs(envs.iter().map(|(key, value)| (*key, value.as_str())))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.trim_end().ends_with("OK"), "{stdout}");
+    stdout
 }

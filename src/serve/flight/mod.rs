@@ -1,5 +1,5 @@
 //! Arrow Flight: the service of SPEC §5 ([`service`]), what each principal
-//! may read through it (`authorize`), its subscriptions, its message encoding
+//! may read through it (`authorize`), its subscriptions, the `status` action, its message encoding
 //! ([`encode`]), the cluster peers it asks for their shards, and the server
 //! that runs it, in clear or over TLS.
 
@@ -7,6 +7,7 @@ mod authorize;
 pub mod encode;
 mod peers;
 pub mod service;
+mod status;
 mod subscribe;
 
 use std::net::SocketAddr;

@@ -56,7 +56,7 @@ pub struct TrimatchFlight {
     /// How the other processes are reached (TLS, cluster token).
     pub(super) peer_link: PeerLink,
     /// Where requests are counted (shared with the metrics endpoint).
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
     /// Who is calling.
     pub(super) auth: Arc<Authenticator>,
     /// One log line per authenticated request (`--audit-log`).
@@ -263,74 +263,6 @@ impl TrimatchFlight {
             .chain(batches)
             .boxed();
         Ok((stream, total))
-    }
-
-    /// The `status` action's JSON.
-    async fn status_json(&self) -> Result<serde_json::Value, Status> {
-        let pipeline = self.pipeline.clone();
-        let input_topics: serde_json::Map<String, serde_json::Value> = self
-            .metrics
-            .input_topics()
-            .into_iter()
-            .map(|topic| {
-                let lows: serde_json::Map<String, serde_json::Value> = topic
-                    .low_watermarks
-                    .iter()
-                    .map(|(partition, low)| (partition.to_string(), json!(low)))
-                    .collect();
-                (
-                    topic.topic.clone(),
-                    json!({
-                        "cleanup_policy": topic.cleanup_policy,
-                        "compacted": topic.is_compacted(),
-                        "low_watermarks": lows,
-                        "history_deleted": topic.history_deleted(),
-                    }),
-                )
-            })
-            .collect();
-        self.blocking(move |_| {
-            let newest = pipeline.newest_complete();
-            let mut row_counts = serde_json::Map::new();
-            if let Some(newest) = newest {
-                for collection in OutputCollection::ALL {
-                    row_counts.insert(
-                        collection.name().to_string(),
-                        json!(pipeline.count(collection, newest)?),
-                    );
-                }
-            }
-            let offsets: serde_json::Map<String, serde_json::Value> = pipeline
-                .metrics()
-                .snapshot()
-                .into_iter()
-                .map(|((topic, partition), counters)| {
-                    (
-                        format!("{topic}/{partition}"),
-                        json!({
-                            "next_offset": counters.next_offset,
-                            "high_watermark": counters.high_watermark,
-                            "lag": counters.lag(),
-                            "consumed": counters.consumed,
-                            "applied": counters.applied,
-                            "dead_lettered": counters.dead_lettered,
-                        }),
-                    )
-                })
-                .collect();
-            Ok(json!({
-                "time": newest,
-                "frontier": newest.map(|time| time + 1),
-                "ready": pipeline.is_ready(),
-                "uptime_seconds": pipeline.started().elapsed().as_secs_f64(),
-                "offsets": offsets,
-                "row_counts": row_counts,
-                "subscribers": pipeline.hub().subscribers(),
-                "input_topics": input_topics,
-                "error": pipeline.error(),
-            }))
-        })
-        .await
     }
 }
 

@@ -1,0 +1,79 @@
+//! The `status` action (admins): the newest complete time, readiness,
+//! offsets and counters per topic-partition, row counts, subscribers, what
+//! the broker said of the input topics' history, and uptime, as JSON.
+
+use serde_json::json;
+use tonic::Status;
+use trimatch_dataflows::OutputCollection;
+
+use super::service::TrimatchFlight;
+
+impl TrimatchFlight {
+    /// The `status` action's JSON.
+    pub(super) async fn status_json(&self) -> Result<serde_json::Value, Status> {
+        let pipeline = self.pipeline.clone();
+        let input_topics: serde_json::Map<String, serde_json::Value> = self
+            .metrics
+            .input_topics()
+            .into_iter()
+            .map(|topic| {
+                let lows: serde_json::Map<String, serde_json::Value> = topic
+                    .low_watermarks
+                    .iter()
+                    .map(|(partition, low)| (partition.to_string(), json!(low)))
+                    .collect();
+                (
+                    topic.topic.clone(),
+                    json!({
+                        "cleanup_policy": topic.cleanup_policy,
+                        "compacted": topic.is_compacted(),
+                        "low_watermarks": lows,
+                        "history_deleted": topic.history_deleted(),
+                    }),
+                )
+            })
+            .collect();
+        self.blocking(move |_| {
+            let newest = pipeline.newest_complete();
+            let mut row_counts = serde_json::Map::new();
+            if let Some(newest) = newest {
+                for collection in OutputCollection::ALL {
+                    row_counts.insert(
+                        collection.name().to_string(),
+                        json!(pipeline.count(collection, newest)?),
+                    );
+                }
+            }
+            let offsets: serde_json::Map<String, serde_json::Value> = pipeline
+                .metrics()
+                .snapshot()
+                .into_iter()
+                .map(|((topic, partition), counters)| {
+                    (
+                        format!("{topic}/{partition}"),
+                        json!({
+                            "next_offset": counters.next_offset,
+                            "high_watermark": counters.high_watermark,
+                            "lag": counters.lag(),
+                            "consumed": counters.consumed,
+                            "applied": counters.applied,
+                            "dead_lettered": counters.dead_lettered,
+                        }),
+                    )
+                })
+                .collect();
+            Ok(json!({
+                "time": newest,
+                "frontier": newest.map(|time| time + 1),
+                "ready": pipeline.is_ready(),
+                "uptime_seconds": pipeline.started().elapsed().as_secs_f64(),
+                "offsets": offsets,
+                "row_counts": row_counts,
+                "subscribers": pipeline.hub().subscribers(),
+                "input_topics": input_topics,
+                "error": pipeline.error(),
+            }))
+        })
+        .await
+    }
+}
