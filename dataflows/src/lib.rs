@@ -18,5 +18,8 @@ pub mod model;
 pub mod rows;
 pub mod rules;
 
-pub use engine::{Change, ChangeSink, MatchConfig, Matcher, OutputCollection, ReadError, Row};
+pub use engine::{
+    Change, ChangeSink, MatchConfig, Matcher, OutputCollection, ReadError, Row, ShardCheckpoint,
+    SourceRow,
+};
 pub use model::Time;
