@@ -73,6 +73,24 @@ pub enum StartPosition {
     Timestamp(i64),
     /// Explicit offsets; partitions not listed start at the earliest offset.
     Offsets(BTreeMap<(String, i32), i64>),
+    /// Where a checkpoint left each partition, with its counters: reading goes
+    /// on at exactly that offset (records deleted below it are not needed; if
+    /// the broker no longer holds the offset itself, the skipped range is
+    /// reported as for any offset reset). Partitions not listed are new since
+    /// the checkpoint and start at the earliest offset.
+    Resume(BTreeMap<(String, i32), ResumePoint>),
+}
+
+/// Where a partition goes on after a restore, and its counters so far (they
+/// continue, so that consumed = applied + dead-lettered + skipped holds across
+/// restarts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ResumePoint {
+    pub next_offset: i64,
+    pub consumed: u64,
+    pub applied: u64,
+    pub dead_lettered: u64,
+    pub skipped: u64,
 }
 
 impl FromStr for StartPosition {
@@ -141,6 +159,11 @@ pub struct SourceConfig {
     pub until_end: bool,
     /// Where rejected messages are also produced, if anywhere.
     pub dead_letter_topic: Option<String>,
+    /// After a restore from a checkpoint of this time (ms): dead letters for
+    /// offsets past the checkpoint may already be on the dead-letter topic
+    /// (the previous run produced them before it stopped), so the topic's
+    /// records since then are read first and those are not produced again.
+    pub dead_letters_produced_since: Option<i64>,
     /// Wait for missing topics instead of failing.
     pub wait_for_topics: bool,
     /// Extra librdkafka settings (`-X key=value`), e.g. for SASL/SSL.
@@ -168,6 +191,7 @@ impl SourceConfig {
             start: StartPosition::Earliest,
             until_end: false,
             dead_letter_topic: None,
+            dead_letters_produced_since: None,
             wait_for_topics: false,
             client_settings: Vec::new(),
             max_batch: 10_000,

@@ -2,14 +2,16 @@
 //! value, with headers naming where the message came from and why it was
 //! rejected, so a person (or a repair job) can fix and re-send it.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::metrics::SourceMetrics;
 
@@ -137,4 +139,98 @@ impl DeadLetterProducer {
             tracing::warn!(%error, topic = %self.topic, "dead letters not all delivered");
         }
     }
+}
+
+/// The source coordinates (topic, partition, offset) of the dead letters on
+/// `topic` produced at or after `since_ms`, read with `consumer` (which must
+/// not be reading anything else) up to the high watermarks seen first.
+///
+/// After a restore, the offsets past the checkpoint are read again, and the
+/// previous run may already have produced their dead letters before it
+/// stopped: those are found here and not produced twice. The scan reads only
+/// the records since the checkpoint's time (offsets-for-times), bounded by
+/// `timeout`; if it cannot finish, duplicates are possible and it says so.
+pub(crate) fn produced_since(
+    consumer: &BaseConsumer,
+    topic: &str,
+    since_ms: i64,
+    timeout: Duration,
+) -> Result<HashSet<(String, i32, i64)>, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|entry| entry.name() == topic && entry.error().is_none())
+        .flat_map(|entry| entry.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut produced = HashSet::new();
+    if partitions.is_empty() {
+        return Ok(produced);
+    }
+    let mut by_time = TopicPartitionList::new();
+    for partition in &partitions {
+        by_time.add_partition_offset(topic, *partition, Offset::Offset(since_ms))?;
+    }
+    let starts = consumer.offsets_for_times(by_time, timeout)?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for partition in &partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, *partition, timeout)?;
+        let start = starts
+            .find_partition(topic, *partition)
+            .and_then(|element| match element.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            })
+            .unwrap_or(high);
+        if start < high {
+            assignment.add_partition_offset(topic, *partition, Offset::Offset(start))?;
+            ends.insert(*partition, high);
+        }
+    }
+    if ends.is_empty() {
+        return Ok(produced);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + timeout;
+    while !ends.is_empty() {
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                topic,
+                "could not read the dead-letter topic's recent records in {} s; dead letters \
+                 produced just before the restart may be produced again",
+                timeout.as_secs()
+            );
+            break;
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message?;
+        let header = |name: &str| {
+            message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|header| header.key == name)
+                    .and_then(|header| header.value)
+                    .and_then(|value| std::str::from_utf8(value).ok())
+                    .map(str::to_string)
+            })
+        };
+        if let (Some(source), Some(partition), Some(offset)) = (
+            header(HEADER_TOPIC),
+            header(HEADER_PARTITION).and_then(|p| p.parse().ok()),
+            header(HEADER_OFFSET).and_then(|o| o.parse().ok()),
+        ) {
+            produced.insert((source, partition, offset));
+        }
+        if ends
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            ends.remove(&message.partition());
+        }
+    }
+    consumer.unassign()?;
+    Ok(produced)
 }

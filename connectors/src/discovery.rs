@@ -11,7 +11,7 @@
 //! reproducible. Partitions that appear later (new partitions, or a topic the
 //! source was told to wait for) are read from their beginning.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
@@ -22,11 +22,14 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::config::{SourceConfig, StartPosition};
+use crate::config::{ResumePoint, SourceConfig, StartPosition};
+use crate::dead_letter;
 use crate::source::{owner, SourceError};
 
 /// How long one request to the brokers may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest the dead-letter topic is read for at a restore.
+const DEAD_LETTER_SCAN: Duration = Duration::from_secs(30);
 /// How long to wait before asking an unreachable broker again.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -39,6 +42,8 @@ pub(crate) struct NewPartition {
     pub start: i64,
     /// The high watermark when the start was resolved.
     pub high: i64,
+    /// Restored from a checkpoint: its counters so far.
+    pub resumed: Option<ResumePoint>,
 }
 
 /// What the helper thread tells the worker.
@@ -46,6 +51,10 @@ pub(crate) enum DiscoveryEvent {
     /// Start reading these partitions. The first event may be empty: the worker
     /// owns no partition yet, but the source is connected.
     Assign(Vec<NewPartition>),
+    /// Before the first assignment after a restore: the dead letters already
+    /// on the dead-letter topic for this worker's partitions, by source
+    /// (topic, partition, offset); they are not produced again.
+    AlreadyDeadLettered(HashSet<(String, i32, i64)>),
     /// The source cannot run (e.g. a missing topic, not waited for).
     Failed(SourceError),
 }
@@ -119,6 +128,27 @@ impl Scanner {
         let mut connected = false;
         let mut failures = 0u32;
         while !stop.load(Ordering::SeqCst) {
+            if !connected {
+                match self.dead_letters_already_produced() {
+                    Ok(Some(produced)) => {
+                        if events
+                            .send(DiscoveryEvent::AlreadyDeadLettered(produced))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        if failures.is_multiple_of(30) {
+                            tracing::warn!(brokers = %self.config.brokers, %error, "cannot read the dead-letter topic; retrying every second");
+                        }
+                        failures += 1;
+                        std::thread::sleep(RETRY_INTERVAL);
+                        continue;
+                    }
+                }
+            }
             let pause = match self.scan(!connected) {
                 Ok(new) => {
                     if (!connected || !new.is_empty())
@@ -212,6 +242,26 @@ impl Scanner {
         Ok(resolved)
     }
 
+    /// After a restore, the dead letters already produced for this worker's
+    /// partitions since the checkpoint (see [`dead_letter::produced_since`]).
+    fn dead_letters_already_produced(
+        &mut self,
+    ) -> Result<Option<HashSet<(String, i32, i64)>>, KafkaError> {
+        let (Some(topic), Some(since)) = (
+            &self.config.dead_letter_topic,
+            self.config.dead_letters_produced_since,
+        ) else {
+            return Ok(None);
+        };
+        let mut produced =
+            dead_letter::produced_since(&self.consumer, topic, since, DEAD_LETTER_SCAN)?;
+        produced
+            .retain(|(topic, partition, _)| owner(topic, *partition, self.peers) == self.worker);
+        // Only once per run.
+        self.config.dead_letters_produced_since = None;
+        Ok(Some(produced))
+    }
+
     /// The partitions of `topic`, or `None` if it does not exist.
     fn topic_partitions(&self, topic: &str) -> Result<Option<Vec<i32>>, SourceError> {
         let metadata = self.consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
@@ -254,7 +304,15 @@ impl Scanner {
         };
         let mut resolved = Vec::with_capacity(partitions.len());
         for ((topic, partition), (low, high)) in partitions.iter().zip(watermarks) {
+            let resumed = match start {
+                StartPosition::Resume(points) => points.get(&(topic.clone(), *partition)).copied(),
+                _ => None,
+            };
             let offset = match start {
+                // Exactly where the checkpoint left it, even below the low
+                // watermark: if the broker no longer holds that offset, the
+                // consumer's offset reset reports the skipped range.
+                StartPosition::Resume(_) => resumed.map_or(low, |point| point.next_offset),
                 StartPosition::Earliest => low,
                 StartPosition::Latest => high,
                 StartPosition::Timestamp(_) => by_time
@@ -289,6 +347,7 @@ impl Scanner {
                 partition: *partition,
                 start: offset,
                 high,
+                resumed,
             });
         }
         Ok(resolved)

@@ -27,6 +27,6 @@ mod poll;
 pub mod retention;
 pub mod source;
 
-pub use config::{Envelope, SourceConfig, StartPosition, TopicConfig};
+pub use config::{Envelope, ResumePoint, SourceConfig, StartPosition, TopicConfig};
 pub use metrics::SourceMetrics;
 pub use source::{KafkaSource, SourceBatch, SourceChange, SourceError};

@@ -15,7 +15,7 @@ use trimatch_dataflows::model::{DocumentKind, Tolerances};
 use super::security::SecurityArgs;
 use super::{parse_envelope, parse_setting, parse_start, shutdown_signal};
 use crate::output::parquet::write_collections;
-use crate::pipeline::{ClusterConfig, Pipeline, PipelineConfig, PipelineHandle};
+use crate::pipeline::{ClusterConfig, DurabilityConfig, Pipeline, PipelineConfig, PipelineHandle};
 use crate::serve::flight;
 use crate::serve::http;
 use crate::serve::metrics::Metrics;
@@ -81,9 +81,23 @@ pub struct ServeArgs {
     /// Envelope of a topic, as TOPIC=upsert|debezium (default upsert).
     #[arg(long = "envelope", env = "TRIMATCH_ENVELOPE", value_delimiter = ',', value_name = "TOPIC=ENVELOPE", value_parser = parse_envelope)]
     envelopes: Vec<(String, Envelope)>,
-    /// Where to start: earliest, latest, timestamp:<ms> or topic:partition:offset,...
-    #[arg(long, env = "TRIMATCH_START", default_value = "earliest", value_parser = parse_start)]
-    start: StartPosition,
+    /// Where to start: earliest (the default), latest, timestamp:<ms> or
+    /// topic:partition:offset,... Refused while --state-dir holds a
+    /// checkpoint (the checkpoint says where to go on), unless --reset-state.
+    #[arg(long, env = "TRIMATCH_START", value_parser = parse_start)]
+    start: Option<StartPosition>,
+    /// Keep durable state here: checkpoints of the present documents and the
+    /// offsets they reflect, and a restart from the newest intact one.
+    /// Without it, state is in memory only and a restart reads from --start.
+    #[arg(long, env = "TRIMATCH_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// How often to checkpoint (and once more at a clean shutdown).
+    #[arg(long, env = "TRIMATCH_CHECKPOINT_INTERVAL_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_interval_seconds: u64,
+    /// Discard the checkpoints in --state-dir and read the topics again from --start.
+    #[arg(long, env = "TRIMATCH_RESET_STATE", requires = "state_dir")]
+    reset_state: bool,
     /// Read up to the high watermarks seen at start, write --output, and exit.
     #[arg(long, env = "TRIMATCH_UNTIL_END", requires = "output")]
     until_end: bool,
@@ -162,7 +176,7 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> Result<()> {
     let mut source = SourceConfig::new(&args.topics.brokers);
     source.topics = args.topics.topics(&args.envelopes);
-    source.start = args.start;
+    source.start = args.start.clone().unwrap_or_default();
     source.until_end = args.until_end;
     source.dead_letter_topic = args.dead_letter_topic;
     source.wait_for_topics = args.wait_for_topics;
@@ -221,7 +235,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 .load(args.flight_addr, args.metrics_addr, args.processes)?,
         )
     };
-    let pipeline = Pipeline::start(config)?;
+    if let Some(state_dir) = &args.state_dir {
+        prepare_state_dir(state_dir, args.reset_state, args.start.is_some())?;
+        config.durability = Some(DurabilityConfig {
+            state_dir: state_dir.clone(),
+            interval: Duration::from_secs(args.checkpoint_interval_seconds),
+        });
+    }
+    let pipeline = start_with_restore_progress(config)?;
     let request_metrics = Metrics::new();
     inspection.spawn(request_metrics.clone());
     if args.until_end {
@@ -386,6 +407,50 @@ async fn failed(handle: PipelineHandle) {
     while handle.error().is_none() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `--reset-state` empties the state directory; otherwise an explicit
+/// `--start` is refused while it holds a checkpoint.
+fn prepare_state_dir(dir: &std::path::Path, reset: bool, start_given: bool) -> Result<()> {
+    let state = trimatch_state::StateDir::open(dir)?;
+    if reset {
+        let removed = state.reset()?;
+        tracing::warn!(
+            removed,
+            dir = %dir.display(),
+            "--reset-state: discarded the checkpoints; reading the topics from --start"
+        );
+        return Ok(());
+    }
+    if start_given && !state.generations()?.is_empty() {
+        bail!(
+            "--start is refused: {} holds a checkpoint, and a restart goes on from its offsets. \
+             Drop --start to go on from the checkpoint, or add --reset-state to discard it and \
+             read from --start",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Starts the pipeline; on a terminal, a progress bar while a checkpoint loads.
+fn start_with_restore_progress(config: PipelineConfig) -> Result<Pipeline> {
+    if !std::io::stderr().is_terminal() {
+        return Pipeline::start(config);
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "restoring {bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}",
+        )
+        .expect("a valid template"),
+    );
+    let pipeline = Pipeline::start_with(config, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    pipeline
 }
 
 /// On a terminal, a progress bar while catching up to the high watermarks

@@ -25,6 +25,14 @@ impl LogicalClock {
         LogicalClock::with_wall_clock(|| trimatch_connectors::source::now_ms().max(0) as Time)
     }
 
+    /// A clock that gives no time before `first` (after a restore: times keep
+    /// increasing across restarts even if the wall clock is behind).
+    pub(super) fn starting_at(first: Time) -> LogicalClock {
+        let mut clock = LogicalClock::new();
+        clock.last = clock.last.max(first);
+        clock
+    }
+
     fn with_wall_clock(wall: fn() -> Time) -> LogicalClock {
         LogicalClock {
             last: wall(),

@@ -51,12 +51,17 @@ use trimatch_dataflows::{MatchConfig, OutputCollection, ReadError, Row, Time};
 mod catch_up;
 mod clock;
 pub mod counters;
+pub mod durability;
 mod progress;
 mod reads;
 pub mod subscriptions;
 mod worker;
 pub use crate::output::FinalState;
 use counters::PipelineCounters;
+use durability::schedule::ShardMessage;
+use durability::writer::Writer;
+use durability::Durability;
+pub use durability::{CheckpointMetrics, DurabilityConfig, Restored};
 use progress::{LagHysteresis, WorkerProgress};
 use reads::{ReadKind, ReadReply, ReadRequest};
 use subscriptions::Hub;
@@ -84,6 +89,8 @@ pub struct PipelineConfig {
     /// Fault injection for tests: the worker with this (global) index panics
     /// once it has sealed its first batch.
     pub panic_worker: Option<usize>,
+    /// Checkpoints in a state directory, and a restore from them at start.
+    pub durability: Option<DurabilityConfig>,
 }
 
 /// Timely's cluster mode: `processes` processes of `workers` workers each.
@@ -133,6 +140,26 @@ impl PipelineConfig {
             stall_timeout: Duration::from_secs(30),
             ready_max_lag: 100_000,
             panic_worker: None,
+            durability: None,
+        }
+    }
+
+    /// What a checkpoint must have been written for to be restored here.
+    fn expected_checkpoint(&self) -> trimatch_state::Expected {
+        let mut topics: Vec<String> = self
+            .source
+            .topics
+            .iter()
+            .map(|topic| format!("{:?}={}", topic.kind, topic.name))
+            .collect();
+        topics.sort();
+        trimatch_state::Expected {
+            shape: trimatch_state::ClusterShape {
+                processes: self.cluster.as_ref().map_or(1, |c| c.addresses.len()),
+                workers_per_process: self.workers.max(1),
+                process: self.cluster.as_ref().map_or(0, |c| c.process),
+            },
+            topics,
         }
     }
 
@@ -176,6 +203,17 @@ pub enum ServeError {
     Starting,
     #[error("the pipeline has stopped: {0}")]
     Stopped(String),
+    #[error(
+        "time {time} is from before the restart: this run was restored from the checkpoint at \
+         {checkpoint} and knows the state at that time and from {readable_from} on (the previous \
+         run may have seen changes between them that this one reads again); resume from \
+         {checkpoint} or take a new snapshot"
+    )]
+    AcrossRestart {
+        time: Time,
+        checkpoint: Time,
+        readable_from: Time,
+    },
 }
 
 /// What the workers and the handles share.
@@ -197,6 +235,11 @@ struct Shared {
     ready_max_lag: u64,
     /// Readiness's lag rule (`ready_max_lag`, with hysteresis).
     lagging: LagHysteresis,
+    /// Checkpoints and the restore, with a state directory.
+    durability: Option<Durability>,
+    /// The checkpoint writer's channel; workers clone it, and it is dropped
+    /// at stop so the writer ends once the workers have.
+    checkpoint_writer: Mutex<Option<Sender<ShardMessage>>>,
 }
 
 impl Shared {
@@ -212,6 +255,7 @@ pub struct Pipeline {
     handle: PipelineHandle,
     guards: Option<WorkerGuards<()>>,
     publisher: Option<std::thread::JoinHandle<()>>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 /// A cheap, clonable handle for reading from a running job (Flight, status).
@@ -224,7 +268,47 @@ pub struct PipelineHandle {
 impl Pipeline {
     /// Starts the workers; they connect to Kafka in the background.
     pub fn start(config: PipelineConfig) -> Result<Pipeline> {
+        Pipeline::start_with(config, &|_, _| {})
+    }
+
+    /// [`start`](Self::start), telling `restore_progress` (rows loaded, rows
+    /// in all) how loading a checkpoint goes.
+    pub fn start_with(
+        config: PipelineConfig,
+        restore_progress: &dyn Fn(u64, u64),
+    ) -> Result<Pipeline> {
         let workers = config.workers.max(1);
+        if config.durability.is_some() && config.source.until_end {
+            anyhow::bail!(
+                "--until-end writes the final state to files and exits; it does not keep a \
+                 --state-dir (run without one)"
+            );
+        }
+        let durability = match &config.durability {
+            Some(durability) => Some(Durability::open(
+                durability,
+                config.expected_checkpoint(),
+                restore_progress,
+            )?),
+            None => None,
+        };
+        let (writer_sender, writer) = match &durability {
+            Some(durability) => {
+                let (sender, receiver) = channel();
+                let writer = Writer {
+                    dir: durability.dir.clone(),
+                    shape: durability.shape.clone(),
+                    topics: config.expected_checkpoint().topics,
+                    local_workers: workers,
+                    metrics: durability.metrics.clone(),
+                };
+                let thread = std::thread::Builder::new()
+                    .name("trimatch-checkpoints".to_string())
+                    .spawn(move || writer.run(receiver))?;
+                (Some(sender), Some(thread))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             progress: WorkerProgress::new(workers),
@@ -239,6 +323,8 @@ impl Pipeline {
             stall_timeout: config.stall_timeout,
             ready_max_lag: config.ready_max_lag,
             lagging: LagHysteresis::default(),
+            durability,
+            checkpoint_writer: Mutex::new(writer_sender),
         });
         let mut requests = Vec::new();
         let mut receivers = Vec::new();
@@ -292,6 +378,7 @@ impl Pipeline {
             handle,
             guards: Some(guards),
             publisher: Some(publisher),
+            writer,
         })
     }
 
@@ -361,7 +448,14 @@ impl Pipeline {
     /// Stops the workers and the publisher; whether the workers ended within
     /// `timeout` (those that did not are left to end with the process).
     fn stop_workers(&mut self, timeout: Duration) -> bool {
-        self.handle.shared.stop.store(true, Ordering::SeqCst);
+        let shared = &self.handle.shared;
+        if let (Some(durability), None) = (&shared.durability, self.handle.error()) {
+            if self.guards.is_some() {
+                let at = durability.request_final_checkpoint();
+                tracing::info!(as_of = at, "stopping: taking a last checkpoint");
+            }
+        }
+        shared.stop.store(true, Ordering::SeqCst);
         let mut stopped = true;
         if let Some(guards) = self.guards.take() {
             let (done, joined) = channel();
@@ -384,7 +478,23 @@ impl Pipeline {
             }
         }
         self.stop_publisher();
+        if stopped {
+            self.stop_writer();
+        }
         stopped
+    }
+
+    /// Lets the checkpoint writer finish what the workers sent and waits for it.
+    fn stop_writer(&mut self) {
+        self.handle
+            .shared
+            .checkpoint_writer
+            .lock()
+            .expect("writer lock")
+            .take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 
     fn stop_publisher(&mut self) {
@@ -413,6 +523,28 @@ impl PipelineHandle {
     /// What the workers count (freshness).
     pub fn counters(&self) -> &Arc<PipelineCounters> {
         &self.shared.counters
+    }
+
+    /// What the checkpoints and the restore did, with a state directory.
+    pub fn checkpoints(&self) -> Option<&Arc<CheckpointMetrics>> {
+        self.shared.durability.as_ref().map(|d| &d.metrics)
+    }
+
+    /// The restore this run started from, once the workers have made it.
+    pub fn restored(&self) -> Option<Restored> {
+        self.shared
+            .durability
+            .as_ref()
+            .and_then(Durability::restored)
+    }
+
+    /// Refuses a read that assumes the state as of `time` is known when a
+    /// restore makes it unknown (see [`Restored::check_read`]).
+    pub(crate) fn check_restored_time(&self, time: Time) -> Result<(), ServeError> {
+        match self.restored() {
+            Some(restored) => restored.check_read(time),
+            None => Ok(()),
+        }
     }
 
     /// The subscription hub.

@@ -58,6 +58,7 @@ impl PipelineHandle {
         if as_of > newest {
             return Err(ReadError::NotComplete { as_of, newest }.into());
         }
+        self.check_restored_time(as_of)?;
         Ok(as_of)
     }
 
@@ -172,6 +173,8 @@ impl PipelineHandle {
         through: Time,
         filter: &Arc<RowFilter>,
     ) -> Result<Vec<Change>, ServeError> {
+        // The reader has every change up to `from − 1`.
+        self.check_restored_time(from.saturating_sub(1))?;
         let kind = || ReadKind::Changes {
             from,
             filter: filter.clone(),

@@ -14,11 +14,14 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use timely::worker::Worker;
 use trimatch_connectors::source::now_ms;
-use trimatch_connectors::{KafkaSource, SourceBatch};
+use trimatch_connectors::{KafkaSource, ResumePoint, SourceBatch, StartPosition};
 use trimatch_dataflows::{Matcher, OutputCollection, ReadError, Time};
 
 use super::catch_up::CatchUp;
 use super::clock::LogicalClock;
+use super::durability::agree::agree_on_checkpoint;
+use super::durability::schedule::CheckpointSchedule;
+use super::durability::Durability;
 use super::{PipelineConfig, ReadKind, ReadReply, ReadRequest, Shared};
 
 /// How long a worker waits in Kafka's poll when the dataflow has nothing to do.
@@ -85,7 +88,12 @@ struct PipelineWorker<'w> {
     /// Bounded runs: the source has read to its end and the input is closed.
     closed: bool,
     next_compaction: Instant,
+    /// With a state directory: the checkpoints this worker takes.
+    checkpoints: Option<CheckpointSchedule>,
 }
+
+/// How long a stopping worker waits for its last checkpoint's time to complete.
+const FINAL_CHECKPOINT_WAIT: Duration = Duration::from_secs(10);
 
 impl<'w> PipelineWorker<'w> {
     /// Builds the dataflows (every worker, in the same order) and the source.
@@ -96,14 +104,68 @@ impl<'w> PipelineWorker<'w> {
         requests: Receiver<ReadRequest>,
     ) -> Result<Self> {
         let global = timely.index();
-        let matcher = Matcher::build(timely, &config.matching, Some(shared.hub.sink()));
+        let mut source_config = config.source.clone();
+        let mut clock = LogicalClock::new();
+        // The restore is agreed on before the other dataflows are built (every
+        // worker builds the same dataflows in the same order).
+        let restore = match &shared.durability {
+            Some(durability) => {
+                let process = durability.shape.process;
+                match agree_on_checkpoint(timely, &durability.candidate_times(), process)? {
+                    Some(as_of) => Some(durability.take_restore(as_of, global)?),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        if let Some((manifest, _, restored)) = &restore {
+            source_config.start = StartPosition::Resume(
+                manifest
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let point = ResumePoint {
+                            next_offset: p.next_offset,
+                            consumed: p.consumed,
+                            applied: p.applied,
+                            dead_lettered: p.dead_lettered,
+                            skipped: p.skipped,
+                        };
+                        ((p.topic.clone(), p.partition), point)
+                    })
+                    .collect(),
+            );
+            source_config.dead_letters_produced_since =
+                Some(Durability::dead_letter_scan_from(manifest.as_of));
+            clock = LogicalClock::starting_at(restored.readable_from + 1);
+        }
+        let mut matcher = Matcher::build(timely, &config.matching, Some(shared.hub.sink()));
+        if let Some((manifest, shard, _)) = restore {
+            matcher.advance_to(manifest.as_of);
+            if let Some(shard) = shard {
+                matcher.restore(shard);
+            }
+            matcher.advance_to(manifest.as_of + 1);
+        }
         let catch_up = CatchUp::build(timely);
         let source = KafkaSource::new(
-            config.source.clone(),
+            source_config,
             global,
             timely.peers(),
             shared.metrics.clone(),
         )?;
+        let checkpoints = shared.durability.as_ref().and_then(|durability| {
+            let writer = shared
+                .checkpoint_writer
+                .lock()
+                .expect("writer lock")
+                .clone()?;
+            Some(CheckpointSchedule::new(
+                durability.interval_ms,
+                global,
+                writer,
+            ))
+        });
         Ok(PipelineWorker {
             index: config.local_index(global),
             timely,
@@ -119,9 +181,10 @@ impl<'w> PipelineWorker<'w> {
             last_sealed: 0,
             unseen: VecDeque::new(),
             in_flight: 0,
-            clock: LogicalClock::new(),
+            clock,
             closed: false,
             next_compaction: Instant::now() + COMPACTION_INTERVAL,
+            checkpoints,
         })
     }
 
@@ -129,6 +192,7 @@ impl<'w> PipelineWorker<'w> {
     fn run(mut self) -> Result<()> {
         loop {
             if self.shared.stop.load(Ordering::SeqCst) {
+                self.take_final_checkpoint()?;
                 self.source.flush(Duration::from_secs(5));
                 return Ok(());
             }
@@ -140,6 +204,7 @@ impl<'w> PipelineWorker<'w> {
                 self.inject_fault();
             }
             self.step_or_park();
+            self.take_checkpoints()?;
             self.publish_progress();
             self.answer_reads();
             self.compact();
@@ -207,6 +272,7 @@ impl<'w> PipelineWorker<'w> {
                 .batch_since
                 .is_some_and(|since| since.elapsed() >= MAX_SEAL_DELAY);
         if !self.batch.is_empty() && seal_now && now >= self.matcher.time() {
+            self.pass_checkpoint_times(self.matcher.time(), now);
             self.batch_since = None;
             self.last_sealed = now;
             let sealed = SealedBatch {
@@ -218,8 +284,13 @@ impl<'w> PipelineWorker<'w> {
             self.unseen.push_back(sealed);
             seal(&mut self.matcher, &mut self.batch, now);
             self.source.commit_counters();
+            self.pass_checkpoint_times(now, now + 1);
         } else if self.batch.is_empty() && now > self.matcher.time() {
+            self.pass_checkpoint_times(self.matcher.time(), now);
             self.matcher.advance_to(now);
+        }
+        if let Some(durability) = &self.shared.durability {
+            durability.input_time.fetch_max(now, Ordering::Relaxed);
         }
         // Caught up with the high watermarks seen at start: everything below
         // them is sealed at or before the last time (readiness).
@@ -229,6 +300,71 @@ impl<'w> PipelineWorker<'w> {
         }
         if self.source.is_finished() && self.batch.is_empty() {
             self.close_input();
+        }
+        Ok(())
+    }
+
+    /// Checkpoints: the input is about to close the times `from..to`, with
+    /// everything sealed so far committed. If a checkpoint time is among them,
+    /// where the partitions stand now is exactly what it reflects.
+    fn pass_checkpoint_times(&mut self, from: Time, to: Time) {
+        let Some(schedule) = &mut self.checkpoints else {
+            return;
+        };
+        if let Some(as_of) = schedule.boundary_in(from, to) {
+            schedule.pass(&mut self.matcher, as_of, self.source.committed_positions());
+        }
+    }
+
+    /// Sends the shard of every passed checkpoint whose time is complete to
+    /// the writer.
+    fn take_checkpoints(&mut self) -> Result<()> {
+        if let Some(schedule) = &mut self.checkpoints {
+            schedule.take_complete(&mut self.matcher)?;
+        }
+        Ok(())
+    }
+
+    /// A clean stop with a state directory: one more checkpoint, at the time
+    /// the process picked after every local input, reading nothing more
+    /// (what was polled and not sealed is read again by the next run).
+    fn take_final_checkpoint(&mut self) -> Result<()> {
+        let (Some(durability), Some(schedule)) = (&self.shared.durability, &mut self.checkpoints)
+        else {
+            return Ok(());
+        };
+        let final_at = durability.final_at.load(Ordering::SeqCst);
+        if final_at == 0 || self.closed {
+            return Ok(());
+        }
+        if self.matcher.time() > final_at {
+            schedule.skip(final_at);
+            return Ok(());
+        }
+        schedule.pass(
+            &mut self.matcher,
+            final_at,
+            self.source.committed_positions(),
+        );
+        self.matcher.advance_to(final_at + 1);
+        let deadline = Instant::now() + FINAL_CHECKPOINT_WAIT;
+        while self
+            .checkpoints
+            .as_ref()
+            .is_some_and(CheckpointSchedule::is_pending)
+        {
+            if Instant::now() >= deadline || self.shared.error.lock().expect("error lock").is_some()
+            {
+                tracing::warn!(
+                    worker = self.timely.index(),
+                    "the last checkpoint's time did not complete; the previous checkpoint stays"
+                );
+                return Ok(());
+            }
+            self.timely.step_or_park(Some(PARK_WHILE_WAITING));
+            self.take_checkpoints()?;
+            self.publish_progress();
+            self.answer_reads();
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use trimatch_dataflows::rows::PartitionHealth;
 use trimatch_dataflows::OutputCollection;
 
 use crate::pipeline::counters::{Histogram, LATENCY_BOUNDS};
-use crate::pipeline::PipelineHandle;
+use crate::pipeline::{CheckpointMetrics, PipelineHandle};
 
 /// The Flight methods whose requests are counted.
 pub const FLIGHT_METHODS: [&str; 6] = [
@@ -210,6 +210,9 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         }
+        if let Some(checkpoints) = pipeline.checkpoints() {
+            render_checkpoints(&mut out, checkpoints);
+        }
         let _ = writeln!(out, "# HELP trimatch_rows Rows per output collection at the newest complete time.\n# TYPE trimatch_rows gauge");
         for (collection, rows) in self.rows(pipeline) {
             let _ = writeln!(
@@ -273,5 +276,91 @@ impl Metrics {
             .collect();
         *cache = Some((std::time::Instant::now(), rows.clone()));
         rows
+    }
+}
+
+/// The checkpoint and restore metrics (with `--state-dir`).
+fn render_checkpoints(out: &mut String, checkpoints: &CheckpointMetrics) {
+    let load = |value: &std::sync::atomic::AtomicU64| value.load(Ordering::Relaxed);
+    let written_at = load(&checkpoints.last_written_at_ms);
+    let age = if written_at == 0 {
+        f64::NAN
+    } else {
+        (trimatch_connectors::source::now_ms().max(0) as u64).saturating_sub(written_at) as f64
+            / 1e3
+    };
+    let gauges = [
+        (
+            "trimatch_checkpoint_last_time_seconds",
+            "gauge",
+            "When the last checkpoint was written (seconds since the epoch; 0: none yet).",
+            written_at as f64 / 1e3,
+        ),
+        (
+            "trimatch_checkpoint_last_as_of",
+            "gauge",
+            "The logical time (ms) the last checkpoint reflects.",
+            load(&checkpoints.last_as_of) as f64,
+        ),
+        (
+            "trimatch_checkpoint_age_seconds",
+            "gauge",
+            "Seconds since the last checkpoint was written (NaN: none yet).",
+            age,
+        ),
+        (
+            "trimatch_checkpoint_duration_seconds",
+            "gauge",
+            "How long writing the last checkpoint took.",
+            load(&checkpoints.last_duration_micros) as f64 / 1e6,
+        ),
+        (
+            "trimatch_checkpoint_size_bytes",
+            "gauge",
+            "The size of the last checkpoint file.",
+            load(&checkpoints.last_bytes) as f64,
+        ),
+        (
+            "trimatch_checkpoint_documents",
+            "gauge",
+            "Documents in the last checkpoint.",
+            load(&checkpoints.last_documents) as f64,
+        ),
+        (
+            "trimatch_checkpoints_written_total",
+            "counter",
+            "Checkpoints written.",
+            load(&checkpoints.written) as f64,
+        ),
+        (
+            "trimatch_checkpoint_failures_total",
+            "counter",
+            "Checkpoints that could not be written.",
+            load(&checkpoints.failures) as f64,
+        ),
+        (
+            "trimatch_restore_documents",
+            "gauge",
+            "Documents restored from a checkpoint at start.",
+            load(&checkpoints.restored_documents) as f64,
+        ),
+        (
+            "trimatch_restore_seconds",
+            "gauge",
+            "How long loading the checkpoint took at start.",
+            load(&checkpoints.restore_micros) as f64 / 1e6,
+        ),
+        (
+            "trimatch_restore_as_of",
+            "gauge",
+            "The logical time (ms) of the checkpoint restored at start (0: none).",
+            load(&checkpoints.restored_as_of) as f64,
+        ),
+    ];
+    for (name, kind, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
 }

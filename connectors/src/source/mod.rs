@@ -19,7 +19,7 @@
 //! * **Bad input** is dead-lettered with its topic, partition, offset and the
 //!   reason, and counted; it never stops the source.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use trimatch_dataflows::model::{Document, Fingerprint, Text};
 use trimatch_dataflows::rows::{DeadLetterRow, SourceProgressRow};
 
-use crate::config::SourceConfig;
+use crate::config::{ResumePoint, SourceConfig};
 use crate::dead_letter::{DeadLetterProducer, Rejected};
 use crate::discovery::{Discovery, DiscoveryEvent, NewPartition};
 use crate::envelope::{decode_message, Decoded};
@@ -113,6 +113,21 @@ pub struct KafkaSource {
     last_client_warning: Option<Instant>,
     /// Whether the caller asked for the partitions to be paused (backpressure).
     paused: bool,
+    /// Rejected messages polled and not yet sealed: they go to the
+    /// dead-letter topic when they are (see [`commit_counters`](Self::commit_counters)).
+    unsent_dead_letters: Vec<UnsentDeadLetter>,
+    /// After a restore: dead letters the previous run already produced.
+    already_dead_lettered: HashSet<(String, i32, i64)>,
+}
+
+/// A rejected message waiting to be produced to the dead-letter topic.
+struct UnsentDeadLetter {
+    topic: Text,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    reason: String,
 }
 
 impl KafkaSource {
@@ -164,6 +179,8 @@ impl KafkaSource {
             last_refresh: Instant::now(),
             last_client_warning: None,
             paused: false,
+            unsent_dead_letters: Vec::new(),
+            already_dead_lettered: HashSet::new(),
         })
     }
 
@@ -191,6 +208,9 @@ impl KafkaSource {
                 DiscoveryEvent::Assign(partitions) => {
                     self.connected = true;
                     self.assign(partitions)?;
+                }
+                DiscoveryEvent::AlreadyDeadLettered(produced) => {
+                    self.already_dead_lettered = produced;
                 }
                 DiscoveryEvent::Failed(error) => return Err(error),
             }
@@ -225,7 +245,14 @@ impl KafkaSource {
     /// whoever sees the count and then waits for the next complete time sees
     /// the message reflected — even when the caller holds polled messages back
     /// to gather a larger batch.
+    ///
+    /// The dead letters of what was handed over are produced now too: a
+    /// rejected message reaches the dead-letter topic only once it is part of
+    /// a sealed time, so a restart from a checkpoint never produces one whose
+    /// offset the checkpoint covers, and the ones after it that the previous
+    /// run produced are skipped (`already_dead_lettered`).
     pub fn commit_counters(&mut self) {
+        self.produce_dead_letters();
         for state in self.partitions.values_mut().flat_map(BTreeMap::values_mut) {
             let counts = std::mem::take(&mut state.uncommitted);
             let counters = &state.counters;
@@ -249,6 +276,55 @@ impl KafkaSource {
                 Ordering::Relaxed,
             );
         }
+    }
+
+    fn produce_dead_letters(&mut self) {
+        let unsent = std::mem::take(&mut self.unsent_dead_letters);
+        let Some(producer) = &self.dead_letters else {
+            return;
+        };
+        for letter in unsent {
+            if !self.already_dead_lettered.is_empty()
+                && self.already_dead_lettered.remove(&(
+                    letter.topic.to_string(),
+                    letter.partition,
+                    letter.offset,
+                ))
+            {
+                continue;
+            }
+            producer.send(&Rejected {
+                topic: &letter.topic,
+                partition: letter.partition,
+                offset: letter.offset,
+                key: letter.key.as_deref(),
+                value: letter.value.as_deref(),
+                reason: &letter.reason,
+            });
+        }
+    }
+
+    /// Where every owned partition stands as of the last
+    /// [`commit_counters`](Self::commit_counters): the first offset not
+    /// sealed, and the counters (what a checkpoint of the last sealed time
+    /// records).
+    pub fn committed_positions(&self) -> Vec<(Text, i32, ResumePoint)> {
+        self.owned()
+            .map(|state| {
+                let counters = &state.counters;
+                (
+                    state.topic.clone(),
+                    state.partition,
+                    ResumePoint {
+                        next_offset: counters.next_offset.load(Ordering::Relaxed),
+                        consumed: counters.consumed.load(Ordering::Relaxed),
+                        applied: counters.applied.load(Ordering::Relaxed),
+                        dead_lettered: counters.dead_lettered.load(Ordering::Relaxed),
+                        skipped: counters.skipped.load(Ordering::Relaxed),
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Waits for dead letters still being produced (bounded mode, shutdown).
@@ -320,14 +396,14 @@ impl KafkaSource {
                 Err(reason) => {
                     state.uncommitted.dead_lettered += 1;
                     let reason = reason.to_string();
-                    if let Some(producer) = &self.dead_letters {
-                        producer.send(&Rejected {
-                            topic: topic_name,
+                    if self.dead_letters.is_some() {
+                        self.unsent_dead_letters.push(UnsentDeadLetter {
+                            topic: state.topic.clone(),
                             partition: state.partition,
                             offset,
-                            key: message.key(),
-                            value: message.payload(),
-                            reason: &reason,
+                            key: message.key().map(<[u8]>::to_vec),
+                            value: message.payload().map(<[u8]>::to_vec),
+                            reason: reason.clone(),
                         });
                     }
                     batch.dead_letters.push(DeadLetterRow::bounded(
@@ -503,9 +579,19 @@ impl KafkaSource {
             partition,
             start,
             high,
+            resumed,
         } in partitions
         {
             let counters = self.metrics.partition(&topic, partition);
+            if let Some(point) = resumed {
+                counters.consumed.store(point.consumed, Ordering::Relaxed);
+                counters.applied.store(point.applied, Ordering::Relaxed);
+                counters
+                    .dead_lettered
+                    .store(point.dead_lettered, Ordering::Relaxed);
+                counters.skipped.store(point.skipped, Ordering::Relaxed);
+                counters.next_offset.store(start, Ordering::Relaxed);
+            }
             let done = self.config.until_end && start >= high;
             if !done {
                 list.add_partition_offset(&topic, partition, Offset::Offset(start))?;

@@ -148,6 +148,7 @@ impl TrimatchFlight {
             )),
             ServeError::Starting => Status::unavailable("trimatch is starting: no time is complete yet; retry shortly"),
             ServeError::Stopped(reason) => Status::unavailable(format!("the pipeline has stopped: {reason}")),
+            error @ ServeError::AcrossRestart { .. } => Status::out_of_range(error.to_string()),
         }
     }
 

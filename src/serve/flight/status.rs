@@ -1,6 +1,7 @@
 //! The `status` action (admins): the newest complete time, readiness,
 //! offsets and counters per topic-partition, row counts, subscribers, what
-//! the broker said of the input topics' history, and uptime, as JSON.
+//! the broker said of the input topics' history, the checkpoints and the
+//! restore, and uptime, as JSON.
 
 use serde_json::json;
 use tonic::Status;
@@ -58,12 +59,36 @@ impl TrimatchFlight {
                             "consumed": counters.consumed,
                             "applied": counters.applied,
                             "dead_lettered": counters.dead_lettered,
+                            "skipped": counters.skipped,
                         }),
                     )
                 })
                 .collect();
+            let durability = pipeline.checkpoints().map(|checkpoints| {
+                let load = |value: &std::sync::atomic::AtomicU64| {
+                    value.load(std::sync::atomic::Ordering::Relaxed)
+                };
+                json!({
+                    "restored_from": pipeline.restored().map(|r| json!({
+                        "checkpoint": r.checkpoint,
+                        "readable_from": r.readable_from,
+                        "documents": load(&checkpoints.restored_documents),
+                        "seconds": load(&checkpoints.restore_micros) as f64 / 1e6,
+                    })),
+                    "last_checkpoint": (load(&checkpoints.written) > 0).then(|| json!({
+                        "as_of": load(&checkpoints.last_as_of),
+                        "written_at_ms": load(&checkpoints.last_written_at_ms),
+                        "seconds": load(&checkpoints.last_duration_micros) as f64 / 1e6,
+                        "bytes": load(&checkpoints.last_bytes),
+                        "documents": load(&checkpoints.last_documents),
+                    })),
+                    "checkpoints_written": load(&checkpoints.written),
+                    "checkpoint_failures": load(&checkpoints.failures),
+                })
+            });
             Ok(json!({
                 "time": newest,
+                "durability": durability,
                 "frontier": newest.map(|time| time + 1),
                 "ready": pipeline.is_ready(),
                 "uptime_seconds": pipeline.started().elapsed().as_secs_f64(),

@@ -1,0 +1,241 @@
+//! Durable state for a running job (SPEC §11): checkpoints written while it
+//! runs, and the restore that makes a new run go on exactly where one stopped.
+//!
+//! **Checkpoint times.** Every worker takes its checkpoints at the same
+//! logical times, `k·interval − 1` for whole `k` (`schedule`): before its
+//! input passes such a time it notes where its partitions stand (the offsets
+//! and counters of what it has sealed, which is exactly what that time
+//! reflects) and holds the engine's state at that time; once the time is
+//! complete it reads its shard (`Matcher::checkpoint`) and hands it to the
+//! process's writer thread (`writer`), which writes the generation once every
+//! local worker's shard is in. The worker does the read, a walk of its
+//! shard; encoding and storage run on the writer, off the worker loop.
+//!
+//! At a clean shutdown the workers take one more checkpoint, at a time the
+//! process picks just after every local input, and stop reading (the final
+//! time then is the last time with any change).
+//!
+//! **Restore.** At start the newest intact generation is loaded; in a
+//! cluster the processes first agree on the newest time they all have
+//! (`agree`). Each worker feeds its shard at the checkpoint's time `T`, its
+//! source resumes every partition at the checkpointed offset with its
+//! counters, and its clock starts after both `T` and the wall clock: logical
+//! times keep increasing across restarts. The new run knows the state at `T`
+//! and from its first time `R` on, not what the previous run saw between:
+//! reads at times in `(T, R)` and before `T` are refused
+//! ([`Restored::check_read`]).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Result;
+use trimatch_dataflows::{ReadError, ShardCheckpoint, Time};
+use trimatch_state::{Checkpoint, ClusterShape, Expected, Manifest, StateDir};
+
+pub(super) mod agree;
+pub(super) mod schedule;
+pub(super) mod writer;
+
+use super::ServeError;
+
+/// `--state-dir` and how often to checkpoint.
+#[derive(Clone, Debug)]
+pub struct DurabilityConfig {
+    pub state_dir: PathBuf,
+    pub interval: Duration,
+}
+
+/// How far back the dead-letter topic is read at a restore, before the
+/// checkpoint's time: logical times run ahead of the wall clock only after
+/// the wall clock stepped back.
+const DEAD_LETTER_LOOKBACK_MS: i64 = 300_000;
+
+/// What the checkpoints and the restore did, for `/metrics` and `status`.
+#[derive(Debug, Default)]
+pub struct CheckpointMetrics {
+    /// The logical time of the last checkpoint written (0: none yet).
+    pub last_as_of: AtomicU64,
+    /// When it was written (ms since the epoch).
+    pub last_written_at_ms: AtomicU64,
+    pub last_duration_micros: AtomicU64,
+    pub last_bytes: AtomicU64,
+    pub last_documents: AtomicU64,
+    pub written: AtomicU64,
+    pub failures: AtomicU64,
+    /// The restore at start: documents fed and how long loading took.
+    pub restored_documents: AtomicU64,
+    pub restore_micros: AtomicU64,
+    pub restored_as_of: AtomicU64,
+}
+
+/// The state a new run was restored from: the checkpoint's time `T`, and
+/// the first time after it that the new run can vouch for, `R − 1`: its
+/// workers' times start at `R`, later than every time the previous run used,
+/// and nothing changes between `T` and `R`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restored {
+    pub checkpoint: Time,
+    pub readable_from: Time,
+}
+
+impl Restored {
+    /// Whether a read that assumes the state as of `time` is known may be
+    /// answered: at the checkpoint's time or from the restart on. Before the
+    /// checkpoint nothing is retained; between it and the restart, the
+    /// previous run may have seen changes this one replays later.
+    pub fn check_read(&self, time: Time) -> Result<(), ServeError> {
+        if time < self.checkpoint {
+            return Err(ReadError::Compacted {
+                as_of: time,
+                since: self.checkpoint,
+            }
+            .into());
+        }
+        if time > self.checkpoint && time < self.readable_from {
+            return Err(ServeError::AcrossRestart {
+                time,
+                checkpoint: self.checkpoint,
+                readable_from: self.readable_from,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What the workers of a job with a state directory share.
+pub(super) struct Durability {
+    pub(super) dir: StateDir,
+    pub(super) interval_ms: u64,
+    pub(super) metrics: std::sync::Arc<CheckpointMetrics>,
+    /// Generations this process may restore (newest first): the one loaded
+    /// and the older ones, by manifest (a cluster agrees on one of them).
+    pub(super) candidates: Vec<(Manifest, PathBuf)>,
+    /// The newest intact generation, loaded at start; workers take their
+    /// shards out of it.
+    pub(super) loaded: Mutex<Option<Checkpoint>>,
+    /// The restore, once the workers have agreed on it.
+    pub(super) restored: Mutex<Option<Restored>>,
+    /// A clean shutdown's checkpoint time (0: none asked for).
+    pub(super) final_at: AtomicU64,
+    /// The latest input time of any local worker (to pick `final_at`).
+    pub(super) input_time: AtomicU64,
+    pub(super) shape: ClusterShape,
+}
+
+impl Durability {
+    /// Opens the state directory and loads its newest intact generation, if
+    /// any; refuses one written for another version, topics or shape.
+    pub(super) fn open(
+        config: &DurabilityConfig,
+        expected: Expected,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<Durability> {
+        let dir = StateDir::open(&config.state_dir)?;
+        let candidates = dir.manifests(&expected)?;
+        let started = std::time::Instant::now();
+        let loaded = dir.load_newest_intact(&candidates, progress)?;
+        let metrics = std::sync::Arc::new(CheckpointMetrics::default());
+        if let Some(checkpoint) = &loaded {
+            let documents: usize = checkpoint.shards.iter().map(|s| s.documents.len()).sum();
+            metrics
+                .restored_documents
+                .store(documents as u64, Ordering::Relaxed);
+            metrics
+                .restore_micros
+                .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            tracing::info!(
+                as_of = checkpoint.manifest.as_of,
+                documents,
+                seconds = started.elapsed().as_secs_f64(),
+                "loaded the checkpoint from {}",
+                dir.path().display()
+            );
+        }
+        // Only generations at or before the loaded one: newer ones are damaged.
+        let newest = loaded.as_ref().map_or(0, |c| c.manifest.as_of);
+        let candidates = candidates
+            .into_iter()
+            .filter(|(manifest, _)| manifest.as_of <= newest)
+            .collect();
+        Ok(Durability {
+            dir,
+            interval_ms: (config.interval.as_millis() as u64).max(1),
+            metrics,
+            candidates,
+            loaded: Mutex::new(loaded),
+            restored: Mutex::new(None),
+            final_at: AtomicU64::new(0),
+            input_time: AtomicU64::new(0),
+            shape: expected.shape,
+        })
+    }
+
+    /// The times this process could restore, newest first.
+    pub(super) fn candidate_times(&self) -> Vec<Time> {
+        self.candidates.iter().map(|(m, _)| m.as_of).collect()
+    }
+
+    /// Worker `worker`'s part of restoring the checkpoint at `as_of` (one of
+    /// the candidates, loading an older generation if the agreement chose
+    /// one): this process's manifest, the worker's shard (taken out, so the
+    /// memory goes with the restore), and the restore's times, fixed by the
+    /// first worker to ask.
+    pub(super) fn take_restore(
+        &self,
+        as_of: Time,
+        worker: usize,
+    ) -> Result<(Manifest, Option<ShardCheckpoint>, Restored)> {
+        let mut loaded = self.loaded.lock().expect("checkpoint lock");
+        if loaded.as_ref().map(|c| c.manifest.as_of) != Some(as_of) {
+            let (_, path) = self
+                .candidates
+                .iter()
+                .find(|(manifest, _)| manifest.as_of == as_of)
+                .ok_or_else(|| anyhow::anyhow!("no checkpoint at {as_of} in this process"))?;
+            *loaded = Some(trimatch_state::load(path, &|_, _| {})?);
+        }
+        let checkpoint = loaded.as_mut().expect("loaded above");
+        let shard = checkpoint
+            .shards
+            .iter()
+            .position(|shard| shard.worker == worker)
+            .map(|index| checkpoint.shards.swap_remove(index));
+        let mut restored = self.restored.lock().expect("restore lock");
+        let restored = *restored.get_or_insert_with(|| {
+            let now = trimatch_connectors::source::now_ms().max(0) as Time;
+            self.metrics.restored_as_of.store(as_of, Ordering::Relaxed);
+            Restored {
+                checkpoint: as_of,
+                readable_from: now.max(as_of + 2) - 1,
+            }
+        });
+        Ok((checkpoint.manifest.clone(), shard, restored))
+    }
+
+    /// The restore this run started from, if any.
+    pub(super) fn restored(&self) -> Option<Restored> {
+        *self.restored.lock().expect("restore lock")
+    }
+
+    /// Where the dead-letter topic is read from at a restore from `as_of`.
+    pub(super) fn dead_letter_scan_from(as_of: Time) -> i64 {
+        (as_of as i64).saturating_sub(DEAD_LETTER_LOOKBACK_MS)
+    }
+
+    /// The clean shutdown's checkpoint time: after every local worker's
+    /// input, with room for the workers to see the request.
+    pub(super) fn request_final_checkpoint(&self) -> Time {
+        let now = trimatch_connectors::source::now_ms().max(0) as Time;
+        let at = now.max(self.input_time.load(Ordering::SeqCst)) + FINAL_CHECKPOINT_DELAY_MS;
+        let _ = self
+            .final_at
+            .compare_exchange(0, at, Ordering::SeqCst, Ordering::SeqCst);
+        self.final_at.load(Ordering::SeqCst)
+    }
+}
+
+/// How far after the latest input time the shutdown checkpoint is taken: a
+/// worker must see the request before its input passes that time.
+const FINAL_CHECKPOINT_DELAY_MS: u64 = 200;
