@@ -31,6 +31,9 @@ impl ClientContext for DeliveryCounter {}
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        self.metrics
+            .dead_letters_settled
+            .fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(_) => {
                 self.metrics
@@ -112,17 +115,23 @@ impl DeadLetterProducer {
         if let Some(value) = rejected.value {
             record = record.payload(value);
         }
-        if let Err((error, _)) = self.producer.send(record) {
-            let failures = self
-                .producer
-                .context()
-                .metrics
-                .dead_letter_produce_failures
-                .fetch_add(1, Ordering::Relaxed);
-            // One warning per 1,000 failures: an unreachable topic fails every one.
-            if failures.is_multiple_of(1_000) {
-                tracing::warn!(%error, topic = %self.topic, failures = failures + 1,
+        let metrics = &self.producer.context().metrics;
+        match self.producer.send(record) {
+            Ok(()) => {
+                metrics.dead_letters_queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, _)) => {
+                let failures = self
+                    .producer
+                    .context()
+                    .metrics
+                    .dead_letter_produce_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                // One warning per 1,000 failures: an unreachable topic fails every one.
+                if failures.is_multiple_of(1_000) {
+                    tracing::warn!(%error, topic = %self.topic, failures = failures + 1,
                     "could not queue a dead letter; it stays in dead_letters only");
+                }
             }
         }
         self.producer.poll(Duration::ZERO);

@@ -81,6 +81,12 @@ pub struct SourceMetrics {
     /// (the topic missing or unreachable, or the producer's queue full).
     pub dead_letters_produced: AtomicU64,
     pub dead_letter_produce_failures: AtomicU64,
+    /// Dead letters queued to the producer, and those whose delivery was
+    /// reported (delivered or failed): a checkpoint is taken only once every
+    /// dead letter queued before its time is settled, so none it covers can
+    /// still be lost in a crash.
+    pub dead_letters_queued: AtomicU64,
+    pub dead_letters_settled: AtomicU64,
     /// Consumer errors that name no partition (the client's own, such as
     /// every broker being down), by librdkafka error name.
     client_errors: Mutex<BTreeMap<String, u64>>,

@@ -155,6 +155,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIMATCH_READY_MAX_LAG", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     ready_max_lag: u64,
+    /// Fault injection for tests: each checkpoint write pauses this long
+    /// before it commits (so a test can kill the process during one).
+    #[arg(long, hide = true, default_value_t = 0, value_name = "MS")]
+    fault_checkpoint_pause_ms: u64,
     /// Fault injection for tests: the worker with this index panics after
     /// its first batch.
     #[arg(long, hide = true, value_name = "WORKER")]
@@ -237,10 +241,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     if let Some(state_dir) = &args.state_dir {
         prepare_state_dir(state_dir, args.reset_state, args.start.is_some())?;
-        config.durability = Some(DurabilityConfig {
-            state_dir: state_dir.clone(),
-            interval: Duration::from_secs(args.checkpoint_interval_seconds),
-        });
+        let mut durability = DurabilityConfig::new(
+            state_dir,
+            Duration::from_secs(args.checkpoint_interval_seconds),
+        );
+        durability.fault_commit_pause = Duration::from_millis(args.fault_checkpoint_pause_ms);
+        config.durability = Some(durability);
     }
     let pipeline = start_with_restore_progress(config)?;
     let request_metrics = Metrics::new();

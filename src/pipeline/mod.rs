@@ -235,6 +235,8 @@ struct Shared {
     ready_max_lag: u64,
     /// Readiness's lag rule (`ready_max_lag`, with hysteresis).
     lagging: LagHysteresis,
+    /// The latest time any local worker's input has reached.
+    input_time: AtomicU64,
     /// Checkpoints and the restore, with a state directory.
     durability: Option<Durability>,
     /// The checkpoint writer's channel; workers clone it, and it is dropped
@@ -323,6 +325,7 @@ impl Pipeline {
             stall_timeout: config.stall_timeout,
             ready_max_lag: config.ready_max_lag,
             lagging: LagHysteresis::default(),
+            input_time: AtomicU64::new(0),
             durability,
             checkpoint_writer: Mutex::new(writer_sender),
         });
@@ -451,7 +454,7 @@ impl Pipeline {
         let shared = &self.handle.shared;
         if let (Some(durability), None) = (&shared.durability, self.handle.error()) {
             if self.guards.is_some() {
-                let at = durability.request_final_checkpoint();
+                let at = durability.request_final_checkpoint(self.handle.latest_input_time());
                 tracing::info!(as_of = at, "stopping: taking a last checkpoint");
             }
         }
@@ -523,6 +526,14 @@ impl PipelineHandle {
     /// What the workers count (freshness).
     pub fn counters(&self) -> &Arc<PipelineCounters> {
         &self.shared.counters
+    }
+
+    /// The latest logical time any local worker's input has reached: every
+    /// batch sealed so far is stamped before it. It is the wall clock's
+    /// millisecond, or ahead of it just after a restart (times keep
+    /// increasing across restarts).
+    pub fn latest_input_time(&self) -> Time {
+        self.shared.input_time.load(Ordering::SeqCst)
     }
 
     /// What the checkpoints and the restore did, with a state directory.

@@ -289,9 +289,7 @@ impl<'w> PipelineWorker<'w> {
             self.pass_checkpoint_times(self.matcher.time(), now);
             self.matcher.advance_to(now);
         }
-        if let Some(durability) = &self.shared.durability {
-            durability.input_time.fetch_max(now, Ordering::Relaxed);
-        }
+        self.shared.input_time.fetch_max(now, Ordering::Relaxed);
         // Caught up with the high watermarks seen at start: everything below
         // them is sealed at or before the last time (readiness).
         if !self.catch_up.has_announced() && self.source.is_ready() && self.batch.is_empty() {
@@ -312,7 +310,17 @@ impl<'w> PipelineWorker<'w> {
             return;
         };
         if let Some(as_of) = schedule.boundary_in(from, to) {
-            schedule.pass(&mut self.matcher, as_of, self.source.committed_positions());
+            let queued = self
+                .shared
+                .metrics
+                .dead_letters_queued
+                .load(Ordering::SeqCst);
+            schedule.pass(
+                &mut self.matcher,
+                as_of,
+                self.source.committed_positions(),
+                queued,
+            );
         }
     }
 
@@ -320,7 +328,12 @@ impl<'w> PipelineWorker<'w> {
     /// the writer.
     fn take_checkpoints(&mut self) -> Result<()> {
         if let Some(schedule) = &mut self.checkpoints {
-            schedule.take_complete(&mut self.matcher)?;
+            let settled = self
+                .shared
+                .metrics
+                .dead_letters_settled
+                .load(Ordering::SeqCst);
+            schedule.take_complete(&mut self.matcher, settled)?;
         }
         Ok(())
     }
@@ -341,10 +354,16 @@ impl<'w> PipelineWorker<'w> {
             schedule.skip(final_at);
             return Ok(());
         }
+        let queued = self
+            .shared
+            .metrics
+            .dead_letters_queued
+            .load(Ordering::SeqCst);
         schedule.pass(
             &mut self.matcher,
             final_at,
             self.source.committed_positions(),
+            queued,
         );
         self.matcher.advance_to(final_at + 1);
         let deadline = Instant::now() + FINAL_CHECKPOINT_WAIT;

@@ -179,6 +179,9 @@ pub struct WriteStats {
 #[derive(Clone, Debug)]
 pub struct StateDir {
     dir: PathBuf,
+    /// Fault injection for tests: how long a write waits before it commits,
+    /// so that a test can kill the process in the middle of one.
+    commit_pause: std::time::Duration,
 }
 
 impl StateDir {
@@ -190,7 +193,10 @@ impl StateDir {
             path: dir.clone(),
             source,
         })?;
-        let state = StateDir { dir };
+        let state = StateDir {
+            dir,
+            commit_pause: std::time::Duration::ZERO,
+        };
         for entry in state.entries()? {
             if entry.to_string_lossy().ends_with(PARTIAL_SUFFIX) {
                 let _ = fs::remove_file(&entry);
@@ -201,6 +207,13 @@ impl StateDir {
 
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// Fault injection for tests: every write pauses this long, with its
+    /// generation half-written, before it commits.
+    pub fn with_commit_pause(mut self, pause: std::time::Duration) -> StateDir {
+        self.commit_pause = pause;
+        self
     }
 
     fn io(&self, source: std::io::Error) -> StateError {
@@ -256,7 +269,7 @@ impl StateDir {
         let partial = self.dir.join(format!("{name}{PARTIAL_SUFFIX}"));
         let _ = fs::remove_file(&partial);
         let database = Database::create(&partial).map_err(|error| store_error(&partial, error))?;
-        let documents = write_generation(&database, checkpoint)
+        let documents = write_generation(&database, checkpoint, self.commit_pause)
             .map_err(|error| store_error(&partial, error))?;
         drop(database);
         fs::rename(&partial, &path).map_err(|error| self.io(error))?;
@@ -331,7 +344,11 @@ impl StateDir {
 }
 
 /// Writes every table of a generation in one transaction; returns the documents written.
-fn write_generation(database: &Database, checkpoint: &Checkpoint) -> Result<u64, redb::Error> {
+fn write_generation(
+    database: &Database,
+    checkpoint: &Checkpoint,
+    pause: std::time::Duration,
+) -> Result<u64, redb::Error> {
     let transaction = database.begin_write()?;
     let mut documents = 0;
     {
@@ -364,6 +381,7 @@ fn write_generation(database: &Database, checkpoint: &Checkpoint) -> Result<u64,
             .open_table(META)?
             .insert("manifest", value.as_slice())?;
     }
+    std::thread::sleep(pause);
     transaction.commit()?;
     Ok(documents)
 }

@@ -281,7 +281,9 @@ pub fn wait_until_reflected(pipeline: &Pipeline, count: u64) -> Time {
 /// Waits until the current millisecond is complete — every batch sealed so far
 /// is stamped at or before it — and returns it.
 pub fn wait_until_complete_now(pipeline: &Pipeline) -> Time {
-    let as_of = trimatch_connectors::source::now_ms() as Time;
+    // Logical times run ahead of the wall clock just after a restart.
+    let as_of =
+        (trimatch_connectors::source::now_ms() as Time).max(pipeline.handle().latest_input_time());
     wait_for(
         "a complete time after the last batch",
         Duration::from_secs(10),

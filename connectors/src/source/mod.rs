@@ -32,7 +32,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use trimatch_dataflows::model::{Document, Fingerprint, Text};
 use trimatch_dataflows::rows::{DeadLetterRow, SourceProgressRow};
 
-use crate::config::{ResumePoint, SourceConfig};
+use crate::config::{ResumePoint, SourceConfig, StartPosition};
 use crate::dead_letter::{DeadLetterProducer, Rejected};
 use crate::discovery::{Discovery, DiscoveryEvent, NewPartition};
 use crate::envelope::{decode_message, Decoded};
@@ -99,6 +99,7 @@ const IDLE_POSITION_REFRESH: Duration = Duration::from_millis(20);
 pub struct KafkaSource {
     config: SourceConfig,
     worker: usize,
+    peers: usize,
     consumer: BaseConsumer,
     dead_letters: Option<DeadLetterProducer>,
     metrics: Arc<SourceMetrics>,
@@ -170,6 +171,7 @@ impl KafkaSource {
         Ok(KafkaSource {
             config,
             worker,
+            peers,
             consumer,
             dead_letters,
             metrics,
@@ -307,24 +309,41 @@ impl KafkaSource {
     /// Where every owned partition stands as of the last
     /// [`commit_counters`](Self::commit_counters): the first offset not
     /// sealed, and the counters (what a checkpoint of the last sealed time
-    /// records).
+    /// records). After a restore, partitions not assigned yet (the brokers
+    /// not reached yet) stand where the restore put them.
     pub fn committed_positions(&self) -> Vec<(Text, i32, ResumePoint)> {
-        self.owned()
-            .map(|state| {
-                let counters = &state.counters;
-                (
-                    state.topic.clone(),
-                    state.partition,
-                    ResumePoint {
-                        next_offset: counters.next_offset.load(Ordering::Relaxed),
-                        consumed: counters.consumed.load(Ordering::Relaxed),
-                        applied: counters.applied.load(Ordering::Relaxed),
-                        dead_lettered: counters.dead_lettered.load(Ordering::Relaxed),
-                        skipped: counters.skipped.load(Ordering::Relaxed),
-                    },
-                )
-            })
-            .collect()
+        let mut positions: Vec<(Text, i32, ResumePoint)> = Vec::new();
+        if let StartPosition::Resume(points) = &self.config.start {
+            positions.extend(
+                points
+                    .iter()
+                    .filter(|((topic, partition), _)| {
+                        owner(topic, *partition, self.peers) == self.worker
+                            && !self
+                                .partitions
+                                .get(topic)
+                                .is_some_and(|owned| owned.contains_key(partition))
+                    })
+                    .map(|((topic, partition), point)| {
+                        (Text::from(topic.as_str()), *partition, *point)
+                    }),
+            );
+        }
+        positions.extend(self.owned().map(|state| {
+            let counters = &state.counters;
+            (
+                state.topic.clone(),
+                state.partition,
+                ResumePoint {
+                    next_offset: counters.next_offset.load(Ordering::Relaxed),
+                    consumed: counters.consumed.load(Ordering::Relaxed),
+                    applied: counters.applied.load(Ordering::Relaxed),
+                    dead_lettered: counters.dead_lettered.load(Ordering::Relaxed),
+                    skipped: counters.skipped.load(Ordering::Relaxed),
+                },
+            )
+        }));
+        positions
     }
 
     /// Waits for dead letters still being produced (bounded mode, shutdown).

@@ -190,6 +190,7 @@ impl TestEngine {
                 })),
             );
             if let Some(as_of) = shards.first().map(|shard| shard.as_of) {
+                matcher.advance_to(as_of);
                 for shard in shards.iter().filter(|shard| shard.worker == worker.index()) {
                     matcher.restore(shard.clone());
                 }

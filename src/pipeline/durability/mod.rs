@@ -45,6 +45,19 @@ use super::ServeError;
 pub struct DurabilityConfig {
     pub state_dir: PathBuf,
     pub interval: Duration,
+    /// Fault injection for tests: each checkpoint write pauses this long
+    /// before it commits (see `StateDir::with_commit_pause`).
+    pub fault_commit_pause: Duration,
+}
+
+impl DurabilityConfig {
+    pub fn new(state_dir: impl Into<PathBuf>, interval: Duration) -> Self {
+        DurabilityConfig {
+            state_dir: state_dir.into(),
+            interval,
+            fault_commit_pause: Duration::ZERO,
+        }
+    }
 }
 
 /// How far back the dead-letter topic is read at a restore, before the
@@ -119,8 +132,6 @@ pub(super) struct Durability {
     pub(super) restored: Mutex<Option<Restored>>,
     /// A clean shutdown's checkpoint time (0: none asked for).
     pub(super) final_at: AtomicU64,
-    /// The latest input time of any local worker (to pick `final_at`).
-    pub(super) input_time: AtomicU64,
     pub(super) shape: ClusterShape,
 }
 
@@ -132,7 +143,7 @@ impl Durability {
         expected: Expected,
         progress: &dyn Fn(u64, u64),
     ) -> Result<Durability> {
-        let dir = StateDir::open(&config.state_dir)?;
+        let dir = StateDir::open(&config.state_dir)?.with_commit_pause(config.fault_commit_pause);
         let candidates = dir.manifests(&expected)?;
         let started = std::time::Instant::now();
         let loaded = dir.load_newest_intact(&candidates, progress)?;
@@ -167,7 +178,6 @@ impl Durability {
             loaded: Mutex::new(loaded),
             restored: Mutex::new(None),
             final_at: AtomicU64::new(0),
-            input_time: AtomicU64::new(0),
             shape: expected.shape,
         })
     }
@@ -225,10 +235,11 @@ impl Durability {
     }
 
     /// The clean shutdown's checkpoint time: after every local worker's
-    /// input, with room for the workers to see the request.
-    pub(super) fn request_final_checkpoint(&self) -> Time {
+    /// input (the latest is `input_time`), with room for the workers to see
+    /// the request.
+    pub(super) fn request_final_checkpoint(&self, input_time: Time) -> Time {
         let now = trimatch_connectors::source::now_ms().max(0) as Time;
-        let at = now.max(self.input_time.load(Ordering::SeqCst)) + FINAL_CHECKPOINT_DELAY_MS;
+        let at = now.max(input_time) + FINAL_CHECKPOINT_DELAY_MS;
         let _ = self
             .final_at
             .compare_exchange(0, at, Ordering::SeqCst, Ordering::SeqCst);

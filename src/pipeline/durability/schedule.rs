@@ -25,6 +25,8 @@ pub(in crate::pipeline) struct ShardMessage {
 struct Passed {
     as_of: Time,
     positions: Vec<(Text, i32, ResumePoint)>,
+    /// Dead letters queued to the dead-letter topic when the input passed it.
+    dead_letters_queued: u64,
 }
 
 /// One worker's checkpoint schedule.
@@ -65,11 +67,16 @@ impl CheckpointSchedule {
         matcher: &mut Matcher,
         as_of: Time,
         positions: Vec<(Text, i32, ResumePoint)>,
+        dead_letters_queued: u64,
     ) {
         if self.passed.is_empty() {
             matcher.hold_checkpoint(as_of);
         }
-        self.passed.push_back(Passed { as_of, positions });
+        self.passed.push_back(Passed {
+            as_of,
+            positions,
+            dead_letters_queued,
+        });
     }
 
     /// Tells the writer this worker cannot take the checkpoint at `as_of`.
@@ -87,14 +94,19 @@ impl CheckpointSchedule {
         !self.passed.is_empty()
     }
 
-    /// Takes every passed checkpoint whose time is complete and sends the
+    /// Takes every passed checkpoint whose time is complete, and whose dead
+    /// letters are all settled (`dead_letters_settled` reported delivered or
+    /// failed: none it covers can be lost in a crash after it), and sends the
     /// shard to the writer; holds the next one.
     pub(in crate::pipeline) fn take_complete(
         &mut self,
         matcher: &mut Matcher,
+        dead_letters_settled: u64,
     ) -> Result<(), ReadError> {
         while let Some(passed) = self.passed.front() {
-            if !matcher.is_complete(passed.as_of) {
+            if !matcher.is_complete(passed.as_of)
+                || dead_letters_settled < passed.dead_letters_queued
+            {
                 break;
             }
             let passed = self.passed.pop_front().expect("a front");
