@@ -458,3 +458,114 @@ fn serve_killed_again_and_again_under_load_ends_in_the_exact_state() {
         "every rejected message was dead-lettered"
     );
 }
+
+/// Produces `count` rejected messages of `bytes` bytes each to every input
+/// topic: history a broker's retention can delete.
+fn produce_filler(brokers: &str, count: usize, bytes: usize) {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.max.bytes", "2000000")
+        .create()
+        .unwrap();
+    let value = vec![b'x'; bytes];
+    for kind in trimatch_dataflows::model::DocumentKind::ALL {
+        for i in 0..count {
+            let key = format!("filler-{i}");
+            loop {
+                let record = BaseRecord::to(kind.default_topic())
+                    .key(key.as_bytes())
+                    .payload(&value[..]);
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err(_) => {
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+#[test]
+fn a_restart_after_the_topics_were_truncated_keeps_the_full_state_from_the_checkpoint() {
+    // librdkafka's mock cluster keeps about 5 MB per partition and deletes
+    // the oldest records beyond that, as retention does on a real broker.
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    for kind in trimatch_dataflows::model::DocumentKind::ALL {
+        mock.create_topic(kind.default_topic(), 1, 1).unwrap();
+    }
+    let brokers = mock.bootstrap_servers();
+    let state = tempfile::tempdir().unwrap();
+    let messages = history(41, 2_000);
+    let (first, second) = messages.split_at(1_500);
+    produce(&brokers, first);
+    // Four megabytes of rejected messages after the documents: read, and
+    // covered by the checkpoint.
+    produce_filler(&brokers, 40, 100_000);
+
+    let config = || {
+        let mut config = pipeline_config(source_config(&brokers), 2);
+        config.durability = Some(DurabilityConfig::new(state.path(), Duration::from_secs(1)));
+        config
+    };
+    let pipeline = Pipeline::start(config()).unwrap();
+    let consumed = first.len() as u64 + 4 * 40;
+    wait_until_reflected(&pipeline, consumed);
+    pipeline.shutdown().unwrap();
+
+    // Two more megabytes: the broker deletes the oldest records, every
+    // document of the first part among them, below the checkpoint's offsets.
+    produce_filler(&brokers, 20, 100_000);
+    produce(&brokers, second);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let manifest = {
+        let dir = trimatch_state::StateDir::open(state.path()).unwrap();
+        let (_, newest) = dir.generations().unwrap()[0].clone();
+        trimatch_state::read_manifest(&newest).unwrap()
+    };
+    for kind in trimatch_dataflows::model::DocumentKind::ALL {
+        let (low, _) = consumer
+            .fetch_watermarks(kind.default_topic(), 0, Duration::from_secs(5))
+            .unwrap();
+        let checkpointed = manifest
+            .partitions
+            .iter()
+            .find(|p| p.topic == kind.default_topic())
+            .unwrap()
+            .next_offset;
+        assert!(
+            low > 0 && low <= checkpointed,
+            "{}: records deleted below the checkpoint's offset {checkpointed} (low watermark {low})",
+            kind.default_topic()
+        );
+    }
+
+    // A restart from the checkpoint has every document, the deleted ones too.
+    let pipeline = Pipeline::start(config()).unwrap();
+    wait_until_reflected(&pipeline, consumed + 4 * 20 + second.len() as u64);
+    assert!(pipeline.handle().restored().is_some());
+    let newest = wait_until_complete_now(&pipeline);
+    let expected = expected_state(&final_documents(&messages));
+    assert_same_state(
+        &matching_state(&read_all(&pipeline, newest)),
+        &expected,
+        "restored after the truncation",
+    );
+    pipeline.shutdown().unwrap();
+
+    // Without the checkpoint, the deleted documents are gone: the state of
+    // a replay differs (which is why the checkpoint matters).
+    let mut replay = pipeline_config(source_config(&brokers), 2);
+    replay.source.until_end = true;
+    let replayed = trimatch::pipeline::run_until_end(replay).unwrap();
+    assert_ne!(
+        matching_state(&replayed.collections),
+        expected,
+        "a replay of the truncated topics must lose documents"
+    );
+}

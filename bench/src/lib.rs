@@ -6,6 +6,8 @@
 //! * [`load`] — end to end against a real broker: preload, sustained ingest at a
 //!   rate or flat out, freshness through a Flight subscriber, snapshot latency,
 //!   RSS, catch-up replay, and the bare librdkafka consumer's rate as reference.
+//! * [`restart`] — a restart from a checkpoint against a full replay, the
+//!   checkpoints' write time and size, and their cost to ingest.
 //!
 //! Both write a JSON report and print a human summary that names the machine.
 //! Benchmarks report; the test suite never times anything.
@@ -15,6 +17,7 @@ pub mod graph;
 mod kafka_reference;
 pub mod load;
 pub mod operator_times;
+pub mod restart;
 
 use std::path::PathBuf;
 
@@ -30,6 +33,36 @@ pub enum BenchCommand {
     /// End to end against a broker: replay, sustained ingest, freshness,
     /// snapshot latency, memory, and the bare consumer's rate.
     Load(LoadArgs),
+    /// A restart from a checkpoint against a full replay from earliest, the
+    /// checkpoint's write time and size, and checkpointing's cost to ingest.
+    Restart(RestartArgs),
+}
+
+/// `trimatch-bench restart`.
+#[derive(Args)]
+pub struct RestartArgs {
+    /// Bootstrap servers of a running broker (a real one: the history is
+    /// larger than the mock cluster keeps).
+    #[arg(long)]
+    pub brokers: String,
+    #[arg(long, default_value = "Kafka-protocol broker")]
+    pub broker_name: String,
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Live documents to reach before the restarts.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub documents: usize,
+    #[arg(long, default_value_t = 20)]
+    pub tenants: usize,
+    /// Seconds between checkpoints during the checkpointing replay.
+    #[arg(long, default_value_t = 10)]
+    pub checkpoint_interval: u64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value = "target/bench/restart.json")]
+    pub report: PathBuf,
 }
 
 /// `trimatch-bench load`.
@@ -123,6 +156,19 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 seed: args.seed,
             })?;
             finish(&machine, &load::summary(&report), &args.report, &report)
+        }
+        BenchCommand::Restart(args) => {
+            let report = restart::run(&restart::RestartConfig {
+                brokers: args.brokers,
+                broker_name: args.broker_name,
+                partitions: args.partitions,
+                workers: args.workers,
+                documents: args.documents,
+                tenants: args.tenants,
+                checkpoint_interval: std::time::Duration::from_secs(args.checkpoint_interval),
+                seed: args.seed,
+            })?;
+            finish(&machine, &restart::summary(&report), &args.report, &report)
         }
     }
 }
