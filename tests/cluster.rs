@@ -33,7 +33,8 @@ impl Cluster {
         Cluster::start_with(brokers, tempfile::tempdir().unwrap(), &[])
     }
 
-    /// A cluster whose processes also get `args`; `dir` holds its files.
+    /// A cluster whose processes also get `args` (`{process}` in them is the
+    /// process id); `dir` holds its files.
     fn start_with(brokers: [&str; 2], dir: tempfile::TempDir, args: &[String]) -> Cluster {
         let hostfile = dir.path().join("hosts");
         std::fs::write(&hostfile, format!("{}\n{}\n", free_addr(), free_addr())).unwrap();
@@ -53,7 +54,10 @@ impl Cluster {
                             "--metrics-addr",
                             &metrics[process],
                         ])
-                        .args(args)
+                        .args(
+                            args.iter()
+                                .map(|arg| arg.replace("{process}", &process.to_string())),
+                        )
                         .stdout(Stdio::null())
                         .stderr(Stdio::piped())
                         .spawn()
@@ -253,6 +257,130 @@ async fn two_processes_serve_the_same_state_as_one() {
         }
     }
     assert!(last_progress > 0, "progress arrived from every shard");
+}
+
+/// Cluster mode with `--state-dir`: each process checkpoints its own shards;
+/// after both are killed, they agree on a checkpoint time both have, restore,
+/// and serve the state of everything produced. Another shape is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_cluster_restores_a_checkpoint_every_process_has() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [3, 2, 3, 1]);
+    let messages: Vec<_> = Workload::new(WorkloadConfig {
+        seed: 137,
+        tenants: 3,
+        bad_share: 0.02,
+        ..WorkloadConfig::default()
+    })
+    .take(3_000)
+    .collect();
+    let (first, second) = messages.split_at(2_000);
+    produce(&broker.address, first);
+    let dir = tempfile::tempdir().unwrap();
+    let state = |process: usize| dir.path().join(format!("state-{process}"));
+    let args = vec![
+        "--state-dir".to_string(),
+        dir.path()
+            .join("state-{process}")
+            .to_str()
+            .unwrap()
+            .to_string(),
+        "--checkpoint-interval-seconds".to_string(),
+        "1".to_string(),
+    ];
+    let generations = |process: usize| -> usize {
+        std::fs::read_dir(state(process)).map_or(0, |entries| {
+            entries
+                .filter(|entry| {
+                    entry
+                        .as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".redb")
+                })
+                .count()
+        })
+    };
+    let cluster = Cluster::start_with(
+        [&broker.address, &broker.address],
+        tempfile::tempdir().unwrap(),
+        &args,
+    );
+    for (process, addr) in cluster.metrics.iter().enumerate() {
+        wait_for(
+            &format!("process {process} ready"),
+            Duration::from_secs(90),
+            || http_get(addr, "/readyz").is_some_and(|(status, _)| status == 200),
+        );
+    }
+    wait_for(
+        "checkpoints in both processes",
+        Duration::from_secs(30),
+        || generations(0) >= 2 && generations(1) >= 2,
+    );
+    drop(cluster); // SIGKILL, both
+    produce(&broker.address, second);
+
+    let cluster = Cluster::start_with(
+        [&broker.address, &broker.address],
+        tempfile::tempdir().unwrap(),
+        &args,
+    );
+    for (process, addr) in cluster.metrics.iter().enumerate() {
+        wait_for(
+            &format!("process {process} ready after the restart"),
+            Duration::from_secs(90),
+            || http_get(addr, "/readyz").is_some_and(|(status, _)| status == 200),
+        );
+    }
+    let mut restored = Vec::new();
+    for addr in &cluster.metrics {
+        let (_, text) = http_get(addr, "/metrics").unwrap();
+        restored.push(metric_samples(&text, "trimatch_restore_as_of")[""]);
+    }
+    assert!(restored[0] > 0.0, "restored from a checkpoint");
+    assert_eq!(
+        restored[0], restored[1],
+        "both processes restored the same time"
+    );
+    let expected = expected_state(&final_documents(&messages));
+    for (collection, count) in [
+        ("invoice_matches", expected.invoice_matches.len()),
+        ("match_exceptions", expected.match_exceptions.len()),
+        ("po_lines", expected.po_lines.len()),
+    ] {
+        let (rows_0, count_0, as_of) = read(&cluster.flights[0], json!(collection)).await;
+        assert_eq!(count_0, count, "{collection} after the restore");
+        let (rows_1, _, _) = read(
+            &cluster.flights[1],
+            json!({"collection": collection, "as_of": as_of}),
+        )
+        .await;
+        assert_eq!(rows_0, rows_1, "{collection}: both processes agree");
+    }
+    drop(cluster);
+
+    // One process's checkpoint in a one-process job with three workers: refused.
+    let output = Command::new(env!("CARGO_BIN_EXE_trimatch"))
+        .args(["serve", "--brokers", &broker.address, "--workers", "3"])
+        .args([
+            "--flight-addr",
+            &free_addr(),
+            "--metrics-addr",
+            &free_addr(),
+        ])
+        .args(["--state-dir", state(0).to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("process 0 of 2 with 2 workers each")
+            && stderr.contains("process 0 of 1 with 3 workers each")
+            && stderr.contains("--reset-state"),
+        "{stderr}"
+    );
 }
 
 /// A process serves the whole cluster's state, so it is ready only once the

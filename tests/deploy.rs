@@ -279,6 +279,22 @@ fn compose_and_kubernetes_name_only_flags_settings_and_ports_that_exist() {
             "{probe}"
         );
     }
+    // The state directory is on the pod's persistent volume.
+    let state_dir = settings["state_dir"].as_str().unwrap();
+    let state_mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|mount| state_dir.starts_with(mount["mountPath"].as_str().unwrap_or("-")))
+        .unwrap_or_else(|| panic!("nothing is mounted at the state directory {state_dir}"));
+    assert!(
+        statefulset["spec"]["volumeClaimTemplates"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|claim| claim["metadata"]["name"] == state_mount["name"]),
+        "the state directory's volume is a persistent volume claim"
+    );
     // Every file the settings name is mounted from a Secret the manifests define.
     let secrets: Vec<Value> = yaml_documents("k8s/secret.yaml");
     let mounts = container["volumeMounts"].as_sequence().unwrap();
@@ -549,6 +565,10 @@ fn the_compose_and_kubernetes_settings_run_with_tls_and_authentication_on() {
         .unwrap()
         .replace("/etc/trimatch/tls", tls.to_str().unwrap())
         .replace("/etc/trimatch/secrets", auth.to_str().unwrap())
+        .replace(
+            "/var/lib/trimatch",
+            dir.path().join("state").to_str().unwrap(),
+        )
         .replace("kafka-bootstrap.kafka.svc:9092", &broker.address)
         .replace("0.0.0.0:50051", &format!("0.0.0.0:{flight}"))
         .replace("0.0.0.0:9464", &format!("0.0.0.0:{metrics}"));

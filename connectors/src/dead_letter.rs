@@ -150,6 +150,9 @@ impl DeadLetterProducer {
     }
 }
 
+/// Where rejected messages came from: (topic, partition, offset).
+pub(crate) type Origins = HashSet<(String, i32, i64)>;
+
 /// The source coordinates (topic, partition, offset) of the dead letters on
 /// `topic` produced at or after `since_ms`, read with `consumer` (which must
 /// not be reading anything else) up to the high watermarks seen first.
@@ -164,7 +167,7 @@ pub(crate) fn produced_since(
     topic: &str,
     since_ms: i64,
     timeout: Duration,
-) -> Result<HashSet<(String, i32, i64)>, KafkaError> {
+) -> Result<Origins, KafkaError> {
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let partitions: Vec<i32> = metadata
         .topics()

@@ -11,7 +11,7 @@
 //! reproducible. Partitions that appear later (new partitions, or a topic the
 //! source was told to wait for) are read from their beginning.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
@@ -54,7 +54,7 @@ pub(crate) enum DiscoveryEvent {
     /// Before the first assignment after a restore: the dead letters already
     /// on the dead-letter topic for this worker's partitions, by source
     /// (topic, partition, offset); they are not produced again.
-    AlreadyDeadLettered(HashSet<(String, i32, i64)>),
+    AlreadyDeadLettered(dead_letter::Origins),
     /// The source cannot run (e.g. a missing topic, not waited for).
     Failed(SourceError),
 }
@@ -246,7 +246,7 @@ impl Scanner {
     /// partitions since the checkpoint (see [`dead_letter::produced_since`]).
     fn dead_letters_already_produced(
         &mut self,
-    ) -> Result<Option<HashSet<(String, i32, i64)>>, KafkaError> {
+    ) -> Result<Option<dead_letter::Origins>, KafkaError> {
         let (Some(topic), Some(since)) = (
             &self.config.dead_letter_topic,
             self.config.dead_letters_produced_since,

@@ -246,7 +246,7 @@ impl StateDir {
                 Some((time, path))
             })
             .collect();
-        generations.sort_by(|a, b| b.0.cmp(&a.0));
+        generations.sort_by_key(|(time, _)| std::cmp::Reverse(*time));
         Ok(generations)
     }
 

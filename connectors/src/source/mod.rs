@@ -118,7 +118,7 @@ pub struct KafkaSource {
     /// dead-letter topic when they are (see [`commit_counters`](Self::commit_counters)).
     unsent_dead_letters: Vec<UnsentDeadLetter>,
     /// After a restore: dead letters the previous run already produced.
-    already_dead_lettered: HashSet<(String, i32, i64)>,
+    already_dead_lettered: crate::dead_letter::Origins,
 }
 
 /// A rejected message waiting to be produced to the dead-letter topic.
@@ -526,7 +526,8 @@ impl KafkaSource {
                 if high < state.next_offset && !state.done {
                     state.stall(format!(
                         "the high watermark {high} is below next_offset {}: the topic was deleted \
-                         and re-created, or truncated; restart trimatch with --start to read it again",
+                         and re-created, or truncated; restart trimatch with --start (and \
+                         --reset-state with a state directory) to read it again",
                         state.next_offset
                     ));
                 }

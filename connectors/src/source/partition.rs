@@ -159,7 +159,8 @@ pub(super) fn resumed_after_reset(
     if offset < next {
         state.stall(format!(
             "reading restarted at offset {offset}, below next_offset {next} ({reset}): the topic \
-             was probably deleted and re-created; restart trimatch with --start to read it again"
+             was probably deleted and re-created; restart trimatch with --start (and --reset-state \
+             with a state directory) to read it again"
         ));
         return false;
     }

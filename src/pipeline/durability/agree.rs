@@ -19,6 +19,9 @@ use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 use trimatch_dataflows::Time;
 
+/// A process id and the checkpoint times it could restore.
+type Announcement = (usize, Vec<Time>);
+
 /// Agrees with every worker on the checkpoint time to restore (`None`: start
 /// without one). `candidates` are this process's restorable times. Every
 /// worker must call it, before building the other dataflows.
@@ -27,7 +30,7 @@ pub(in crate::pipeline) fn agree_on_checkpoint(
     candidates: &[Time],
     process: usize,
 ) -> Result<Option<Time>> {
-    let heard: Rc<RefCell<Vec<(usize, Vec<Time>)>>> = Rc::new(RefCell::new(Vec::new()));
+    let heard: Rc<RefCell<Vec<Announcement>>> = Rc::new(RefCell::new(Vec::new()));
     let record = heard.clone();
     let mut input = InputHandleVec::new();
     let probe = ProbeHandle::new();
@@ -35,7 +38,7 @@ pub(in crate::pipeline) fn agree_on_checkpoint(
         scope
             .input_from(&mut input)
             .broadcast()
-            .inspect(move |announcement: &(usize, Vec<Time>)| {
+            .inspect(move |announcement: &Announcement| {
                 record.borrow_mut().push(announcement.clone())
             })
             .probe_with(&probe);
