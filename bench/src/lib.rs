@@ -41,10 +41,10 @@ pub enum BenchCommand {
 /// `trimatch-bench restart`.
 #[derive(Args)]
 pub struct RestartArgs {
-    /// Bootstrap servers of a running broker (a real one: the history is
-    /// larger than the mock cluster keeps).
+    /// Bootstrap servers of a running broker (default: librdkafka's mock
+    /// cluster, which keeps only 5 MB per partition: small runs only).
     #[arg(long)]
-    pub brokers: String,
+    pub brokers: Option<String>,
     #[arg(long, default_value = "Kafka-protocol broker")]
     pub broker_name: String,
     #[arg(long, default_value_t = 4)]

@@ -127,3 +127,35 @@ fn load_bench_measures_every_figure_on_the_mock_cluster() {
     );
     assert!(stdout.contains("catch-up replay"), "{stdout}");
 }
+
+#[test]
+fn restart_bench_reports_a_restore_a_replay_and_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("restart.json");
+    let (stdout, json) = run_bench(
+        &[
+            "restart",
+            "--documents",
+            "1500",
+            "--partitions",
+            "2",
+            "--checkpoint-interval",
+            "1",
+        ],
+        &report_path,
+    );
+    assert!(stdout.contains("faster than the replay"), "{stdout}");
+    let report = &json["report"];
+    assert!(report["live_documents"].as_u64().unwrap() >= 1500);
+    // The clean stop's checkpoint holds every live document.
+    assert_eq!(report["checkpoint_documents"], report["live_documents"]);
+    for field in [
+        "replay_seconds",
+        "restore_seconds",
+        "checkpoint_bytes",
+        "checkpoint_bytes_per_document",
+        "restore_speedup",
+    ] {
+        positive(report, field);
+    }
+}

@@ -93,7 +93,7 @@ struct PipelineWorker<'w> {
 }
 
 /// How long a stopping worker waits for its last checkpoint's time to complete.
-const FINAL_CHECKPOINT_WAIT: Duration = Duration::from_secs(10);
+const FINAL_CHECKPOINT_WAIT: Duration = Duration::from_secs(3);
 
 impl<'w> PipelineWorker<'w> {
     /// Builds the dataflows (every worker, in the same order) and the source.
