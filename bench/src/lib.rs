@@ -12,6 +12,7 @@
 //! Both write a JSON report and print a human summary that names the machine.
 //! Benchmarks report; the test suite never times anything.
 
+mod broker;
 mod flight_clients;
 pub mod graph;
 mod kafka_reference;

@@ -24,15 +24,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use rdkafka::mocking::MockCluster;
 use serde::Serialize;
-use trimatch_connectors::admin::create_missing_topics;
 use trimatch_connectors::source::now_ms;
-use trimatch_connectors::{SourceConfig, TopicConfig};
+use trimatch_connectors::SourceConfig;
 use trimatch_dataflows::model::DocumentKind;
 use trimatch_workload::{GeneratedMessage, Present, Workload, WorkloadConfig};
 use trimatch_workload::{ProduceLimits, WorkloadProducer};
 
+use super::broker::BenchBroker;
 use super::flight_clients::{snapshot_loop, subscribe_invoices};
 use super::kafka_reference::{bare_consumer_latency, bare_consumer_rate};
 use super::{percentile, resident_set};
@@ -171,42 +170,13 @@ fn invoice_identity(message: &GeneratedMessage) -> Option<(String, String)> {
 
 /// Runs the load harness.
 pub fn run(config: &LoadConfig) -> Result<LoadReport> {
-    let mock = match &config.brokers {
-        Some(_) => None,
-        None => Some(MockCluster::new(1).context("cannot start the embedded Kafka broker")?),
-    };
-    let brokers = match (&config.brokers, &mock) {
-        (Some(brokers), _) => brokers.clone(),
-        (None, Some(mock)) => mock.bootstrap_servers(),
-        (None, None) => unreachable!("a mock cluster is started when no brokers are given"),
-    };
-    let broker = match &config.brokers {
-        Some(brokers) => format!("{} at {brokers}", config.broker_name),
-        None => "librdkafka's in-process mock cluster".to_string(),
-    };
-
-    // Fresh topics, so that reruns against one broker never mix.
-    let prefix = format!("bench-{}-", now_ms());
-    let topics: Vec<TopicConfig> = DocumentKind::ALL
-        .into_iter()
-        .map(|kind| TopicConfig {
-            name: format!("{prefix}{}", kind.default_topic()),
-            ..TopicConfig::default_for(kind)
-        })
-        .collect();
+    let bench_broker = BenchBroker::new(config.brokers.as_deref(), &config.broker_name)?;
+    let (brokers, broker) = (
+        bench_broker.brokers.clone(),
+        bench_broker.description.clone(),
+    );
+    let topics = bench_broker.fresh_topics("bench", config.partitions)?;
     let names: Vec<&str> = topics.iter().map(|topic| topic.name.as_str()).collect();
-    match &mock {
-        Some(mock) => {
-            for name in &names {
-                mock.create_topic(name, config.partitions, 1)
-                    .with_context(|| format!("cannot create topic {name}"))?;
-            }
-        }
-        None => {
-            create_missing_topics(&brokers, &names, config.partitions, &[])
-                .with_context(|| format!("cannot create the bench topics on {brokers}"))?;
-        }
-    }
 
     // 1. Preload.
     let mut workload = Workload::new(WorkloadConfig {
@@ -352,7 +322,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport> {
     let (_, peak_rss) = resident_set();
     pipeline.shutdown()?;
     runtime.shutdown_timeout(Duration::from_secs(2));
-    drop(mock);
+    drop(bench_broker);
 
     let freshness = std::mem::take(&mut *freshness.lock().expect("freshness lock"));
     let lines = live.total_lines();

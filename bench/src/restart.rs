@@ -16,14 +16,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use rdkafka::mocking::MockCluster;
+use super::broker::BenchBroker;
+use anyhow::Result;
 use serde::Serialize;
 use trimatch::pipeline::{DurabilityConfig, Pipeline, PipelineConfig};
-use trimatch_connectors::admin::create_missing_topics;
 use trimatch_connectors::source::now_ms;
-use trimatch_connectors::{SourceConfig, TopicConfig};
-use trimatch_dataflows::model::DocumentKind;
+use trimatch_connectors::SourceConfig;
 use trimatch_workload::{Present, ProduceLimits, Workload, WorkloadConfig, WorkloadProducer};
 
 /// The shape of a restart run.
@@ -72,42 +70,13 @@ pub struct RestartReport {
 
 /// Runs the restart benchmark.
 pub fn run(config: &RestartConfig) -> Result<RestartReport> {
-    let mock = match &config.brokers {
-        Some(_) => None,
-        None => Some(MockCluster::new(1).context("cannot start the embedded Kafka broker")?),
-    };
-    let (brokers, broker) = match (&config.brokers, &mock) {
-        (Some(brokers), _) => (
-            brokers.clone(),
-            format!("{} at {brokers}", config.broker_name),
-        ),
-        (None, Some(mock)) => (
-            mock.bootstrap_servers(),
-            "librdkafka's in-process mock cluster".to_string(),
-        ),
-        (None, None) => unreachable!("a mock cluster is started when no brokers are given"),
-    };
-    let prefix = format!("bench-restart-{}-", now_ms());
-    let topics: Vec<TopicConfig> = DocumentKind::ALL
-        .into_iter()
-        .map(|kind| TopicConfig {
-            name: format!("{prefix}{}", kind.default_topic()),
-            ..TopicConfig::default_for(kind)
-        })
-        .collect();
-    let names: Vec<&str> = topics.iter().map(|topic| topic.name.as_str()).collect();
-    match &mock {
-        Some(mock) => {
-            for name in &names {
-                mock.create_topic(name, config.partitions, 1)
-                    .with_context(|| format!("cannot create topic {name}"))?;
-            }
-        }
-        None => {
-            create_missing_topics(&brokers, &names, config.partitions, &[])
-                .with_context(|| format!("cannot create the bench topics on {brokers}"))?;
-        }
-    }
+    let bench_broker = BenchBroker::new(config.brokers.as_deref(), &config.broker_name)?;
+    let (brokers, broker) = (
+        bench_broker.brokers.clone(),
+        bench_broker.description.clone(),
+    );
+    let topics = bench_broker.fresh_topics("bench-restart", config.partitions)?;
+    let state = std::env::temp_dir().join(format!("trimatch-bench-restart-{}", now_ms()));
 
     // 1. Preload until `documents` are live.
     let mut workload = Workload::new(WorkloadConfig {
@@ -175,7 +144,6 @@ pub fn run(config: &RestartConfig) -> Result<RestartReport> {
 
     // 3. Replay with checkpoints, then a clean stop's checkpoint.
     eprintln!("replay from earliest, checkpointing…");
-    let state = std::env::temp_dir().join(format!("{prefix}state"));
     let durability = DurabilityConfig::new(&state, config.checkpoint_interval);
     let started = Instant::now();
     let pipeline = Pipeline::start(pipeline_config(Some(durability.clone())))?;
