@@ -485,22 +485,32 @@ fn invoice_match_rows<'s>(
 }
 
 /// One `exception_summary` row per (tenant, exception type) that has exceptions.
+///
+/// Per change: O(1) in the size of the (tenant, type) group. `count` keeps
+/// one accumulated number per group (its reduce sees a single `()` value with
+/// the summed multiplicity), and the distinct invoices are counted the same
+/// way after a `distinct` per (group, invoice), which reads only that
+/// invoice's exceptions of the type; the two counts meet in a join of
+/// single-valued keys. A reduce over the group's membership read every
+/// invoice of the tenant with that type, on every change.
 fn exception_summary_rows<'s>(
     exceptions: Collection<'s, (Fingerprint, (Arc<Invoice>, Raised))>,
 ) -> Collection<'s, (Text, ExceptionSummaryRow)> {
-    exceptions
-        .map(|(id, (invoice, raised))| ((invoice.tenant_id.clone(), raised.exception_type), id))
-        .reduce_named(
-            "exception_summary",
-            |(tenant_id, exception_type), invoices, output| {
+    let by_group = exceptions
+        .map(|(id, (invoice, raised))| ((invoice.tenant_id.clone(), raised.exception_type), id));
+    let exception_counts = by_group.clone().map(|(group, _)| group).count();
+    let invoice_counts = by_group.distinct().map(|(group, _)| group).count();
+    exception_counts
+        .join_map(
+            invoice_counts,
+            |(tenant_id, exception_type), exception_count, invoice_count| {
                 let row = ExceptionSummaryRow {
                     tenant_id: tenant_id.clone(),
                     exception_type: *exception_type,
-                    exception_count: invoices.iter().map(|(_, count)| *count as u64).sum(),
-                    invoice_count: invoices.len() as u64,
+                    exception_count: *exception_count as u64,
+                    invoice_count: *invoice_count as u64,
                 };
-                output.push((row, 1));
+                (row.tenant_id.clone(), row)
             },
         )
-        .map(|(_, row)| (row.tenant_id.clone(), row))
 }
