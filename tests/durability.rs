@@ -188,10 +188,26 @@ fn a_restart_from_a_checkpoint_goes_on_exactly_where_the_clean_stop_left_off() {
             "{error}"
         );
     }
+    // From the previous run's last batch to the checkpoint the state is the
+    // checkpoint's; before that batch nothing is retained.
+    assert!(restored.unchanged_since <= restored.checkpoint);
+    assert!(
+        restored.unchanged_since <= last_time_served,
+        "the last batch was served before the stop"
+    );
+    let at_last_batch = handle
+        .read(
+            OutputCollection::MatchExceptions,
+            Some(restored.unchanged_since),
+            &Default::default(),
+            None,
+        )
+        .unwrap();
+    assert_eq!(at_last_batch.as_of, restored.checkpoint);
     let error = handle
         .read(
             OutputCollection::InvoiceMatches,
-            Some(restored.checkpoint - 1),
+            Some(restored.unchanged_since - 1),
             &Default::default(),
             None,
         )
@@ -567,5 +583,138 @@ fn a_restart_after_the_topics_were_truncated_keeps_the_full_state_from_the_check
         matching_state(&replayed.collections),
         expected,
         "a replay of the truncated topics must lose documents"
+    );
+}
+
+/// Follows a subscription: applies its rows (the snapshot part as `+1`) to
+/// `state` until a progress time after `until`, applying only changes at
+/// times up to `until`; returns the last progress.
+async fn follow_subscription(
+    client: &mut arrow_flight::FlightClient,
+    ticket: serde_json::Value,
+    until: u64,
+    state: &mut BTreeMap<Vec<String>, i64>,
+) -> u64 {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Int64Type, UInt64Type};
+    use futures::StreamExt;
+    let mut stream = client
+        .do_get(arrow_flight::Ticket::new(ticket.to_string()))
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(message) = stream.next().await {
+        let message = message.unwrap();
+        let arrow_flight::decode::DecodedPayload::RecordBatch(batch) = message.payload else {
+            continue;
+        };
+        if let Ok(metadata) =
+            serde_json::from_slice::<serde_json::Value>(&message.inner.app_metadata)
+        {
+            let progress = metadata["progress"].as_u64().unwrap();
+            if progress > until {
+                return progress;
+            }
+            continue;
+        }
+        let times = batch
+            .column_by_name("_time")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        let diffs = batch
+            .column_by_name("_diff")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        for index in 0..batch.num_rows() {
+            if times.value(index) > until {
+                continue;
+            }
+            let row = support::secured::rows_of(&[batch.slice(index, 1)], &["_time", "_diff"])
+                .pop()
+                .unwrap();
+            *state.entry(row).or_default() += diffs.value(index);
+        }
+        state.retain(|_, count| *count != 0);
+    }
+    panic!("the subscription ended");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flight_subscription_resumes_across_a_clean_restart_missing_and_repeating_nothing() {
+    use support::secured::{connection, serve, snapshot};
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [2, 1, 2, 1]);
+    let messages = history(51, 2_000);
+    let (first, second) = messages.split_at(1_200);
+    produce(&broker.address, first);
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let args = [
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+        "--checkpoint-interval-seconds",
+        "1",
+    ];
+
+    // A dashboard subscribes (snapshot, then changes) and keeps the last progress.
+    let served = serve(&broker, dir.path(), &args, None);
+    let mut client = connection(&served, None).connect().await.unwrap();
+    let (_, as_of) = snapshot(
+        &mut client,
+        &serde_json::json!({"collection": "invoice_matches"}),
+    )
+    .await
+    .unwrap();
+    let mut seen = BTreeMap::new();
+    let progress = follow_subscription(
+        &mut client,
+        serde_json::json!({"subscribe": "invoice_matches"}),
+        as_of,
+        &mut seen,
+    )
+    .await;
+    // SIGTERM: a clean stop, with a last checkpoint.
+    let child = served.process.into_inner();
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "serve stops cleanly on SIGTERM");
+
+    // More arrives while it is down; the restarted process reads it after the checkpoint.
+    produce(&broker.address, second);
+    let served = serve(&broker, dir.path(), &args, None);
+    let mut client = connection(&served, None).connect().await.unwrap();
+    let (rows, as_of) = snapshot(
+        &mut client,
+        &serde_json::json!({"collection": "invoice_matches"}),
+    )
+    .await
+    .unwrap();
+    let expected = expected_state(&final_documents(&messages));
+    assert_eq!(
+        rows.len(),
+        expected.invoice_matches.len(),
+        "every message is reflected"
+    );
+    follow_subscription(
+        &mut client,
+        serde_json::json!({"subscribe": "invoice_matches", "as_of": progress}),
+        as_of,
+        &mut seen,
+    )
+    .await;
+    let resumed: Vec<Vec<String>> = seen
+        .iter()
+        .map(|(row, count)| {
+            assert_eq!(*count, 1, "{row:?} seen {count} times");
+            row.clone()
+        })
+        .collect();
+    assert_eq!(
+        resumed, rows,
+        "the resumed feed equals the snapshot: nothing missing, nothing repeated"
     );
 }

@@ -500,17 +500,16 @@ fn exception_summary_rows<'s>(
         .map(|(id, (invoice, raised))| ((invoice.tenant_id.clone(), raised.exception_type), id));
     let exception_counts = by_group.clone().map(|(group, _)| group).count();
     let invoice_counts = by_group.distinct().map(|(group, _)| group).count();
-    exception_counts
-        .join_map(
-            invoice_counts,
-            |(tenant_id, exception_type), exception_count, invoice_count| {
-                let row = ExceptionSummaryRow {
-                    tenant_id: tenant_id.clone(),
-                    exception_type: *exception_type,
-                    exception_count: *exception_count as u64,
-                    invoice_count: *invoice_count as u64,
-                };
-                (row.tenant_id.clone(), row)
-            },
-        )
+    exception_counts.join_map(
+        invoice_counts,
+        |(tenant_id, exception_type), exception_count, invoice_count| {
+            let row = ExceptionSummaryRow {
+                tenant_id: tenant_id.clone(),
+                exception_type: *exception_type,
+                exception_count: *exception_count as u64,
+                invoice_count: *invoice_count as u64,
+            };
+            (row.tenant_id.clone(), row)
+        },
+    )
 }

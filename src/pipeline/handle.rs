@@ -51,12 +51,12 @@ impl PipelineHandle {
             .and_then(Durability::restored)
     }
 
-    /// Refuses a read that assumes the state as of `time` is known when a
-    /// restore makes it unknown (see [`Restored::check_read`]).
-    pub(crate) fn check_restored_time(&self, time: Time) -> Result<(), ServeError> {
+    /// The time to read for a read that assumes the state as of `time` is
+    /// known, or why a restore makes it unknown (see [`Restored::check_read`]).
+    pub(crate) fn check_restored_time(&self, time: Time) -> Result<Time, ServeError> {
         match self.restored() {
             Some(restored) => restored.check_read(time),
-            None => Ok(()),
+            None => Ok(time),
         }
     }
 

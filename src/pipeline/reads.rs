@@ -58,8 +58,7 @@ impl PipelineHandle {
         if as_of > newest {
             return Err(ReadError::NotComplete { as_of, newest }.into());
         }
-        self.check_restored_time(as_of)?;
-        Ok(as_of)
+        self.check_restored_time(as_of)
     }
 
     /// The rows of `collection` that pass `filter` as of `as_of` (default: the
@@ -174,7 +173,7 @@ impl PipelineHandle {
         filter: &Arc<RowFilter>,
     ) -> Result<Vec<Change>, ServeError> {
         // The reader has every change up to `from − 1`.
-        self.check_restored_time(from.saturating_sub(1))?;
+        let from = self.check_restored_time(from.saturating_sub(1))? + 1;
         let kind = || ReadKind::Changes {
             from,
             filter: filter.clone(),

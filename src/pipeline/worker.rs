@@ -90,6 +90,9 @@ struct PipelineWorker<'w> {
     next_compaction: Instant,
     /// With a state directory: the checkpoints this worker takes.
     checkpoints: Option<CheckpointSchedule>,
+    /// After a restore: the state is unchanged from the restored checkpoint's
+    /// time (carried into checkpoints taken before any new batch).
+    restored_unchanged_since: Time,
 }
 
 /// How long a stopping worker waits for its last checkpoint's time to complete.
@@ -112,7 +115,9 @@ impl<'w> PipelineWorker<'w> {
             Some(durability) => {
                 let process = durability.shape.process;
                 match agree_on_checkpoint(timely, &durability.candidate_times(), process)? {
-                    Some(as_of) => Some(durability.take_restore(as_of, global)?),
+                    Some((as_of, unchanged_since)) => {
+                        Some(durability.take_restore(as_of, unchanged_since, global)?)
+                    }
                     None => None,
                 }
             }
@@ -139,6 +144,7 @@ impl<'w> PipelineWorker<'w> {
                 Some(Durability::dead_letter_scan_from(manifest.as_of));
             clock = LogicalClock::starting_at(restored.readable_from + 1);
         }
+        let restored_unchanged_since = restore.as_ref().map_or(0, |(_, _, r)| r.checkpoint);
         let mut matcher = Matcher::build(timely, &config.matching, Some(shared.hub.sink()));
         if let Some((manifest, shard, _)) = restore {
             matcher.advance_to(manifest.as_of);
@@ -185,6 +191,7 @@ impl<'w> PipelineWorker<'w> {
             closed: false,
             next_compaction: Instant::now() + COMPACTION_INTERVAL,
             checkpoints,
+            restored_unchanged_since,
         })
     }
 
@@ -320,6 +327,7 @@ impl<'w> PipelineWorker<'w> {
                 as_of,
                 self.source.committed_positions(),
                 queued,
+                self.last_sealed.max(self.restored_unchanged_since),
             );
         }
     }
@@ -364,6 +372,7 @@ impl<'w> PipelineWorker<'w> {
             final_at,
             self.source.committed_positions(),
             queued,
+            self.last_sealed.max(self.restored_unchanged_since),
         );
         self.matcher.advance_to(final_at + 1);
         let deadline = Instant::now() + FINAL_CHECKPOINT_WAIT;

@@ -109,6 +109,9 @@ pub struct Manifest {
     pub written_by: String,
     /// The complete logical time it reflects.
     pub as_of: Time,
+    /// The latest batch time at or before `as_of` (of any of this process's
+    /// workers): the state is the same at every time from it to `as_of`.
+    pub unchanged_since: Time,
     pub written_at_ms: i64,
     pub shape: ClusterShape,
     /// The input topics, as `kind=name`, sorted.

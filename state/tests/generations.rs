@@ -61,6 +61,7 @@ fn checkpoint(as_of: u64, documents: usize) -> Checkpoint {
             format: FORMAT_VERSION,
             written_by: "test".to_string(),
             as_of,
+            unchanged_since: as_of,
             written_at_ms: 0,
             shape: shape(),
             topics: expected().topics,

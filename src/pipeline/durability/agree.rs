@@ -19,17 +19,18 @@ use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 use trimatch_dataflows::Time;
 
-/// A process id and the checkpoint times it could restore.
-type Announcement = (usize, Vec<Time>);
+/// A process id and the checkpoints it could restore: (time, the time from
+/// which its state was unchanged).
+type Announcement = (usize, Vec<(Time, Time)>);
 
 /// Agrees with every worker on the checkpoint time to restore (`None`: start
 /// without one). `candidates` are this process's restorable times. Every
 /// worker must call it, before building the other dataflows.
 pub(in crate::pipeline) fn agree_on_checkpoint(
     worker: &mut Worker,
-    candidates: &[Time],
+    candidates: &[(Time, Time)],
     process: usize,
-) -> Result<Option<Time>> {
+) -> Result<Option<(Time, Time)>> {
     let heard: Rc<RefCell<Vec<Announcement>>> = Rc::new(RefCell::new(Vec::new()));
     let record = heard.clone();
     let mut input = InputHandleVec::new();
@@ -55,14 +56,25 @@ pub(in crate::pipeline) fn agree_on_checkpoint(
     }
     let mut common: Option<BTreeSet<Time>> = None;
     for (_, times) in heard.iter() {
-        let times: BTreeSet<Time> = times.iter().copied().collect();
+        let times: BTreeSet<Time> = times.iter().map(|(time, _)| *time).collect();
         common = Some(match common {
             None => times,
             Some(common) => common.intersection(&times).copied().collect(),
         });
     }
     match common.and_then(|common| common.last().copied()) {
-        Some(time) => Ok(Some(time)),
+        Some(time) => {
+            // The state was unchanged from the latest of the processes' last
+            // batches before the checkpoint.
+            let unchanged_since = heard
+                .iter()
+                .flat_map(|(_, times)| times.iter())
+                .filter(|(candidate, _)| *candidate == time)
+                .map(|(_, since)| *since)
+                .max()
+                .unwrap_or(time);
+            Ok(Some((time, unchanged_since)))
+        }
         None => {
             let mut by_process: Vec<String> = heard
                 .iter()

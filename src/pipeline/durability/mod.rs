@@ -83,28 +83,36 @@ pub struct CheckpointMetrics {
     pub restored_as_of: AtomicU64,
 }
 
-/// The state a new run was restored from: the checkpoint's time `T`, and
-/// the first time after it that the new run can vouch for, `R − 1`: its
-/// workers' times start at `R`, later than every time the previous run used,
-/// and nothing changes between `T` and `R`.
+/// The state a new run was restored from: the checkpoint's time `T`; the
+/// time `L` of the previous run's last batch at or before it (the state was
+/// the same from `L` to `T`); and the first time after `T` that the new run
+/// can vouch for, `R − 1`: its workers' times start at `R`, later than every
+/// time the previous run used, and nothing changes between `T` and `R`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Restored {
+    pub unchanged_since: Time,
     pub checkpoint: Time,
     pub readable_from: Time,
 }
 
 impl Restored {
-    /// Whether a read that assumes the state as of `time` is known may be
-    /// answered: at the checkpoint's time or from the restart on. Before the
-    /// checkpoint nothing is retained; between it and the restart, the
-    /// previous run may have seen changes this one replays later.
-    pub fn check_read(&self, time: Time) -> Result<(), ServeError> {
-        if time < self.checkpoint {
+    /// The time to read for a read that assumes the state as of `time` is
+    /// known, or why it cannot be answered: from the previous run's last
+    /// batch before the checkpoint to the checkpoint, the state is the
+    /// checkpoint's (read at its time); from the restart on, it is this
+    /// run's. Before that last batch nothing is retained; between the
+    /// checkpoint and the restart, the previous run may have seen changes
+    /// this one replays later.
+    pub fn check_read(&self, time: Time) -> Result<Time, ServeError> {
+        if time < self.unchanged_since {
             return Err(ReadError::Compacted {
                 as_of: time,
-                since: self.checkpoint,
+                since: self.unchanged_since,
             }
             .into());
+        }
+        if time <= self.checkpoint {
+            return Ok(self.checkpoint);
         }
         if time > self.checkpoint && time < self.readable_from {
             return Err(ServeError::AcrossRestart {
@@ -113,7 +121,7 @@ impl Restored {
                 readable_from: self.readable_from,
             });
         }
-        Ok(())
+        Ok(time)
     }
 }
 
@@ -183,8 +191,11 @@ impl Durability {
     }
 
     /// The times this process could restore, newest first.
-    pub(super) fn candidate_times(&self) -> Vec<Time> {
-        self.candidates.iter().map(|(m, _)| m.as_of).collect()
+    pub(super) fn candidate_times(&self) -> Vec<(Time, Time)> {
+        self.candidates
+            .iter()
+            .map(|(m, _)| (m.as_of, m.unchanged_since))
+            .collect()
     }
 
     /// Worker `worker`'s part of restoring the checkpoint at `as_of` (one of
@@ -195,6 +206,7 @@ impl Durability {
     pub(super) fn take_restore(
         &self,
         as_of: Time,
+        unchanged_since: Time,
         worker: usize,
     ) -> Result<(Manifest, Option<ShardCheckpoint>, Restored)> {
         let mut loaded = self.loaded.lock().expect("checkpoint lock");
@@ -217,6 +229,7 @@ impl Durability {
             let now = trimatch_connectors::source::now_ms().max(0) as Time;
             self.metrics.restored_as_of.store(as_of, Ordering::Relaxed);
             Restored {
+                unchanged_since: unchanged_since.min(as_of),
                 checkpoint: as_of,
                 readable_from: now.max(as_of + 2) - 1,
             }

@@ -19,6 +19,8 @@ pub(in crate::pipeline) struct ShardMessage {
     pub shard: Option<ShardCheckpoint>,
     /// Where its partitions stood at `as_of`.
     pub positions: Vec<(Text, i32, ResumePoint)>,
+    /// Its latest batch time at or before `as_of`.
+    pub unchanged_since: Time,
 }
 
 /// A checkpoint time this worker's input has passed, not yet taken.
@@ -27,6 +29,8 @@ struct Passed {
     positions: Vec<(Text, i32, ResumePoint)>,
     /// Dead letters queued to the dead-letter topic when the input passed it.
     dead_letters_queued: u64,
+    /// The worker's latest batch time then.
+    unchanged_since: Time,
 }
 
 /// One worker's checkpoint schedule.
@@ -68,6 +72,7 @@ impl CheckpointSchedule {
         as_of: Time,
         positions: Vec<(Text, i32, ResumePoint)>,
         dead_letters_queued: u64,
+        unchanged_since: Time,
     ) {
         if self.passed.is_empty() {
             matcher.hold_checkpoint(as_of);
@@ -76,6 +81,7 @@ impl CheckpointSchedule {
             as_of,
             positions,
             dead_letters_queued,
+            unchanged_since,
         });
     }
 
@@ -86,6 +92,7 @@ impl CheckpointSchedule {
             worker: self.worker,
             shard: None,
             positions: Vec::new(),
+            unchanged_since: as_of,
         });
     }
 
@@ -116,6 +123,7 @@ impl CheckpointSchedule {
                 worker: self.worker,
                 shard: Some(shard),
                 positions: passed.positions,
+                unchanged_since: passed.unchanged_since,
             });
             if let Some(next) = self.passed.front() {
                 matcher.hold_checkpoint(next.as_of);

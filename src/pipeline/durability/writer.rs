@@ -67,7 +67,9 @@ impl Writer {
     fn write(&self, as_of: Time, messages: Vec<ShardMessage>) {
         let mut partitions = Vec::new();
         let mut shards = Vec::new();
+        let mut unchanged_since = 0;
         for message in messages {
+            unchanged_since = unchanged_since.max(message.unchanged_since);
             partitions.extend(
                 message
                     .positions
@@ -91,6 +93,7 @@ impl Writer {
                 format: FORMAT_VERSION,
                 written_by: env!("CARGO_PKG_VERSION").to_string(),
                 as_of,
+                unchanged_since,
                 written_at_ms: trimatch_connectors::source::now_ms(),
                 shape: self.shape.clone(),
                 topics: self.topics.clone(),
