@@ -140,7 +140,8 @@ pub fn three_way_match<'s>(
         })
         .arrange_by_key();
 
-    // 4. Quantity exceptions of each billed line, under its invoice's tolerances.
+    // 4. Quantity exceptions of each billed line, under its invoice's
+    //    tolerances. Per change: a join by invoice, O(the invoice's lines).
     let contexts = contexts.arrange_by_key();
     let quantity_exceptions = billing.join_core(contexts, |id, quantities, context| {
         let mut raised = Vec::new();
@@ -171,6 +172,11 @@ pub fn three_way_match<'s>(
 
 /// Each active invoice paired with its tenant's tolerances: the tenant's policy
 /// field by field over `default`, or `default` for a tenant without a policy.
+///
+/// Per change: an invoice change is one lookup of its tenant's policy; a
+/// policy change re-pairs every active invoice of its tenant, once —
+/// O(invoices of the tenant), which SPEC §2 makes inherent (every invoice is
+/// re-checked under the new tolerances).
 fn effective_tolerances<'s>(
     active_invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
     match_policies: Collection<'s, (Fingerprint, Arc<MatchPolicy>)>,
@@ -187,6 +193,10 @@ fn effective_tolerances<'s>(
 }
 
 /// Each active invoice with its tolerances and the PO it names (or `None`).
+///
+/// Per change: an invoice change is one lookup of its PO; a PO change (an
+/// amendment) re-pairs every active invoice naming it — O(invoices on the
+/// PO), inherent: their price and header checks read the PO's lines.
 fn invoice_contexts<'s>(
     with_tolerances: Collection<'s, (Fingerprint, (Arc<Invoice>, Tolerances))>,
     purchase_orders: &KeyedArrangement<'s, Fingerprint, Arc<PurchaseOrder>>,
@@ -295,6 +305,13 @@ struct LineTotals {
 /// lines of one PO, and one group per PO replays them once instead of three
 /// times (the per-key cost of a reduce dominated when it was keyed by line).
 /// Receipt and invoice lines naming a line the PO does not have are ignored.
+///
+/// Per change: O(the PO's activity) — every receipt line and billing entry
+/// of the PO is replayed, and every `po_lines` row and `billed_to_date` of
+/// the PO is re-emitted (differential then retracts what did not change).
+/// This grows with the PO: a blanket PO with thousands of invoices pays for
+/// all of them on each one (issue 19 replaces it with per-line sums and an
+/// incremental prefix sum).
 fn line_facts<'s>(
     activity: &KeyedArrangement<'s, Fingerprint, PoActivity>,
 ) -> KeyedArrangement<'s, Fingerprint, LineFact> {
@@ -378,6 +395,10 @@ struct DuplicateCandidate {
 /// `DUPLICATE_INVOICE`: within each (tenant, vendor, normalized invoice number)
 /// group of active invoices, every one but the first in (`invoice_date`,
 /// `invoice_id`) order.
+///
+/// Per change: O(the duplicate group) — the invoices sharing one vendor and
+/// normalized number, one or two in practice; which one is the original
+/// depends on all of them, so reading the group is inherent.
 fn duplicates<'s>(
     active_invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
 ) -> Collection<'s, (Fingerprint, (Arc<Invoice>, Raised))> {
@@ -434,6 +455,9 @@ enum InvoiceFact {
 }
 
 /// One `invoice_matches` row per present invoice, with its exception counts.
+///
+/// Per change: O(the invoice's exceptions), keyed by invoice — independent of
+/// its PO, vendor or tenant.
 fn invoice_match_rows<'s>(
     invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
     exceptions: Collection<'s, (Fingerprint, (Arc<Invoice>, Raised))>,
