@@ -718,3 +718,51 @@ async fn a_flight_subscription_resumes_across_a_clean_restart_missing_and_repeat
         "the resumed feed equals the snapshot: nothing missing, nothing repeated"
     );
 }
+
+#[test]
+fn a_checkpoint_is_refused_against_another_kafka_cluster() {
+    let config = |brokers: &str, state: &Path| {
+        let mut config = pipeline_config(source_config(brokers), 2);
+        config.durability = Some(DurabilityConfig::new(state, Duration::from_secs(1)));
+        config
+    };
+    let mock_cluster = || {
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        for kind in trimatch_dataflows::model::DocumentKind::ALL {
+            mock.create_topic(kind.default_topic(), 1, 1).unwrap();
+        }
+        mock
+    };
+    let state = tempfile::tempdir().unwrap();
+    let first = mock_cluster();
+    let messages = history(61, 300);
+    produce(&first.bootstrap_servers(), &messages);
+    let pipeline = Pipeline::start(config(&first.bootstrap_servers(), state.path())).unwrap();
+    wait_until_reflected(&pipeline, messages.len() as u64);
+    pipeline.shutdown().unwrap();
+    let dir = trimatch_state::StateDir::open(state.path()).unwrap();
+    let (_, newest) = dir.generations().unwrap()[0].clone();
+    let recorded = trimatch_state::read_manifest(&newest)
+        .unwrap()
+        .kafka_cluster_id
+        .expect("the checkpoint names its Kafka cluster");
+
+    // Same topic names, another cluster: its offsets would mean nothing.
+    let second = mock_cluster();
+    produce(&second.bootstrap_servers(), &messages);
+    let pipeline = Pipeline::start(config(&second.bootstrap_servers(), state.path())).unwrap();
+    wait_for("the refusal", Duration::from_secs(30), || {
+        pipeline.error().is_some()
+    });
+    let error = pipeline.error().unwrap();
+    assert!(error.contains(&recorded), "{error}");
+    assert!(error.contains("--reset-state"), "{error}");
+    let _ = pipeline.shutdown();
+
+    // The same cluster again restores.
+    let pipeline = Pipeline::start(config(&first.bootstrap_servers(), state.path())).unwrap();
+    wait_until_reflected(&pipeline, messages.len() as u64);
+    assert!(pipeline.handle().restored().is_some());
+    assert!(pipeline.error().is_none());
+    pipeline.shutdown().unwrap();
+}

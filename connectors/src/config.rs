@@ -164,6 +164,10 @@ pub struct SourceConfig {
     /// (the previous run produced them before it stopped), so the topic's
     /// records since then are read first and those are not produced again.
     pub dead_letters_produced_since: Option<i64>,
+    /// After a restore: the Kafka cluster the checkpoint's offsets belong to.
+    /// A source connected to another cluster refuses to go on (the offsets
+    /// would mean nothing there).
+    pub expected_cluster_id: Option<String>,
     /// Wait for missing topics instead of failing.
     pub wait_for_topics: bool,
     /// Extra librdkafka settings (`-X key=value`), e.g. for SASL/SSL.
@@ -192,6 +196,7 @@ impl SourceConfig {
             until_end: false,
             dead_letter_topic: None,
             dead_letters_produced_since: None,
+            expected_cluster_id: None,
             wait_for_topics: false,
             client_settings: Vec::new(),
             max_batch: 10_000,

@@ -55,6 +55,8 @@ pub(crate) enum DiscoveryEvent {
     /// on the dead-letter topic for this worker's partitions, by source
     /// (topic, partition, offset); they are not produced again.
     AlreadyDeadLettered(dead_letter::Origins),
+    /// The id of the Kafka cluster, once read (before the first assignment).
+    Cluster(String),
     /// The source cannot run (e.g. a missing topic, not waited for).
     Failed(SourceError),
 }
@@ -127,7 +129,29 @@ impl Scanner {
     fn run(&mut self, events: &Sender<DiscoveryEvent>, stop: &AtomicBool) {
         let mut connected = false;
         let mut failures = 0u32;
+        let mut cluster_known = false;
         while !stop.load(Ordering::SeqCst) {
+            if !cluster_known {
+                // `None`: not reachable yet (asked again next round), or a
+                // broker that reports no id.
+                if let Some(found) = self.consumer.client().fetch_cluster_id(REQUEST_TIMEOUT) {
+                    cluster_known = true;
+                    if let Some(expected) = &self.config.expected_cluster_id {
+                        if *expected != found {
+                            let _ =
+                                events.send(DiscoveryEvent::Failed(SourceError::OtherCluster {
+                                    brokers: self.config.brokers.clone(),
+                                    expected: expected.clone(),
+                                    found,
+                                }));
+                            return;
+                        }
+                    }
+                    if events.send(DiscoveryEvent::Cluster(found)).is_err() {
+                        return;
+                    }
+                }
+            }
             if !connected {
                 match self.dead_letters_already_produced() {
                     Ok(Some(produced)) => {

@@ -140,6 +140,7 @@ impl<'w> PipelineWorker<'w> {
                     })
                     .collect(),
             );
+            source_config.expected_cluster_id = manifest.kafka_cluster_id.clone();
             source_config.dead_letters_produced_since =
                 Some(Durability::dead_letter_scan_from(manifest.as_of));
             clock = LogicalClock::starting_at(restored.readable_from + 1);
@@ -328,6 +329,7 @@ impl<'w> PipelineWorker<'w> {
                 self.source.committed_positions(),
                 queued,
                 self.last_sealed.max(self.restored_unchanged_since),
+                self.source.cluster_id().map(str::to_string),
             );
         }
     }
@@ -373,6 +375,7 @@ impl<'w> PipelineWorker<'w> {
             self.source.committed_positions(),
             queued,
             self.last_sealed.max(self.restored_unchanged_since),
+            self.source.cluster_id().map(str::to_string),
         );
         self.matcher.advance_to(final_at + 1);
         let deadline = Instant::now() + FINAL_CHECKPOINT_WAIT;

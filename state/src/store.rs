@@ -114,6 +114,9 @@ pub struct Manifest {
     pub unchanged_since: Time,
     pub written_at_ms: i64,
     pub shape: ClusterShape,
+    /// The Kafka cluster the offsets belong to, if the brokers reported its id.
+    #[serde(default)]
+    pub kafka_cluster_id: Option<String>,
     /// The input topics, as `kind=name`, sorted.
     pub topics: Vec<String>,
     /// This process's partitions.

@@ -64,6 +64,7 @@ fn checkpoint(as_of: u64, documents: usize) -> Checkpoint {
             unchanged_since: as_of,
             written_at_ms: 0,
             shape: shape(),
+            kafka_cluster_id: Some("test-cluster".to_string()),
             topics: expected().topics,
             partitions: vec![PartitionCheckpoint {
                 topic: "invoices".to_string(),

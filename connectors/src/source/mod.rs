@@ -49,6 +49,16 @@ pub enum SourceError {
     MissingTopic { topic: String, brokers: String },
     #[error("start position names {topic}:{partition}, which is not an input partition")]
     UnknownStartPartition { topic: String, partition: i32 },
+    #[error(
+        "the brokers at {brokers} are Kafka cluster {found}, but the checkpoint's offsets are of \
+         cluster {expected}: point --brokers at that cluster, or start with --reset-state to \
+         discard the checkpoint and read this one from --start"
+    )]
+    OtherCluster {
+        brokers: String,
+        expected: String,
+        found: String,
+    },
     #[error("Kafka client error: {0}")]
     Kafka(#[from] KafkaError),
     #[error("cannot start a thread: {0}")]
@@ -119,6 +129,8 @@ pub struct KafkaSource {
     unsent_dead_letters: Vec<UnsentDeadLetter>,
     /// After a restore: dead letters the previous run already produced.
     already_dead_lettered: crate::dead_letter::Origins,
+    /// The Kafka cluster's id, once connected (if the brokers report one).
+    cluster_id: Option<String>,
 }
 
 /// A rejected message waiting to be produced to the dead-letter topic.
@@ -183,6 +195,7 @@ impl KafkaSource {
             paused: false,
             unsent_dead_letters: Vec::new(),
             already_dead_lettered: HashSet::new(),
+            cluster_id: None,
         })
     }
 
@@ -190,6 +203,11 @@ impl KafkaSource {
     /// had when it was assigned.
     pub fn is_ready(&self) -> bool {
         self.connected && self.owned().all(|state| state.next_offset >= state.end)
+    }
+
+    /// The id of the Kafka cluster the source is connected to, once known.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
     }
 
     /// In bounded mode, whether every owned partition has reached its end.
@@ -210,6 +228,9 @@ impl KafkaSource {
                 DiscoveryEvent::Assign(partitions) => {
                     self.connected = true;
                     self.assign(partitions)?;
+                }
+                DiscoveryEvent::Cluster(id) => {
+                    self.cluster_id = Some(id);
                 }
                 DiscoveryEvent::AlreadyDeadLettered(produced) => {
                     self.already_dead_lettered = produced;

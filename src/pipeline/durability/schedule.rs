@@ -21,6 +21,8 @@ pub(in crate::pipeline) struct ShardMessage {
     pub positions: Vec<(Text, i32, ResumePoint)>,
     /// Its latest batch time at or before `as_of`.
     pub unchanged_since: Time,
+    /// The Kafka cluster its source is connected to, if known.
+    pub kafka_cluster_id: Option<String>,
 }
 
 /// A checkpoint time this worker's input has passed, not yet taken.
@@ -31,6 +33,7 @@ struct Passed {
     dead_letters_queued: u64,
     /// The worker's latest batch time then.
     unchanged_since: Time,
+    kafka_cluster_id: Option<String>,
 }
 
 /// One worker's checkpoint schedule.
@@ -73,6 +76,7 @@ impl CheckpointSchedule {
         positions: Vec<(Text, i32, ResumePoint)>,
         dead_letters_queued: u64,
         unchanged_since: Time,
+        kafka_cluster_id: Option<String>,
     ) {
         if self.passed.is_empty() {
             matcher.hold_checkpoint(as_of);
@@ -82,6 +86,7 @@ impl CheckpointSchedule {
             positions,
             dead_letters_queued,
             unchanged_since,
+            kafka_cluster_id,
         });
     }
 
@@ -93,6 +98,7 @@ impl CheckpointSchedule {
             shard: None,
             positions: Vec::new(),
             unchanged_since: as_of,
+            kafka_cluster_id: None,
         });
     }
 
@@ -124,6 +130,7 @@ impl CheckpointSchedule {
                 shard: Some(shard),
                 positions: passed.positions,
                 unchanged_since: passed.unchanged_since,
+                kafka_cluster_id: passed.kafka_cluster_id,
             });
             if let Some(next) = self.passed.front() {
                 matcher.hold_checkpoint(next.as_of);

@@ -68,8 +68,10 @@ impl Writer {
         let mut partitions = Vec::new();
         let mut shards = Vec::new();
         let mut unchanged_since = 0;
+        let mut kafka_cluster_id = None;
         for message in messages {
             unchanged_since = unchanged_since.max(message.unchanged_since);
+            kafka_cluster_id = kafka_cluster_id.or(message.kafka_cluster_id);
             partitions.extend(
                 message
                     .positions
@@ -96,6 +98,7 @@ impl Writer {
                 unchanged_since,
                 written_at_ms: trimatch_connectors::source::now_ms(),
                 shape: self.shape.clone(),
+                kafka_cluster_id,
                 topics: self.topics.clone(),
                 partitions,
                 shards: shards
