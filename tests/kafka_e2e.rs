@@ -16,19 +16,6 @@ use trimatch::pipeline::{run_until_end, Pipeline};
 use trimatch_connectors::source::now_ms;
 use trimatch_connectors::StartPosition;
 use trimatch_dataflows::{OutputCollection, Row};
-use trimatch_workload::{GeneratedMessage, Workload, WorkloadConfig};
-
-fn history(seed: u64, count: usize) -> Vec<GeneratedMessage> {
-    Workload::new(WorkloadConfig {
-        seed,
-        tenants: 3,
-        vendors_per_tenant: 4,
-        bad_share: 0.03,
-        ..WorkloadConfig::default()
-    })
-    .take(count)
-    .collect()
-}
 
 #[test]
 fn generated_history_through_a_real_broker_equals_plain_evaluation() {

@@ -314,24 +314,34 @@ impl<'w> PipelineWorker<'w> {
     /// everything sealed so far committed. If a checkpoint time is among them,
     /// where the partitions stand now is exactly what it reflects.
     fn pass_checkpoint_times(&mut self, from: Time, to: Time) {
+        let passed = self
+            .checkpoints
+            .as_ref()
+            .and_then(|schedule| schedule.boundary_in(from, to));
+        if let Some(as_of) = passed {
+            self.pass_checkpoint(as_of);
+        }
+    }
+
+    /// Notes where this worker stands for the checkpoint at `as_of`, which its
+    /// input is about to pass, and holds the engine's state there.
+    fn pass_checkpoint(&mut self, as_of: Time) {
         let Some(schedule) = &mut self.checkpoints else {
             return;
         };
-        if let Some(as_of) = schedule.boundary_in(from, to) {
-            let queued = self
-                .shared
-                .metrics
-                .dead_letters_queued
-                .load(Ordering::SeqCst);
-            schedule.pass(
-                &mut self.matcher,
-                as_of,
-                self.source.committed_positions(),
-                queued,
-                self.last_sealed.max(self.restored_unchanged_since),
-                self.source.cluster_id().map(str::to_string),
-            );
-        }
+        let queued = self
+            .shared
+            .metrics
+            .dead_letters_queued
+            .load(Ordering::SeqCst);
+        schedule.pass(
+            &mut self.matcher,
+            as_of,
+            self.source.committed_positions(),
+            queued,
+            self.last_sealed.max(self.restored_unchanged_since),
+            self.source.cluster_id().map(str::to_string),
+        );
     }
 
     /// Sends the shard of every passed checkpoint whose time is complete to
@@ -364,19 +374,7 @@ impl<'w> PipelineWorker<'w> {
             schedule.skip(final_at);
             return Ok(());
         }
-        let queued = self
-            .shared
-            .metrics
-            .dead_letters_queued
-            .load(Ordering::SeqCst);
-        schedule.pass(
-            &mut self.matcher,
-            final_at,
-            self.source.committed_positions(),
-            queued,
-            self.last_sealed.max(self.restored_unchanged_since),
-            self.source.cluster_id().map(str::to_string),
-        );
+        self.pass_checkpoint(final_at);
         self.matcher.advance_to(final_at + 1);
         let deadline = Instant::now() + FINAL_CHECKPOINT_WAIT;
         while self

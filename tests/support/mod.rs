@@ -17,7 +17,7 @@ use trimatch_connectors::admin::create_missing_topics;
 use trimatch_connectors::{SourceConfig, TopicConfig};
 use trimatch_dataflows::model::{Document, DocumentKind, Fingerprint, Tolerances};
 use trimatch_dataflows::{OutputCollection, Row, Time};
-use trimatch_workload::{GeneratedMessage, Present, WorkloadProducer};
+use trimatch_workload::{GeneratedMessage, Present, Workload, WorkloadConfig, WorkloadProducer};
 
 #[path = "../../dataflows/tests/common/mod.rs"]
 pub mod common;
@@ -233,6 +233,38 @@ pub fn matching_state(collections: &BTreeMap<OutputCollection, Vec<Row>>) -> Sna
         .map(|row| (row, 1))
         .collect();
     oracle::without_details(Snapshot::from_rows(rows))
+}
+
+/// A generated history of 3 tenants, 4 vendors each, 3 % bad messages.
+pub fn history(seed: u64, count: usize) -> Vec<GeneratedMessage> {
+    Workload::new(WorkloadConfig {
+        seed,
+        tenants: 3,
+        vendors_per_tenant: 4,
+        bad_share: 0.03,
+        ..WorkloadConfig::default()
+    })
+    .take(count)
+    .collect()
+}
+
+/// Per partition: (consumed, applied + dead-lettered + skipped, next offset).
+pub fn partition_counters(pipeline: &Pipeline) -> BTreeMap<(String, i32), (u64, u64, i64)> {
+    pipeline
+        .metrics()
+        .snapshot()
+        .into_iter()
+        .map(|(key, c)| {
+            (
+                key,
+                (
+                    c.consumed,
+                    c.applied + c.dead_lettered + c.skipped,
+                    c.next_offset,
+                ),
+            )
+        })
+        .collect()
 }
 
 /// A source reading the four default topics from `brokers`.
