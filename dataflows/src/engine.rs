@@ -34,9 +34,7 @@ use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::progress::frontier::AntichainRef;
 use timely::worker::Worker;
 
-use crate::graph::{
-    three_way_match, Collection, Documents, KeyedArrangement, LineFact, MatchOutputs,
-};
+use crate::graph::{three_way_match, Collection, Documents, KeyedArrangement, MatchOutputs};
 use crate::model::*;
 use crate::rows::*;
 use serde::{Deserialize, Serialize};
@@ -310,10 +308,7 @@ impl Matcher {
             } = three_way_match(documents, default_tolerances);
             let po_lines = publish_arranged(
                 po_lines,
-                |_, fact| match fact {
-                    LineFact::Row(row) => Some(Row::PoLine(row.clone())),
-                    LineFact::Billed(..) => None,
-                },
+                |_, row| Some(Row::PoLine(row.clone())),
                 &probe,
                 &changes,
             );

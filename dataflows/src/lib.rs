@@ -4,6 +4,7 @@
 //! * [`decode`] — JSON → validated documents, with reasons for every rejection (SPEC §1.3);
 //! * [`rules`] — the matching rules of SPEC §2 as pure functions;
 //! * [`graph`] — the incremental three-way-match dataflow;
+//! * [`running_sum`] — an operator for running totals in order, whose cost per change does not grow with the group;
 //! * [`rows`] — the output rows of SPEC §3;
 //! * [`engine`] — one timely worker's handle: upserts in, snapshots and changes out.
 //!
@@ -17,6 +18,7 @@ pub mod graph;
 pub mod model;
 pub mod rows;
 pub mod rules;
+pub mod running_sum;
 
 pub use engine::{
     Change, ChangeSink, MatchConfig, Matcher, OutputCollection, ReadError, Row, ShardCheckpoint,

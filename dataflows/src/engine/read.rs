@@ -10,7 +10,6 @@ use differential_dataflow::trace::TraceReader;
 use timely::progress::frontier::AntichainRef;
 
 use super::{Matcher, OutputCollection, ReadError, Row};
-use crate::graph::LineFact;
 use crate::model::{po_keys_of_tenant, Fingerprint, Text, Time};
 use crate::rows::*;
 use crate::Change;
@@ -193,7 +192,7 @@ where
         visit: &mut dyn FnMut(&[Update]),
     ) -> Result<(), ReadError> {
         visit_trace(self, from, key, |value, updates| {
-            if value.is_row() {
+            if value.belongs_to(key) {
                 visit(updates);
             }
             Visit::Continue
@@ -221,14 +220,12 @@ impl OutputKey for Fingerprint {
     }
 }
 
-/// A value of an output trace: a row of the collection, or (in the per-PO
-/// facts `po_lines` is read from) something else.
+/// A value of an output trace: a row of the collection.
 pub(super) trait OutputValue {
-    /// The row, if the value is one and belongs to `key` (the tenant or topic
-    /// asked for, if any).
+    /// The row, if it belongs to `key` (the tenant or topic asked for, if any).
     fn row(&self, key: Option<&str>) -> Option<Row>;
-    /// Whether the value is a row.
-    fn is_row(&self) -> bool {
+    /// Whether the row belongs to `key`.
+    fn belongs_to(&self, _key: Option<&str>) -> bool {
         true
     }
 }
@@ -250,19 +247,14 @@ output_rows! {
     SourceProgressRow => SourceProgress,
 }
 
-impl OutputValue for LineFact {
+/// The key range of a tenant in `po_lines` may hold another tenant's POs (if
+/// their prefixes collide); the row's own tenant decides.
+impl OutputValue for PoLineRow {
     fn row(&self, key: Option<&str>) -> Option<Row> {
-        match self {
-            // The key range of a tenant may hold another tenant's POs (if their
-            // prefixes collide); the row's own tenant decides.
-            LineFact::Row(row) if key.is_none_or(|key| row.tenant_id == key) => {
-                Some(Row::PoLine(row.clone()))
-            }
-            _ => None,
-        }
+        self.belongs_to(key).then(|| Row::PoLine(self.clone()))
     }
-    fn is_row(&self) -> bool {
-        matches!(self, LineFact::Row(_))
+    fn belongs_to(&self, key: Option<&str>) -> bool {
+        key.is_none_or(|key| self.tenant_id == key)
     }
 }
 

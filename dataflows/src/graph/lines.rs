@@ -1,0 +1,284 @@
+//! Per PO line: what was ordered, received and billed (SPEC §2 linking, §3
+//! `po_lines`), and each invoice line's `billed_to_date`.
+//!
+//! Every quantity here is kept per PO line, and no change reads a line's whole
+//! history:
+//! * `received_qty`, `billed_qty` and `invoice_count` are sums, carried as the
+//!   *differences* of one collection ([`LineTotals`]), so that differential
+//!   adds them up as it consolidates and `count_total` reports one total per
+//!   line — O(1) per receipt or invoice line;
+//! * a `po_lines` row is the PO line joined with its totals, so a change on
+//!   one line rebuilds that line's row alone;
+//! * `billed_to_date` is a running sum in (`invoice_date`, `invoice_id`)
+//!   order, kept by [`running_sums`] — O(log n) per invoice, plus the later
+//!   invoices whose totals really change.
+
+use std::sync::Arc;
+
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::operators::CountTotal;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::{left_join, Collection, KeyedArrangement};
+use crate::model::*;
+use crate::rows::{ExceptionType, PoLineRow};
+use crate::rules::LineQuantities;
+use crate::running_sum::running_sums;
+
+/// A PO line: its PO's key and its `line_no`.
+pub type LineKey = (Fingerprint, u32);
+
+/// One active invoice's line on a PO line, in billing order.
+///
+/// Field order is the billing order: (`invoice_date`, `invoice_id`) first, so
+/// entries sorted by value are in the order `billed_to_date` sums them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BillingEntry {
+    pub invoice_date: i32,
+    pub invoice_id: Text,
+    pub invoice: Fingerprint,
+    pub kind: InvoiceKind,
+    /// Positive for invoices, negative for credit memos.
+    pub signed_quantity: Decimal,
+}
+
+/// The sums over one PO line's receipts and billing, as a difference type:
+/// a receipt line contributes its quantity to `received_qty`, an active
+/// invoice or credit memo line its signed quantity to `billed_qty` and one to
+/// `invoice_count`. Differential adds the contributions of a line up.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LineTotals {
+    pub received_qty: Decimal,
+    pub billed_qty: Decimal,
+    pub invoice_count: i64,
+}
+
+impl IsZero for LineTotals {
+    fn is_zero(&self) -> bool {
+        self.received_qty.is_zero() && self.billed_qty.is_zero() && self.invoice_count == 0
+    }
+}
+
+impl Semigroup for LineTotals {
+    fn plus_equals(&mut self, other: &Self) {
+        self.received_qty += other.received_qty;
+        self.billed_qty += other.billed_qty;
+        self.invoice_count += other.invoice_count;
+    }
+}
+
+impl Monoid for LineTotals {
+    fn zero() -> Self {
+        Self::default()
+    }
+}
+
+impl Abelian for LineTotals {
+    fn negate(&mut self) {
+        self.received_qty = -self.received_qty;
+        self.billed_qty = -self.billed_qty;
+        self.invoice_count = -self.invoice_count;
+    }
+}
+
+/// A multiplicity scales a contribution (a retraction subtracts it).
+impl Multiply<isize> for LineTotals {
+    type Output = Self;
+    fn multiply(self, count: &isize) -> Self {
+        let factor = Decimal::from(*count);
+        LineTotals {
+            received_qty: self.received_qty * factor,
+            billed_qty: self.billed_qty * factor,
+            invoice_count: self.invoice_count * *count as i64,
+        }
+    }
+}
+
+/// What the quantity rules need of a PO line besides `billed_to_date`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct LineReceipts {
+    receipt_required: bool,
+    ordered_qty: Decimal,
+    received_qty: Decimal,
+}
+
+/// What the graph derives per PO line.
+pub struct LineOutputs<'s> {
+    /// The `po_lines` rows, keyed by PO (whose keys sort by tenant).
+    pub po_lines: KeyedArrangement<'s, Fingerprint, PoLineRow>,
+    /// For each active `kind = invoice` line on a line of a present PO, keyed
+    /// by invoice: the quantities its quantity rules read.
+    pub billed_lines: KeyedArrangement<'s, Fingerprint, LineQuantities>,
+}
+
+/// Every line of every present PO, with its totals, its `po_lines` row, and
+/// the quantities of each invoice line billed on it. Receipt and invoice
+/// lines naming a line the PO does not have count towards no row.
+pub fn po_lines<'s>(
+    purchase_orders: &KeyedArrangement<'s, Fingerprint, Arc<PurchaseOrder>>,
+    goods_receipts: Collection<'s, (Fingerprint, Arc<GoodsReceipt>)>,
+    active_invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
+) -> LineOutputs<'s> {
+    let billing = billing_entries(active_invoices);
+    let totals = line_totals(goods_receipts, billing.clone()).arrange_by_key();
+    let lines = purchase_orders
+        .clone()
+        .flat_map_ref(|key, po| {
+            let (key, po) = (*key, po.clone());
+            (0..po.lines.len()).map(move |index| ((key, po.lines[index].line_no), po.clone()))
+        })
+        .arrange_by_key();
+    // Per change: one line's totals meet its PO line — O(1); a PO change
+    // re-pairs its own lines, O(its lines).
+    let lines = left_join(&lines, &totals).map(|((po_key, line_no), po, totals)| {
+        let line = po.line(line_no).expect("keyed by the PO's own lines");
+        (
+            (po_key, line_no),
+            (po.clone(), line.clone(), totals.unwrap_or_default()),
+        )
+    });
+    let po_lines = lines
+        .clone()
+        .map(|((po_key, _), (po, line, totals))| (po_key, po_line_row(&po, &line, &totals)))
+        .arrange_by_key();
+    // Only what the quantity rules read: a change of a line's billing alone
+    // leaves these values as they were, and consolidates away before the join.
+    let receipts = lines
+        .map(|(key, (po, line, totals))| {
+            let receipts = LineReceipts {
+                receipt_required: po.receipt_required,
+                ordered_qty: line.quantity,
+                received_qty: totals.received_qty,
+            };
+            (key, receipts)
+        })
+        .arrange_by_key();
+    // Per change: an invoice line meets its PO line's receipts — O(1); a
+    // receipt (or PO) change re-checks every invoice line billed on that PO
+    // line, O(invoices on the line), inherent: each one's rules read
+    // `received_qty`.
+    let billed_lines = billed_to_date(billing)
+        .arrange_by_key()
+        .join_core(
+            receipts,
+            |(_, line_no), (invoice, billed_to_date), receipts| {
+                let quantities = LineQuantities {
+                    po_line_no: *line_no,
+                    receipt_required: receipts.receipt_required,
+                    ordered_qty: receipts.ordered_qty,
+                    received_qty: receipts.received_qty,
+                    billed_to_date: *billed_to_date,
+                };
+                Some((*invoice, quantities))
+            },
+        )
+        .arrange_by_key();
+    LineOutputs {
+        po_lines,
+        billed_lines,
+    }
+}
+
+/// Every line of every active invoice and credit memo, keyed by the PO line
+/// it bills.
+fn billing_entries<'s>(
+    active_invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
+) -> Collection<'s, (LineKey, BillingEntry)> {
+    active_invoices.flat_map(|(id, invoice)| {
+        let po = invoice.po_key();
+        (0..invoice.lines.len()).map(move |index| {
+            let line = &invoice.lines[index];
+            let entry = BillingEntry {
+                invoice_date: invoice.invoice_date,
+                invoice_id: invoice.invoice_id.clone(),
+                invoice: id,
+                kind: invoice.kind,
+                signed_quantity: invoice.signed_quantity(line),
+            };
+            ((po, line.po_line_no), entry)
+        })
+    })
+}
+
+/// `received_qty`, `billed_qty` and `invoice_count` of every PO line with
+/// receipts or billing (whether or not its PO exists).
+///
+/// Per change: O(1) — each receipt or invoice line adds its contribution as
+/// a difference, and `count_total` keeps one accumulated value per line.
+fn line_totals<'s>(
+    goods_receipts: Collection<'s, (Fingerprint, Arc<GoodsReceipt>)>,
+    billing: Collection<'s, (LineKey, BillingEntry)>,
+) -> Collection<'s, (LineKey, LineTotals)> {
+    let received = goods_receipts.explode(|(_, receipt)| {
+        let po = po_key(&receipt.tenant_id, &receipt.po_number);
+        let lines: Vec<_> = receipt
+            .lines
+            .iter()
+            .map(|line| {
+                let totals = LineTotals {
+                    received_qty: line.quantity,
+                    ..LineTotals::default()
+                };
+                ((po, line.po_line_no), totals)
+            })
+            .collect();
+        lines
+    });
+    let billed = billing.explode(|(key, entry)| {
+        let totals = LineTotals {
+            billed_qty: entry.signed_quantity,
+            invoice_count: 1,
+            ..LineTotals::default()
+        };
+        Some((key, totals))
+    });
+    received.concat(billed).count_total()
+}
+
+/// `billed_to_date` of every active `kind = invoice` line (the lines the
+/// quantity rules check), keyed by the PO line it bills: the signed sum over
+/// the line's active invoices and credit memos up to and including it in
+/// (`invoice_date`, `invoice_id`) order.
+///
+/// Per change: O(log n) in the invoices on the line, plus one change per
+/// later invoice whose `billed_to_date` really moves (none for an invoice
+/// dated after all others; k for one back-dated before k others).
+fn billed_to_date<'s>(
+    billing: Collection<'s, (LineKey, BillingEntry)>,
+) -> Collection<'s, (LineKey, (Fingerprint, Decimal))> {
+    let checked = |entry: &BillingEntry| {
+        ExceptionType::QUANTITY
+            .iter()
+            .any(|rule| rule.applies_to(entry.kind))
+    };
+    running_sums(
+        "billed_to_date",
+        billing,
+        |entry: &BillingEntry| entry.signed_quantity,
+        move |line: &LineKey, entry: &BillingEntry| {
+            checked(entry).then_some((*line, entry.invoice))
+        },
+    )
+    .map(|((line, invoice), billed_to_date)| (line, (invoice, billed_to_date)))
+}
+
+/// The `po_lines` row of one PO line.
+fn po_line_row(po: &PurchaseOrder, line: &PoLine, totals: &LineTotals) -> PoLineRow {
+    PoLineRow {
+        tenant_id: po.tenant_id.clone(),
+        po_number: po.po_number.clone(),
+        line_no: line.line_no,
+        vendor_id: po.vendor_id.clone(),
+        currency: po.currency,
+        po_status: po.status,
+        sku: line.sku.clone(),
+        ordered_qty: line.quantity,
+        unit_price: line.unit_price,
+        received_qty: totals.received_qty,
+        billed_qty: totals.billed_qty,
+        invoice_count: totals.invoice_count as u32,
+    }
+}

@@ -1,0 +1,218 @@
+//! The three-way-match dataflow: SPEC §2 as differential-dataflow operators.
+//!
+//! Input: the *current* documents — collections of `(identity key, document)`,
+//! one element per present document (upserts have already been resolved; see
+//! [`crate::engine`]). Output: the collections of SPEC §3, keyed by `tenant_id`
+//! so that readers can seek one tenant's rows (`po_lines` by PO, whose keys
+//! sort by tenant; see [`po_key`]).
+//!
+//! Read top to bottom, the graph follows the SPEC:
+//! 1. the effective policy of every active invoice, and its PO (or none);
+//! 2. header and price exceptions, local to an invoice and its PO;
+//! 3. per PO line: `received_qty`, `billed_qty`, the `po_lines` rows, and
+//!    each invoice line's `billed_to_date` ([`lines`]);
+//! 4. quantity exceptions from those per-line quantities;
+//! 5. duplicates per (tenant, vendor, normalized invoice number) group;
+//! 6. the per-invoice output rows ([`invoices`]).
+//!
+//! Beside each join and reduce, its cost per change. None grows with the size
+//! of a PO line, a duplicate group or a tenant, except where SPEC §2 makes the
+//! fan-out inherent (a policy re-checks its tenant's invoices, a PO amendment
+//! its invoices, a receipt the invoices billed on its line), and then once.
+
+pub mod invoices;
+pub mod lines;
+
+use std::sync::Arc;
+
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+
+use crate::model::*;
+use crate::rows::*;
+use crate::rules;
+use invoices::{duplicates, exception_row, exception_summary_rows, invoice_match_rows};
+use lines::LineOutputs;
+
+/// A collection of the graph, at logical time [`Time`], with integer multiplicities.
+pub type Collection<'s, D> = VecCollection<'s, Time, D, isize>;
+
+/// An arrangement keyed by `K` with values `V`.
+pub type KeyedArrangement<'s, K, V> = Arranged<'s, TraceAgent<ValSpine<K, V, Time, isize>>>;
+
+/// The present documents the graph matches.
+pub struct Documents<'s> {
+    pub purchase_orders: Collection<'s, (Fingerprint, Arc<PurchaseOrder>)>,
+    pub goods_receipts: Collection<'s, (Fingerprint, Arc<GoodsReceipt>)>,
+    pub invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
+    pub match_policies: Collection<'s, (Fingerprint, Arc<MatchPolicy>)>,
+}
+
+/// The output collections of SPEC §3, keyed by `tenant_id` — except
+/// `po_lines`, arranged by PO.
+pub struct MatchOutputs<'s> {
+    pub invoice_matches: Collection<'s, (Text, InvoiceMatchRow)>,
+    pub match_exceptions: Collection<'s, (Text, ExceptionRow)>,
+    /// Keyed by PO; the PO keys of one tenant sort together.
+    pub po_lines: KeyedArrangement<'s, Fingerprint, PoLineRow>,
+    pub exception_summary: Collection<'s, (Text, ExceptionSummaryRow)>,
+}
+
+/// An active invoice with everything its header and price rules need.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InvoiceContext {
+    pub invoice: Arc<Invoice>,
+    pub tolerances: Tolerances,
+    /// The PO the invoice names, if it exists.
+    pub po: Option<Arc<PurchaseOrder>>,
+}
+
+/// Builds the matching graph over the present documents.
+pub fn three_way_match<'s>(
+    documents: Documents<'s>,
+    default_tolerances: Tolerances,
+) -> MatchOutputs<'s> {
+    let Documents {
+        purchase_orders,
+        goods_receipts,
+        invoices,
+        match_policies,
+    } = documents;
+
+    let active_invoices = invoices.clone().filter(|(_, invoice)| invoice.is_active());
+    let purchase_orders = purchase_orders.arrange_by_key();
+
+    // 1. Every active invoice with its effective tolerances and its PO, if any.
+    let with_tolerances =
+        effective_tolerances(active_invoices.clone(), match_policies, default_tolerances);
+    let contexts = invoice_contexts(with_tolerances, &purchase_orders);
+
+    // 2. Exceptions local to an invoice and its PO.
+    let local_exceptions = contexts.clone().flat_map(|(id, context)| {
+        let mut raised = Vec::new();
+        rules::header_exceptions(
+            &context.invoice,
+            context.po.as_deref(),
+            &context.tolerances,
+            &mut raised,
+        );
+        if let Some(po) = &context.po {
+            rules::line_exceptions(&context.invoice, po, &context.tolerances, &mut raised);
+        }
+        raised
+            .into_iter()
+            .map(move |r| (id, (context.invoice.clone(), r)))
+    });
+
+    // 3. Per PO line: what was ordered, received and billed.
+    let LineOutputs {
+        po_lines,
+        billed_lines,
+    } = lines::po_lines(&purchase_orders, goods_receipts, active_invoices.clone());
+
+    // 4. Quantity exceptions of each billed line, under its invoice's
+    //    tolerances. Per change: a join by invoice, O(the invoice's lines).
+    let contexts = contexts.arrange_by_key();
+    let quantity_exceptions = billed_lines.join_core(contexts, |id, quantities, context| {
+        let mut raised = Vec::new();
+        rules::quantity_exceptions(quantities, &context.tolerances, &mut raised);
+        let id = *id;
+        let invoice = context.invoice.clone();
+        raised.into_iter().map(move |r| (id, (invoice.clone(), r)))
+    });
+
+    // 5. Duplicates.
+    let duplicate_exceptions = duplicates(active_invoices);
+
+    let exceptions = local_exceptions
+        .concat(quantity_exceptions)
+        .concat(duplicate_exceptions);
+
+    // 6. Output rows.
+    MatchOutputs {
+        invoice_matches: invoice_match_rows(invoices, exceptions.clone()),
+        exception_summary: exception_summary_rows(exceptions.clone()),
+        match_exceptions: exceptions.map(|(_, (invoice, raised))| {
+            let row = exception_row(&invoice, raised);
+            (row.tenant_id.clone(), row)
+        }),
+        po_lines,
+    }
+}
+
+/// Each active invoice paired with its tenant's tolerances: the tenant's policy
+/// field by field over `default`, or `default` for a tenant without a policy.
+///
+/// Per change: an invoice change is one lookup of its tenant's policy; a
+/// policy change re-pairs every active invoice of its tenant, once —
+/// O(invoices of the tenant), which SPEC §2 makes inherent (every invoice is
+/// re-checked under the new tolerances).
+fn effective_tolerances<'s>(
+    active_invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
+    match_policies: Collection<'s, (Fingerprint, Arc<MatchPolicy>)>,
+    default: Tolerances,
+) -> Collection<'s, (Fingerprint, (Arc<Invoice>, Tolerances))> {
+    let tenant_tolerances = match_policies
+        .map(move |(tenant, policy)| (tenant, policy.resolve(&default)))
+        .arrange_by_key();
+    let by_tenant = active_invoices
+        .map(|(id, invoice)| (tenant_key(&invoice.tenant_id), (id, invoice)))
+        .arrange_by_key();
+    left_join(&by_tenant, &tenant_tolerances)
+        .map(move |(_, (id, invoice), tolerances)| (id, (invoice, tolerances.unwrap_or(default))))
+}
+
+/// Each active invoice with its tolerances and the PO it names (or `None`).
+///
+/// Per change: an invoice change is one lookup of its PO; a PO change (an
+/// amendment) re-pairs every active invoice naming it — O(invoices on the
+/// PO), inherent: their price and header checks read the PO's lines.
+fn invoice_contexts<'s>(
+    with_tolerances: Collection<'s, (Fingerprint, (Arc<Invoice>, Tolerances))>,
+    purchase_orders: &KeyedArrangement<'s, Fingerprint, Arc<PurchaseOrder>>,
+) -> Collection<'s, (Fingerprint, InvoiceContext)> {
+    let by_po = with_tolerances
+        .map(|(id, (invoice, tolerances))| (invoice.po_key(), (id, invoice, tolerances)))
+        .arrange_by_key();
+    left_join(&by_po, purchase_orders).map(|(_, (id, invoice, tolerances), po)| {
+        (
+            id,
+            InvoiceContext {
+                invoice,
+                tolerances,
+                po,
+            },
+        )
+    })
+}
+
+/// Every `(key, value)` of `left` with the value `right` holds for its key, or
+/// `None`. `right` must hold at most one value per key (it does here: both
+/// sides it is used with are keyed by document identity).
+///
+/// Written with one join: the pairs without a match are `left` minus the
+/// left sides of the matched pairs. `antijoin` would arrange `left` (and the
+/// keys of `right`) a second time.
+fn left_join<'s, K, V, W>(
+    left: &KeyedArrangement<'s, K, V>,
+    right: &KeyedArrangement<'s, K, W>,
+) -> Collection<'s, (K, V, Option<W>)>
+where
+    K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
+    V: differential_dataflow::ExchangeData,
+    W: differential_dataflow::ExchangeData,
+{
+    let matched = left.clone().join_core(right.clone(), |key, value, other| {
+        Some((key.clone(), value.clone(), other.clone()))
+    });
+    let unmatched = left
+        .clone()
+        .as_collection(|key, value| (key.clone(), value.clone()))
+        .concat(matched.clone().map(|(key, value, _)| (key, value)).negate())
+        .map(|(key, value)| (key, value, None));
+    matched
+        .map(|(key, value, other)| (key, value, Some(other)))
+        .concat(unmatched)
+}
