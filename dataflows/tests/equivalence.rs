@@ -33,6 +33,28 @@ const INVOICE_NUMBERS: [&str; 5] = ["A-1", " a-1 ", "A-2", "b-7", "B-7 "];
 struct History {
     rng: SmallRng,
     next_offset: i64,
+    /// Whether most invoices bill one hot PO line ([`HOT_PO`] line 1), as on
+    /// a blanket PO: hundreds of them, in random date order, with credit
+    /// memos, cancellations and deletions among them.
+    hot: bool,
+}
+
+/// The blanket PO of hot histories.
+const HOT_PO: &str = "PO-HOT";
+
+impl History {
+    fn new(seed: u64, hot: bool) -> Self {
+        History {
+            rng: SmallRng::seed_from_u64(seed),
+            next_offset: 0,
+            hot,
+        }
+    }
+
+    /// In a hot history, mostly `HOT_PO` of tenant `acme`.
+    fn hot_po(&mut self, probability: f64) -> Option<(Text, Text)> {
+        (self.hot && self.rng.random_bool(probability)).then(|| ("acme".into(), HOT_PO.into()))
+    }
 }
 
 impl History {
@@ -65,7 +87,7 @@ impl History {
         if line_numbers.is_empty() {
             line_numbers.push(1);
         }
-        let lines = line_numbers
+        let lines: Vec<PoLine> = line_numbers
             .into_iter()
             .map(|line_no| PoLine {
                 line_no,
@@ -77,9 +99,26 @@ impl History {
                 unit_price: Decimal::new(self.rng.random_range(100..=500), 2),
             })
             .collect();
+        let (tenant_id, po_number) = match self.hot_po(0.5) {
+            Some(hot) => hot,
+            None => (self.pick(&TENANTS).into(), self.id("PO", 5)),
+        };
+        // A blanket PO's lines are ordered in bulk: hundreds of invoices of
+        // up to ten cross its quantity part way through.
+        let lines = if *po_number == *HOT_PO {
+            lines
+                .into_iter()
+                .map(|line| PoLine {
+                    quantity: Decimal::from(self.rng.random_range(100..=600)),
+                    ..line
+                })
+                .collect()
+        } else {
+            lines
+        };
         PurchaseOrder {
-            tenant_id: self.pick(&TENANTS).into(),
-            po_number: self.id("PO", 5),
+            tenant_id,
+            po_number,
             vendor_id: self.pick(&VENDORS).into(),
             currency: self.currency(),
             status: *[
@@ -98,7 +137,7 @@ impl History {
     }
 
     fn goods_receipt(&mut self) -> GoodsReceipt {
-        let lines = (0..self.rng.random_range(1..=3))
+        let lines: Vec<ReceiptLine> = (0..self.rng.random_range(1..=3))
             .map(|_| {
                 let mut quantity = self.decimal(12, 1);
                 if self.rng.random_bool(0.15) {
@@ -110,25 +149,44 @@ impl History {
                 }
             })
             .collect();
+        let (tenant_id, po_number) = match self.hot_po(0.6) {
+            Some(hot) => hot,
+            None => (self.pick(&TENANTS).into(), self.id("PO", 5)),
+        };
+        let lines = if *po_number == *HOT_PO {
+            lines
+                .into_iter()
+                .map(|line| ReceiptLine {
+                    quantity: line.quantity * Decimal::from(20),
+                    ..line
+                })
+                .collect()
+        } else {
+            lines
+        };
         GoodsReceipt {
-            tenant_id: self.pick(&TENANTS).into(),
+            tenant_id,
             receipt_id: self.id("GR", 6),
-            po_number: self.id("PO", 5),
+            po_number,
             received_at: None,
             lines,
         }
     }
 
     fn invoice(&mut self, documents: &BTreeMap<Fingerprint, Document>) -> Invoice {
-        let tenant_id: Text = self.pick(&TENANTS).into();
-        let po_number = self.id("PO", 5);
+        let hot = self.hot_po(0.85);
+        let (tenant_id, po_number): (Text, Text) = match hot.clone() {
+            Some(hot) => hot,
+            None => (self.pick(&TENANTS).into(), self.id("PO", 5)),
+        };
         let po = match documents.get(&po_key(&tenant_id, &po_number)) {
             Some(Document::PurchaseOrder(po)) => Some(po.clone()),
             _ => None,
         };
         let mut line_numbers: Vec<u32> = (1..=4).filter(|_| self.rng.random_bool(0.4)).collect();
-        if line_numbers.is_empty() {
-            line_numbers.push(self.rng.random_range(1..=4));
+        if line_numbers.is_empty() || hot.is_some() {
+            line_numbers.retain(|&line| line > 1 && self.rng.random_bool(0.3));
+            line_numbers.insert(0, 1);
         }
         let lines: Vec<InvoiceLine> = line_numbers
             .into_iter()
@@ -165,7 +223,7 @@ impl History {
         };
         Invoice {
             tenant_id,
-            invoice_id: self.id("INV", 10),
+            invoice_id: self.id("INV", if hot.is_some() { 1000 } else { 10 }),
             kind: if self.rng.random_bool(0.15) {
                 InvoiceKind::CreditMemo
             } else {
@@ -190,7 +248,12 @@ impl History {
                 .filter(|_| self.rng.random_bool(0.9))
                 .map(|po| po.currency)
                 .unwrap_or_else(|| self.currency()),
-            invoice_date: 20_400 + self.rng.random_range(0..4),
+            // Hot invoices arrive in random date order: back-dated before
+            // many others as often as after all of them.
+            invoice_date: 20_400
+                + self
+                    .rng
+                    .random_range(0..if hot.is_some() { 120 } else { 4 }),
             lines,
             tax,
             freight: Decimal::ZERO,
@@ -232,7 +295,17 @@ impl History {
 
     /// One random change given the current documents.
     fn change(&mut self, documents: &BTreeMap<Fingerprint, Document>) -> Feed {
-        let feed = match self.rng.random_range(0..100) {
+        // Hot histories are mostly new invoices, so that the hot line grows.
+        let roll = match self.rng.random_range(0..100) {
+            roll if !self.hot => roll,
+            roll @ 0..=59 => roll / 2,
+            roll @ 60..=64 => 30 + roll - 60,
+            roll @ 65..=74 => 50 + roll - 65,
+            roll @ 75..=76 => 70 + roll - 75,
+            roll @ 77..=86 => 75 + roll - 77,
+            roll => roll,
+        };
+        let feed = match roll {
             0..=29 => Feed::put(Document::Invoice(Arc::new(self.invoice(documents)))),
             30..=49 => Feed::put(Document::PurchaseOrder(Arc::new(self.purchase_order()))),
             50..=69 => Feed::put(Document::GoodsReceipt(Arc::new(self.goods_receipt()))),
@@ -268,7 +341,7 @@ impl History {
 }
 
 /// Runs one history, checking every batch; returns what it exercised.
-fn run_history(workers: usize, seed: u64, batches: usize) -> Coverage {
+fn run_history(workers: usize, seed: u64, batches: usize, hot: bool) -> Coverage {
     let mut coverage = Coverage::default();
     let default = Tolerances::default();
     let mut engine = TestEngine::with_config(
@@ -278,10 +351,7 @@ fn run_history(workers: usize, seed: u64, batches: usize) -> Coverage {
             ..MatchConfig::default()
         },
     );
-    let mut history = History {
-        rng: SmallRng::seed_from_u64(seed),
-        next_offset: 0,
-    };
+    let mut history = History::new(seed, hot);
     let mut documents: BTreeMap<Fingerprint, Document> = BTreeMap::new();
     let mut recorded: Vec<(Time, Snapshot)> = Vec::new();
     let mut events = 0;
@@ -292,6 +362,9 @@ fn run_history(workers: usize, seed: u64, batches: usize) -> Coverage {
         let expected = evaluate(&documents, &default);
         let actual = without_details(actual);
         coverage.observe(&actual);
+        coverage.hot_line_invoices = coverage
+            .hot_line_invoices
+            .max(hot_line_invoices(&documents));
         assert_eq!(
             actual, expected,
             "workers={workers} seed={seed}: outputs differ from the plain evaluation after batch {batch}"
@@ -362,6 +435,23 @@ fn run_history(workers: usize, seed: u64, batches: usize) -> Coverage {
 struct Coverage {
     exception_types: BTreeSet<ExceptionType>,
     statuses: BTreeSet<MatchStatus>,
+    /// The most active invoices and credit memos on the hot line at once.
+    hot_line_invoices: usize,
+}
+
+/// How many active invoices and credit memos bill line 1 of the hot PO.
+fn hot_line_invoices(documents: &BTreeMap<Fingerprint, Document>) -> usize {
+    documents
+        .values()
+        .filter(|document| match document {
+            Document::Invoice(invoice) => {
+                invoice.is_active()
+                    && *invoice.po_number == *HOT_PO
+                    && invoice.lines.iter().any(|line| line.po_line_no == 1)
+            }
+            _ => false,
+        })
+        .count()
 }
 
 impl Coverage {
@@ -401,17 +491,43 @@ fn seeds() -> u64 {
 
 #[test]
 fn incremental_outputs_equal_plain_evaluation_on_one_worker() {
-    Coverage::assert_complete((0..seeds()).map(|seed| run_history(1, seed, 200)));
+    Coverage::assert_complete((0..seeds()).map(|seed| run_history(1, seed, 200, false)));
 }
 
 #[test]
 fn incremental_outputs_equal_plain_evaluation_on_two_workers() {
-    Coverage::assert_complete((0..seeds()).map(|seed| run_history(2, 100 + seed, 200)));
+    Coverage::assert_complete((0..seeds()).map(|seed| run_history(2, 100 + seed, 200, false)));
 }
 
 #[test]
 fn incremental_outputs_equal_plain_evaluation_on_three_workers() {
-    Coverage::assert_complete((0..seeds()).map(|seed| run_history(3, 200 + seed, 200)));
+    Coverage::assert_complete((0..seeds()).map(|seed| run_history(3, 200 + seed, 200, false)));
+}
+
+/// Issue 19: one PO line with hundreds of invoices — arriving in random date
+/// order (each new one back-dated before some of the others), with credit
+/// memos, cancellations and deletions among them — on 1–3 workers.
+#[test]
+fn a_hot_po_line_equals_plain_evaluation_on_one_to_three_workers() {
+    for workers in 1..=3 {
+        for seed in 0..seeds() {
+            let coverage = run_history(workers, 300 + 10 * workers as u64 + seed, 150, true);
+            assert!(
+                coverage.hot_line_invoices >= 100,
+                "workers={workers} seed={seed}: the hot line held at most {} invoices",
+                coverage.hot_line_invoices
+            );
+            for rule in [
+                ExceptionType::QtyExceedsOrdered,
+                ExceptionType::QtyExceedsReceived,
+            ] {
+                assert!(
+                    coverage.exception_types.contains(&rule),
+                    "workers={workers} seed={seed}: the hot line never raised {rule:?}"
+                );
+            }
+        }
+    }
 }
 
 /// SPEC §11: a computation fed every worker's checkpoint shard goes on exactly
@@ -424,10 +540,7 @@ fn restore_continues_exactly(workers: usize, seed: u64) {
         default_tolerances: default,
         ..MatchConfig::default()
     };
-    let mut history = History {
-        rng: SmallRng::seed_from_u64(seed),
-        next_offset: 0,
-    };
+    let mut history = History::new(seed, false);
     let mut documents: BTreeMap<Fingerprint, Document> = BTreeMap::new();
     let mut original = TestEngine::with_config(workers, config());
     for _ in 0..30 {
