@@ -43,7 +43,8 @@ pub struct DemoArgs {
     /// without authentication).
     #[arg(long, env = "TRIMATCH_FLIGHT_ADDR", default_value = "127.0.0.1:50051", value_parser = loopback_addr)]
     flight_addr: std::net::SocketAddr,
-    /// Timely worker threads.
+    /// Timely worker threads (two by default: the demo's broker, generator
+    /// and readers share the machine with it).
     #[arg(long, default_value_t = 2)]
     workers: usize,
 }

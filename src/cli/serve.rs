@@ -110,8 +110,11 @@ pub struct ServeArgs {
     /// Wait for missing input topics instead of failing.
     #[arg(long, env = "TRIMATCH_WAIT_FOR_TOPICS")]
     wait_for_topics: bool,
-    /// Timely worker threads.
-    #[arg(long, env = "TRIMATCH_WORKERS", default_value_t = 1, value_parser = at_least_one)]
+    /// Timely worker threads. The default is the number of cores this process
+    /// may use (its CPU affinity and cgroup quota). Every process of a cluster
+    /// must run the same number, and a checkpoint restores only into the
+    /// shape that wrote it, so set it explicitly where hosts differ.
+    #[arg(long, env = "TRIMATCH_WORKERS", default_value_t = available_cores(), value_parser = at_least_one)]
     workers: usize,
     /// Address of the Arrow Flight service.
     #[arg(long, env = "TRIMATCH_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
@@ -403,6 +406,12 @@ fn parse_tolerance(text: &str) -> Result<rust_decimal::Decimal, String> {
         return Err(format!("at most 6 fractional digits, got {text}"));
     }
     Ok(value)
+}
+
+/// The cores this process may use, as the standard library reads them
+/// (affinity mask and cgroup CPU quota); one if that cannot be told.
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// How long `serve` waits for its workers to stop before it exits anyway.
