@@ -8,6 +8,8 @@
 //!   RSS, catch-up replay, and the bare librdkafka consumer's rate as reference.
 //! * [`restart`] — a restart from a checkpoint against a full replay, the
 //!   checkpoints' write time and size, and their cost to ingest.
+//! * [`group_size`] — the latency of one change to a PO line or an
+//!   `exception_summary` group holding 100 … 100,000 invoices.
 //!
 //! Both write a JSON report and print a human summary that names the machine.
 //! Benchmarks report; the test suite never times anything.
@@ -15,6 +17,7 @@
 mod broker;
 mod flight_clients;
 pub mod graph;
+pub mod group_size;
 mod kafka_reference;
 pub mod load;
 pub mod operator_times;
@@ -37,6 +40,24 @@ pub enum BenchCommand {
     /// A restart from a checkpoint against a full replay from earliest, the
     /// checkpoint's write time and size, and checkpointing's cost to ingest.
     Restart(RestartArgs),
+    /// The latency of one change to a group (a PO line, an
+    /// `exception_summary` group) as the group grows.
+    GroupSize(GroupSizeArgs),
+}
+
+/// `trimatch-bench group-size`.
+#[derive(Args)]
+pub struct GroupSizeArgs {
+    /// Group sizes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000,100000")]
+    pub sizes: Vec<usize>,
+    /// Changes timed per size and group.
+    #[arg(long, default_value_t = 300)]
+    pub probes: usize,
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    #[arg(long, default_value = "target/bench/group-size.json")]
+    pub report: PathBuf,
 }
 
 /// `trimatch-bench restart`.
@@ -170,6 +191,19 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 seed: args.seed,
             })?;
             finish(&machine, &restart::summary(&report), &args.report, &report)
+        }
+        BenchCommand::GroupSize(args) => {
+            let report = group_size::run(&group_size::GroupSizeConfig {
+                sizes: args.sizes,
+                probes: args.probes,
+                workers: args.workers,
+            });
+            finish(
+                &machine,
+                &group_size::summary(&report),
+                &args.report,
+                &report,
+            )
         }
     }
 }

@@ -8,7 +8,7 @@
 //!   adds them up as it consolidates and `count_total` reports one total per
 //!   line — O(1) per receipt or invoice line;
 //! * a `po_lines` row is the PO line joined with its totals, so a change on
-//!   one line rebuilds that line's row alone;
+//!   one line rebuilds that line's row alone ([`per_line`]);
 //! * `billed_to_date` is a running sum in (`invoice_date`, `invoice_id`)
 //!   order, kept by [`running_sums`] — O(log n) per invoice, plus the later
 //!   invoices whose totals really change.
@@ -20,7 +20,7 @@ use differential_dataflow::operators::CountTotal;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::{left_join, Collection, KeyedArrangement};
+use super::{Collection, KeyedArrangement};
 use crate::model::*;
 use crate::rows::{ExceptionType, PoLineRow};
 use crate::rules::LineQuantities;
@@ -123,45 +123,30 @@ pub fn po_lines<'s>(
     active_invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
 ) -> LineOutputs<'s> {
     let billing = billing_entries(active_invoices);
-    let totals = line_totals(goods_receipts, billing.clone()).arrange_by_key();
-    let lines = purchase_orders
-        .clone()
-        .flat_map_ref(|key, po| {
-            let (key, po) = (*key, po.clone());
-            (0..po.lines.len()).map(move |index| ((key, po.lines[index].line_no), po.clone()))
-        })
-        .arrange_by_key();
-    // Per change: one line's totals meet its PO line — O(1); a PO change
-    // re-pairs its own lines, O(its lines).
-    let lines = left_join(&lines, &totals).map(|((po_key, line_no), po, totals)| {
-        let line = po.line(line_no).expect("keyed by the PO's own lines");
-        (
-            (po_key, line_no),
-            (po.clone(), line.clone(), totals.unwrap_or_default()),
-        )
-    });
-    let po_lines = lines
-        .clone()
-        .map(|((po_key, _), (po, line, totals))| (po_key, po_line_row(&po, &line, &totals)))
-        .arrange_by_key();
+    let totals = line_totals(goods_receipts, billing.clone())
+        .map(|((po_key, line_no), totals)| (po_key, (line_no, totals)))
+        .arrange_by_key_named("line totals");
+    let po_lines = per_line(purchase_orders, &totals, |po_key, po, line, totals| {
+        (*po_key, po_line_row(po, line, totals))
+    })
+    .arrange_by_key_named("po_lines");
     // Only what the quantity rules read: a change of a line's billing alone
     // leaves these values as they were, and consolidates away before the join.
-    let receipts = lines
-        .map(|(key, (po, line, totals))| {
-            let receipts = LineReceipts {
-                receipt_required: po.receipt_required,
-                ordered_qty: line.quantity,
-                received_qty: totals.received_qty,
-            };
-            (key, receipts)
-        })
-        .arrange_by_key();
+    let receipts = per_line(purchase_orders, &totals, |po_key, po, line, totals| {
+        let receipts = LineReceipts {
+            receipt_required: po.receipt_required,
+            ordered_qty: line.quantity,
+            received_qty: totals.received_qty,
+        };
+        ((*po_key, line.line_no), receipts)
+    })
+    .arrange_by_key_named("line receipts");
     // Per change: an invoice line meets its PO line's receipts — O(1); a
     // receipt (or PO) change re-checks every invoice line billed on that PO
     // line, O(invoices on the line), inherent: each one's rules read
     // `received_qty`.
     let billed_lines = billed_to_date(billing)
-        .arrange_by_key()
+        .arrange_by_key_named("billed_to_date by line")
         .join_core(
             receipts,
             |(_, line_no), (invoice, billed_to_date), receipts| {
@@ -175,11 +160,54 @@ pub fn po_lines<'s>(
                 Some((*invoice, quantities))
             },
         )
-        .arrange_by_key();
+        .arrange_by_key_named("billed lines");
     LineOutputs {
         po_lines,
         billed_lines,
     }
+}
+
+/// `derive(po key, PO, line, totals)` for every line of every present PO,
+/// with the line's totals (zero for a line without receipts or billing).
+///
+/// Written as every line at zero, plus, for each line with totals, its value
+/// at those totals minus its value at zero: the lines with activity meet
+/// their PO in one join with the PO arrangement the graph already has,
+/// instead of arranging every PO line once more to left-join them.
+///
+/// Per change: one line's totals meet its PO — O(1); a PO change re-derives
+/// its own lines, O(its lines).
+fn per_line<'s, T>(
+    purchase_orders: &KeyedArrangement<'s, Fingerprint, Arc<PurchaseOrder>>,
+    totals: &KeyedArrangement<'s, Fingerprint, (u32, LineTotals)>,
+    derive: impl Fn(&Fingerprint, &PurchaseOrder, &PoLine, &LineTotals) -> T + Clone + 'static,
+) -> Collection<'s, T>
+where
+    T: differential_dataflow::ExchangeData,
+{
+    let zero = LineTotals::default();
+    let at_zero = derive.clone();
+    let every_line = purchase_orders.clone().flat_map_ref(move |key, po| {
+        let values: Vec<T> = po
+            .lines
+            .iter()
+            .map(|line| at_zero(key, po, line, &zero))
+            .collect();
+        values
+    });
+    let corrections =
+        purchase_orders
+            .clone()
+            .join_core(totals.clone(), move |key, po, (line_no, totals)| {
+                po.line(*line_no).map(|line| {
+                    let changed = derive(key, po, line, totals);
+                    let unchanged = derive(key, po, line, &zero);
+                    (changed, unchanged)
+                })
+            });
+    every_line
+        .concat(corrections.clone().map(|(changed, _)| changed))
+        .concat(corrections.map(|(_, unchanged)| unchanged).negate())
 }
 
 /// Every line of every active invoice and credit memo, keyed by the PO line

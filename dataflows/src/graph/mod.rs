@@ -82,7 +82,7 @@ pub fn three_way_match<'s>(
     } = documents;
 
     let active_invoices = invoices.clone().filter(|(_, invoice)| invoice.is_active());
-    let purchase_orders = purchase_orders.arrange_by_key();
+    let purchase_orders = purchase_orders.arrange_by_key_named("purchase orders");
 
     // 1. Every active invoice with its effective tolerances and its PO, if any.
     let with_tolerances =
@@ -114,7 +114,7 @@ pub fn three_way_match<'s>(
 
     // 4. Quantity exceptions of each billed line, under its invoice's
     //    tolerances. Per change: a join by invoice, O(the invoice's lines).
-    let contexts = contexts.arrange_by_key();
+    let contexts = contexts.arrange_by_key_named("invoice contexts");
     let quantity_exceptions = billed_lines.join_core(contexts, |id, quantities, context| {
         let mut raised = Vec::new();
         rules::quantity_exceptions(quantities, &context.tolerances, &mut raised);
@@ -156,10 +156,10 @@ fn effective_tolerances<'s>(
 ) -> Collection<'s, (Fingerprint, (Arc<Invoice>, Tolerances))> {
     let tenant_tolerances = match_policies
         .map(move |(tenant, policy)| (tenant, policy.resolve(&default)))
-        .arrange_by_key();
+        .arrange_by_key_named("policies");
     let by_tenant = active_invoices
         .map(|(id, invoice)| (tenant_key(&invoice.tenant_id), (id, invoice)))
-        .arrange_by_key();
+        .arrange_by_key_named("invoices by tenant");
     left_join(&by_tenant, &tenant_tolerances)
         .map(move |(_, (id, invoice), tolerances)| (id, (invoice, tolerances.unwrap_or(default))))
 }
@@ -175,7 +175,7 @@ fn invoice_contexts<'s>(
 ) -> Collection<'s, (Fingerprint, InvoiceContext)> {
     let by_po = with_tolerances
         .map(|(id, (invoice, tolerances))| (invoice.po_key(), (id, invoice, tolerances)))
-        .arrange_by_key();
+        .arrange_by_key_named("invoices by PO");
     left_join(&by_po, purchase_orders).map(|(_, (id, invoice, tolerances), po)| {
         (
             id,
