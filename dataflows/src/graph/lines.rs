@@ -6,9 +6,9 @@
 //! * `received_qty`, `billed_qty` and `invoice_count` are sums, carried as the
 //!   *differences* of one collection ([`LineTotals`]), so that differential
 //!   adds them up as it consolidates and `count_total` reports one total per
-//!   line — O(1) per receipt or invoice line;
-//! * a `po_lines` row is the PO line joined with its totals, so a change on
-//!   one line rebuilds that line's row alone ([`per_line`]);
+//!   line — O(1) per PO, receipt or invoice line;
+//! * a `po_lines` row is the PO joined with one line's totals, so a change on
+//!   one line rebuilds that line's row alone;
 //! * `billed_to_date` is a running sum in (`invoice_date`, `invoice_id`)
 //!   order, kept by [`running_sums`] — O(log n) per invoice, plus the later
 //!   invoices whose totals really change.
@@ -43,14 +43,17 @@ pub struct BillingEntry {
     pub signed_quantity: Decimal,
 }
 
-/// The sums over one PO line's receipts and billing, as a difference type:
-/// a receipt line contributes its quantity to `received_qty`, an active
-/// invoice or credit memo line its signed quantity to `billed_qty` and one to
-/// `invoice_count`. Differential adds the contributions of a line up.
+/// The sums over one PO line, as a difference type: the present PO's line
+/// contributes one to `ordered_lines`, a receipt line its quantity to
+/// `received_qty`, an active invoice or credit memo line its signed quantity
+/// to `billed_qty` and one to `invoice_count`. Differential adds the
+/// contributions of a line up; every line of a present PO has totals (its
+/// `ordered_lines` is 1), so its row needs no left join.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct LineTotals {
+    pub ordered_lines: i64,
     pub received_qty: Decimal,
     pub billed_qty: Decimal,
     pub invoice_count: i64,
@@ -58,12 +61,16 @@ pub struct LineTotals {
 
 impl IsZero for LineTotals {
     fn is_zero(&self) -> bool {
-        self.received_qty.is_zero() && self.billed_qty.is_zero() && self.invoice_count == 0
+        self.ordered_lines == 0
+            && self.received_qty.is_zero()
+            && self.billed_qty.is_zero()
+            && self.invoice_count == 0
     }
 }
 
 impl Semigroup for LineTotals {
     fn plus_equals(&mut self, other: &Self) {
+        self.ordered_lines += other.ordered_lines;
         self.received_qty += other.received_qty;
         self.billed_qty += other.billed_qty;
         self.invoice_count += other.invoice_count;
@@ -78,6 +85,7 @@ impl Monoid for LineTotals {
 
 impl Abelian for LineTotals {
     fn negate(&mut self) {
+        self.ordered_lines = -self.ordered_lines;
         self.received_qty = -self.received_qty;
         self.billed_qty = -self.billed_qty;
         self.invoice_count = -self.invoice_count;
@@ -90,6 +98,7 @@ impl Multiply<isize> for LineTotals {
     fn multiply(self, count: &isize) -> Self {
         let factor = Decimal::from(*count);
         LineTotals {
+            ordered_lines: self.ordered_lines * *count as i64,
             received_qty: self.received_qty * factor,
             billed_qty: self.billed_qty * factor,
             invoice_count: self.invoice_count * *count as i64,
@@ -123,24 +132,34 @@ pub fn po_lines<'s>(
     active_invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
 ) -> LineOutputs<'s> {
     let billing = billing_entries(active_invoices);
-    let totals = line_totals(goods_receipts, billing.clone())
+    let totals = line_totals(purchase_orders, goods_receipts, billing.clone())
         .map(|((po_key, line_no), totals)| (po_key, (line_no, totals)))
         .arrange_by_key_named("line totals");
-    let po_lines = per_line(purchase_orders, &totals, |po_key, po, line, totals| {
-        (*po_key, po_line_row(po, line, totals))
-    })
-    .arrange_by_key_named("po_lines");
+    // Per change: one line's totals meet its PO — O(1); a PO change re-derives
+    // its own lines, O(its lines). Lines with receipts or billing but no PO
+    // line find none.
+    let lines = purchase_orders
+        .clone()
+        .join_core(totals, |po_key, po, (line_no, totals)| {
+            po.line(*line_no).map(|line| {
+                let row = po_line_row(po, line, totals);
+                let receipts = LineReceipts {
+                    receipt_required: po.receipt_required,
+                    ordered_qty: line.quantity,
+                    received_qty: totals.received_qty,
+                };
+                (*po_key, row, receipts)
+            })
+        });
+    let po_lines = lines
+        .clone()
+        .map(|(po_key, row, _)| (po_key, row))
+        .arrange_by_key_named("po_lines");
     // Only what the quantity rules read: a change of a line's billing alone
     // leaves these values as they were, and consolidates away before the join.
-    let receipts = per_line(purchase_orders, &totals, |po_key, po, line, totals| {
-        let receipts = LineReceipts {
-            receipt_required: po.receipt_required,
-            ordered_qty: line.quantity,
-            received_qty: totals.received_qty,
-        };
-        ((*po_key, line.line_no), receipts)
-    })
-    .arrange_by_key_named("line receipts");
+    let receipts = lines
+        .map(|(po_key, row, receipts)| ((po_key, row.line_no), receipts))
+        .arrange_by_key_named("line receipts");
     // Per change: an invoice line meets its PO line's receipts — O(1); a
     // receipt (or PO) change re-checks every invoice line billed on that PO
     // line, O(invoices on the line), inherent: each one's rules read
@@ -167,49 +186,6 @@ pub fn po_lines<'s>(
     }
 }
 
-/// `derive(po key, PO, line, totals)` for every line of every present PO,
-/// with the line's totals (zero for a line without receipts or billing).
-///
-/// Written as every line at zero, plus, for each line with totals, its value
-/// at those totals minus its value at zero: the lines with activity meet
-/// their PO in one join with the PO arrangement the graph already has,
-/// instead of arranging every PO line once more to left-join them.
-///
-/// Per change: one line's totals meet its PO — O(1); a PO change re-derives
-/// its own lines, O(its lines).
-fn per_line<'s, T>(
-    purchase_orders: &KeyedArrangement<'s, Fingerprint, Arc<PurchaseOrder>>,
-    totals: &KeyedArrangement<'s, Fingerprint, (u32, LineTotals)>,
-    derive: impl Fn(&Fingerprint, &PurchaseOrder, &PoLine, &LineTotals) -> T + Clone + 'static,
-) -> Collection<'s, T>
-where
-    T: differential_dataflow::ExchangeData,
-{
-    let zero = LineTotals::default();
-    let at_zero = derive.clone();
-    let every_line = purchase_orders.clone().flat_map_ref(move |key, po| {
-        let values: Vec<T> = po
-            .lines
-            .iter()
-            .map(|line| at_zero(key, po, line, &zero))
-            .collect();
-        values
-    });
-    let corrections =
-        purchase_orders
-            .clone()
-            .join_core(totals.clone(), move |key, po, (line_no, totals)| {
-                po.line(*line_no).map(|line| {
-                    let changed = derive(key, po, line, totals);
-                    let unchanged = derive(key, po, line, &zero);
-                    (changed, unchanged)
-                })
-            });
-    every_line
-        .concat(corrections.clone().map(|(changed, _)| changed))
-        .concat(corrections.map(|(_, unchanged)| unchanged).negate())
-}
-
 /// Every line of every active invoice and credit memo, keyed by the PO line
 /// it bills.
 fn billing_entries<'s>(
@@ -231,15 +207,33 @@ fn billing_entries<'s>(
     })
 }
 
-/// `received_qty`, `billed_qty` and `invoice_count` of every PO line with
-/// receipts or billing (whether or not its PO exists).
+/// The [`LineTotals`] of every line of a present PO, and of every PO line
+/// with receipts or billing (whether or not its PO has it).
 ///
-/// Per change: O(1) — each receipt or invoice line adds its contribution as
-/// a difference, and `count_total` keeps one accumulated value per line.
+/// Per change: O(1) per document line — each adds its contribution as a
+/// difference, and `count_total` keeps one accumulated value per line.
 fn line_totals<'s>(
+    purchase_orders: &KeyedArrangement<'s, Fingerprint, Arc<PurchaseOrder>>,
     goods_receipts: Collection<'s, (Fingerprint, Arc<GoodsReceipt>)>,
     billing: Collection<'s, (LineKey, BillingEntry)>,
 ) -> Collection<'s, (LineKey, LineTotals)> {
+    let ordered = purchase_orders
+        .clone()
+        .as_collection(|key, po| (*key, po.clone()))
+        .explode(|(key, po)| {
+            let lines: Vec<_> = po
+                .lines
+                .iter()
+                .map(|line| {
+                    let totals = LineTotals {
+                        ordered_lines: 1,
+                        ..LineTotals::default()
+                    };
+                    ((key, line.line_no), totals)
+                })
+                .collect();
+            lines
+        });
     let received = goods_receipts.explode(|(_, receipt)| {
         let po = po_key(&receipt.tenant_id, &receipt.po_number);
         let lines: Vec<_> = receipt
@@ -263,7 +257,7 @@ fn line_totals<'s>(
         };
         Some((key, totals))
     });
-    received.concat(billed).count_total()
+    ordered.concat(received).concat(billed).count_total()
 }
 
 /// `billed_to_date` of every active `kind = invoice` line (the lines the
