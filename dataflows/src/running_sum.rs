@@ -10,8 +10,8 @@
 //! record per entry per level and needs positions that are dense integers,
 //! which (`invoice_date`, `invoice_id`) is not.
 //!
-//! This operator keeps, per key, a B-tree of the present entries in order,
-//! each with the running total through it. Times are totally ordered, so the
+//! This operator keeps the present entries in a B-tree, in (key, entry)
+//! order, each with the running total of its key through it. Times are totally ordered, so the
 //! changes of one complete time can be applied in order, as `upsert` does:
 //! * finding where a change lands is O(log n);
 //! * the running totals from the first changed entry on are updated, and the
@@ -25,7 +25,7 @@
 //! The state is derived from the input alone, so a restore rebuilds it from
 //! the documents fed at the checkpoint's time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use differential_dataflow::{AsCollection, ExchangeData, Hashable};
@@ -53,8 +53,9 @@ struct Slot {
 /// entries up to and including it, in the entries' order (`Ord` of `V`):
 /// `(report, total)` for the entries `report` names an output for.
 ///
-/// Per change: O(log n) to place it in its key's sequence, plus one step for
-/// each later entry whose total changes (each of which is an output change).
+/// Per change: O(log n) to place it among the entries (of all keys on this
+/// worker), plus one step for each later entry of its key whose total
+/// changes (each of which is an output change).
 pub fn running_sums<'s, K, V, R>(
     name: &str,
     entries: Collection<'s, (K, V)>,
@@ -77,7 +78,10 @@ where
                 // Input waiting for its time to complete, and a capability to
                 // emit at that time.
                 let mut pending: BTreeMap<Time, Pending<K, V>> = BTreeMap::new();
-                let mut sequences: HashMap<K, BTreeMap<V, Slot>> = HashMap::new();
+                // Every key's entries in one B-tree, ordered by (key, entry):
+                // most keys hold one to three entries, and a tree per key
+                // would allocate a node of eleven slots for each.
+                let mut sequences: BTreeMap<(K, V), Slot> = BTreeMap::new();
                 let mut changes = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
@@ -104,12 +108,13 @@ where
                                     .iter()
                                     .position(|(other, _, _)| *other != key)
                                     .unwrap_or(updates.len() - start);
-                            let entries = sequences.entry(key.clone()).or_default();
                             changes.clear();
-                            sequence.apply(&key, entries, &updates[start..end], &mut changes);
-                            if entries.is_empty() {
-                                sequences.remove(&key);
-                            }
+                            sequence.apply(
+                                &key,
+                                &mut sequences,
+                                &updates[start..end],
+                                &mut changes,
+                            );
                             let time = *capability.time();
                             session.give_iterator(
                                 changes
@@ -137,10 +142,11 @@ impl<A, P> Sequence<A, P> {
     fn apply<K, V, R>(
         &self,
         key: &K,
-        sequence: &mut BTreeMap<V, Slot>,
+        sequences: &mut BTreeMap<(K, V), Slot>,
         updates: &[(K, V, isize)],
         changes: &mut Vec<(R, Decimal, isize)>,
     ) where
+        K: Ord + Clone,
         V: Ord + Clone,
         A: Fn(&V) -> Decimal,
         P: Fn(&K, &V) -> Option<R>,
@@ -160,19 +166,26 @@ impl<A, P> Sequence<A, P> {
         let (first, last) = (first.clone(), last.clone());
         // The running total before the first change: the entry before it is
         // unchanged.
-        let mut running = sequence
-            .range(..&first)
+        let start = (key.clone(), first);
+        let mut running = sequences
+            .range(..&start)
             .next_back()
+            .filter(|((other, _), _)| other == key)
             .map_or(Decimal::ZERO, |(_, slot)| slot.running);
         for (entry, _) in &net {
-            sequence.entry(entry.clone()).or_insert(Slot {
-                count: 0,
-                running: Decimal::ZERO,
-            });
+            sequences
+                .entry((key.clone(), entry.clone()))
+                .or_insert(Slot {
+                    count: 0,
+                    running: Decimal::ZERO,
+                });
         }
         let mut net = net.into_iter().peekable();
         let mut emptied = Vec::new();
-        for (entry, slot) in sequence.range_mut(first..) {
+        for ((other, entry), slot) in sequences.range_mut(start..) {
+            if other != key {
+                break; // the end of this key's entries
+            }
             let change = match net.peek() {
                 Some((changed, _)) if changed == entry => net.next().map_or(0, |(_, count)| count),
                 _ => 0,
@@ -202,7 +215,7 @@ impl<A, P> Sequence<A, P> {
             }
         }
         for entry in emptied {
-            sequence.remove(&entry);
+            sequences.remove(&(key.clone(), entry));
         }
     }
 }
@@ -211,19 +224,20 @@ impl<A, P> Sequence<A, P> {
 mod tests {
     use super::*;
 
-    /// Entries `(place, amount)`, reporting their place.
+    /// Entries `(place, amount)` of key 1, reporting their place. Keys 0 and
+    /// 2 hold an entry each, which must never be read or changed.
     fn run(
-        entries: &mut BTreeMap<(u32, i64), Slot>,
+        entries: &mut BTreeMap<(u8, (u32, i64)), Slot>,
         updates: &[(u32, i64, isize)],
     ) -> Vec<(u32, i64, isize)> {
         let sequence = Sequence {
             amount: |entry: &(u32, i64)| Decimal::from(entry.1),
-            report: |_: &(), entry: &(u32, i64)| Some(entry.0),
+            report: |_: &u8, entry: &(u32, i64)| Some(entry.0),
         };
-        let mut updates: Vec<_> = updates.iter().map(|&(p, a, d)| ((), (p, a), d)).collect();
+        let mut updates: Vec<_> = updates.iter().map(|&(p, a, d)| (1, (p, a), d)).collect();
         updates.sort_by_key(|update| update.1);
         let mut changes = Vec::new();
-        sequence.apply(&(), entries, &updates, &mut changes);
+        sequence.apply(&1, entries, &updates, &mut changes);
         let mut changes: Vec<_> = changes
             .into_iter()
             .map(|(p, total, d)| (p, i64::try_from(total.mantissa()).unwrap(), d))
@@ -231,9 +245,17 @@ mod tests {
         changes.sort();
         changes
     }
+    fn with_neighbours() -> BTreeMap<(u8, (u32, i64)), Slot> {
+        let slot = || Slot {
+            count: 1,
+            running: Decimal::from(100),
+        };
+        BTreeMap::from([((0, (5, 100)), slot()), ((2, (0, 100)), slot())])
+    }
+
     #[test]
     fn an_appended_entry_changes_nothing_before_it() {
-        let mut sequence = BTreeMap::new();
+        let mut sequence = with_neighbours();
         assert_eq!(
             run(&mut sequence, &[(1, 5, 1), (2, 3, 1)]),
             [(1, 5, 1), (2, 8, 1)]
@@ -243,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_back_dated_entry_changes_exactly_the_later_ones() {
-        let mut sequence = BTreeMap::new();
+        let mut sequence = with_neighbours();
         run(&mut sequence, &[(2, 1, 1), (4, 1, 1), (6, 1, 1)]);
         assert_eq!(
             run(&mut sequence, &[(3, 10, 1)]),
@@ -258,21 +280,21 @@ mod tests {
 
     #[test]
     fn a_change_that_sums_to_zero_stops_the_walk() {
-        let mut sequence = BTreeMap::new();
+        let mut sequence = with_neighbours();
         run(&mut sequence, &[(1, 2, 1), (2, 3, 1), (5, 1, 1), (9, 1, 1)]);
         // Moving an amount of 3 from place 2 to place 3 changes only 2 and 3.
         assert_eq!(
             run(&mut sequence, &[(2, 3, -1), (3, 3, 1)]),
             [(2, 5, -1), (3, 5, 1)]
         );
-        assert_eq!(sequence.len(), 4);
+        assert_eq!(sequence.len(), 4 + 2);
     }
 
     #[test]
     fn updates_that_cancel_within_a_time_change_nothing() {
-        let mut sequence = BTreeMap::new();
+        let mut sequence = with_neighbours();
         run(&mut sequence, &[(1, 2, 1)]);
         assert!(run(&mut sequence, &[(0, 7, 1), (0, 7, -1)]).is_empty());
-        assert_eq!(sequence.len(), 1);
+        assert_eq!(sequence.len(), 1 + 2);
     }
 }
