@@ -26,8 +26,8 @@
 //! the documents fed at the checkpoint's time.
 
 use std::collections::BTreeMap;
-use std::hash::Hash;
 
+use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, ExchangeData, Hashable};
 use rust_decimal::Decimal;
 use timely::container::CapacityContainerBuilder;
@@ -39,7 +39,7 @@ use crate::graph::Collection;
 use crate::model::Time;
 
 /// The updates of one time not yet complete, with a capability to emit at it.
-type Pending<K, V> = (Capability<Time>, Vec<(K, V, isize)>);
+type Pending<K, V> = (Capability<Time>, Vec<((K, V), isize)>);
 
 /// One present entry of a sequence.
 struct Slot {
@@ -63,7 +63,7 @@ pub fn running_sums<'s, K, V, R>(
     report: impl Fn(&K, &V) -> Option<R> + 'static,
 ) -> Collection<'s, (R, Decimal)>
 where
-    K: ExchangeData + Hashable + Hash,
+    K: ExchangeData + Hashable,
     V: ExchangeData,
     R: ExchangeData,
 {
@@ -85,12 +85,12 @@ where
                 let mut changes = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
-                        for ((key, entry), time, diff) in data.drain(..) {
+                        for (update, time, diff) in data.drain(..) {
                             pending
                                 .entry(time)
                                 .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
                                 .1
-                                .push((key, entry, diff));
+                                .push((update, diff));
                         }
                     });
                     while let Some(entry) = pending.first_entry() {
@@ -98,30 +98,18 @@ where
                             break; // not complete: more input may come at this time
                         }
                         let (capability, mut updates) = entry.remove();
-                        updates.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+                        // Sorted by (key, entry), netted; what cancels out is gone.
+                        consolidate(&mut updates);
+                        let time = *capability.time();
                         let mut session = output.session(&capability);
-                        let mut start = 0;
-                        while start < updates.len() {
-                            let key = updates[start].0.clone();
-                            let end = start
-                                + updates[start..]
-                                    .iter()
-                                    .position(|(other, _, _)| *other != key)
-                                    .unwrap_or(updates.len() - start);
+                        for net in updates.chunk_by(|((a, _), _), ((b, _), _)| a == b) {
                             changes.clear();
-                            sequence.apply(
-                                &key,
-                                &mut sequences,
-                                &updates[start..end],
-                                &mut changes,
-                            );
-                            let time = *capability.time();
+                            sequence.apply(&mut sequences, net, &mut changes);
                             session.give_iterator(
                                 changes
                                     .drain(..)
                                     .map(|(report, total, diff)| ((report, total), time, diff)),
                             );
-                            start = end;
                         }
                     }
                 }
@@ -137,73 +125,64 @@ struct Sequence<A, P> {
 }
 
 impl<A, P> Sequence<A, P> {
-    /// Applies one time's updates of `key` (sorted by entry) to its entries,
-    /// pushing every change of a reported total as `(report, total, diff)`.
+    /// Applies one time's net changes of one key (consolidated: sorted by
+    /// entry, none zero) to its entries, pushing every change of a reported
+    /// total as `(report, total, diff)`.
     fn apply<K, V, R>(
         &self,
-        key: &K,
         sequences: &mut BTreeMap<(K, V), Slot>,
-        updates: &[(K, V, isize)],
+        net: &[((K, V), isize)],
         changes: &mut Vec<(R, Decimal, isize)>,
     ) where
         K: Ord + Clone,
         V: Ord + Clone,
+        R: Clone,
         A: Fn(&V) -> Decimal,
         P: Fn(&K, &V) -> Option<R>,
     {
-        // Net change per entry; entries that cancel out change nothing.
-        let mut net: Vec<(V, isize)> = Vec::with_capacity(updates.len());
-        for (_, entry, diff) in updates.iter() {
-            match net.last_mut() {
-                Some((last, count)) if last == entry => *count += diff,
-                _ => net.push((entry.clone(), *diff)),
-            }
-        }
-        net.retain(|(_, count)| *count != 0);
-        let (Some((first, _)), Some((last, _))) = (net.first(), net.last()) else {
+        let (Some(((key, first), _)), Some(((_, last), _))) = (net.first(), net.last()) else {
             return;
         };
-        let (first, last) = (first.clone(), last.clone());
         // The running total before the first change: the entry before it is
         // unchanged.
-        let start = (key.clone(), first);
+        let start = (key.clone(), first.clone());
         let mut running = sequences
             .range(..&start)
             .next_back()
             .filter(|((other, _), _)| other == key)
             .map_or(Decimal::ZERO, |(_, slot)| slot.running);
-        for (entry, _) in &net {
-            sequences
-                .entry((key.clone(), entry.clone()))
-                .or_insert(Slot {
-                    count: 0,
-                    running: Decimal::ZERO,
-                });
+        for (update, _) in net {
+            sequences.entry(update.clone()).or_insert(Slot {
+                count: 0,
+                running: Decimal::ZERO,
+            });
         }
-        let mut net = net.into_iter().peekable();
+        let mut net = net
+            .iter()
+            .map(|((_, entry), count)| (entry, *count))
+            .peekable();
         let mut emptied = Vec::new();
         for ((other, entry), slot) in sequences.range_mut(start..) {
             if other != key {
                 break; // the end of this key's entries
             }
             let change = match net.peek() {
-                Some((changed, _)) if changed == entry => net.next().map_or(0, |(_, count)| count),
+                Some((changed, _)) if *changed == entry => net.next().map_or(0, |(_, count)| count),
                 _ => 0,
             };
             let count = slot.count + change;
             if count != 0 {
                 running += (self.amount)(entry) * Decimal::from(count);
             }
-            if change == 0 && *entry > last && running == slot.running {
+            if change == 0 && entry > last && running == slot.running {
                 break; // past every change, and the totals from here on did not move
             }
             if (count, running) != (slot.count, slot.running) {
                 if let Some(report) = (self.report)(key, entry) {
                     if slot.count != 0 {
-                        changes.push((report, slot.running, -slot.count));
+                        changes.push((report.clone(), slot.running, -slot.count));
                     }
                     if count != 0 {
-                        let report = (self.report)(key, entry).expect("reported above");
                         changes.push((report, running, count));
                     }
                 }
@@ -234,10 +213,10 @@ mod tests {
             amount: |entry: &(u32, i64)| Decimal::from(entry.1),
             report: |_: &u8, entry: &(u32, i64)| Some(entry.0),
         };
-        let mut updates: Vec<_> = updates.iter().map(|&(p, a, d)| (1, (p, a), d)).collect();
-        updates.sort_by_key(|update| update.1);
+        let mut updates: Vec<_> = updates.iter().map(|&(p, a, d)| ((1, (p, a)), d)).collect();
+        consolidate(&mut updates);
         let mut changes = Vec::new();
-        sequence.apply(&1, entries, &updates, &mut changes);
+        sequence.apply(entries, &updates, &mut changes);
         let mut changes: Vec<_> = changes
             .into_iter()
             .map(|(p, total, d)| (p, i64::try_from(total.mantissa()).unwrap(), d))
