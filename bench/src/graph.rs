@@ -197,9 +197,9 @@ fn finish(matcher: &mut Matcher, worker: &mut timely::worker::Worker, time: u64)
 /// How many logical times [`apply`] keeps in flight.
 const IN_FLIGHT: u64 = 2;
 
-/// Decode-only rate: documents/s decoding `messages` on this thread, best of three.
-pub fn decode_rate(messages: &[GeneratedMessage]) -> f64 {
-    (0..3)
+/// Decode-only rate: documents/s decoding `messages` on this thread, best of `rounds`.
+pub fn decode_rate(messages: &[GeneratedMessage], rounds: usize) -> f64 {
+    (0..rounds)
         .map(|_| {
             let started = Instant::now();
             let decoded = decode_all(messages);
@@ -209,10 +209,38 @@ pub fn decode_rate(messages: &[GeneratedMessage]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// What `trimatch-bench decode` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct DecodeReport {
+    pub documents: usize,
+    pub mean_message_bytes: f64,
+    pub documents_per_second: f64,
+    pub megabytes_per_second: f64,
+}
+
+/// Decoding alone over the graph benchmark's mix of `documents` messages.
+pub fn decode_bench(seed: u64, documents: usize, rounds: usize) -> DecodeReport {
+    let messages = workload(seed, documents);
+    let bytes: usize = messages
+        .iter()
+        .map(|message| {
+            message.key.as_ref().map_or(0, Vec::len) + message.value.as_ref().map_or(0, Vec::len)
+        })
+        .sum();
+    let documents_per_second = decode_rate(&messages, rounds.max(1));
+    let mean_message_bytes = bytes as f64 / messages.len().max(1) as f64;
+    DecodeReport {
+        documents: messages.len(),
+        mean_message_bytes,
+        documents_per_second,
+        megabytes_per_second: documents_per_second * mean_message_bytes / 1e6,
+    }
+}
+
 /// Generates the workload, measures the decode-only rate, and times the graph.
 pub fn run(config: &GraphBenchConfig) -> GraphReport {
     let messages = workload(config.seed, config.preload + config.changes);
-    let decode_per_second = decode_rate(&messages);
+    let decode_per_second = decode_rate(&messages, 3);
     let upserts = decode_all(&messages);
     let (preload, steady) = upserts.split_at(config.preload);
     let mut present = Present::line_counts();

@@ -43,6 +43,24 @@ pub enum BenchCommand {
     /// The latency of one change to a group (a PO line, an
     /// `exception_summary` group) as the group grows.
     GroupSize(GroupSizeArgs),
+    /// Decoding alone, one thread: JSON messages to validated documents
+    /// (the hot path's first step; also a target for `perf record`).
+    Decode(DecodeArgs),
+}
+
+/// `trimatch-bench decode`.
+#[derive(Args)]
+pub struct DecodeArgs {
+    /// Messages of the graph benchmark's mix, decoded each round.
+    #[arg(long, default_value_t = 400_000)]
+    pub documents: usize,
+    /// Rounds; the best is reported.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value = "target/bench/decode.json")]
+    pub report: PathBuf,
 }
 
 /// `trimatch-bench group-size`.
@@ -191,6 +209,14 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 seed: args.seed,
             })?;
             finish(&machine, &restart::summary(&report), &args.report, &report)
+        }
+        BenchCommand::Decode(args) => {
+            let report = graph::decode_bench(args.seed, args.documents, args.rounds);
+            let summary = vec![format!(
+                "decode-only: {:.0} documents/s, {:.0} MB/s of JSON (1 thread, best of {} rounds of {})",
+                report.documents_per_second, report.megabytes_per_second, args.rounds, args.documents
+            )];
+            finish(&machine, &summary, &args.report, &report)
         }
         BenchCommand::GroupSize(args) => {
             let report = group_size::run(&group_size::GroupSizeConfig {

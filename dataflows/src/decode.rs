@@ -11,13 +11,14 @@
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
-use serde_json::{Map, Value};
 
 use crate::decimal::{DecimalRule, SignRule};
 use crate::model::*;
 
 mod fields;
+pub mod json;
 use fields::*;
+use json::{Json, JsonObject, NotAnObject};
 
 /// Identifiers longer than this many bytes are rejected.
 pub const MAX_IDENTIFIER_BYTES: usize = 256;
@@ -65,6 +66,11 @@ impl DecodeError {
         }
     }
 
+    /// Bytes at `path` that are not JSON at all.
+    pub fn not_json(path: &str, error: &serde_json::Error) -> Self {
+        DecodeError::new(path, format!("not valid JSON: {error}"))
+    }
+
     /// The same error for a document found at `parent` inside a larger
     /// message (a Debezium `after`): `po_number` becomes `after.po_number`.
     pub fn nested_in(self, parent: &str) -> Self {
@@ -84,7 +90,7 @@ type Result<T> = std::result::Result<T, DecodeError>;
 /// `path` is the object's JSON path in error messages (`key`, `before`).
 pub fn identity_fields(
     kind: DocumentKind,
-    object: &Map<String, Value>,
+    object: &JsonObject<'_>,
     path: &str,
 ) -> Result<Vec<String>> {
     kind.identity_fields()
@@ -105,20 +111,34 @@ pub fn document_identity(document: &Document) -> Vec<String> {
 
 /// Decodes and validates one document of `kind` from JSON bytes.
 pub fn decode_document(kind: DocumentKind, bytes: &[u8]) -> Result<Document> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|error| DecodeError::new("value", format!("not valid JSON: {error}")))?;
-    document_from_json(kind, &value)
+    document_from_object(kind, &json_object(bytes, "value")?)
 }
 
-/// Validates an already parsed JSON value as a document of `kind` (used by
-/// envelopes that carry the document inside another object, e.g. Debezium).
-pub fn document_from_json(kind: DocumentKind, value: &Value) -> Result<Document> {
+/// Reads `bytes` as a JSON object, or says why not; `path` names the bytes
+/// in the error (`value`, `key`).
+pub fn json_object<'a>(bytes: &'a [u8], path: &str) -> Result<JsonObject<'a>> {
+    JsonObject::parse(bytes).map_err(|error| match error {
+        NotAnObject::Invalid(error) => DecodeError::not_json(path, &error),
+        NotAnObject::OtherType(got) => {
+            DecodeError::new(path, format!("expected a JSON object, got {got}"))
+        }
+    })
+}
+
+/// Validates a JSON value found inside another message (a Debezium `after`)
+/// as a document of `kind`.
+pub fn document_from_json(kind: DocumentKind, value: Json<'_>) -> Result<Document> {
     let object = value.as_object().ok_or_else(|| {
         DecodeError::new(
             "value",
-            format!("expected a JSON object, got {}", type_name(value)),
+            format!("expected a JSON object, got {}", value.type_name()),
         )
     })?;
+    document_from_object(kind, &object)
+}
+
+/// Validates a JSON object as a document of `kind`.
+pub fn document_from_object(kind: DocumentKind, object: &JsonObject<'_>) -> Result<Document> {
     Ok(match kind {
         DocumentKind::PurchaseOrder => Document::PurchaseOrder(Arc::new(purchase_order(object)?)),
         DocumentKind::GoodsReceipt => Document::GoodsReceipt(Arc::new(goods_receipt(object)?)),
@@ -127,21 +147,22 @@ pub fn document_from_json(kind: DocumentKind, value: &Value) -> Result<Document>
     })
 }
 
-fn purchase_order(object: &Map<String, Value>) -> Result<PurchaseOrder> {
+fn purchase_order(object: &JsonObject<'_>) -> Result<PurchaseOrder> {
     let tenant_id = identifier(object, "tenant_id", "")?;
     let po_number = identifier(object, "po_number", "")?;
     let vendor_id = identifier(object, "vendor_id", "")?;
     let currency = currency(object)?;
-    let status = match optional_str(object, "status", "")? {
+    let status = match optional_str(object, "status", "")?.as_deref() {
         None | Some("open") => PoStatus::Open,
         Some("closed") => PoStatus::Closed,
         Some("cancelled") => PoStatus::Cancelled,
         Some(other) => return Err(unknown_value("status", other, "open, closed or cancelled")),
     };
-    let receipt_required = match present(object, "receipt_required") {
+    let receipt_required = match object.present("receipt_required") {
         None => true,
-        Some(Value::Bool(flag)) => *flag,
-        Some(other) => return Err(wrong_type("receipt_required", "true or false", other)),
+        Some(value) => value
+            .as_bool()
+            .ok_or_else(|| wrong_type("receipt_required", "true or false", value))?,
     };
     let mut seen = SeenLineNumbers::default();
     let mut lines = lines_of(object, |line, path| {
@@ -171,11 +192,11 @@ fn purchase_order(object: &Map<String, Value>) -> Result<PurchaseOrder> {
     })
 }
 
-fn goods_receipt(object: &Map<String, Value>) -> Result<GoodsReceipt> {
+fn goods_receipt(object: &JsonObject<'_>) -> Result<GoodsReceipt> {
     let tenant_id = identifier(object, "tenant_id", "")?;
     let receipt_id = identifier(object, "receipt_id", "")?;
     let po_number = identifier(object, "po_number", "")?;
-    let received_at = match optional_str(object, "received_at", "")? {
+    let received_at = match optional_str(object, "received_at", "")?.as_deref() {
         None => None,
         Some(text) => {
             chrono::DateTime::parse_from_rfc3339(text).map_err(|_| {
@@ -202,15 +223,15 @@ fn goods_receipt(object: &Map<String, Value>) -> Result<GoodsReceipt> {
     })
 }
 
-fn invoice(object: &Map<String, Value>) -> Result<Invoice> {
+fn invoice(object: &JsonObject<'_>) -> Result<Invoice> {
     let tenant_id = identifier(object, "tenant_id", "")?;
     let invoice_id = identifier(object, "invoice_id", "")?;
-    let kind = match optional_str(object, "kind", "")? {
+    let kind = match optional_str(object, "kind", "")?.as_deref() {
         None | Some("invoice") => InvoiceKind::Invoice,
         Some("credit_memo") => InvoiceKind::CreditMemo,
         Some(other) => return Err(unknown_value("kind", other, "invoice or credit_memo")),
     };
-    let status = match optional_str(object, "status", "")? {
+    let status = match optional_str(object, "status", "")?.as_deref() {
         None | Some("active") => InvoiceStatus::Active,
         Some("cancelled") => InvoiceStatus::Cancelled,
         Some(other) => return Err(unknown_value("status", other, "active or cancelled")),
@@ -253,7 +274,7 @@ fn invoice(object: &Map<String, Value>) -> Result<Invoice> {
     })
 }
 
-fn match_policy(object: &Map<String, Value>) -> Result<MatchPolicy> {
+fn match_policy(object: &JsonObject<'_>) -> Result<MatchPolicy> {
     Ok(MatchPolicy {
         tenant_id: identifier(object, "tenant_id", "")?,
         price_tolerance_pct: optional_decimal(object, "price_tolerance_pct", "", TOLERANCE)?,
@@ -269,7 +290,7 @@ mod tests {
 
     /// A PO whose lines are numbered `line_numbers`, in that order.
     fn po_with_lines(line_numbers: &[u32]) -> Vec<u8> {
-        let lines: Vec<Value> = line_numbers
+        let lines: Vec<serde_json::Value> = line_numbers
             .iter()
             .map(|n| serde_json::json!({"line_no": n, "quantity": "1", "unit_price": "1"}))
             .collect();

@@ -6,7 +6,7 @@
 //! message key is not checked: Debezium keys carry the table's primary-key
 //! columns, whose names need not be the document's identity fields.
 
-use serde_json::{Map, Value};
+use trimatch_dataflows::decode::json::{JsonObject, NotAnObject};
 use trimatch_dataflows::decode::{document_from_json, identity_fields, DecodeError};
 use trimatch_dataflows::model::DocumentKind;
 
@@ -14,10 +14,11 @@ use super::Upsert;
 
 /// Decodes the value of a Debezium change event.
 pub fn decode_debezium(kind: DocumentKind, bytes: &[u8]) -> Result<Upsert, DecodeError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|error| DecodeError::new("value", format!("not valid JSON: {error}")))?;
-    let mut event = value.as_object().ok_or_else(|| {
-        DecodeError::new("value", "a Debezium change event must be a JSON object")
+    let mut event = JsonObject::parse(bytes).map_err(|error| match error {
+        NotAnObject::Invalid(error) => DecodeError::not_json("value", &error),
+        NotAnObject::OtherType(_) => {
+            DecodeError::new("value", "a Debezium change event must be a JSON object")
+        }
     })?;
     if event.contains_key("schema") || !event.contains_key("op") {
         if let Some(payload) = event.get("payload") {
@@ -26,22 +27,23 @@ pub fn decode_debezium(kind: DocumentKind, bytes: &[u8]) -> Result<Upsert, Decod
             })?;
         }
     }
-    let op = event.get("op").and_then(Value::as_str);
-    match non_null(event, "after") {
+    let op = event.get("op").and_then(|op| op.as_str());
+    match event.present("after") {
         Some(after) => {
             let document =
                 document_from_json(kind, after).map_err(|error| error.nested_in("after"))?;
             Ok(Upsert::put(document))
         }
         None => {
-            if op.is_some_and(|op| op != "d") {
+            if op.as_ref().is_some_and(|op| op != "d") {
                 return Err(DecodeError::new(
                     "after",
                     format!("op {:?} needs a non-null `after`", op.unwrap_or_default()),
                 ));
             }
-            let before = non_null(event, "before")
-                .and_then(Value::as_object)
+            let before = event
+                .present("before")
+                .and_then(|before| before.as_object())
                 .ok_or_else(|| {
                     DecodeError::new(
                         "before",
@@ -50,12 +52,8 @@ pub fn decode_debezium(kind: DocumentKind, bytes: &[u8]) -> Result<Upsert, Decod
                 })?;
             Ok(Upsert::delete(
                 kind,
-                identity_fields(kind, before, "before")?,
+                identity_fields(kind, &before, "before")?,
             ))
         }
     }
-}
-
-fn non_null<'v>(object: &'v Map<String, Value>, field: &str) -> Option<&'v Value> {
-    object.get(field).filter(|value| !value.is_null())
 }

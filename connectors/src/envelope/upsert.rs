@@ -3,7 +3,7 @@
 //! value; a JSON-object key must carry the identity fields with the
 //! document's values, and a tombstone needs one.
 
-use serde_json::{Map, Value};
+use trimatch_dataflows::decode::json::JsonObject;
 use trimatch_dataflows::decode::{decode_document, identity_fields, DecodeError};
 use trimatch_dataflows::model::DocumentKind;
 
@@ -15,13 +15,9 @@ pub fn decode_upsert(
     key: Option<&[u8]>,
     value: Option<&[u8]>,
 ) -> Result<Upsert, DecodeError> {
-    let key_object = match key {
-        Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::Object(object)) => Some(object),
-            _ => None,
-        },
-        None => None,
-    };
+    // A key that is not a JSON object is the document's id as plain text
+    // (SPEC §1.1), not checked.
+    let key_object = key.and_then(|bytes| JsonObject::parse(bytes).ok());
     match value {
         None => {
             let object = key_object.ok_or_else(|| {
@@ -45,12 +41,12 @@ pub fn decode_upsert(
 /// A JSON-object key beside a value must name the same document.
 fn check_key_agrees(
     kind: DocumentKind,
-    key: &Map<String, Value>,
+    key: &JsonObject<'_>,
     identity: &[String],
 ) -> Result<(), DecodeError> {
     for (field, value) in kind.identity_fields().iter().zip(identity) {
-        match key.get(*field) {
-            Some(Value::String(in_key)) if in_key == value => {}
+        match key.get(field) {
+            Some(in_key) if in_key.as_str().is_some_and(|in_key| in_key == *value) => {}
             Some(other) => {
                 return Err(DecodeError::new(
                     format!("key.{field}"),

@@ -7,9 +7,11 @@
 use std::collections::HashSet;
 use std::fmt::Write;
 
-use rust_decimal::Decimal;
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
+use rust_decimal::Decimal;
+
+use super::json::{Json, JsonObject};
 use super::{DecodeError, Result, MAX_IDENTIFIER_BYTES, MAX_LINES};
 use crate::decimal::{parse_decimal, DecimalRule};
 use crate::model::*;
@@ -51,24 +53,11 @@ pub(super) fn field_path(path: &str, field: &str) -> String {
     }
 }
 
-/// A field's value, treating JSON `null` as absent.
-pub(super) fn present<'a>(object: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
-    object.get(field).filter(|value| !value.is_null())
-}
-
-pub(super) fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-pub(super) fn wrong_type(path: &str, expected: &str, got: &Value) -> DecodeError {
-    DecodeError::new(path, format!("expected {expected}, got {}", type_name(got)))
+pub(super) fn wrong_type(path: &str, expected: &str, got: Json<'_>) -> DecodeError {
+    DecodeError::new(
+        path,
+        format!("expected {expected}, got {}", got.type_name()),
+    )
 }
 
 pub(super) fn unknown_value(path: &str, got: &str, expected: &str) -> DecodeError {
@@ -76,25 +65,27 @@ pub(super) fn unknown_value(path: &str, got: &str, expected: &str) -> DecodeErro
 }
 
 pub(super) fn optional_str<'a>(
-    object: &'a Map<String, Value>,
+    object: &JsonObject<'a>,
     field: &str,
     parent: &str,
-) -> Result<Option<&'a str>> {
-    match present(object, field) {
+) -> Result<Option<Cow<'a, str>>> {
+    match object.present(field) {
         None => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text)),
-        Some(other) => Err(wrong_type(&field_path(parent, field), "a string", other)),
+        Some(value) => match value.as_str() {
+            Some(text) => Ok(Some(text)),
+            None => Err(wrong_type(&field_path(parent, field), "a string", value)),
+        },
     }
 }
 
 /// A required identifier: a non-empty string of at most 256 bytes.
-pub(super) fn identifier(object: &Map<String, Value>, field: &str, parent: &str) -> Result<Text> {
+pub(super) fn identifier(object: &JsonObject<'_>, field: &str, parent: &str) -> Result<Text> {
     optional_identifier(object, field, parent)?
         .ok_or_else(|| DecodeError::new(field_path(parent, field), "missing"))
 }
 
 pub(super) fn optional_identifier(
-    object: &Map<String, Value>,
+    object: &JsonObject<'_>,
     field: &str,
     parent: &str,
 ) -> Result<Option<Text>> {
@@ -116,12 +107,13 @@ pub(super) fn optional_identifier(
             ),
         ));
     }
-    Ok(Some(Text::from(text)))
+    Ok(Some(Text::from(text.as_ref())))
 }
 
-pub(super) fn currency(object: &Map<String, Value>) -> Result<Currency> {
+pub(super) fn currency(object: &JsonObject<'_>) -> Result<Currency> {
     let text = optional_str(object, "currency", "")?
         .ok_or_else(|| DecodeError::new("currency", "missing"))?;
+    let text = text.as_ref();
     match text.as_bytes() {
         [a, b, c] if text.bytes().all(|byte| byte.is_ascii_uppercase()) => {
             Ok(Currency([*a, *b, *c]))
@@ -134,9 +126,10 @@ pub(super) fn currency(object: &Map<String, Value>) -> Result<Currency> {
 }
 
 /// A `YYYY-MM-DD` calendar date as days since 1970-01-01.
-pub(super) fn date(object: &Map<String, Value>, field: &str) -> Result<i32> {
+pub(super) fn date(object: &JsonObject<'_>, field: &str) -> Result<i32> {
     let text =
         optional_str(object, field, "")?.ok_or_else(|| DecodeError::new(field, "missing"))?;
+    let text = text.as_ref();
     let bad = || {
         DecodeError::new(
             field,
@@ -160,23 +153,25 @@ pub(super) fn date(object: &Map<String, Value>, field: &str) -> Result<i32> {
 }
 
 /// A line number: an integer from 1 to 2^31 − 1 (it is an Arrow `Int32` downstream).
-pub(super) fn line_number(line: &Map<String, Value>, field: &str, parent: &str) -> Result<u32> {
+pub(super) fn line_number(line: &JsonObject<'_>, field: &str, parent: &str) -> Result<u32> {
     let path = || field_path(parent, field);
-    match present(line, field) {
-        None => Err(DecodeError::new(path(), "missing")),
-        Some(Value::Number(number)) => match number.as_u64() {
-            Some(n) if (1..=i32::MAX as u64).contains(&n) => Ok(n as u32),
-            _ => Err(DecodeError::new(
-                path(),
-                format!("must be an integer from 1 to {}, got {number}", i32::MAX),
-            )),
-        },
-        Some(other) => Err(wrong_type(&path(), "an integer", other)),
+    let value = line
+        .present(field)
+        .ok_or_else(|| DecodeError::new(path(), "missing"))?;
+    let number = value
+        .as_number()
+        .ok_or_else(|| wrong_type(&path(), "an integer", value))?;
+    match number.parse::<u64>() {
+        Ok(n) if (1..=i32::MAX as u64).contains(&n) => Ok(n as u32),
+        _ => Err(DecodeError::new(
+            path(),
+            format!("must be an integer from 1 to {}, got {number}", i32::MAX),
+        )),
     }
 }
 
 pub(super) fn decimal(
-    object: &Map<String, Value>,
+    object: &JsonObject<'_>,
     field: &str,
     parent: &str,
     rule: DecimalRule,
@@ -187,38 +182,41 @@ pub(super) fn decimal(
 
 /// A decimal given as a JSON string or a JSON number, parsed exactly from its text.
 pub(super) fn optional_decimal(
-    object: &Map<String, Value>,
+    object: &JsonObject<'_>,
     field: &str,
     parent: &str,
     rule: DecimalRule,
 ) -> Result<Option<Decimal>> {
-    let text = match present(object, field) {
-        None => return Ok(None),
-        Some(Value::String(text)) => text.as_str(),
-        Some(Value::Number(number)) => number.as_str(),
-        Some(other) => {
+    let Some(value) = object.present(field) else {
+        return Ok(None);
+    };
+    let text = match (value.as_str(), value.as_number()) {
+        (Some(text), _) => text,
+        (None, Some(number)) => Cow::Borrowed(number),
+        (None, None) => {
             return Err(wrong_type(
                 &field_path(parent, field),
                 "a decimal (string or number)",
-                other,
+                value,
             ))
         }
     };
-    parse_decimal(text, rule)
+    parse_decimal(&text, rule)
         .map(Some)
         .map_err(|problem| DecodeError::new(field_path(parent, field), problem))
 }
 
 /// Decodes the `lines` array (1 to 10,000 objects) with `line_fn(object, path)`.
 pub(super) fn lines_of<T>(
-    object: &Map<String, Value>,
-    mut line_fn: impl FnMut(&Map<String, Value>, &str) -> Result<T>,
+    object: &JsonObject<'_>,
+    mut line_fn: impl FnMut(&JsonObject<'_>, &str) -> Result<T>,
 ) -> Result<Vec<T>> {
-    let lines = match present(object, "lines") {
-        None => return Err(DecodeError::new("lines", "missing")),
-        Some(Value::Array(lines)) => lines,
-        Some(other) => return Err(wrong_type("lines", "an array of line objects", other)),
-    };
+    let value = object
+        .present("lines")
+        .ok_or_else(|| DecodeError::new("lines", "missing"))?;
+    let lines = value
+        .as_array()
+        .ok_or_else(|| wrong_type("lines", "an array of line objects", value))?;
     if lines.is_empty() {
         return Err(DecodeError::new(
             "lines",
@@ -241,9 +239,9 @@ pub(super) fn lines_of<T>(
     for (index, line) in lines.iter().enumerate() {
         path.clear();
         write!(path, "lines[{index}]").expect("writing to a String succeeds");
-        decoded.push(match line {
-            Value::Object(line) => line_fn(line, &path)?,
-            other => return Err(wrong_type(&path, "a line object", other)),
+        decoded.push(match line.as_object() {
+            Some(line) => line_fn(&line, &path)?,
+            None => return Err(wrong_type(&path, "a line object", *line)),
         });
     }
     Ok(decoded)

@@ -10,6 +10,7 @@ use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use trimatch_dataflows::decode::json::JsonObject;
 use trimatch_dataflows::decode::{decode_document, identity_fields};
 use trimatch_dataflows::engine::{
     Change, MatchConfig, Matcher, OutputCollection, ReadError, Row, ShardCheckpoint,
@@ -456,8 +457,9 @@ pub fn policy(json: serde_json::Value) -> Document {
 /// The key of the document of `kind` whose identity fields `key` holds (as a
 /// tombstone's key would).
 pub fn tombstone_key(kind: DocumentKind, key: serde_json::Value) -> Fingerprint {
-    let object = key.as_object().expect("a JSON-object key");
-    let identity = identity_fields(kind, object, "key").expect("valid identity fields");
+    let text = key.to_string();
+    let object = JsonObject::parse(text.as_bytes()).expect("a JSON-object key");
+    let identity = identity_fields(kind, &object, "key").expect("valid identity fields");
     let parts: Vec<&str> = identity.iter().map(String::as_str).collect();
     kind.key_of(&parts)
 }
