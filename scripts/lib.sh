@@ -17,14 +17,16 @@ install_tansu() {
 }
 
 # A Python virtual environment with pyarrow, pandas and duckdb (readers
-# nobody here wrote) and confluent-kafka. Sets $venv.
+# nobody here wrote), ADBC's Flight SQL driver (a SQL client nobody here
+# wrote) and confluent-kafka. Sets $venv.
 install_python_env() {
     venv="$cache/venv"
-    if ! "$venv/bin/python" -c "import pyarrow.flight, pandas, duckdb, confluent_kafka" 2>/dev/null; then
+    if ! "$venv/bin/python" -c "import pyarrow.flight, pandas, duckdb, confluent_kafka, adbc_driver_flightsql.dbapi" 2>/dev/null; then
         echo "== creating the Python test environment in $venv"
         python3 -m venv "$venv"
         "$venv/bin/pip" install --quiet --upgrade pip
-        "$venv/bin/pip" install --quiet "pyarrow>=15" pandas duckdb confluent-kafka
+        "$venv/bin/pip" install --quiet "pyarrow>=15" pandas duckdb confluent-kafka \
+            "adbc-driver-manager>=1.3" "adbc-driver-flightsql>=1.3"
     fi
 }
 

@@ -123,6 +123,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIMATCH_RETENTION_SECONDS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_SECONDS))]
     retention_seconds: u64,
+    /// Flight SQL: the most memory (MiB) one statement may hold, the rows it
+    /// reads plus its joins, aggregates and sorts; a statement that needs
+    /// more fails with RESOURCE_EXHAUSTED instead of growing the process.
+    #[arg(long, env = "TRIMATCH_SQL_MEMORY_LIMIT_MB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    sql_memory_limit_mb: u64,
     /// Cluster mode: how many processes run the computation (timely's cluster).
     #[arg(long, env = "TRIMATCH_PROCESSES", default_value_t = 1)]
     processes: usize,
@@ -292,7 +298,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let service = flight::TrimatchFlight::new(handle.clone(), retention)
             .with_peers(args.flight_peers.clone(), args.process_id, security.peer_link.clone())
             .with_metrics(request_metrics)
-            .with_auth(security.auth.clone(), security.audit);
+            .with_auth(security.auth.clone(), security.audit)
+            .with_sql(flight::sql::SqlSettings {
+                memory_limit: (args.sql_memory_limit_mb as usize).saturating_mul(1 << 20),
+            });
         let flight = flight::serve_service(flight_listener, security.flight_tls.clone(), service, stopped(&stop));
         tracing::info!(
             flight = %args.flight_addr,

@@ -10,7 +10,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
-use arrow::record_batch::RecordBatch;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use rust_decimal::Decimal;
 use trimatch_dataflows::{Change, OutputCollection, Row};
 
@@ -100,6 +100,7 @@ pub fn schema(collection: OutputCollection) -> SchemaRef {
 }
 
 /// One cell, before it goes into its column.
+#[derive(Clone, Copy)]
 pub(crate) enum Cell<'a> {
     Text(Option<&'a str>),
     Int32(Option<i32>),
@@ -265,19 +266,36 @@ pub fn record_batch<'r>(
     schema: &SchemaRef,
     rows: impl ExactSizeIterator<Item = &'r Row>,
 ) -> Result<RecordBatch, ArrowError> {
-    let mut columns: Vec<Column> = schema
+    let all: Vec<usize> = (0..schema.fields().len()).collect();
+    projected_record_batch(schema, &all, rows)
+}
+
+/// Only the columns `projection` lists (indices into `schema`, in that
+/// order) of rows of one collection: a SQL query builds only what it reads.
+pub fn projected_record_batch<'r>(
+    schema: &SchemaRef,
+    projection: &[usize],
+    rows: impl ExactSizeIterator<Item = &'r Row>,
+) -> Result<RecordBatch, ArrowError> {
+    let projected = Arc::new(schema.project(projection)?);
+    let row_count = rows.len();
+    let mut columns: Vec<Column> = projected
         .fields()
         .iter()
-        .map(|field| Column::for_type(field.data_type(), rows.len()))
+        .map(|field| Column::for_type(field.data_type(), row_count))
         .collect();
     for row in rows {
-        for (column, cell) in columns.iter_mut().zip(cells(row)) {
-            column.append(cell);
+        let cells = cells(row);
+        for (column, index) in columns.iter_mut().zip(projection) {
+            column.append(cells[*index]);
         }
     }
-    RecordBatch::try_new(
-        schema.clone(),
+    // A query may need no column at all (`count(*)`): the row count says it.
+    let options = RecordBatchOptions::new().with_row_count(Some(row_count));
+    RecordBatch::try_new_with_options(
+        projected,
         columns.into_iter().map(Column::finish).collect(),
+        &options,
     )
 }
 

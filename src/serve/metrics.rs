@@ -19,13 +19,14 @@ use crate::pipeline::counters::{Histogram, LATENCY_BOUNDS};
 use crate::pipeline::{CheckpointMetrics, PipelineHandle};
 
 /// The Flight methods whose requests are counted.
-pub const FLIGHT_METHODS: [&str; 6] = [
+pub const FLIGHT_METHODS: [&str; 7] = [
     "list_flights",
     "get_flight_info",
     "get_schema",
     "do_get",
     "do_action",
     "subscribe",
+    "sql",
 ];
 
 /// Rows per collection.
@@ -40,6 +41,8 @@ pub struct Metrics {
     rows_cache: Mutex<Option<(std::time::Instant, RowCounts)>>,
     /// What the broker said of the input topics' history at start.
     input_topics: Mutex<Vec<TopicRetention>>,
+    /// Rows Flight SQL scans copied out of the collections.
+    sql_rows_scanned: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -57,6 +60,7 @@ impl Default for Metrics {
                 .collect(),
             rows_cache: Mutex::new(None),
             input_topics: Mutex::new(Vec::new()),
+            sql_rows_scanned: AtomicU64::new(0),
         }
     }
 }
@@ -84,6 +88,12 @@ impl Metrics {
         *self.input_topics.lock().expect("metrics lock") = topics;
     }
 
+    /// Counts rows a Flight SQL scan copied out of a collection.
+    pub fn sql_rows_scanned(&self, rows: usize) {
+        self.sql_rows_scanned
+            .fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
     /// What the broker said of the input topics' history (empty until asked).
     pub fn input_topics(&self) -> Vec<TopicRetention> {
         self.input_topics.lock().expect("metrics lock").clone()
@@ -92,6 +102,11 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, pipeline: &PipelineHandle) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP trimatch_sql_rows_scanned_total Rows Flight SQL scans copied out of the collections (after tenant scope and pushed-down equality filters).\n# TYPE trimatch_sql_rows_scanned_total counter\ntrimatch_sql_rows_scanned_total {}",
+            self.sql_rows_scanned.load(Ordering::Relaxed)
+        );
         let input_topics = self.input_topics();
         let _ = writeln!(out, "# HELP trimatch_input_topic_compacted 1 if an input topic is compacted (cleanup.policy has compact); absent while unknown.\n# TYPE trimatch_input_topic_compacted gauge");
         for topic in input_topics

@@ -7,6 +7,7 @@ mod authorize;
 pub mod encode;
 mod peers;
 pub mod service;
+pub mod sql;
 mod status;
 mod subscribe;
 

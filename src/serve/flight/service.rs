@@ -26,6 +26,7 @@ use super::encode::Encoder;
 
 use super::authorize::{authorize, authorize_admin, forwarded_ticket, may_read, scoped};
 use super::peers::{peer_unavailable, PeerLink, PEER_COMPLETION_WAIT};
+use super::sql::{is_sql_command, SqlService, SqlSettings, SQL_ACTIONS};
 use crate::output::columns::{change_schema, record_batch, schema};
 use crate::output::filter::RowFilter;
 use crate::output::{AS_OF_KEY, OFFSETS_KEY};
@@ -61,6 +62,8 @@ pub struct TrimatchFlight {
     pub(super) auth: Arc<Authenticator>,
     /// One log line per authenticated request (`--audit-log`).
     pub(super) audit: bool,
+    /// How Flight SQL statements run.
+    pub(super) sql: SqlSettings,
 }
 
 impl TrimatchFlight {
@@ -74,7 +77,14 @@ impl TrimatchFlight {
             metrics: Metrics::new(),
             auth: Arc::new(Authenticator::disabled()),
             audit: false,
+            sql: SqlSettings::default(),
         }
+    }
+
+    /// Runs Flight SQL statements with `settings`.
+    pub fn with_sql(mut self, settings: SqlSettings) -> Self {
+        self.sql = settings;
+        self
     }
 
     /// Authenticates every call with `auth`; with `audit`, logs each one.
@@ -101,7 +111,7 @@ impl TrimatchFlight {
 
     /// The other processes' shards of a snapshot at `as_of`: their record
     /// batches, and the offsets their shards of `source_progress` report.
-    async fn peer_shards(
+    pub(super) async fn peer_shards(
         &self,
         ticket: &[u8],
         filter: &RowFilter,
@@ -364,6 +374,29 @@ impl TrimatchFlight {
         Ok(infos)
     }
 
+    /// A Flight SQL call of `principal`: the SQL service, and the request
+    /// carrying the principal to it.
+    fn sql_call<T>(
+        &self,
+        principal: &Principal,
+        mut request: Request<T>,
+    ) -> (SqlService, Request<T>) {
+        request.extensions_mut().insert(principal.clone());
+        (SqlService::new(self.clone()), request)
+    }
+
+    /// Counts and audits a Flight SQL call.
+    fn sql_done<T>(
+        &self,
+        principal: &Principal,
+        started: Instant,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        self.record("sql", &result, started);
+        self.audit(principal, "sql", None, None, &result);
+        result
+    }
+
     async fn action(
         &self,
         principal: &Principal,
@@ -433,6 +466,11 @@ impl FlightService for TrimatchFlight {
     ) -> Result<Response<FlightInfo>, Status> {
         let started = Instant::now();
         let principal = self.caller(&request)?;
+        if is_sql_command(&request.get_ref().cmd) {
+            let (sql, request) = self.sql_call(&principal, request);
+            let result = sql.get_flight_info(request).await;
+            return self.sql_done(&principal, started, result);
+        }
         let descriptor = request.into_inner();
         let (collection, result) = match descriptor_query(&principal, &descriptor) {
             Ok((ticket, query)) => (
@@ -476,6 +514,11 @@ impl FlightService for TrimatchFlight {
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let started = Instant::now();
         let principal = self.caller(&request)?;
+        if is_sql_command(&request.get_ref().ticket) {
+            let (sql, request) = self.sql_call(&principal, request);
+            let result = sql.do_get(request).await;
+            return self.sql_done(&principal, started, result);
+        }
         let ticket = request.into_inner().ticket;
         let query = parse_ticket(&ticket)
             .map_err(invalid)
@@ -505,10 +548,13 @@ impl FlightService for TrimatchFlight {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        self.caller(&request)?;
-        Err(Status::unimplemented(
-            "trimatch's collections are read-only; documents come in through the Kafka input topics",
-        ))
+        // Flight SQL binds a prepared statement's parameters with DoPut;
+        // the SQL service refuses every other put (the tables are read-only).
+        let started = Instant::now();
+        let principal = self.caller(&request)?;
+        let (sql, request) = self.sql_call(&principal, request);
+        let result = sql.do_put(request).await;
+        self.sql_done(&principal, started, result)
     }
 
     async fn do_exchange(
@@ -527,6 +573,11 @@ impl FlightService for TrimatchFlight {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let started = Instant::now();
         let principal = self.caller(&request)?;
+        if SQL_ACTIONS.contains(&request.get_ref().r#type.as_str()) {
+            let (sql, request) = self.sql_call(&principal, request);
+            let result = sql.do_action(request).await;
+            return self.sql_done(&principal, started, result);
+        }
         let result = self.action(&principal, request.into_inner()).await;
         self.record("do_action", &result, started);
         self.audit(&principal, "do_action", None, None, &result);
@@ -545,6 +596,14 @@ impl FlightService for TrimatchFlight {
             description: "JSON: newest complete time, frontier, offsets per topic-partition, row counts, uptime (admins)"
                 .to_string(),
         };
-        Ok(Response::new(stream::iter(vec![Ok(status)]).boxed()))
+        let sql = SQL_ACTIONS.iter().map(|name| {
+            Ok(ActionType {
+                r#type: name.to_string(),
+                description: format!("Flight SQL: {name} (SPEC §10)"),
+            })
+        });
+        Ok(Response::new(
+            stream::iter(std::iter::once(Ok(status)).chain(sql)).boxed(),
+        ))
     }
 }

@@ -1,0 +1,360 @@
+//! One SQL statement, from its text (and bound parameters) to a DataFusion
+//! plan over the collections at one logical time (SPEC §10).
+//!
+//! * Every table a statement names is read at one `as_of`, resolved once:
+//!   the newest complete time, or the one the statement pins.
+//! * Only queries run: DDL, DML and other statements (`SET`, transactions)
+//!   are refused by DataFusion's SQL options before planning goes further.
+//! * Memory is bounded: DataFusion's operators reserve from a pool of the
+//!   configured size (no spilling to disk), and what the scans copy counts
+//!   against the same limit; a statement that would pass it fails with
+//!   RESOURCE_EXHAUSTED.
+//! * A statement travels between calls as a [`StatementHandle`], a small
+//!   JSON object holding its text, its bound parameters and its pinned time:
+//!   nothing is kept on the server, so a client that never closes a prepared
+//!   statement leaks nothing, and any process of a cluster can answer.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use arrow_ipc::reader::StreamReader;
+use arrow_ipc::writer::StreamWriter;
+use base64::Engine as _;
+use datafusion::common::ScalarValue;
+use datafusion::error::DataFusionError;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+use trimatch_dataflows::{OutputCollection, Time};
+
+use super::super::authorize::may_read;
+use super::super::service::TrimatchFlight;
+use super::tables::{CollectionTable, StatementReads};
+use crate::serve::auth::Principal;
+
+/// The catalog and schema every collection is a table of (SPEC §10).
+pub const CATALOG: &str = "trimatch";
+pub const SCHEMA: &str = "live";
+
+/// How Flight SQL statements run.
+#[derive(Clone, Debug)]
+pub struct SqlSettings {
+    /// Bytes one statement may hold: the rows its scans copy plus what its
+    /// operators (joins, aggregates, sorts) reserve.
+    pub memory_limit: usize,
+}
+
+impl Default for SqlSettings {
+    fn default() -> Self {
+        SqlSettings {
+            memory_limit: 1 << 30,
+        }
+    }
+}
+
+/// A statement as a client holds it between calls (prepared-statement
+/// handles and statement tickets are this, as JSON).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub(super) struct StatementHandle {
+    pub sql: String,
+    /// The bound parameters: a one-row record batch in Arrow IPC stream
+    /// format, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<String>,
+    /// The time the statement reads (default: the newest complete one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<Time>,
+}
+
+impl StatementHandle {
+    pub fn new(sql: String, as_of: Option<Time>) -> Self {
+        StatementHandle {
+            sql,
+            parameters: None,
+            as_of,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a statement handle serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
+        serde_json::from_slice(bytes).map_err(|error| {
+            Status::invalid_argument(format!(
+                "not a statement handle of this server ({error}); prepare the statement again"
+            ))
+        })
+    }
+
+    /// This statement with `batch`'s one row as its parameters, in order.
+    pub fn bind(mut self, batch: &RecordBatch) -> Result<Self, Status> {
+        if batch.num_rows() != 1 {
+            return Err(Status::invalid_argument(format!(
+                "parameters come as one row, one column per placeholder; got {} rows \
+                 (run the statement once per set of parameters)",
+                batch.num_rows()
+            )));
+        }
+        let mut bytes = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema()).map_err(internal)?;
+        writer.write(batch).map_err(internal)?;
+        writer.finish().map_err(internal)?;
+        drop(writer);
+        self.parameters = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+        Ok(self)
+    }
+
+    /// The bound parameters, `$1` first.
+    fn parameter_values(&self) -> Result<Vec<ScalarValue>, Status> {
+        let Some(encoded) = &self.parameters else {
+            return Ok(Vec::new());
+        };
+        let bad = |error: &dyn std::fmt::Display| {
+            Status::invalid_argument(format!(
+                "the statement's bound parameters are unreadable: {error}"
+            ))
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|error| bad(&error))?;
+        let mut reader =
+            StreamReader::try_new(Cursor::new(bytes), None).map_err(|error| bad(&error))?;
+        let Some(batch) = reader.next().transpose().map_err(|error| bad(&error))? else {
+            return Ok(Vec::new());
+        };
+        batch
+            .columns()
+            .iter()
+            .map(|column| ScalarValue::try_from_array(column, 0).map_err(|error| bad(&error)))
+            .collect()
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> Status {
+    Status::internal(error.to_string())
+}
+
+/// A planned statement: ready to run, or to say its result's schema.
+pub(super) struct PlannedStatement {
+    pub frame: DataFrame,
+    pub as_of: Time,
+}
+
+impl PlannedStatement {
+    /// The result's schema (before the time and offsets are added).
+    pub fn schema(&self) -> SchemaRef {
+        self.frame.schema().inner().clone()
+    }
+
+    /// The placeholders' types, `$1` first, as the parameter schema of a
+    /// prepared statement (a type DataFusion could not infer is Null).
+    pub fn parameter_schema(&self) -> Result<Schema, Status> {
+        let types = self
+            .frame
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(|error| sql_error(error, &[]))?;
+        let mut names: Vec<(usize, String)> = types
+            .keys()
+            .map(|name| {
+                (
+                    name.trim_start_matches('$').parse().unwrap_or(usize::MAX),
+                    name.clone(),
+                )
+            })
+            .collect();
+        names.sort();
+        Ok(Schema::new(
+            names
+                .into_iter()
+                .map(|(_, name)| {
+                    let data_type = types[&name].clone().unwrap_or(DataType::Null);
+                    Field::new(name, data_type, true)
+                })
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+/// `?` placeholders (what ADBC and JDBC send) numbered `$1`, `$2`, … (what
+/// DataFusion binds). Tokens are rewritten, so a `?` inside a string
+/// literal or a comment stays as it is.
+fn number_placeholders(sql: &str) -> Result<String, Status> {
+    if !sql.contains('?') {
+        return Ok(sql.to_string());
+    }
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|error| Status::invalid_argument(format!("the SQL does not parse: {error}")))?;
+    let mut next = 0;
+    Ok(tokens
+        .into_iter()
+        .map(|token| match token {
+            Token::Placeholder(text) if text == "?" => {
+                next += 1;
+                format!("${next}")
+            }
+            other => other.to_string(),
+        })
+        .collect())
+}
+
+/// The tables `principal` may read, by name.
+fn readable_tables(principal: &Principal) -> Vec<OutputCollection> {
+    OutputCollection::ALL
+        .into_iter()
+        .filter(|collection| may_read(principal, *collection))
+        .collect()
+}
+
+/// Plans `statement` as `principal` may run it, over the collections at
+/// one time.
+pub(super) async fn plan(
+    flight: &TrimatchFlight,
+    principal: &Principal,
+    statement: &StatementHandle,
+    settings: &SqlSettings,
+) -> Result<PlannedStatement, Status> {
+    let requested = statement.as_of;
+    let as_of = flight
+        .blocking(move |pipeline| pipeline.resolve_as_of(requested))
+        .await?;
+    let tables = readable_tables(principal);
+    let context = session(settings)?;
+    let reads = Arc::new(StatementReads::new(
+        flight.clone(),
+        principal.clone(),
+        as_of,
+        settings.memory_limit,
+    ));
+    for collection in &tables {
+        let table = CollectionTable {
+            collection: *collection,
+            reads: reads.clone(),
+        };
+        context
+            .register_table(collection.name(), Arc::new(table))
+            .map_err(internal)?;
+    }
+    let sql = number_placeholders(&statement.sql)?;
+    let read_only = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let mut frame = context
+        .sql_with_options(&sql, read_only)
+        .await
+        .map_err(|error| sql_error(error, &tables))?;
+    let parameters = statement.parameter_values()?;
+    if !parameters.is_empty() {
+        frame = frame
+            .with_param_values(parameters)
+            .map_err(|error| sql_error(error, &tables))?;
+    }
+    Ok(PlannedStatement { frame, as_of })
+}
+
+/// A DataFusion session for one statement: the collections' catalog and
+/// schema as the defaults, the memory pool, no spilling.
+fn session(settings: &SqlSettings) -> Result<SessionContext, Status> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(settings.memory_limit, 1.0)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()
+        .map_err(internal)?;
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, SCHEMA)
+        .with_create_default_catalog_and_schema(true)
+        .with_information_schema(true);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .build();
+    Ok(SessionContext::new_with_state(state))
+}
+
+/// The gRPC status of a failed statement, with what a person needs to fix
+/// it: an unknown table names the tables there are; a refused statement
+/// says the tables are read-only.
+pub(super) fn sql_error(error: DataFusionError, tables: &[OutputCollection]) -> Status {
+    if let DataFusionError::External(inner) = error.find_root() {
+        if let Some(status) = inner.downcast_ref::<Status>() {
+            return status.clone();
+        }
+    }
+    let message = error.to_string();
+    match error.find_root() {
+        DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
+        _ if message.contains("DDL not supported")
+            || message.contains("DML not supported")
+            || message.contains("Statement not supported") =>
+        {
+            Status::invalid_argument(format!(
+                "trimatch's tables are read-only and only queries run ({message}); \
+                 documents come in through the Kafka input topics"
+            ))
+        }
+        _ if message.contains("not found") && message.contains("table") => {
+            let names: Vec<&str> = tables.iter().map(|table| table.name()).collect();
+            Status::invalid_argument(format!(
+                "{message}; the tables of {CATALOG}.{SCHEMA} you may read are: {}",
+                names.join(", ")
+            ))
+        }
+        DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => {
+            Status::internal(message)
+        }
+        _ => Status::invalid_argument(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_marks_outside_literals_become_numbered_placeholders() {
+        let sql = "SELECT '?' AS q FROM t WHERE a = ? AND b = ? -- why?\n";
+        assert_eq!(
+            number_placeholders(sql).unwrap(),
+            "SELECT '?' AS q FROM t WHERE a = $1 AND b = $2 -- why?\n"
+        );
+        assert_eq!(number_placeholders("SELECT 1").unwrap(), "SELECT 1");
+    }
+
+    #[test]
+    fn a_handle_round_trips_with_its_parameters() {
+        let batch = RecordBatch::try_from_iter([(
+            "0",
+            Arc::new(arrow::array::StringArray::from(vec!["acme"])) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let handle = StatementHandle::new("SELECT $1".into(), Some(7))
+            .bind(&batch)
+            .unwrap();
+        let decoded = StatementHandle::decode(&handle.encode()).unwrap();
+        assert_eq!(decoded, handle);
+        assert_eq!(
+            decoded.parameter_values().unwrap(),
+            vec![ScalarValue::Utf8(Some("acme".into()))]
+        );
+        let two_rows = RecordBatch::try_from_iter([(
+            "0",
+            Arc::new(arrow::array::Int64Array::from(vec![1, 2])) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        assert!(StatementHandle::default().bind(&two_rows).is_err());
+        assert!(StatementHandle::decode(b"not json").is_err());
+    }
+}
