@@ -5,6 +5,9 @@
 
 mod support;
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+
 use support::run_python_check;
 use support::secured::{add_token, broker_with_history, serve, TENANTS};
 
@@ -21,6 +24,7 @@ fn adbc_queries_the_live_state_at_one_time_within_each_readers_tenants() {
         .map(|index| format!("tenant-{index:03}"))
         .collect();
     let admin = add_token(&auth_file, "analyst-admin", "admin", "*");
+    let admin_token = admin.clone();
     let reader_tenants = format!("{},{}", tenants[1], tenants[3]);
     let reader = add_token(&auth_file, "analyst", "reader", &reader_tenants);
     let served = serve(
@@ -47,4 +51,73 @@ fn adbc_queries_the_live_state_at_one_time_within_each_readers_tenants() {
         ],
     );
     eprintln!("{stdout}");
+
+    // `trimatch sql` prints what `trimatch query` prints, at the same time.
+    let cli = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trimatch"))
+            .args(args)
+            .args(["--flight-addr", &served.flight, "--token", &admin_token])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let tenant = &tenants[2];
+    let queried = cli(
+        &[
+            "query",
+            "invoice_matches",
+            "--filter",
+            &format!("tenant_id={tenant}"),
+        ],
+        "",
+    );
+    assert!(queried.status.success(), "{queried:?}");
+    let queried = String::from_utf8(queried.stdout).unwrap();
+    let summary = queried.lines().last().unwrap();
+    // "(N rows as of T (…))"
+    let words: Vec<&str> = summary.trim_start_matches('(').split_whitespace().collect();
+    let (rows, as_of) = (words[0], words[4]);
+    let counted = cli(
+        &[
+            "sql",
+            "--as-of",
+            as_of,
+            "--format",
+            "csv",
+            &format!("SELECT count(*) AS n FROM invoice_matches WHERE tenant_id = '{tenant}'"),
+        ],
+        "",
+    );
+    assert!(counted.status.success(), "{counted:?}");
+    assert_eq!(
+        String::from_utf8(counted.stdout).unwrap(),
+        format!("n\n{rows}\n")
+    );
+    // Statements from standard input, one per `;`.
+    let piped = cli(
+        &["sql", "--format", "json"],
+        "SELECT 1 AS one;\nSELECT tenant_id FROM exception_summary\n  WHERE tenant_id = 'nobody'; SELECT 'a;b' AS c",
+    );
+    assert!(piped.status.success(), "{piped:?}");
+    let lines = String::from_utf8(piped.stdout).unwrap();
+    assert!(
+        lines.contains(r#"{"one":"1"}"#) || lines.contains(r#"{"one":1}"#),
+        "{lines}"
+    );
+    // A bad statement: exit 2 and the server's sentence.
+    let refused = cli(&["sql", "DELETE FROM invoice_matches"], "");
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("read-only"),
+        "{refused:?}"
+    );
 }

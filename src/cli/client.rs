@@ -147,10 +147,19 @@ pub async fn print_snapshot(
     out: &mut impl Write,
 ) -> Result<usize> {
     let mut client = connection.connect().await?;
-    let mut stream = client
-        .do_get(Ticket::new(ticket))
-        .await
-        .map_err(flight_error)?;
+    let (schema, batches) = read_ticket(&mut client, Ticket::new(ticket)).await?;
+    print_batches(&schema, &batches, format, key_columns, out)
+}
+
+/// DoGet of `ticket`: the schema the server sent and every record batch.
+pub async fn read_ticket(
+    client: &mut arrow_flight::FlightClient,
+    ticket: Ticket,
+) -> Result<(
+    arrow::datatypes::SchemaRef,
+    Vec<arrow::record_batch::RecordBatch>,
+)> {
+    let mut stream = client.do_get(ticket).await.map_err(flight_error)?;
     let mut batches = Vec::new();
     while let Some(batch) = stream.next().await {
         batches.push(batch.map_err(flight_error)?);
@@ -158,6 +167,19 @@ pub async fn print_snapshot(
     let Some(schema) = stream.schema().cloned() else {
         bail!("the server sent no schema");
     };
+    Ok((schema, batches))
+}
+
+/// Prints record batches sorted by `key_columns` (every format, so that two
+/// reads of one state print the same lines), with the `trimatch.as_of` of
+/// `schema`; returns how many rows there were.
+pub fn print_batches(
+    schema: &arrow::datatypes::Schema,
+    batches: &[arrow::record_batch::RecordBatch],
+    format: Format,
+    key_columns: &[&str],
+    out: &mut impl Write,
+) -> Result<usize> {
     let as_of = schema
         .metadata()
         .get(AS_OF_KEY)
@@ -168,12 +190,12 @@ pub async fn print_snapshot(
         .iter()
         .map(|field| field.name().clone())
         .collect();
-    let mut rows = rows_as_text(&batches)?;
+    let mut rows = rows_as_text(batches)?;
     let key: Vec<usize> = key_columns
         .iter()
         .filter_map(|name| columns.iter().position(|column| column == name))
         .collect();
-    let numeric = numeric_columns(&batches);
+    let numeric = numeric_columns(batches);
     sort_by_key(&mut rows, &key, &numeric);
     match format {
         Format::Table => {
@@ -204,7 +226,7 @@ pub async fn print_snapshot(
             }
         }
         Format::Json => {
-            for row in json_rows(&schema, &rows) {
+            for row in json_rows(schema, &rows) {
                 writeln!(out, "{row}")?;
             }
         }
@@ -295,7 +317,7 @@ fn readable_suffix(ms: &str) -> String {
 }
 
 /// A Flight error with the server's message up front.
-fn flight_error(error: arrow_flight::error::FlightError) -> anyhow::Error {
+pub fn flight_error(error: arrow_flight::error::FlightError) -> anyhow::Error {
     match error {
         arrow_flight::error::FlightError::Tonic(status) => {
             anyhow::anyhow!("{} ({:?})", status.message(), status.code())

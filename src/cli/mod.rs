@@ -29,6 +29,7 @@ mod health;
 mod print;
 mod security;
 mod serve;
+mod sql;
 mod validate;
 
 #[derive(Parser)]
@@ -64,6 +65,9 @@ enum Command {
     Query(client::QueryArgs),
     /// Print a collection's changes as they happen, with progress times.
     Subscribe(client::SubscribeArgs),
+    /// Run SQL on a running trimatch (Flight SQL); with no statement, read
+    /// statements from standard input.
+    Sql(sql::SqlArgs),
     /// Manage API tokens: add-token, revoke-token, list.
     Auth(auth::AuthArgs),
     /// Probe /healthz or /readyz: exit 0 when it answers 200.
@@ -103,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args).map(|()| true),
         Command::Query(args) => client::query(args).map(|()| true),
         Command::Subscribe(args) => client::subscribe(args).map(|()| true),
+        Command::Sql(args) => sql::run(args).map(|()| true),
         Command::Auth(args) => auth::run(args).map(|()| true),
         Command::Health(args) => health::run(args),
         Command::Validate { topic, files } => validate::run(&topic, &files),
