@@ -5,12 +5,12 @@
 //!
 //! [`TrimatchFlight`] authenticates every call and hands the Flight SQL ones
 //! (a protobuf `Any` of the Flight SQL protocol as ticket or command, or a
-//! Flight SQL action) to [`SqlService`], whose Flight service is
+//! Flight SQL action) to `SqlService`, whose Flight service is
 //! arrow-flight's, built from the [`FlightSqlService`] methods here. The
 //! caller travels in the request's extensions. Statements are planned and
-//! run by DataFusion ([`statement`]) over the collections as tables
-//! ([`tables`]), read through the pipeline ([`reads`]); the catalog
-//! commands are answered in [`catalog`].
+//! run by DataFusion (`statement`) over the collections as tables
+//! (`tables`), read through the pipeline (`reads`); the catalog
+//! commands are answered in `catalog`.
 //!
 //! A statement may pin its time with the `x-trimatch-as-of` request header
 //! (milliseconds, within the retained history; ADBC sets headers with the
