@@ -121,3 +121,44 @@ fn adbc_queries_the_live_state_at_one_time_within_each_readers_tenants() {
         "{refused:?}"
     );
 }
+
+#[test]
+fn a_statement_over_the_memory_limit_fails_cleanly_and_the_next_one_runs() {
+    let broker = broker_with_history(162);
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(&broker, dir.path(), &["--sql-memory-limit-mb", "1"], None);
+    let sql = |statement: &str| {
+        Command::new(env!("CARGO_BIN_EXE_trimatch"))
+            .args([
+                "sql",
+                "--flight-addr",
+                &served.flight,
+                "--format",
+                "csv",
+                statement,
+            ])
+            .output()
+            .unwrap()
+    };
+    // Every exception paired with every other of its tenant, sorted: the
+    // sort needs far more than 1 MiB, and may not spill to disk.
+    let big = sql("SELECT a.detail, b.detail FROM match_exceptions a \
+         JOIN match_exceptions b ON a.tenant_id = b.tenant_id ORDER BY 1, 2");
+    let stderr = String::from_utf8_lossy(&big.stderr);
+    assert_eq!(big.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("ResourceExhausted"), "{stderr}");
+    // The process is fine, and a small statement runs under the same limit.
+    let small = sql("SELECT count(*) AS n FROM match_exceptions");
+    assert!(small.status.success(), "{small:?}");
+    let count: usize = String::from_utf8(small.stdout)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        count > 100,
+        "{count} exceptions: too few for the pairs to be large"
+    );
+}
