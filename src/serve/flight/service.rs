@@ -26,7 +26,7 @@ use super::encode::Encoder;
 
 use super::authorize::{authorize, authorize_admin, forwarded_ticket, may_read, scoped};
 use super::peers::{peer_unavailable, PeerLink, PEER_COMPLETION_WAIT};
-use super::sql::{is_sql_command, SqlService, SqlSettings, SQL_ACTIONS};
+use super::sql::{is_sql_command, SqlSettings, SQL_ACTIONS};
 use crate::output::columns::{change_schema, record_batch, schema};
 use crate::output::filter::RowFilter;
 use crate::output::{AS_OF_KEY, OFFSETS_KEY};
@@ -344,7 +344,7 @@ fn schema_of(query: &Query) -> Result<SchemaResult, Status> {
 impl TrimatchFlight {
     /// Counts a request and how long it took to answer (streams: until the
     /// reply stream was ready).
-    fn record<T>(&self, method: &str, result: &Result<T, Status>, started: Instant) {
+    pub(super) fn record<T>(&self, method: &str, result: &Result<T, Status>, started: Instant) {
         self.metrics
             .flight_request(method, result.is_err(), started.elapsed());
     }
@@ -372,29 +372,6 @@ impl TrimatchFlight {
             );
         }
         Ok(infos)
-    }
-
-    /// A Flight SQL call of `principal`: the SQL service, and the request
-    /// carrying the principal to it.
-    fn sql_call<T>(
-        &self,
-        principal: &Principal,
-        mut request: Request<T>,
-    ) -> (SqlService, Request<T>) {
-        request.extensions_mut().insert(principal.clone());
-        (SqlService::new(self.clone()), request)
-    }
-
-    /// Counts and audits a Flight SQL call.
-    fn sql_done<T>(
-        &self,
-        principal: &Principal,
-        started: Instant,
-        result: Result<T, Status>,
-    ) -> Result<T, Status> {
-        self.record("sql", &result, started);
-        self.audit(principal, "sql", None, None, &result);
-        result
     }
 
     async fn action(

@@ -71,9 +71,33 @@ pub(super) struct SqlService {
     flight: TrimatchFlight,
 }
 
-impl SqlService {
-    pub(super) fn new(flight: TrimatchFlight) -> Self {
-        SqlService { flight }
+impl TrimatchFlight {
+    /// A Flight SQL call of `principal`: the SQL service, and the request
+    /// carrying the principal to it.
+    pub(super) fn sql_call<T>(
+        &self,
+        principal: &Principal,
+        mut request: Request<T>,
+    ) -> (SqlService, Request<T>) {
+        request.extensions_mut().insert(principal.clone());
+        (
+            SqlService {
+                flight: self.clone(),
+            },
+            request,
+        )
+    }
+
+    /// Counts and audits a Flight SQL call.
+    pub(super) fn sql_done<T>(
+        &self,
+        principal: &Principal,
+        started: std::time::Instant,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        self.record("sql", &result, started);
+        self.audit(principal, "sql", None, None, &result);
+        result
     }
 }
 
