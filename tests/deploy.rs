@@ -510,7 +510,7 @@ fn check_secured_serve(
 #[test]
 fn the_compose_and_kubernetes_settings_run_with_tls_and_authentication_on() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [1, 1, 1, 1]);
+    create_input_topics(&broker.address, [1, 1, 1, 1, 1]);
     let messages: Vec<_> = trimatch_workload::Workload::new(trimatch_workload::WorkloadConfig {
         seed: 161,
         tenants: 4,
@@ -523,17 +523,24 @@ fn the_compose_and_kubernetes_settings_run_with_tls_and_authentication_on() {
     let secrets = dir.path().join("secrets");
     dev_secrets(&secrets);
 
-    // compose: its serve command, with the volume's path, the broker and free
+    // compose: its serve command, with the volumes' paths, the broker and free
     // ports swapped in; still on every interface.
     let compose = &yaml_documents("docker-compose.yml")[0];
+    let compose_state = dir.path().join("compose-state");
     let (flight, metrics) = (free_port(), free_port());
     let args: Vec<String> = strings(&compose["services"]["trimatch"]["command"])
         .into_iter()
         .map(|arg| {
-            arg.replace("/secrets", secrets.to_str().unwrap())
-                .replace("kafka:9092", &broker.address)
-                .replace("0.0.0.0:50051", &format!("0.0.0.0:{flight}"))
-                .replace("0.0.0.0:9464", &format!("0.0.0.0:{metrics}"))
+            // The state volume too: `/state` on the test host is not ours.
+            (if arg == "/state" {
+                compose_state.to_str().unwrap().to_string()
+            } else {
+                arg
+            })
+            .replace("/secrets", secrets.to_str().unwrap())
+            .replace("kafka:9092", &broker.address)
+            .replace("0.0.0.0:50051", &format!("0.0.0.0:{flight}"))
+            .replace("0.0.0.0:9464", &format!("0.0.0.0:{metrics}"))
         })
         .collect();
     check_secured_serve(

@@ -39,7 +39,7 @@ fn apply(rows: &mut BTreeMap<Row, isize>, changes: &[(Row, Time, isize)]) {
 #[test]
 fn a_restart_from_a_checkpoint_goes_on_exactly_where_the_clean_stop_left_off() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [3, 2, 3, 1]);
+    create_input_topics(&broker.address, [3, 2, 3, 1, 1]);
     let state = tempfile::tempdir().unwrap();
     let messages = history(21, 4_000);
     let (first, second) = messages.split_at(2_500);
@@ -238,7 +238,8 @@ fn a_restart_after_the_topics_were_truncated_keeps_the_full_state_from_the_check
         config
     };
     let pipeline = Pipeline::start(config()).unwrap();
-    let consumed = first.len() as u64 + 4 * 40;
+    let topics = trimatch_dataflows::model::DocumentKind::ALL.len() as u64;
+    let consumed = first.len() as u64 + topics * 40;
     wait_until_reflected(&pipeline, consumed);
     pipeline.shutdown().unwrap();
 
@@ -274,7 +275,7 @@ fn a_restart_after_the_topics_were_truncated_keeps_the_full_state_from_the_check
 
     // A restart from the checkpoint has every document, the deleted ones too.
     let pipeline = Pipeline::start(config()).unwrap();
-    wait_until_reflected(&pipeline, consumed + 4 * 20 + second.len() as u64);
+    wait_until_reflected(&pipeline, consumed + topics * 20 + second.len() as u64);
     assert!(pipeline.handle().restored().is_some());
     let newest = wait_until_complete_now(&pipeline);
     let expected = expected_state(&final_documents(&messages));
@@ -354,7 +355,7 @@ async fn follow_subscription(
 async fn a_flight_subscription_resumes_across_a_clean_restart_missing_and_repeating_nothing() {
     use support::secured::{connection, serve, snapshot};
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [2, 1, 2, 1]);
+    create_input_topics(&broker.address, [2, 1, 2, 1, 1]);
     let messages = history(51, 2_000);
     let (first, second) = messages.split_at(1_200);
     produce(&broker.address, first);

@@ -22,11 +22,12 @@ use serde_json::{json, Value};
 use trimatch::cli::connection::Connection;
 
 /// The tenant collections, with a column other than the tenant to filter on.
-const TENANT_COLLECTIONS: [(&str, &str); 4] = [
+const TENANT_COLLECTIONS: [(&str, &str); 5] = [
     ("invoice_matches", "status"),
     ("match_exceptions", "exception_type"),
     ("po_lines", "po_status"),
     ("exception_summary", "exception_type"),
+    ("po_suggestions", "matched_by"),
 ];
 
 #[test]

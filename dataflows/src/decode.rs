@@ -41,6 +41,13 @@ const AMOUNT: DecimalRule = DecimalRule {
     max_fraction_digits: 6,
     sign: SignRule::Any,
 };
+/// The `actual` a resolution accepts: an exception's expected or actual value.
+const RESOLUTION_ACTUAL: DecimalRule = DecimalRule {
+    max_fraction_digits: 6,
+    sign: SignRule::Any,
+};
+/// A resolution's `reason` longer than this many bytes is rejected.
+pub const MAX_REASON_BYTES: usize = 4096;
 /// Tolerances are percentages or amounts: at most 6 fractional digits, never negative.
 const TOLERANCE: DecimalRule = DecimalRule {
     max_fraction_digits: 6,
@@ -95,8 +102,34 @@ pub fn identity_fields(
 ) -> Result<Vec<String>> {
     kind.identity_fields()
         .iter()
-        .map(|field| identifier(object, field, path).map(|text| text.to_string()))
+        .map(|field| {
+            if kind.is_line_number_identity(field) {
+                let line = optional_line_number(object, field, path)?;
+                return Ok(line.map(|n| n.to_string()).unwrap_or_default());
+            }
+            let text = identifier(object, field, path)?;
+            if *field == "exception_type" {
+                exception_type_named(&text, &fields::field_path(path, field))?;
+            }
+            Ok(text.to_string())
+        })
         .collect()
+}
+
+/// An identity field's value as [`identity_fields`] writes it, if `value`
+/// is a valid one: a string's text; for a line-number field a number in
+/// decimal, or empty for null.
+pub fn identity_text(kind: DocumentKind, field: &str, value: Json<'_>) -> Option<String> {
+    if kind.is_line_number_identity(field) {
+        if value.is_null() {
+            return Some(String::new());
+        }
+        return value
+            .as_number()
+            .and_then(|number| number.parse::<u32>().ok())
+            .map(|n| n.to_string());
+    }
+    value.as_str().map(|text| text.into_owned())
 }
 
 /// The identity field values of a document, tenant first.
@@ -106,6 +139,15 @@ pub fn document_identity(document: &Document) -> Vec<String> {
         Document::GoodsReceipt(gr) => vec![gr.tenant_id.to_string(), gr.receipt_id.to_string()],
         Document::Invoice(inv) => vec![inv.tenant_id.to_string(), inv.invoice_id.to_string()],
         Document::MatchPolicy(policy) => vec![policy.tenant_id.to_string()],
+        Document::ExceptionResolution(resolution) => vec![
+            resolution.tenant_id.to_string(),
+            resolution.invoice_id.to_string(),
+            resolution.exception_type.as_str().to_string(),
+            resolution
+                .po_line_no
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+        ],
     }
 }
 
@@ -144,6 +186,9 @@ pub fn document_from_object(kind: DocumentKind, object: &JsonObject<'_>) -> Resu
         DocumentKind::GoodsReceipt => Document::GoodsReceipt(Arc::new(goods_receipt(object)?)),
         DocumentKind::Invoice => Document::Invoice(Arc::new(invoice(object)?)),
         DocumentKind::MatchPolicy => Document::MatchPolicy(Arc::new(match_policy(object)?)),
+        DocumentKind::ExceptionResolution => {
+            Document::ExceptionResolution(Arc::new(exception_resolution(object)?))
+        }
     })
 }
 
@@ -281,6 +326,55 @@ fn match_policy(object: &JsonObject<'_>) -> Result<MatchPolicy> {
         price_tolerance_abs: optional_decimal(object, "price_tolerance_abs", "", TOLERANCE)?,
         qty_tolerance_pct: optional_decimal(object, "qty_tolerance_pct", "", TOLERANCE)?,
         total_tolerance_abs: optional_decimal(object, "total_tolerance_abs", "", TOLERANCE)?,
+    })
+}
+
+fn exception_resolution(object: &JsonObject<'_>) -> Result<ExceptionResolution> {
+    let tenant_id = identifier(object, "tenant_id", "")?;
+    let invoice_id = identifier(object, "invoice_id", "")?;
+    let exception_type =
+        exception_type_named(&identifier(object, "exception_type", "")?, "exception_type")?;
+    let po_line_no = optional_line_number(object, "po_line_no", "")?;
+    let decision = match optional_str(object, "decision", "")?.as_deref() {
+        Some("accept") => Decision::Accept,
+        Some("reject") => Decision::Reject,
+        Some(other) => return Err(unknown_value("decision", other, "accept or reject")),
+        None => return Err(DecodeError::new("decision", "missing")),
+    };
+    let reason = match optional_str(object, "reason", "")? {
+        Some(text) if text.len() > MAX_REASON_BYTES => {
+            return Err(DecodeError::new(
+                "reason",
+                format!(
+                    "longer than {MAX_REASON_BYTES} bytes ({} bytes)",
+                    text.len()
+                ),
+            ))
+        }
+        reason => reason.map(|text| Text::from(text.as_ref())),
+    };
+    Ok(ExceptionResolution {
+        tenant_id,
+        invoice_id,
+        exception_type,
+        po_line_no,
+        decision,
+        actual: optional_decimal(object, "actual", "", RESOLUTION_ACTUAL)?,
+        resolved_by: identifier(object, "resolved_by", "")?,
+        resolved_at: timestamp_millis(object, "resolved_at")?,
+        reason,
+    })
+}
+
+/// One of SPEC §2's exception types, by its wire name; `path` names the field.
+fn exception_type_named(name: &str, path: &str) -> Result<crate::rows::ExceptionType> {
+    crate::rows::ExceptionType::from_name(name).ok_or_else(|| {
+        DecodeError::new(
+            path,
+            format!(
+                "unknown exception type {name:?} (expected one of SPEC §2's, e.g. PRICE_VARIANCE)"
+            ),
+        )
     })
 }
 

@@ -71,27 +71,30 @@ pub enum OutputCollection {
     MatchExceptions,
     PoLines,
     ExceptionSummary,
+    PoSuggestions,
     DeadLetters,
     SourceProgress,
 }
 
 impl OutputCollection {
     /// Every collection of SPEC §3, in SPEC order.
-    pub const ALL: [OutputCollection; 6] = [
+    pub const ALL: [OutputCollection; 7] = [
         OutputCollection::InvoiceMatches,
         OutputCollection::MatchExceptions,
         OutputCollection::PoLines,
         OutputCollection::ExceptionSummary,
+        OutputCollection::PoSuggestions,
         OutputCollection::DeadLetters,
         OutputCollection::SourceProgress,
     ];
     /// The collections the matching rules derive (keyed by tenant); the others
     /// are the sources' bookkeeping (keyed by topic).
-    pub const MATCHING: [OutputCollection; 4] = [
+    pub const MATCHING: [OutputCollection; 5] = [
         OutputCollection::InvoiceMatches,
         OutputCollection::MatchExceptions,
         OutputCollection::PoLines,
         OutputCollection::ExceptionSummary,
+        OutputCollection::PoSuggestions,
     ];
     /// The collection's name in SPEC §3.
     pub fn name(&self) -> &'static str {
@@ -100,6 +103,7 @@ impl OutputCollection {
             OutputCollection::MatchExceptions => "match_exceptions",
             OutputCollection::PoLines => "po_lines",
             OutputCollection::ExceptionSummary => "exception_summary",
+            OutputCollection::PoSuggestions => "po_suggestions",
             OutputCollection::DeadLetters => "dead_letters",
             OutputCollection::SourceProgress => "source_progress",
         }
@@ -114,6 +118,7 @@ impl OutputCollection {
             }
             OutputCollection::PoLines => &["tenant_id", "po_number", "line_no"],
             OutputCollection::ExceptionSummary => &["tenant_id", "exception_type"],
+            OutputCollection::PoSuggestions => &["tenant_id", "invoice_id", "rank"],
             OutputCollection::DeadLetters => &["topic", "partition", "offset"],
             OutputCollection::SourceProgress => &["topic", "partition"],
         }
@@ -133,6 +138,7 @@ pub enum Row {
     Exception(ExceptionRow),
     PoLine(PoLineRow),
     ExceptionSummary(ExceptionSummaryRow),
+    PoSuggestion(PoSuggestionRow),
     DeadLetter(DeadLetterRow),
     SourceProgress(SourceProgressRow),
 }
@@ -145,6 +151,7 @@ impl Row {
             Row::Exception(_) => OutputCollection::MatchExceptions,
             Row::PoLine(_) => OutputCollection::PoLines,
             Row::ExceptionSummary(_) => OutputCollection::ExceptionSummary,
+            Row::PoSuggestion(_) => OutputCollection::PoSuggestions,
             Row::DeadLetter(_) => OutputCollection::DeadLetters,
             Row::SourceProgress(_) => OutputCollection::SourceProgress,
         }
@@ -169,7 +176,7 @@ pub enum ReadError {
     NotComplete { as_of: Time, newest: Time },
 }
 
-/// Fingerprint domains of the source bookkeeping slots (the document kinds use 1–5).
+/// Fingerprint domains of the source bookkeeping slots (the model's keys use 1–7).
 const SOURCE_PROGRESS_DOMAIN: u8 = 16;
 const DEAD_LETTER_DOMAIN: u8 = 17;
 
@@ -295,8 +302,14 @@ impl Matcher {
                         Document::Invoice(invoice) => Some((*key, invoice.clone())),
                         _ => None,
                     }),
-                match_policies: current.flat_map_ref(|key, document| match document {
-                    Document::MatchPolicy(policy) => Some((*key, policy.clone())),
+                match_policies: current
+                    .clone()
+                    .flat_map_ref(|key, document| match document {
+                        Document::MatchPolicy(policy) => Some((*key, policy.clone())),
+                        _ => None,
+                    }),
+                exception_resolutions: current.flat_map_ref(|key, document| match document {
+                    Document::ExceptionResolution(resolution) => Some((*key, resolution.clone())),
                     _ => None,
                 }),
             };
@@ -305,6 +318,7 @@ impl Matcher {
                 match_exceptions,
                 po_lines,
                 exception_summary,
+                po_suggestions,
             } = three_way_match(documents, default_tolerances);
             let po_lines = publish_arranged(
                 po_lines,
@@ -312,7 +326,7 @@ impl Matcher {
                 &probe,
                 &changes,
             );
-            let traces: [(OutputCollection, Box<dyn OutputTrace>); 6] = [
+            let traces: [(OutputCollection, Box<dyn OutputTrace>); 7] = [
                 (
                     OutputCollection::InvoiceMatches,
                     Box::new(publish(
@@ -335,6 +349,10 @@ impl Matcher {
                         &probe,
                         &changes,
                     )),
+                ),
+                (
+                    OutputCollection::PoSuggestions,
+                    Box::new(publish(po_suggestions, Row::PoSuggestion, &probe, &changes)),
                 ),
                 (
                     OutputCollection::DeadLetters,

@@ -2,7 +2,7 @@
 //!
 //! * [`model`] — the input documents of SPEC §1.2 and the keys the graph uses;
 //! * [`decode`] — JSON → validated documents, with reasons for every rejection (SPEC §1.3);
-//! * [`rules`] — the matching rules of SPEC §2 as pure functions;
+//! * [`rules`] — the matching rules of SPEC §2, the decisions of §6 and the suggestions of §7 as pure functions;
 //! * [`graph`] — the incremental three-way-match dataflow;
 //! * [`running_sum`] — an operator for running totals in order, whose cost per change does not grow with the group;
 //! * [`rows`] — the output rows of SPEC §3;

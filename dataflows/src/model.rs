@@ -13,6 +13,8 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::rows::ExceptionType;
+
 /// Logical time: milliseconds since the Unix epoch at ingestion (SPEC §4).
 pub type Time = u64;
 
@@ -108,6 +110,50 @@ pub fn duplicate_group_key(tenant_id: &str, vendor_id: &str, invoice_number: &st
 /// The invoice number as duplicate detection compares it: trimmed, ASCII upper-cased.
 pub fn normalize_invoice_number(invoice_number: &str) -> String {
     invoice_number.trim().to_ascii_uppercase()
+}
+
+/// Identity of an exception resolution, and of the raised exception it
+/// applies to (SPEC §6): (`tenant_id`, `invoice_id`, `exception_type`,
+/// `po_line_no`), a header exception's line number being null.
+pub fn resolution_key(
+    tenant_id: &str,
+    invoice_id: &str,
+    exception_type: ExceptionType,
+    po_line_no: Option<u32>,
+) -> Fingerprint {
+    let line = po_line_no.map(|n| n.to_string()).unwrap_or_default();
+    Fingerprint::of(6, &[tenant_id, invoice_id, exception_type.as_str(), &line])
+}
+
+/// The POs a `PO_NOT_FOUND` invoice may belong to share its (`tenant_id`,
+/// `vendor_id`, `currency`) (SPEC §7).
+pub fn vendor_currency_key(tenant_id: &str, vendor_id: &str, currency: Currency) -> Fingerprint {
+    Fingerprint::of(7, &[tenant_id, vendor_id, currency.as_str()])
+}
+
+/// A document number as PO suggestions (and payment references) compare it
+/// (SPEC §7): ASCII upper-cased, only `A–Z` and `0–9` kept, and the leading
+/// zeros of every run of digits dropped (a run of zeros becomes `0`):
+/// `po-01001` → `PO1001`, `2026-0042` → `20260042`.
+pub fn normalize_document_number(number: &str) -> String {
+    let kept: Vec<u8> = number
+        .bytes()
+        .map(|byte| byte.to_ascii_uppercase())
+        .filter(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit())
+        .collect();
+    let mut normalized = String::with_capacity(kept.len());
+    for run in kept.chunk_by(|a, b| a.is_ascii_digit() == b.is_ascii_digit()) {
+        let start = if run[0].is_ascii_digit() {
+            // The first significant digit, or the last zero of a run of zeros.
+            run.iter()
+                .position(|&digit| digit != b'0')
+                .unwrap_or(run.len() - 1)
+        } else {
+            0
+        };
+        normalized.extend(run[start..].iter().map(|&byte| byte as char));
+    }
+    normalized
 }
 
 /// A three-letter ISO 4217 currency code (validated upper-case ASCII).
@@ -331,6 +377,52 @@ impl MatchPolicy {
     }
 }
 
+/// `decision` of an exception resolution.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Decision {
+    Accept,
+    Reject,
+}
+impl Decision {
+    /// The wire spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Decision::Accept => "accept",
+            Decision::Reject => "reject",
+        }
+    }
+}
+
+/// An analyst's decision on one exception (topic `exception_resolutions`,
+/// SPEC §6). It applies to the raised exception with the same key, if any.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ExceptionResolution {
+    pub tenant_id: Text,
+    pub invoice_id: Text,
+    pub exception_type: ExceptionType,
+    /// Null for header exceptions.
+    pub po_line_no: Option<u32>,
+    pub decision: Decision,
+    /// The exception's `actual` the analyst accepted, if stated.
+    pub actual: Option<Decimal>,
+    pub resolved_by: Text,
+    /// Milliseconds since the Unix epoch, UTC (finer digits truncated).
+    pub resolved_at: i64,
+    pub reason: Option<Text>,
+}
+
+impl ExceptionResolution {
+    /// The document's identity key, which is also its exception's.
+    pub fn key(&self) -> Fingerprint {
+        resolution_key(
+            &self.tenant_id,
+            &self.invoice_id,
+            self.exception_type,
+            self.po_line_no,
+        )
+    }
+}
+
 /// A fully resolved policy: the tolerances the rules of SPEC §2 apply.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Tolerances {
@@ -359,15 +451,17 @@ pub enum DocumentKind {
     GoodsReceipt,
     Invoice,
     MatchPolicy,
+    ExceptionResolution,
 }
 
 impl DocumentKind {
     /// All kinds, in topic order.
-    pub const ALL: [DocumentKind; 4] = [
+    pub const ALL: [DocumentKind; 5] = [
         DocumentKind::PurchaseOrder,
         DocumentKind::GoodsReceipt,
         DocumentKind::Invoice,
         DocumentKind::MatchPolicy,
+        DocumentKind::ExceptionResolution,
     ];
     /// The default topic name (SPEC §1).
     pub fn default_topic(&self) -> &'static str {
@@ -376,6 +470,7 @@ impl DocumentKind {
             DocumentKind::GoodsReceipt => "goods_receipts",
             DocumentKind::Invoice => "invoices",
             DocumentKind::MatchPolicy => "match_policies",
+            DocumentKind::ExceptionResolution => "exception_resolutions",
         }
     }
     /// The names of the identity fields, tenant first.
@@ -385,7 +480,16 @@ impl DocumentKind {
             DocumentKind::GoodsReceipt => &["tenant_id", "receipt_id"],
             DocumentKind::Invoice => &["tenant_id", "invoice_id"],
             DocumentKind::MatchPolicy => &["tenant_id"],
+            DocumentKind::ExceptionResolution => {
+                &["tenant_id", "invoice_id", "exception_type", "po_line_no"]
+            }
         }
+    }
+    /// Whether identity field `field` of this kind is an optional line
+    /// number (a resolution's `po_line_no`) rather than a required identifier.
+    /// In identity values it is written in decimal, or empty for null.
+    pub fn is_line_number_identity(&self, field: &str) -> bool {
+        *self == DocumentKind::ExceptionResolution && field == "po_line_no"
     }
     /// The identity key of the document with these identity field values
     /// (in the order of [`identity_fields`](Self::identity_fields)).
@@ -395,6 +499,13 @@ impl DocumentKind {
             (DocumentKind::GoodsReceipt, [tenant, id]) => receipt_key(tenant, id),
             (DocumentKind::Invoice, [tenant, id]) => invoice_key(tenant, id),
             (DocumentKind::MatchPolicy, [tenant]) => tenant_key(tenant),
+            (DocumentKind::ExceptionResolution, [tenant, invoice, exception_type, line]) => {
+                // The identity values come from the decoders, which validated
+                // both (a type of SPEC §2, a line number or empty).
+                let exception_type =
+                    ExceptionType::from_name(exception_type).expect("a validated exception type");
+                resolution_key(tenant, invoice, exception_type, line.parse().ok())
+            }
             _ => panic!(
                 "{self:?} identity has {} parts",
                 self.identity_fields().len()
@@ -410,6 +521,7 @@ pub enum Document {
     GoodsReceipt(Arc<GoodsReceipt>),
     Invoice(Arc<Invoice>),
     MatchPolicy(Arc<MatchPolicy>),
+    ExceptionResolution(Arc<ExceptionResolution>),
 }
 
 impl Document {
@@ -420,6 +532,7 @@ impl Document {
             Document::GoodsReceipt(_) => DocumentKind::GoodsReceipt,
             Document::Invoice(_) => DocumentKind::Invoice,
             Document::MatchPolicy(_) => DocumentKind::MatchPolicy,
+            Document::ExceptionResolution(_) => DocumentKind::ExceptionResolution,
         }
     }
     /// The document's identity key.
@@ -429,6 +542,7 @@ impl Document {
             Document::GoodsReceipt(doc) => doc.key(),
             Document::Invoice(doc) => doc.key(),
             Document::MatchPolicy(doc) => doc.key(),
+            Document::ExceptionResolution(doc) => doc.key(),
         }
     }
 }
@@ -436,6 +550,23 @@ impl Document {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn document_numbers_normalize_as_spec_7_says() {
+        for (number, normalized) in [
+            ("po-01001", "PO1001"),
+            ("PO1001", "PO1001"),
+            ("2026-0042", "20260042"),
+            ("PO-000", "PO0"),
+            ("0", "0"),
+            ("A00B007", "A0B7"),
+            (" inv 0012 / 03 ", "INV1203"),
+            ("é-ß", ""),
+            ("", ""),
+        ] {
+            assert_eq!(normalize_document_number(number), normalized, "{number:?}");
+        }
+    }
 
     #[test]
     fn po_keys_sort_by_tenant() {

@@ -77,6 +77,23 @@ impl ExceptionType {
         }
     }
 
+    /// The type with this wire spelling.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// Whether the type is raised for a PO line (it has a `po_line_no`).
+    pub fn is_line_level(&self) -> bool {
+        matches!(
+            self,
+            ExceptionType::LineNotOnPo
+                | ExceptionType::PriceVariance
+                | ExceptionType::ReceiptMissing
+                | ExceptionType::QtyExceedsReceived
+                | ExceptionType::QtyExceedsOrdered
+        )
+    }
+
     /// Only `TOTAL_MISMATCH` is a warning; every other type blocks.
     pub fn severity(&self) -> Severity {
         match self {
@@ -120,6 +137,8 @@ impl fmt::Display for ExceptionType {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum MatchStatus {
     Matched,
+    /// Every blocking exception is accepted (SPEC §6), and there is one.
+    Approved,
     Exception,
     Cancelled,
 }
@@ -129,6 +148,7 @@ impl MatchStatus {
     pub fn as_str(&self) -> &'static str {
         match self {
             MatchStatus::Matched => "matched",
+            MatchStatus::Approved => "approved",
             MatchStatus::Exception => "exception",
             MatchStatus::Cancelled => "cancelled",
         }
@@ -150,7 +170,10 @@ pub struct InvoiceMatchRow {
     pub line_count: u32,
     pub invoice_amount: Decimal,
     pub exception_count: u32,
+    /// Open blocking exceptions: not accepted.
     pub blocking_count: u32,
+    /// Accepted blocking exceptions.
+    pub accepted_count: u32,
 }
 
 /// A row of `match_exceptions`: one per raised exception.
@@ -166,12 +189,59 @@ pub struct ExceptionRow {
     pub actual: Option<Decimal>,
     /// A sentence for the AP analyst.
     pub detail: Text,
+    /// The analyst's decision on it, if any (SPEC §6).
+    pub resolution: Option<ResolutionRecord>,
 }
 
 impl ExceptionRow {
     /// `blocking` or `warning`, from the type.
     pub fn severity(&self) -> Severity {
         self.exception_type.severity()
+    }
+    /// Whether the exception still needs a decision: it is not accepted.
+    pub fn is_open(&self) -> bool {
+        ResolutionRecord::leaves_open(self.resolution.as_ref())
+    }
+}
+
+/// `resolution` of a `match_exceptions` row (SPEC §6).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Resolution {
+    /// Accepted as it stands: no longer open.
+    Accepted,
+    /// Confirmed or disputed: still open.
+    Rejected,
+    /// Accepted for an `actual` that is no longer the exception's: open again.
+    Lapsed,
+}
+
+impl Resolution {
+    /// The wire spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Resolution::Accepted => "accepted",
+            Resolution::Rejected => "rejected",
+            Resolution::Lapsed => "lapsed",
+        }
+    }
+}
+
+/// A decision as a `match_exceptions` row records it: the `resolution`
+/// columns, filled together.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ResolutionRecord {
+    pub resolution: Resolution,
+    pub resolved_by: Text,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub resolved_at: i64,
+    pub reason: Option<Text>,
+}
+
+impl ResolutionRecord {
+    /// Whether an exception with this resolution (or none) is still open:
+    /// only an acceptance closes it.
+    pub fn leaves_open(record: Option<&ResolutionRecord>) -> bool {
+        record.is_none_or(|record| record.resolution != Resolution::Accepted)
     }
 }
 
@@ -200,12 +270,61 @@ pub struct ExceptionSummaryRow {
     pub exception_count: u64,
     /// Distinct invoices with at least one exception of this type.
     pub invoice_count: u64,
+    /// Exceptions of this type not accepted (SPEC §6).
+    pub open_count: u64,
 }
 
 impl ExceptionSummaryRow {
     /// `blocking` or `warning`, from the type.
     pub fn severity(&self) -> Severity {
         self.exception_type.severity()
+    }
+}
+
+/// `matched_by` of a `po_suggestions` row: how the PO was found (SPEC §7).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MatchedBy {
+    /// Its normalized number equals the invoice's.
+    Number,
+    /// Its open amount is close to the invoice's amount.
+    Amount,
+}
+
+impl MatchedBy {
+    /// The wire spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MatchedBy::Number => "number",
+            MatchedBy::Amount => "amount",
+        }
+    }
+}
+
+/// A row of `po_suggestions`: one of the (at most three) POs a
+/// `PO_NOT_FOUND` invoice most likely belongs to (SPEC §7).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PoSuggestionRow {
+    pub tenant_id: Text,
+    pub invoice_id: Text,
+    /// 1 to 3, best first.
+    pub rank: u32,
+    pub po_number: Text,
+    pub matched_by: MatchedBy,
+    /// The PO's open amount − the invoice's amount; `None` for `number`.
+    pub amount_difference: Option<Decimal>,
+    /// The score as the exact fraction `score_numerator / score_denominator`
+    /// (kept exact so that rows compare exactly; served as a Float64).
+    pub score_numerator: Decimal,
+    pub score_denominator: Decimal,
+}
+
+impl PoSuggestionRow {
+    /// The score, rounded to a float.
+    pub fn score(&self) -> f64 {
+        use rust_decimal::prelude::ToPrimitive;
+        (self.score_numerator / self.score_denominator)
+            .to_f64()
+            .unwrap_or(0.0)
     }
 }
 

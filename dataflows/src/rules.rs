@@ -1,4 +1,5 @@
-//! The matching rules of SPEC §2 as pure functions over documents.
+//! The matching rules of SPEC §2, and the decisions of §6 and suggestions of
+//! §7, as pure functions over documents.
 //!
 //! The dataflow in [`crate::graph`] decides *which* documents meet (which PO an
 //! invoice names, which invoices order before it on a PO line); the functions
@@ -11,8 +12,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::compare_products;
-use crate::model::{Invoice, PoStatus, PurchaseOrder, Text, Tolerances};
-use crate::rows::ExceptionType;
+use crate::model::{
+    Decision, ExceptionResolution, Invoice, PoStatus, PurchaseOrder, Text, Tolerances,
+};
+use crate::rows::{ExceptionType, MatchedBy, Resolution, ResolutionRecord};
 
 /// An exception raised for one invoice, before it is dressed with the invoice's names.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -328,4 +331,91 @@ mod tests {
             &Tolerances::default()
         ));
     }
+}
+
+/// What an analyst's decision makes of a raised exception whose `actual` is
+/// `exception_actual` (SPEC §6): an acceptance holds only for the `actual`
+/// it names (compared as decimals), if it names one.
+pub fn resolution_record(
+    exception_actual: Option<Decimal>,
+    decision: &ExceptionResolution,
+) -> ResolutionRecord {
+    let resolution = match (decision.decision, decision.actual) {
+        (Decision::Reject, _) => Resolution::Rejected,
+        (Decision::Accept, None) => Resolution::Accepted,
+        (Decision::Accept, Some(accepted)) if exception_actual == Some(accepted) => {
+            Resolution::Accepted
+        }
+        (Decision::Accept, Some(_)) => Resolution::Lapsed,
+    };
+    ResolutionRecord {
+        resolution,
+        resolved_by: decision.resolved_by.clone(),
+        resolved_at: decision.resolved_at,
+        reason: decision.reason.clone(),
+    }
+}
+
+/// A `PO_NOT_FOUND` invoice as PO suggestions compare it (SPEC §7).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UnmatchedInvoice {
+    pub tenant_id: Text,
+    pub invoice_id: Text,
+    /// The normalized `po_number` it gives.
+    pub po_number: String,
+    pub invoice_amount: Decimal,
+}
+
+/// An open PO of the invoice's tenant, vendor and currency.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OpenPo {
+    pub po_number: Text,
+    /// `po_number`, normalized.
+    pub normalized: String,
+    /// Σ over its lines of max(ordered − max(billed, 0), 0) × unit_price.
+    pub open_amount: Decimal,
+}
+
+/// A PO that qualifies as a suggestion for an invoice. Ordered best first:
+/// by score (higher first), then `po_number` — the ranking of SPEC §7.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PoCandidate {
+    /// `denominator` − the score's numerator: the score is 1 − shortfall /
+    /// denominator, and every candidate of one invoice has the same
+    /// denominator, so ordering by shortfall ascending is ordering by score
+    /// descending, exactly.
+    pub shortfall: Decimal,
+    pub po_number: Text,
+    pub matched_by: MatchedBy,
+    pub amount_difference: Option<Decimal>,
+    /// max(invoice_amount, 0.01).
+    pub denominator: Decimal,
+}
+
+/// Whether `po` is a suggestion for `invoice` (already known to share its
+/// tenant, vendor and currency, and open), and how good a one (SPEC §7): by
+/// number when the normalized numbers are equal and not empty (score 1),
+/// else by amount when the PO's open amount is within max(10.00, 2 % of the
+/// invoice's amount) of it (score 1 − |difference| / max(amount, 0.01),
+/// clamped at 0).
+pub fn po_candidate(invoice: &UnmatchedInvoice, po: &OpenPo) -> Option<PoCandidate> {
+    let denominator = invoice.invoice_amount.max(Decimal::new(1, 2));
+    if !invoice.po_number.is_empty() && invoice.po_number == po.normalized {
+        return Some(PoCandidate {
+            shortfall: Decimal::ZERO,
+            po_number: po.po_number.clone(),
+            matched_by: MatchedBy::Number,
+            amount_difference: None,
+            denominator,
+        });
+    }
+    let difference = po.open_amount - invoice.invoice_amount;
+    let window = Decimal::TEN.max(invoice.invoice_amount * Decimal::new(2, 2));
+    (difference.abs() <= window).then(|| PoCandidate {
+        shortfall: difference.abs().min(denominator),
+        po_number: po.po_number.clone(),
+        matched_by: MatchedBy::Amount,
+        amount_difference: Some(difference),
+        denominator,
+    })
 }

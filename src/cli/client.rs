@@ -23,7 +23,7 @@ use crate::output::AS_OF_KEY;
 
 #[derive(Args)]
 pub struct QueryArgs {
-    /// The collection: invoice_matches, match_exceptions, po_lines, exception_summary, dead_letters, source_progress.
+    /// The collection: invoice_matches, match_exceptions, po_lines, exception_summary, po_suggestions, dead_letters, source_progress.
     collection: String,
     /// Equality filter COLUMN=VALUE (repeatable; they AND together).
     #[arg(long = "filter", value_name = "COLUMN=VALUE", value_parser = parse_setting)]

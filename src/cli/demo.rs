@@ -206,7 +206,7 @@ fn print_banner(brokers: &str, flight: SocketAddr) {
         "trimatch demo — a live three-way match over an embedded Kafka broker\n\
          \n\
          Kafka (produce your own documents here):  {brokers}\n\
-         \x20   topics: purchase_orders, goods_receipts, invoices, match_policies\n\
+         \x20   topics: purchase_orders, goods_receipts, invoices, match_policies, exception_resolutions\n\
          Arrow Flight:                             grpc://{flight}\n\
          \n\
          In another terminal:\n\
@@ -252,8 +252,11 @@ struct Summary {
     lag: u64,
     invoices: u64,
     in_exception: u64,
+    /// Every blocking exception accepted by an analyst (SPEC §6).
+    approved: u64,
     cancelled: u64,
-    top_exceptions: Vec<(String, u64, u64)>,
+    /// (type, exceptions, open ones, invoices), most exceptions first.
+    top_exceptions: Vec<(String, u64, u64, u64)>,
     ready: bool,
 }
 
@@ -272,6 +275,7 @@ impl Summary {
             lag: counters.values().map(|counter| counter.lag()).sum(),
             invoices: 0,
             in_exception: 0,
+            approved: 0,
             cancelled: 0,
             top_exceptions: Vec::new(),
             ready: handle.is_ready(),
@@ -299,6 +303,9 @@ impl Summary {
                 &status("exception"),
             )
             .unwrap_or(0);
+        summary.approved = handle
+            .count_where(OutputCollection::InvoiceMatches, as_of, &status("approved"))
+            .unwrap_or(0);
         summary.cancelled = handle
             .count_where(
                 OutputCollection::InvoiceMatches,
@@ -312,19 +319,21 @@ impl Summary {
             &Arc::default(),
             None,
         ) {
-            let mut by_type: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+            let mut by_type: std::collections::BTreeMap<String, (u64, u64, u64)> =
+                Default::default();
             for row in snapshot.rows {
                 if let Row::ExceptionSummary(row) = row {
                     let entry = by_type
                         .entry(row.exception_type.as_str().to_string())
                         .or_default();
                     entry.0 += row.exception_count;
-                    entry.1 += row.invoice_count;
+                    entry.1 += row.open_count;
+                    entry.2 += row.invoice_count;
                 }
             }
-            let mut top: Vec<(String, u64, u64)> = by_type
+            let mut top: Vec<(String, u64, u64, u64)> = by_type
                 .into_iter()
-                .map(|(kind, (e, i))| (kind, e, i))
+                .map(|(kind, (e, o, i))| (kind, e, o, i))
                 .collect();
             top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             top.truncate(6);
@@ -336,14 +345,14 @@ impl Summary {
     fn render(&self, brokers: &str, flight: SocketAddr) -> String {
         let matched = self
             .invoices
-            .saturating_sub(self.in_exception + self.cancelled);
+            .saturating_sub(self.in_exception + self.approved + self.cancelled);
         let share = |part: u64| 100.0 * part as f64 / self.invoices.max(1) as f64;
         let mut text = format!(
             "trimatch demo   Kafka {brokers}   Flight grpc://{flight}\n\
              time {}   {}\n\n\
              document changes/s  {:>10.0}     consumed {:>10}   dead-lettered {:>6}   lag {:>6}\n\
-             invoices            {:>10}     matched  {:>10} ({:.0}%)   in exception {:>6} ({:.0}%)   cancelled {}\n\n\
-             top exception types               exceptions   invoices\n",
+             invoices            {:>10}     matched  {:>10} ({:.0}%)   in exception {:>6} ({:.0}%)   approved {}   cancelled {}\n\n\
+             top exception types               exceptions       open   accepted   invoices\n",
             self.as_of
                 .map(|time| format!("{} ({time})", readable_time(time)))
                 .unwrap_or_else(|| "-".into()),
@@ -357,10 +366,14 @@ impl Summary {
             share(matched),
             self.in_exception,
             share(self.in_exception),
+            self.approved,
             self.cancelled,
         );
-        for (kind, exceptions, invoices) in &self.top_exceptions {
-            text.push_str(&format!("  {kind:<30} {exceptions:>12} {invoices:>10}\n"));
+        for (kind, exceptions, open, invoices) in &self.top_exceptions {
+            let accepted = exceptions.saturating_sub(*open);
+            text.push_str(&format!(
+                "  {kind:<30} {exceptions:>12} {open:>10} {accepted:>10} {invoices:>10}\n"
+            ));
         }
         text
     }

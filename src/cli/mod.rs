@@ -7,6 +7,7 @@
 //!   collection to Parquet;
 //! * `generate` — produce a synthetic AP workload to Kafka;
 //! * `query` / `subscribe` — read a running trimatch over Arrow Flight;
+//! * `resolve` — record an analyst's decision on an exception, and see its effect;
 //! * `auth` — manage the API tokens `serve --auth-file` accepts;
 //! * `health` — probe a running trimatch's /healthz or /readyz;
 //! * `validate` — check documents against the input contract (SPEC §1).
@@ -27,6 +28,7 @@ pub mod demo;
 mod generate;
 mod health;
 mod print;
+mod resolve;
 mod security;
 mod serve;
 mod sql;
@@ -68,13 +70,16 @@ enum Command {
     /// Run SQL on a running trimatch (Flight SQL); with no statement, read
     /// statements from standard input.
     Sql(sql::SqlArgs),
+    /// Accept or reject an exception (or withdraw the decision), and print
+    /// the invoice's new status once trimatch reflects it.
+    Resolve(Box<resolve::ResolveArgs>),
     /// Manage API tokens: add-token, revoke-token, list.
     Auth(auth::AuthArgs),
     /// Probe /healthz or /readyz: exit 0 when it answers 200.
     Health(health::HealthArgs),
     /// Check JSON documents (one per line) against the input contract.
     Validate {
-        /// The topic whose documents these are: purchase_orders, goods_receipts, invoices or match_policies.
+        /// The topic whose documents these are: purchase_orders, goods_receipts, invoices, match_policies or exception_resolutions.
         topic: String,
         /// Files to check (default: standard input).
         files: Vec<std::path::PathBuf>,
@@ -108,6 +113,7 @@ pub fn main() -> ExitCode {
         Command::Query(args) => client::query(args).map(|()| true),
         Command::Subscribe(args) => client::subscribe(args).map(|()| true),
         Command::Sql(args) => sql::run(args).map(|()| true),
+        Command::Resolve(args) => resolve::run(*args).map(|()| true),
         Command::Auth(args) => auth::run(args).map(|()| true),
         Command::Health(args) => health::run(args),
         Command::Validate { topic, files } => validate::run(&topic, &files),

@@ -38,6 +38,13 @@ pub struct TopicArgs {
     /// Topic of match policies.
     #[arg(long, env = "TRIMATCH_POLICY_TOPIC", default_value = "match_policies")]
     pub policy_topic: String,
+    /// Topic of analysts' exception resolutions (SPEC §6).
+    #[arg(
+        long,
+        env = "TRIMATCH_RESOLUTION_TOPIC",
+        default_value = "exception_resolutions"
+    )]
+    pub resolution_topic: String,
     /// librdkafka settings passed through, e.g. -X security.protocol=SASL_SSL
     /// (in TRIMATCH_KAFKA_SETTINGS: one KEY=VALUE per line).
     #[arg(short = 'X', env = "TRIMATCH_KAFKA_SETTINGS", value_delimiter = '\n', value_name = "KEY=VALUE", value_parser = parse_setting)]
@@ -51,6 +58,7 @@ impl TopicArgs {
             (DocumentKind::GoodsReceipt, &self.receipt_topic),
             (DocumentKind::Invoice, &self.invoice_topic),
             (DocumentKind::MatchPolicy, &self.policy_topic),
+            (DocumentKind::ExceptionResolution, &self.resolution_topic),
         ]
         .into_iter()
         .map(|(kind, name)| TopicConfig {

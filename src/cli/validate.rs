@@ -15,7 +15,14 @@ pub fn run(topic: &str, files: &[PathBuf]) -> Result<bool> {
         .into_iter()
         .find(|kind| kind.default_topic() == topic)
         .with_context(|| {
-            format!("unknown topic {topic:?}: expected purchase_orders, goods_receipts, invoices or match_policies")
+            let topics: Vec<&str> = DocumentKind::ALL
+                .iter()
+                .map(|kind| kind.default_topic())
+                .collect();
+            format!(
+                "unknown topic {topic:?}: expected one of {}",
+                topics.join(", ")
+            )
         })?;
     let mut out = std::io::stdout().lock();
     let mut all_valid = true;

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Array, Int64Builder,
-    StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Array, UInt64Builder,
+    ArrayRef, Date32Builder, Decimal128Builder, Float64Builder, Int32Builder, Int64Array,
+    Int64Builder, StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Array,
+    UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -25,6 +26,13 @@ pub fn schema(collection: OutputCollection) -> SchemaRef {
     let decimal = |name: &str, nullable| {
         Field::new(name, Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE), nullable)
     };
+    let timestamp = |name: &str, nullable| {
+        Field::new(
+            name,
+            Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            nullable,
+        )
+    };
     let fields = match collection {
         OutputCollection::InvoiceMatches => vec![
             text("tenant_id"),
@@ -40,6 +48,7 @@ pub fn schema(collection: OutputCollection) -> SchemaRef {
             decimal("invoice_amount", false),
             Field::new("exception_count", UInt32, false),
             Field::new("blocking_count", UInt32, false),
+            Field::new("accepted_count", UInt32, false),
         ],
         OutputCollection::MatchExceptions => vec![
             text("tenant_id"),
@@ -52,6 +61,10 @@ pub fn schema(collection: OutputCollection) -> SchemaRef {
             decimal("expected", true),
             decimal("actual", true),
             text("detail"),
+            Field::new("resolution", Utf8, true),
+            Field::new("resolved_by", Utf8, true),
+            timestamp("resolved_at", true),
+            Field::new("resolution_reason", Utf8, true),
         ],
         OutputCollection::PoLines => vec![
             text("tenant_id"),
@@ -73,6 +86,16 @@ pub fn schema(collection: OutputCollection) -> SchemaRef {
             text("severity"),
             Field::new("exception_count", UInt64, false),
             Field::new("invoice_count", UInt64, false),
+            Field::new("open_count", UInt64, false),
+        ],
+        OutputCollection::PoSuggestions => vec![
+            text("tenant_id"),
+            text("invoice_id"),
+            Field::new("rank", UInt32, false),
+            text("po_number"),
+            text("matched_by"),
+            decimal("amount_difference", true),
+            Field::new("score", Float64, false),
         ],
         OutputCollection::DeadLetters => vec![
             text("topic"),
@@ -80,11 +103,7 @@ pub fn schema(collection: OutputCollection) -> SchemaRef {
             Field::new("offset", Int64, false),
             Field::new("key", Utf8, true),
             text("reason"),
-            Field::new(
-                "rejected_at",
-                Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                false,
-            ),
+            timestamp("rejected_at", false),
         ],
         OutputCollection::SourceProgress => vec![
             text("topic"),
@@ -109,7 +128,8 @@ pub(crate) enum Cell<'a> {
     UInt64(u64),
     Decimal(Option<Decimal>),
     Date32(i32),
-    TimestampMs(i64),
+    TimestampMs(Option<i64>),
+    Float64(f64),
 }
 
 /// The cells of a row, in schema order.
@@ -133,6 +153,7 @@ pub(crate) fn cells(row: &Row) -> Vec<Cell<'_>> {
             Decimal(Some(r.invoice_amount)),
             UInt32(r.exception_count),
             UInt32(r.blocking_count),
+            UInt32(r.accepted_count),
         ],
         Row::Exception(r) => vec![
             text(&r.tenant_id),
@@ -145,6 +166,10 @@ pub(crate) fn cells(row: &Row) -> Vec<Cell<'_>> {
             Decimal(r.expected),
             Decimal(r.actual),
             text(&r.detail),
+            Text(r.resolution.as_ref().map(|d| d.resolution.as_str())),
+            Text(r.resolution.as_ref().map(|d| d.resolved_by.as_str())),
+            TimestampMs(r.resolution.as_ref().map(|d| d.resolved_at)),
+            Text(r.resolution.as_ref().and_then(|d| d.reason.as_deref())),
         ],
         Row::PoLine(r) => vec![
             text(&r.tenant_id),
@@ -166,6 +191,16 @@ pub(crate) fn cells(row: &Row) -> Vec<Cell<'_>> {
             text(r.severity().as_str()),
             UInt64(r.exception_count),
             UInt64(r.invoice_count),
+            UInt64(r.open_count),
+        ],
+        Row::PoSuggestion(r) => vec![
+            text(&r.tenant_id),
+            text(&r.invoice_id),
+            UInt32(r.rank),
+            text(&r.po_number),
+            text(r.matched_by.as_str()),
+            Decimal(r.amount_difference),
+            Float64(r.score()),
         ],
         Row::DeadLetter(r) => vec![
             text(&r.topic),
@@ -173,7 +208,7 @@ pub(crate) fn cells(row: &Row) -> Vec<Cell<'_>> {
             Int64(r.offset),
             Text(r.key.as_deref()),
             text(&r.reason),
-            TimestampMs(r.rejected_at),
+            TimestampMs(Some(r.rejected_at)),
         ],
         Row::SourceProgress(r) => vec![
             text(&r.topic),
@@ -206,6 +241,7 @@ enum Column {
     Decimal(Decimal128Builder),
     Date32(Date32Builder),
     TimestampMs(TimestampMillisecondBuilder),
+    Float64(Float64Builder),
 }
 
 impl Column {
@@ -226,6 +262,7 @@ impl Column {
                 TimestampMillisecondBuilder::with_capacity(capacity)
                     .with_timezone_opt(zone.clone()),
             ),
+            DataType::Float64 => Column::Float64(Float64Builder::with_capacity(capacity)),
             other => unreachable!("no output column has type {other}"),
         }
     }
@@ -241,7 +278,10 @@ impl Column {
                 builder.append_option(value.map(decimal_to_i128))
             }
             (Column::Date32(builder), Cell::Date32(value)) => builder.append_value(value),
-            (Column::TimestampMs(builder), Cell::TimestampMs(value)) => builder.append_value(value),
+            (Column::TimestampMs(builder), Cell::TimestampMs(value)) => {
+                builder.append_option(value)
+            }
+            (Column::Float64(builder), Cell::Float64(value)) => builder.append_value(value),
             _ => unreachable!("cells() and schema() list the same types in the same order"),
         }
     }
@@ -256,6 +296,7 @@ impl Column {
             Column::Decimal(mut builder) => Arc::new(builder.finish()),
             Column::Date32(mut builder) => Arc::new(builder.finish()),
             Column::TimestampMs(mut builder) => Arc::new(builder.finish()),
+            Column::Float64(mut builder) => Arc::new(builder.finish()),
         }
     }
 }

@@ -253,7 +253,8 @@ fn cell_equals(cell: &Cell<'_>, expected: &Expected) -> bool {
     match (cell, expected) {
         (Cell::Text(None), Expected::Null)
         | (Cell::Int32(None), Expected::Null)
-        | (Cell::Decimal(None), Expected::Null) => true,
+        | (Cell::Decimal(None), Expected::Null)
+        | (Cell::TimestampMs(None), Expected::Null) => true,
         (Cell::Text(Some(text)), Expected::Text(wanted)) => text == wanted,
         (Cell::Int32(Some(value)), Expected::Integer(wanted)) => i64::from(*value) == *wanted,
         (Cell::Int64(value), Expected::Integer(wanted)) => value == wanted,
@@ -263,7 +264,7 @@ fn cell_equals(cell: &Cell<'_>, expected: &Expected) -> bool {
         }
         (Cell::Decimal(Some(value)), Expected::Decimal(wanted)) => value == wanted,
         (Cell::Date32(value), Expected::Integer(wanted)) => i64::from(*value) == *wanted,
-        (Cell::TimestampMs(value), Expected::Integer(wanted)) => value == wanted,
+        (Cell::TimestampMs(Some(value)), Expected::Integer(wanted)) => value == wanted,
         _ => false,
     }
 }
@@ -290,6 +291,7 @@ mod tests {
             expected,
             actual: None,
             detail: Text::from("A sentence."),
+            resolution: None,
         })
     }
 

@@ -16,14 +16,14 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use trimatch_dataflows::model::{
-    Currency, Document, GoodsReceipt, Invoice, InvoiceKind, InvoiceLine, InvoiceStatus,
-    MatchPolicy, PoLine, PoStatus, PurchaseOrder, ReceiptLine, Text,
+    Currency, Decision, Document, ExceptionResolution, GoodsReceipt, Invoice, InvoiceKind,
+    InvoiceLine, InvoiceStatus, MatchPolicy, PoLine, PoStatus, PurchaseOrder, ReceiptLine, Text,
 };
-use trimatch_dataflows::rows::{DeadLetterRow, PartitionHealth, SourceProgressRow};
+use trimatch_dataflows::rows::{DeadLetterRow, ExceptionType, PartitionHealth, SourceProgressRow};
 use trimatch_dataflows::SourceRow;
 
 /// The version of the encoding (and of the manifest's meaning).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -148,6 +148,24 @@ impl Encoder {
                 self.optional_decimal(policy.price_tolerance_abs);
                 self.optional_decimal(policy.qty_tolerance_pct);
                 self.optional_decimal(policy.total_tolerance_abs);
+            }
+            Document::ExceptionResolution(resolution) => {
+                self.bytes.push(4);
+                self.text(&resolution.tenant_id);
+                self.text(&resolution.invoice_id);
+                self.bytes.push(resolution.exception_type as u8);
+                match resolution.po_line_no {
+                    None => self.bytes.push(0),
+                    Some(line) => {
+                        self.bytes.push(1);
+                        self.unsigned(line as u64);
+                    }
+                }
+                self.bytes.push(resolution.decision as u8);
+                self.optional_decimal(resolution.actual);
+                self.text(&resolution.resolved_by);
+                self.signed(resolution.resolved_at as i128);
+                self.optional_text(resolution.reason.as_deref());
             }
         }
     }
@@ -358,6 +376,17 @@ impl<'a> Decoder<'a> {
                 qty_tolerance_pct: self.optional(Self::decimal)?,
                 total_tolerance_abs: self.optional(Self::decimal)?,
             })),
+            4 => Document::ExceptionResolution(Arc::new(ExceptionResolution {
+                tenant_id: self.text()?,
+                invoice_id: self.text()?,
+                exception_type: self.tag("exception type", &ExceptionType::ALL)?,
+                po_line_no: self.optional(Self::small)?,
+                decision: self.tag("decision", &[Decision::Accept, Decision::Reject])?,
+                actual: self.optional(Self::decimal)?,
+                resolved_by: self.text()?,
+                resolved_at: self.signed_as()?,
+                reason: self.optional(Self::text)?,
+            })),
             tag => {
                 return Err(CodecError::UnknownTag {
                     what: "document",
@@ -468,6 +497,28 @@ mod tests {
                 price_tolerance_pct: Some(dec("2.5")),
                 ..MatchPolicy::default()
             })),
+            Document::ExceptionResolution(Arc::new(ExceptionResolution {
+                tenant_id: "t".into(),
+                invoice_id: "i".into(),
+                exception_type: ExceptionType::QtyExceedsOrdered,
+                po_line_no: Some(3),
+                decision: Decision::Accept,
+                actual: Some(dec("-2.500")),
+                resolved_by: "j.doe".into(),
+                resolved_at: -1_000,
+                reason: None,
+            })),
+            Document::ExceptionResolution(Arc::new(ExceptionResolution {
+                tenant_id: "t".into(),
+                invoice_id: "i".into(),
+                exception_type: ExceptionType::PoNotFound,
+                po_line_no: None,
+                decision: Decision::Reject,
+                actual: None,
+                resolved_by: "a".into(),
+                resolved_at: 1_764_000_000_000,
+                reason: Some("disputed".into()),
+            })),
         ]
     }
 
@@ -525,7 +576,8 @@ mod tests {
         }
         for cut in 0..encoder.bytes.len() {
             let mut decoder = Decoder::new(&encoder.bytes[..cut]);
-            let all: Result<Vec<_>, _> = (0..4).map(|_| decoder.document()).collect();
+            let all: Result<Vec<_>, _> =
+                (0..documents().len()).map(|_| decoder.document()).collect();
             assert!(all.is_err(), "a cut at {cut} decoded");
         }
         let mut decoder = Decoder::new(&[9]);

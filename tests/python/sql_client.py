@@ -95,7 +95,7 @@ admin = connect(ADMIN)
 reader = connect(READER)
 
 # 1. The catalog.
-ALL = {"invoice_matches", "match_exceptions", "po_lines", "exception_summary",
+ALL = {"invoice_matches", "match_exceptions", "po_lines", "exception_summary", "po_suggestions",
        "dead_letters", "source_progress"}
 TENANT_TABLES = ALL - {"dead_letters", "source_progress"}
 

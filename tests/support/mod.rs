@@ -187,8 +187,8 @@ pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
     }
 }
 
-/// The four input topics with their default names and these partition counts.
-pub fn create_input_topics(brokers: &str, partitions: [i32; 4]) {
+/// The input topics with their default names and these partition counts.
+pub fn create_input_topics(brokers: &str, partitions: [i32; 5]) {
     let topics: Vec<(&str, i32)> = DocumentKind::ALL
         .into_iter()
         .zip(partitions)

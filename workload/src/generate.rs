@@ -1,8 +1,9 @@
 //! A synthetic accounts-payable workload: tenants and vendors, POs of 1–N
 //! lines, receipts (partial, and returns), invoices (clean matches, price and
-//! quantity variances, duplicates, credit memos, cancellations), updates and
-//! deletes, documents that arrive before the ones they refer to, and an
-//! adjustable share of bad messages. Deterministic for a given seed.
+//! quantity variances, duplicates, credit memos, cancellations), analysts'
+//! resolutions of their exceptions (`generate/resolutions.rs`), updates and deletes,
+//! documents that arrive before the ones they refer to, and an adjustable
+//! share of bad messages. Deterministic for a given seed.
 //!
 //! It yields messages in the upsert envelope, keyed by document identity (a
 //! JSON object), exactly as an upstream producer would send them.
@@ -14,6 +15,8 @@ use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use trimatch_dataflows::model::DocumentKind;
+
+mod resolutions;
 
 /// The shape of a workload.
 #[derive(Clone, Debug)]
@@ -133,9 +136,10 @@ impl Workload {
         }
         let tenant = self.rng.random_range(0..self.tenants.len());
         let has_pos = !self.tenants[tenant].pos.is_empty();
-        let roll = self.rng.random_range(0..100);
+        let roll = self.rng.random_range(0..103);
         match roll {
             _ if !has_pos => self.new_po(tenant),
+            100.. => self.resolution(tenant),
             0..=19 => self.new_po(tenant),
             20..=39 => self.receipt(tenant),
             40..=79 => self.invoice(tenant),
@@ -328,10 +332,14 @@ impl Workload {
         } else {
             po.vendor.clone()
         };
-        let po_number = if rng.random_range(0..40) == 0 {
-            format!("PO-MISSING-{}", rng.random_range(0..1000))
-        } else {
-            po.number.clone()
+        let po_number = match rng.random_range(0..40) {
+            0 => format!("PO-MISSING-{}", rng.random_range(0..1000)),
+            // Mistyped: `po 0000042` for `PO-000042` (PO suggestions find it).
+            1 => format!(
+                "po {}",
+                po.number.trim_start_matches("PO-").replacen('0', "00", 1)
+            ),
+            _ => po.number.clone(),
         };
         let day = rng.random_range(1..=28);
         let value = json!({
@@ -580,7 +588,7 @@ mod tests {
             credit_memos += usize::from(text.contains("credit_memo"));
             cancelled += usize::from(text.contains("\"cancelled\""));
         }
-        assert_eq!(kinds.len(), 4, "{kinds:?}");
+        assert_eq!(kinds.len(), 5, "{kinds:?}");
         for count in [tombstones, malformed, credit_memos, cancelled] {
             assert!(
                 count > 50,

@@ -101,13 +101,13 @@ impl<T> Present<T> {
     }
 }
 
-/// How many lines a document has (a policy has none).
+/// How many lines a document has (a policy and a resolution have none).
 pub fn document_lines(document: &Document) -> usize {
     match document {
         Document::PurchaseOrder(po) => po.lines.len(),
         Document::GoodsReceipt(receipt) => receipt.lines.len(),
         Document::Invoice(invoice) => invoice.lines.len(),
-        Document::MatchPolicy(_) => 0,
+        Document::MatchPolicy(_) | Document::ExceptionResolution(_) => 0,
     }
 }
 

@@ -4,7 +4,7 @@
 //! document's values, and a tombstone needs one.
 
 use trimatch_dataflows::decode::json::JsonObject;
-use trimatch_dataflows::decode::{decode_document, identity_fields, DecodeError};
+use trimatch_dataflows::decode::{decode_document, identity_fields, identity_text, DecodeError};
 use trimatch_dataflows::model::DocumentKind;
 
 use super::Upsert;
@@ -38,27 +38,32 @@ pub fn decode_upsert(
     }
 }
 
-/// A JSON-object key beside a value must name the same document.
+/// A JSON-object key beside a value must name the same document. An
+/// optional identity field (a resolution's `po_line_no`) may be left out of
+/// the key when the document's is null.
 fn check_key_agrees(
     kind: DocumentKind,
     key: &JsonObject<'_>,
     identity: &[String],
 ) -> Result<(), DecodeError> {
     for (field, value) in kind.identity_fields().iter().zip(identity) {
-        match key.get(field) {
-            Some(in_key) if in_key.as_str().is_some_and(|in_key| in_key == *value) => {}
-            Some(other) => {
-                return Err(DecodeError::new(
-                    format!("key.{field}"),
-                    format!("contradicts the value: key has {other}, document has {value:?}"),
-                ))
-            }
+        let in_key = key.get(field);
+        let agrees = match in_key {
+            Some(in_key) => identity_text(kind, field, in_key).is_some_and(|text| text == *value),
+            None if kind.is_line_number_identity(field) => value.is_empty(),
             None => {
                 return Err(DecodeError::new(
                     format!("key.{field}"),
                     "missing: a JSON-object key must carry the identity fields",
                 ))
             }
+        };
+        if !agrees {
+            let in_key = in_key.map_or_else(|| "nothing".to_string(), |json| json.to_string());
+            return Err(DecodeError::new(
+                format!("key.{field}"),
+                format!("contradicts the value: key has {in_key}, document has {value:?}"),
+            ));
         }
     }
     Ok(())

@@ -170,6 +170,39 @@ pub(super) fn line_number(line: &JsonObject<'_>, field: &str, parent: &str) -> R
     }
 }
 
+/// A line number that may be absent or null (`None`), else as [`line_number`].
+pub(super) fn optional_line_number(
+    object: &JsonObject<'_>,
+    field: &str,
+    parent: &str,
+) -> Result<Option<u32>> {
+    match object.present(field) {
+        None => Ok(None),
+        Some(_) => line_number(object, field, parent).map(Some),
+    }
+}
+
+/// A required RFC 3339 timestamp with an offset (`T`/`Z` in either case), as
+/// milliseconds since the Unix epoch, UTC; finer digits are truncated.
+pub(super) fn timestamp_millis(object: &JsonObject<'_>, field: &str) -> Result<i64> {
+    let text =
+        optional_str(object, field, "")?.ok_or_else(|| DecodeError::new(field, "missing"))?;
+    // RFC 3339 allows lower-case `t` and `z`; its other separators (a space)
+    // are not accepted.
+    let upper = text.to_ascii_uppercase();
+    let parsed = (upper.as_bytes().get(10) == Some(&b'T'))
+        .then(|| chrono::DateTime::parse_from_rfc3339(&upper).ok())
+        .flatten();
+    parsed.map(|time| time.timestamp_millis()).ok_or_else(|| {
+        DecodeError::new(
+            field,
+            format!(
+                "not an RFC 3339 timestamp with an offset (e.g. 2026-11-04T10:00:00Z): {text:?}"
+            ),
+        )
+    })
+}
+
 pub(super) fn decimal(
     object: &JsonObject<'_>,
     field: &str,

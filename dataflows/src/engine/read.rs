@@ -243,6 +243,7 @@ output_rows! {
     InvoiceMatchRow => InvoiceMatch,
     ExceptionRow => Exception,
     ExceptionSummaryRow => ExceptionSummary,
+    PoSuggestionRow => PoSuggestion,
     DeadLetterRow => DeadLetter,
     SourceProgressRow => SourceProgress,
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use serde::{Deserialize, Serialize};
 
+use super::resolutions::ResolvedException;
 use super::Collection;
 use crate::model::*;
 use crate::rows::*;
@@ -61,7 +62,12 @@ pub(super) fn duplicates<'s>(
 }
 
 /// A `match_exceptions` row.
-pub(super) fn exception_row(invoice: &Invoice, raised: Raised) -> ExceptionRow {
+pub(super) fn exception_row(exception: ResolvedException) -> ExceptionRow {
+    let ResolvedException {
+        invoice,
+        raised,
+        resolution,
+    } = exception;
     ExceptionRow {
         tenant_id: invoice.tenant_id.clone(),
         invoice_id: invoice.invoice_id.clone(),
@@ -72,15 +78,16 @@ pub(super) fn exception_row(invoice: &Invoice, raised: Raised) -> ExceptionRow {
         expected: raised.expected,
         actual: raised.actual,
         detail: raised.detail,
+        resolution,
     }
 }
 
-/// What the per-invoice reduce of `invoice_matches` sees: the document and the
-/// severity of each exception raised for it.
+/// What the per-invoice reduce of `invoice_matches` sees: the document and,
+/// for each exception raised for it, its severity and whether it is open.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum InvoiceFact {
     Document(Arc<Invoice>),
-    Raised(Severity),
+    Raised { severity: Severity, open: bool },
 }
 
 /// One `invoice_matches` row per present invoice, with its exception counts.
@@ -89,11 +96,16 @@ enum InvoiceFact {
 /// its PO, vendor or tenant.
 pub(super) fn invoice_match_rows<'s>(
     invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
-    exceptions: Collection<'s, (Fingerprint, (Arc<Invoice>, Raised))>,
+    exceptions: Collection<'s, (Fingerprint, ResolvedException)>,
 ) -> Collection<'s, (Text, InvoiceMatchRow)> {
     let documents = invoices.map(|(id, invoice)| (id, InvoiceFact::Document(invoice)));
-    let severities = exceptions
-        .map(|(id, (_, raised))| (id, InvoiceFact::Raised(raised.exception_type.severity())));
+    let severities = exceptions.map(|(id, exception)| {
+        let fact = InvoiceFact::Raised {
+            severity: exception.raised.exception_type.severity(),
+            open: exception.is_open(),
+        };
+        (id, fact)
+    });
     documents
         .concat(severities)
         .reduce_named("invoice_matches", |_, facts, output| {
@@ -102,11 +114,15 @@ pub(super) fn invoice_match_rows<'s>(
             };
             let mut exception_count = 0u32;
             let mut blocking_count = 0u32;
+            let mut accepted_count = 0u32;
             for (fact, count) in &facts[1..] {
-                if let InvoiceFact::Raised(severity) = fact {
-                    exception_count += *count as u32;
-                    if *severity == Severity::Blocking {
-                        blocking_count += *count as u32;
+                if let InvoiceFact::Raised { severity, open } = fact {
+                    let count = *count as u32;
+                    exception_count += count;
+                    match (severity, open) {
+                        (Severity::Blocking, true) => blocking_count += count,
+                        (Severity::Blocking, false) => accepted_count += count,
+                        (Severity::Warning, _) => {}
                     }
                 }
             }
@@ -114,6 +130,8 @@ pub(super) fn invoice_match_rows<'s>(
                 MatchStatus::Cancelled
             } else if blocking_count > 0 {
                 MatchStatus::Exception
+            } else if accepted_count > 0 {
+                MatchStatus::Approved
             } else {
                 MatchStatus::Matched
             };
@@ -131,41 +149,80 @@ pub(super) fn invoice_match_rows<'s>(
                 invoice_amount: invoice.invoice_amount(),
                 exception_count,
                 blocking_count,
+                accepted_count,
             };
             output.push((row, 1));
         })
         .map(|(_, row)| (row.tenant_id.clone(), row))
 }
 
+/// One of the counts an `exception_summary` row is made of.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum SummaryCount {
+    Exceptions(isize),
+    Invoices(isize),
+    Open(isize),
+}
+
 /// One `exception_summary` row per (tenant, exception type) that has exceptions.
 ///
 /// Per change: O(1) in the size of the (tenant, type) group. `count` keeps
 /// one accumulated number per group (its reduce sees a single `()` value with
-/// the summed multiplicity), and the distinct invoices are counted the same
-/// way after a `distinct` per (group, invoice), which reads only that
-/// invoice's exceptions of the type; the two counts meet in a join of
-/// single-valued keys. A reduce over the group's membership read every
-/// invoice of the tenant with that type, on every change.
+/// the summed multiplicity): of the exceptions, of the open ones, and of
+/// the distinct invoices after a `distinct` per (group, invoice), which reads
+/// only that invoice's exceptions of the type. The final reduce sees at most
+/// these three counts per group. A reduce over the group's membership read
+/// every invoice of the tenant with that type, on every change.
 pub(super) fn exception_summary_rows<'s>(
-    exceptions: Collection<'s, (Fingerprint, (Arc<Invoice>, Raised))>,
+    exceptions: Collection<'s, (Fingerprint, ResolvedException)>,
 ) -> Collection<'s, (Text, ExceptionSummaryRow)> {
-    let by_group = exceptions
-        .map(|(id, (invoice, raised))| ((invoice.tenant_id.clone(), raised.exception_type), id));
-    let exception_counts = by_group.clone().map(|(group, _)| group).count_total();
+    let by_group = exceptions.map(|(id, exception)| {
+        let group = (
+            exception.invoice.tenant_id.clone(),
+            exception.raised.exception_type,
+        );
+        (group, (id, exception.is_open()))
+    });
+    let exception_counts = by_group
+        .clone()
+        .map(|(group, _)| group)
+        .count_total()
+        .map(|(group, n)| (group, SummaryCount::Exceptions(n)));
+    let open_counts = by_group
+        .clone()
+        .filter(|(_, (_, open))| *open)
+        .map(|(group, _)| group)
+        .count_total()
+        .map(|(group, n)| (group, SummaryCount::Open(n)));
     let invoice_counts = by_group
+        .map(|(group, (id, _))| (group, id))
         .distinct_total()
         .map(|(group, _)| group)
-        .count_total();
-    exception_counts.join_map(
-        invoice_counts,
-        |(tenant_id, exception_type), exception_count, invoice_count| {
-            let row = ExceptionSummaryRow {
-                tenant_id: tenant_id.clone(),
-                exception_type: *exception_type,
-                exception_count: *exception_count as u64,
-                invoice_count: *invoice_count as u64,
-            };
-            (row.tenant_id.clone(), row)
-        },
-    )
+        .count_total()
+        .map(|(group, n)| (group, SummaryCount::Invoices(n)));
+    exception_counts
+        .concat(open_counts)
+        .concat(invoice_counts)
+        .reduce_named(
+            "exception_summary",
+            |(tenant_id, exception_type), counts, output| {
+                let (mut exception_count, mut invoice_count, mut open_count) = (0, 0, 0);
+                for (count, _) in counts {
+                    match count {
+                        SummaryCount::Exceptions(n) => exception_count = *n as u64,
+                        SummaryCount::Invoices(n) => invoice_count = *n as u64,
+                        SummaryCount::Open(n) => open_count = *n as u64,
+                    }
+                }
+                let row = ExceptionSummaryRow {
+                    tenant_id: tenant_id.clone(),
+                    exception_type: *exception_type,
+                    exception_count,
+                    invoice_count,
+                    open_count,
+                };
+                output.push((row, 1));
+            },
+        )
+        .map(|(_, row)| (row.tenant_id.clone(), row))
 }

@@ -13,7 +13,9 @@
 //!    each invoice line's `billed_to_date` ([`lines`]);
 //! 4. quantity exceptions from those per-line quantities;
 //! 5. duplicates per (tenant, vendor, normalized invoice number) group;
-//! 6. the per-invoice output rows ([`invoices`]).
+//! 6. each exception with the analyst's decision on it (SPEC §6, [`resolutions`]);
+//! 7. the per-invoice output rows ([`invoices`]);
+//! 8. PO suggestions for invoices whose PO is not found (SPEC §7, [`suggestions`]).
 //!
 //! Beside each join and reduce, its cost per change. None grows with the size
 //! of a PO line, a duplicate group or a tenant, except where SPEC §2 makes the
@@ -22,6 +24,8 @@
 
 pub mod invoices;
 pub mod lines;
+pub mod resolutions;
+pub mod suggestions;
 
 use std::sync::Arc;
 
@@ -48,6 +52,7 @@ pub struct Documents<'s> {
     pub goods_receipts: Collection<'s, (Fingerprint, Arc<GoodsReceipt>)>,
     pub invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
     pub match_policies: Collection<'s, (Fingerprint, Arc<MatchPolicy>)>,
+    pub exception_resolutions: Collection<'s, (Fingerprint, Arc<ExceptionResolution>)>,
 }
 
 /// The output collections of SPEC §3, keyed by `tenant_id` — except
@@ -58,6 +63,7 @@ pub struct MatchOutputs<'s> {
     /// Keyed by PO; the PO keys of one tenant sort together.
     pub po_lines: KeyedArrangement<'s, Fingerprint, PoLineRow>,
     pub exception_summary: Collection<'s, (Text, ExceptionSummaryRow)>,
+    pub po_suggestions: Collection<'s, (Text, PoSuggestionRow)>,
 }
 
 /// An active invoice with everything its header and price rules need.
@@ -79,6 +85,7 @@ pub fn three_way_match<'s>(
         goods_receipts,
         invoices,
         match_policies,
+        exception_resolutions,
     } = documents;
 
     let active_invoices = invoices.clone().filter(|(_, invoice)| invoice.is_active());
@@ -130,14 +137,24 @@ pub fn three_way_match<'s>(
         .concat(quantity_exceptions)
         .concat(duplicate_exceptions);
 
-    // 6. Output rows.
+    // 6. Each exception with the analyst's decision on it.
+    let unmatched = exceptions.clone().flat_map(|(id, (invoice, raised))| {
+        let suggested = raised.exception_type == ExceptionType::PoNotFound
+            && invoice.kind == InvoiceKind::Invoice;
+        suggested.then_some((id, invoice))
+    });
+    let exceptions = resolutions::resolve(exceptions, exception_resolutions);
+
+    // 7. Output rows.
     MatchOutputs {
         invoice_matches: invoice_match_rows(invoices, exceptions.clone()),
         exception_summary: exception_summary_rows(exceptions.clone()),
-        match_exceptions: exceptions.map(|(_, (invoice, raised))| {
-            let row = exception_row(&invoice, raised);
+        match_exceptions: exceptions.map(|(_, exception)| {
+            let row = exception_row(exception);
             (row.tenant_id.clone(), row)
         }),
+        // 8. PO suggestions for the invoices whose PO is not found.
+        po_suggestions: suggestions::po_suggestions(unmatched, &po_lines),
         po_lines,
     }
 }

@@ -32,3 +32,23 @@ pub fn with(mut document: Value, field: &str, value: Value) -> Value {
     document[field] = value;
     document
 }
+
+/// A resolution by j.doe of `acme`'s exception (`invoice`, `exception_type`,
+/// `po_line_no`): `decision` with `actual`, if given.
+pub fn resolution_doc(
+    invoice: &str,
+    exception_type: &str,
+    po_line_no: Option<u32>,
+    decision: &str,
+    actual: Option<&str>,
+) -> Value {
+    let mut document = json!({
+        "tenant_id": "acme", "invoice_id": invoice, "exception_type": exception_type,
+        "po_line_no": po_line_no, "decision": decision, "resolved_by": "j.doe",
+        "resolved_at": "2026-11-04T10:00:00.123789Z", "reason": "agreed with the vendor"
+    });
+    if let Some(actual) = actual {
+        document["actual"] = json!(actual);
+    }
+    document
+}

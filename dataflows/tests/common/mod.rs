@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod history;
 pub mod oracle;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,18 @@ pub struct Snapshot {
     pub match_exceptions: Vec<ExceptionRow>,
     pub po_lines: Vec<PoLineRow>,
     pub exception_summary: Vec<ExceptionSummaryRow>,
+    /// With each score in lowest terms as `numerator / 1` (see
+    /// [`canonical_score`]), so that equal fractions compare equal.
+    pub po_suggestions: Vec<PoSuggestionRow>,
+}
+
+/// The suggestion with its score as one decimal over 1: the engine keeps
+/// score fractions over the invoice's amount, the oracle in whatever terms
+/// it computes them; equal fractions divide to the same decimal.
+pub fn canonical_score(mut row: PoSuggestionRow) -> PoSuggestionRow {
+    row.score_numerator = (row.score_numerator / row.score_denominator).normalize();
+    row.score_denominator = rust_decimal::Decimal::ONE;
+    row
 }
 
 impl Snapshot {
@@ -66,6 +79,7 @@ impl Snapshot {
                 Row::Exception(row) => snapshot.match_exceptions.push(row),
                 Row::PoLine(row) => snapshot.po_lines.push(row),
                 Row::ExceptionSummary(row) => snapshot.exception_summary.push(row),
+                Row::PoSuggestion(row) => snapshot.po_suggestions.push(canonical_score(row)),
                 other => panic!("not a row of a matching collection: {other:?}"),
             }
         }
@@ -73,6 +87,7 @@ impl Snapshot {
         snapshot.match_exceptions.sort();
         snapshot.po_lines.sort();
         snapshot.exception_summary.sort();
+        snapshot.po_suggestions.sort();
         snapshot
     }
 
@@ -452,6 +467,9 @@ pub fn invoice(json: serde_json::Value) -> Document {
 }
 pub fn policy(json: serde_json::Value) -> Document {
     decode(DocumentKind::MatchPolicy, json)
+}
+pub fn resolution(json: serde_json::Value) -> Document {
+    decode(DocumentKind::ExceptionResolution, json)
 }
 
 /// The key of the document of `kind` whose identity fields `key` holds (as a

@@ -1,4 +1,4 @@
-//! A plain, non-incremental evaluation of SPEC §2 over the final documents,
+//! A plain, non-incremental evaluation of SPEC §2, §6 and §7 over the final documents,
 //! written from the SPEC independently of the engine: nested loops, no
 //! dataflow, and the tolerance formulas as the SPEC states them (with division),
 //! where the engine cross-multiplies.
@@ -20,12 +20,14 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
     let mut receipts = Vec::new();
     let mut invoices = Vec::new();
     let mut policies = Vec::new();
+    let mut resolutions = Vec::new();
     for document in documents.values() {
         match document {
             Document::PurchaseOrder(doc) => pos.push(&**doc),
             Document::GoodsReceipt(doc) => receipts.push(&**doc),
             Document::Invoice(doc) => invoices.push(&**doc),
             Document::MatchPolicy(doc) => policies.push(&**doc),
+            Document::ExceptionResolution(doc) => resolutions.push(&**doc),
         }
     }
     let find_po = |tenant: &str, number: &str| {
@@ -225,10 +227,46 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
                 }
             }
         }
-        let blocking = raised
+        // §6: the decision on each exception, by its full key.
+        let decided: Vec<Option<ResolutionRecord>> = raised
             .iter()
-            .filter(|r| r.0 != ExceptionType::TotalMismatch)
-            .count() as u32;
+            .map(|(exception_type, po_line_no, _, actual)| {
+                let decision = resolutions.iter().find(|r| {
+                    r.tenant_id == invoice.tenant_id
+                        && r.invoice_id == invoice.invoice_id
+                        && r.exception_type == *exception_type
+                        && r.po_line_no == *po_line_no
+                })?;
+                let resolution = match decision.decision {
+                    Decision::Reject => Resolution::Rejected,
+                    Decision::Accept => match (decision.actual, actual) {
+                        (None, _) => Resolution::Accepted,
+                        (Some(accepted), Some(current)) if accepted == *current => {
+                            Resolution::Accepted
+                        }
+                        (Some(_), _) => Resolution::Lapsed,
+                    },
+                };
+                Some(ResolutionRecord {
+                    resolution,
+                    resolved_by: decision.resolved_by.clone(),
+                    resolved_at: decision.resolved_at,
+                    reason: decision.reason.clone(),
+                })
+            })
+            .collect();
+        let accepted = |d: &Option<ResolutionRecord>| matches!(d, Some(r) if r.resolution == Resolution::Accepted);
+        let mut blocking = 0u32;
+        let mut accepted_blocking = 0u32;
+        for (r, d) in raised.iter().zip(&decided) {
+            if r.0 != ExceptionType::TotalMismatch {
+                if accepted(d) {
+                    accepted_blocking += 1;
+                } else {
+                    blocking += 1;
+                }
+            }
+        }
         snapshot.invoice_matches.push(InvoiceMatchRow {
             tenant_id: invoice.tenant_id.clone(),
             invoice_id: invoice.invoice_id.clone(),
@@ -242,6 +280,8 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
                 MatchStatus::Cancelled
             } else if blocking > 0 {
                 MatchStatus::Exception
+            } else if accepted_blocking > 0 {
+                MatchStatus::Approved
             } else {
                 MatchStatus::Matched
             },
@@ -253,8 +293,11 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
                 .sum(),
             exception_count: raised.len() as u32,
             blocking_count: blocking,
+            accepted_count: accepted_blocking,
         });
-        for (exception_type, po_line_no, expected, actual) in raised {
+        for ((exception_type, po_line_no, expected, actual), resolution) in
+            raised.into_iter().zip(decided)
+        {
             snapshot.match_exceptions.push(ExceptionRow {
                 tenant_id: invoice.tenant_id.clone(),
                 invoice_id: invoice.invoice_id.clone(),
@@ -265,35 +308,172 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
                 expected,
                 actual,
                 detail: "".into(),
+                resolution,
             });
         }
     }
 
-    let mut summary: BTreeMap<(Text, ExceptionType), (u64, BTreeSet<Text>)> = BTreeMap::new();
+    let mut summary: BTreeMap<(Text, ExceptionType), (u64, BTreeSet<Text>, u64)> = BTreeMap::new();
     for row in &snapshot.match_exceptions {
         let entry = summary
             .entry((row.tenant_id.clone(), row.exception_type))
             .or_default();
         entry.0 += 1;
         entry.1.insert(row.invoice_id.clone());
+        let accepted = matches!(&row.resolution, Some(r) if r.resolution == Resolution::Accepted);
+        if !accepted {
+            entry.2 += 1;
+        }
     }
     snapshot.exception_summary = summary
         .into_iter()
         .map(
-            |((tenant_id, exception_type), (count, invoices))| ExceptionSummaryRow {
+            |((tenant_id, exception_type), (count, invoices, open))| ExceptionSummaryRow {
                 tenant_id,
                 exception_type,
                 exception_count: count,
                 invoice_count: invoices.len() as u64,
+                open_count: open,
             },
         )
         .collect();
+
+    snapshot.po_suggestions = po_suggestions(&pos, &invoices, &snapshot);
 
     snapshot.invoice_matches.sort();
     snapshot.match_exceptions.sort();
     snapshot.po_lines.sort();
     snapshot.exception_summary.sort();
+    snapshot.po_suggestions.sort();
     snapshot
+}
+
+/// SPEC §7's normalization, written out step by step as the SPEC says it.
+fn normalize(number: &str) -> String {
+    let upper = number.to_ascii_uppercase();
+    let kept: String = upper
+        .chars()
+        .filter(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        .collect();
+    let mut out = String::new();
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if !digits.is_empty() {
+            let trimmed = digits.trim_start_matches('0');
+            out.push_str(if trimmed.is_empty() { "0" } else { trimmed });
+            digits.clear();
+        }
+    };
+    for c in kept.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
+}
+
+/// `po_suggestions` (SPEC §7) by brute force: every PO against every
+/// `PO_NOT_FOUND` invoice, the score as a fraction, ranked by
+/// cross-multiplying.
+fn po_suggestions(
+    pos: &[&PurchaseOrder],
+    invoices: &[&Invoice],
+    snapshot: &Snapshot,
+) -> Vec<PoSuggestionRow> {
+    let mut rows = Vec::new();
+    for invoice in invoices {
+        let not_found = snapshot.match_exceptions.iter().any(|e| {
+            e.tenant_id == invoice.tenant_id
+                && e.invoice_id == invoice.invoice_id
+                && e.exception_type == ExceptionType::PoNotFound
+        });
+        if invoice.status != InvoiceStatus::Active
+            || invoice.kind != InvoiceKind::Invoice
+            || !not_found
+        {
+            continue;
+        }
+        let amount: Decimal = invoice
+            .lines
+            .iter()
+            .map(|l| l.quantity * l.unit_price)
+            .sum();
+        let wanted = normalize(&invoice.po_number);
+        // (score numerator, score denominator, po_number, matched_by, difference)
+        let mut candidates: Vec<(Decimal, Decimal, Text, MatchedBy, Option<Decimal>)> = Vec::new();
+        for po in pos {
+            if po.tenant_id != invoice.tenant_id
+                || po.vendor_id != invoice.vendor_id
+                || po.currency != invoice.currency
+                || po.status != PoStatus::Open
+            {
+                continue;
+            }
+            if !wanted.is_empty() && normalize(&po.po_number) == wanted {
+                candidates.push((
+                    Decimal::ONE,
+                    Decimal::ONE,
+                    po.po_number.clone(),
+                    MatchedBy::Number,
+                    None,
+                ));
+                continue;
+            }
+            let mut open = Decimal::ZERO;
+            for line in &po.lines {
+                let row = snapshot
+                    .po_lines
+                    .iter()
+                    .find(|r| {
+                        r.tenant_id == po.tenant_id
+                            && r.po_number == po.po_number
+                            && r.line_no == line.line_no
+                    })
+                    .expect("every PO line has a row");
+                let billed = row.billed_qty.max(Decimal::ZERO);
+                open += (line.quantity - billed).max(Decimal::ZERO) * line.unit_price;
+            }
+            let difference = open - amount;
+            let window = Decimal::from(10).max(amount * Decimal::from(2) / Decimal::from(100));
+            if difference.abs() > window {
+                continue;
+            }
+            let denominator = amount.max(Decimal::new(1, 2));
+            let numerator = (denominator - difference.abs()).max(Decimal::ZERO);
+            candidates.push((
+                numerator,
+                denominator,
+                po.po_number.clone(),
+                MatchedBy::Amount,
+                Some(difference),
+            ));
+        }
+        candidates.sort_by(|a, b| {
+            // Higher score first: a/b vs c/d by a·d vs c·b (denominators > 0).
+            (b.0 * a.1)
+                .cmp(&(a.0 * b.1))
+                .then_with(|| a.2.as_bytes().cmp(b.2.as_bytes()))
+        });
+        for (rank, (numerator, denominator, po_number, matched_by, difference)) in
+            candidates.into_iter().take(3).enumerate()
+        {
+            rows.push(super::canonical_score(PoSuggestionRow {
+                tenant_id: invoice.tenant_id.clone(),
+                invoice_id: invoice.invoice_id.clone(),
+                rank: rank as u32 + 1,
+                po_number,
+                matched_by,
+                amount_difference: difference,
+                score_numerator: numerator,
+                score_denominator: denominator,
+            }));
+        }
+    }
+    rows
 }
 
 /// The snapshot with every exception's detail emptied (the oracle writes none),
