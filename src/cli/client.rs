@@ -23,7 +23,7 @@ use crate::output::AS_OF_KEY;
 
 #[derive(Args)]
 pub struct QueryArgs {
-    /// The collection: invoice_matches, match_exceptions, po_lines, exception_summary, po_suggestions, dead_letters, source_progress.
+    /// The collection: invoice_matches, match_exceptions, po_lines, exception_summary, po_suggestions, payment_matches, payment_exceptions, payment_suggestions, dead_letters, source_progress.
     collection: String,
     /// Equality filter COLUMN=VALUE (repeatable; they AND together).
     #[arg(long = "filter", value_name = "COLUMN=VALUE", value_parser = parse_setting)]
@@ -124,16 +124,14 @@ pub fn ticket(
     Value::Object(ticket).to_string().into_bytes()
 }
 
-/// `null` and integers keep their JSON type; anything else is a string (the
-/// server parses it per column type).
+/// `null` is null; anything else is sent as a string, which the server
+/// parses per column type — so an id that looks like a number (`9001`)
+/// still matches a text column.
 fn filter_value(text: &str) -> Value {
     if text == "null" {
         return Value::Null;
     }
-    match text.parse::<i64>() {
-        Ok(number) => json!(number),
-        Err(_) => json!(text),
-    }
+    json!(text)
 }
 
 /// Reads a snapshot and prints it sorted by `key_columns` (every format, so

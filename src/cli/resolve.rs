@@ -18,6 +18,7 @@ use rdkafka::ClientConfig;
 use serde_json::{json, Map, Value};
 use trimatch_dataflows::decode::{decode_document, identity_fields, json_object};
 use trimatch_dataflows::model::DocumentKind;
+use trimatch_dataflows::rows::ExceptionType;
 
 use super::client::{read_ticket, ticket};
 use super::connection::Connection;
@@ -61,12 +62,24 @@ pub struct ResolveArgs {
     connection: Connection,
 }
 
+/// The message key: the identity fields in SPEC order, so that every
+/// version of one decision this command writes hashes to one partition.
+fn identity_key(tenant: &str, invoice: &str, exception_type: &str, line: Option<u32>) -> String {
+    format!(
+        "{{\"tenant_id\":{},\"invoice_id\":{},\"exception_type\":{},\"po_line_no\":{}}}",
+        json!(tenant),
+        json!(invoice),
+        json!(exception_type),
+        json!(line)
+    )
+}
+
 /// The decision, as the resolutions topic carries it.
 struct Decision {
     invoice_id: String,
     exception_type: String,
-    /// The identity fields: the message key, and the Flight filter.
-    key: Value,
+    /// The message key (see [`identity_key`]).
+    key: String,
     /// `None` withdraws the decision (a tombstone).
     value: Option<Value>,
 }
@@ -82,10 +95,21 @@ impl ResolveArgs {
         let [invoice_id, exception_type] = target.as_slice() else {
             bail!("name the exception as INVOICE TYPE");
         };
-        let key = json!({"tenant_id": self.tenant, "invoice_id": invoice_id,
-                         "exception_type": exception_type, "po_line_no": self.line});
+        // A line type needs its line and a header type has none: such a
+        // decision could never meet an exception.
+        if let Some(known) = ExceptionType::from_name(exception_type) {
+            match (known.is_line_level(), self.line) {
+                (true, None) => bail!("{exception_type} is a line exception: give --line N"),
+                (false, Some(_)) => {
+                    bail!("{exception_type} is a header exception: it has no --line")
+                }
+                _ => {}
+            }
+        }
+        let key = identity_key(&self.tenant, invoice_id, exception_type, self.line);
         let value = decision.map(|decision| {
-            let mut value = key.clone();
+            let mut value = json!({"tenant_id": self.tenant, "invoice_id": invoice_id,
+                                   "exception_type": exception_type, "po_line_no": self.line});
             value["decision"] = json!(decision);
             value["resolved_by"] = json!(self.by);
             value["resolved_at"] =
@@ -103,12 +127,9 @@ impl ResolveArgs {
         let kind = DocumentKind::ExceptionResolution;
         let checked = match &value {
             Some(value) => decode_document(kind, value.to_string().as_bytes()).map(drop),
-            None => {
-                let bytes = key.to_string();
-                json_object(bytes.as_bytes(), "key")
-                    .and_then(|object| identity_fields(kind, &object, "key"))
-                    .map(drop)
-            }
+            None => json_object(key.as_bytes(), "key")
+                .and_then(|object| identity_fields(kind, &object, "key"))
+                .map(drop),
         };
         checked.map_err(|error| anyhow!("the decision would be rejected: {error}"))?;
         Ok(Decision {
@@ -127,7 +148,9 @@ pub fn run(args: ResolveArgs) -> Result<()> {
         let (partition, offset) = produce(&args, &decision).await?;
         let topic = &args.topics.resolution_topic;
         eprintln!("sent to {topic}/{partition} at offset {offset}; waiting for trimatch to reflect it");
-        let deadline = Instant::now() + Duration::from_secs_f64(args.timeout);
+        let timeout = Duration::try_from_secs_f64(args.timeout)
+            .map_err(|_| anyhow!("--timeout must be a number of seconds, not {}", args.timeout))?;
+        let deadline = Instant::now() + timeout;
         let mut client = args.connection.connect().await?;
         loop {
             let invoice = ticket(
@@ -167,9 +190,8 @@ async fn produce(args: &ResolveArgs, decision: &Decision) -> Result<(i32, i64)> 
         config.set(key, value);
     }
     let producer: FutureProducer = config.create().context("cannot create a Kafka producer")?;
-    let key = decision.key.to_string();
     let value = decision.value.as_ref().map(Value::to_string);
-    let mut record = FutureRecord::to(&args.topics.resolution_topic).key(&key);
+    let mut record = FutureRecord::to(&args.topics.resolution_topic).key(&decision.key);
     if let Some(value) = &value {
         record = record.payload(value);
     }
@@ -253,9 +275,16 @@ fn outcome(
         .map(|line| format!(" line {line}"))
         .unwrap_or_default();
     let exception = format!("{} {}{line}", decision.invoice_id, decision.exception_type);
+    let withdrawn = decision.value.is_none();
     let exception = match resolution {
-        None => format!("{exception}: not raised; the decision applies if it is"),
+        None if withdrawn => format!("{exception}: not raised"),
+        None => format!("{exception}: not raised; the decision applies when it is"),
         Some((None, _)) => format!("{exception}: open, no decision"),
+        Some((Some(resolution), by)) if resolution == "lapsed" => format!(
+            "{exception}: lapsed — accepted by {} for another actual than the \
+             exception's now; it is open again",
+            by.unwrap_or_default()
+        ),
         Some((Some(resolution), by)) => {
             format!("{exception}: {resolution} by {}", by.unwrap_or_default())
         }

@@ -230,9 +230,17 @@ fn expected_value(
             Ok(Expected::Integer((date - epoch).num_days()))
         }
         DataType::Timestamp(_, _) => match value {
-            Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
-                .map(|time| Expected::Integer(time.timestamp_millis()))
-                .map_err(|_| bad("milliseconds since the epoch or an RFC 3339 timestamp")),
+            Value::String(text) => text
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .or_else(|| {
+                    chrono::DateTime::parse_from_rfc3339(text)
+                        .ok()
+                        .map(|time| time.timestamp_millis())
+                })
+                .map(Expected::Integer)
+                .ok_or_else(|| bad("milliseconds since the epoch or an RFC 3339 timestamp")),
             _ => integer(value)
                 .map(Expected::Integer)
                 .ok_or_else(|| bad("milliseconds since the epoch or an RFC 3339 timestamp")),
