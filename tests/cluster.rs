@@ -133,7 +133,7 @@ async fn read_as(
 #[tokio::test(flavor = "multi_thread")]
 async fn two_processes_serve_the_same_state_as_one() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [3, 2, 3, 1, 1]);
+    create_input_topics(&broker.address, [3, 2, 3, 1, 1, 1]);
     let messages: Vec<_> = Workload::new(WorkloadConfig {
         seed: 131,
         tenants: 3,
@@ -194,7 +194,7 @@ async fn two_processes_serve_the_same_state_as_one() {
     assert_eq!(tenant_rows, wanted);
     let (_, partitions, _) = read(&flights[0], json!("source_progress")).await;
     assert_eq!(
-        partitions, 10,
+        partitions, 11,
         "every partition's progress, from both processes' workers"
     );
 
@@ -265,7 +265,7 @@ async fn two_processes_serve_the_same_state_as_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_cluster_restores_a_checkpoint_every_process_has() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [3, 2, 3, 1, 1]);
+    create_input_topics(&broker.address, [3, 2, 3, 1, 1, 1]);
     let messages: Vec<_> = Workload::new(WorkloadConfig {
         seed: 137,
         tenants: 3,
@@ -389,7 +389,7 @@ async fn a_killed_cluster_restores_a_checkpoint_every_process_has() {
 #[test]
 fn a_process_is_not_ready_while_another_processs_sources_have_not_caught_up() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [2, 2, 2, 1, 1]);
+    create_input_topics(&broker.address, [2, 2, 2, 1, 1, 1]);
     let messages: Vec<_> = Workload::new(WorkloadConfig {
         seed: 132,
         ..WorkloadConfig::default()
@@ -438,7 +438,7 @@ fn a_process_is_not_ready_while_another_processs_sources_have_not_caught_up() {
 #[test]
 fn when_one_process_dies_the_other_exits_too() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [2, 2, 2, 1, 1]);
+    create_input_topics(&broker.address, [2, 2, 2, 1, 1, 1]);
     let mut cluster = Cluster::start([&broker.address, &broker.address]);
     for metrics in &cluster.metrics {
         wait_for("readiness", Duration::from_secs(60), || {
@@ -472,7 +472,7 @@ fn when_one_process_dies_the_other_exits_too() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secured_cluster_scopes_readers_across_processes_and_keeps_shards_internal() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [3, 2, 3, 1, 1]);
+    create_input_topics(&broker.address, [3, 2, 3, 1, 1, 1]);
     let messages: Vec<_> = Workload::new(WorkloadConfig {
         seed: 133,
         tenants: 3,

@@ -510,7 +510,7 @@ fn check_secured_serve(
 #[test]
 fn the_compose_and_kubernetes_settings_run_with_tls_and_authentication_on() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [1, 1, 1, 1, 1]);
+    create_input_topics(&broker.address, [1, 1, 1, 1, 1, 1]);
     let messages: Vec<_> = trimatch_workload::Workload::new(trimatch_workload::WorkloadConfig {
         seed: 161,
         tenants: 4,

@@ -39,7 +39,7 @@ fn apply(rows: &mut BTreeMap<Row, isize>, changes: &[(Row, Time, isize)]) {
 #[test]
 fn a_restart_from_a_checkpoint_goes_on_exactly_where_the_clean_stop_left_off() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [3, 2, 3, 1, 1]);
+    create_input_topics(&broker.address, [3, 2, 3, 1, 1, 1]);
     let state = tempfile::tempdir().unwrap();
     let messages = history(21, 4_000);
     let (first, second) = messages.split_at(2_500);
@@ -355,7 +355,7 @@ async fn follow_subscription(
 async fn a_flight_subscription_resumes_across_a_clean_restart_missing_and_repeating_nothing() {
     use support::secured::{connection, serve, snapshot};
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [2, 1, 2, 1, 1]);
+    create_input_topics(&broker.address, [2, 1, 2, 1, 1, 1]);
     let messages = history(51, 2_000);
     let (first, second) = messages.split_at(1_200);
     produce(&broker.address, first);

@@ -153,7 +153,7 @@ fn dead_letter_origins(brokers: &str) -> Vec<(String, i32, i64)> {
 #[test]
 fn serve_killed_again_and_again_under_load_ends_in_the_exact_state() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [3, 2, 3, 1, 1]);
+    create_input_topics(&broker.address, [3, 2, 3, 1, 1, 1]);
     create_topics(&broker.address, &[(DEAD_LETTER_TOPIC, 1)]);
     let state = tempfile::tempdir().unwrap();
     let log = state.path().join("serve.log");

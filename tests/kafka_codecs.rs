@@ -28,14 +28,14 @@ const TANSU_CODECS: &[&str] = &["none", "gzip", "lz4", "zstd"];
 #[test]
 fn every_codec_is_read_and_applied_from_tansu() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [2, 2, 2, 1, 1]);
+    create_input_topics(&broker.address, [2, 2, 2, 1, 1, 1]);
     produce_with_codecs_and_compare(&broker.address, TANSU_CODECS);
 }
 
 #[test]
 fn every_codec_is_read_and_applied_from_the_mock_cluster() {
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-    for (kind, partitions) in DocumentKind::ALL.into_iter().zip([2, 2, 2, 1, 1]) {
+    for (kind, partitions) in DocumentKind::ALL.into_iter().zip([2, 2, 2, 1, 1, 1]) {
         mock.create_topic(kind.default_topic(), partitions, 1)
             .unwrap();
     }

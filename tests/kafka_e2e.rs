@@ -20,7 +20,7 @@ use trimatch_dataflows::{OutputCollection, Row};
 #[test]
 fn generated_history_through_a_real_broker_equals_plain_evaluation() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [3, 2, 3, 1, 1]);
+    create_input_topics(&broker.address, [3, 2, 3, 1, 1, 1]);
     let messages = history(11, 3_000);
     produce(&broker.address, &messages);
     let malformed = messages.iter().filter(|message| message.malformed).count();
@@ -64,7 +64,7 @@ fn generated_history_through_a_real_broker_equals_plain_evaluation() {
     // its high watermark, and every consumed message is accounted for.
     let watermarks = high_watermarks(&broker.address);
     let progress = progress(&state.collections);
-    assert_eq!(progress.len(), 10);
+    assert_eq!(progress.len(), 11);
     let counters = metrics.snapshot();
     let mut consumed = 0;
     for ((topic, partition), (next_offset, high_watermark, lag)) in &progress {
@@ -147,7 +147,7 @@ fn read_back_with_python(dir: &std::path::Path, expected: &Snapshot) {
 #[test]
 fn replays_from_offsets_and_from_a_timestamp_give_exactly_that_suffix() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [2, 2, 2, 1, 1]);
+    create_input_topics(&broker.address, [2, 2, 2, 1, 1, 1]);
     let first = history(21, 800);
     produce(&broker.address, &first);
     std::thread::sleep(Duration::from_millis(100));
@@ -191,7 +191,7 @@ fn replays_from_offsets_and_from_a_timestamp_give_exactly_that_suffix() {
 #[test]
 fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() {
     let mut broker = Tansu::start();
-    create_input_topics(&broker.address, [2, 2, 2, 1, 1]);
+    create_input_topics(&broker.address, [2, 2, 2, 1, 1, 1]);
     let before = history(31, 1_000);
     produce(&broker.address, &before);
     let pipeline = Pipeline::start(pipeline_config(source_config(&broker.address), 2)).unwrap();

@@ -25,7 +25,7 @@ fn an_unreadable_partition_is_stalled_and_the_rest_goes_on() {
     let python = std::env::var("TRIMATCH_PYTHON")
         .expect("TRIMATCH_PYTHON must name a Python with confluent-kafka (scripts/test sets it)");
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [2, 2, 2, 2, 1]);
+    create_input_topics(&broker.address, [2, 2, 2, 2, 1, 1]);
     let messages: Vec<_> = Workload::new(WorkloadConfig {
         seed: 41,
         tenants: 2,

@@ -17,7 +17,7 @@ fn pyarrow_reads_snapshots_and_follows_a_subscription_across_a_reconnect() {
         return;
     };
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [2, 2, 2, 1, 1]);
+    create_input_topics(&broker.address, [2, 2, 2, 1, 1, 1]);
     let messages: Vec<_> = Workload::new(WorkloadConfig {
         seed: 111,
         tenants: 3,

@@ -20,7 +20,7 @@ fn resolutions_through_a_real_broker_change_the_status_a_subscriber_sees() {
         return;
     };
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [1, 1, 2, 1, 2]);
+    create_input_topics(&broker.address, [1, 1, 2, 1, 2, 1]);
     let (flight, metrics) = (free_addr(), free_addr());
     let _serve = KillOnDrop::new(
         Command::new(env!("CARGO_BIN_EXE_trimatch"))

@@ -22,12 +22,15 @@ use serde_json::{json, Value};
 use trimatch::cli::connection::Connection;
 
 /// The tenant collections, with a column other than the tenant to filter on.
-const TENANT_COLLECTIONS: [(&str, &str); 5] = [
+const TENANT_COLLECTIONS: [(&str, &str); 8] = [
     ("invoice_matches", "status"),
     ("match_exceptions", "exception_type"),
     ("po_lines", "po_status"),
     ("exception_summary", "exception_type"),
     ("po_suggestions", "matched_by"),
+    ("payment_matches", "status"),
+    ("payment_exceptions", "exception_type"),
+    ("payment_suggestions", "invoice_id"),
 ];
 
 #[test]

@@ -15,7 +15,7 @@ use trimatch_workload::{Workload, WorkloadConfig};
 #[test]
 fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [2, 1, 2, 1, 1]);
+    create_input_topics(&broker.address, [2, 1, 2, 1, 1, 1]);
     let messages: Vec<_> = Workload::new(WorkloadConfig {
         seed: 121,
         tenants: 2,
@@ -74,7 +74,7 @@ fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
     let (status, text) = http_get(&metrics, "/metrics").unwrap();
     assert_eq!(status, 200);
     let consumed = metric_samples(&text, "trimatch_messages_consumed_total");
-    assert_eq!(consumed.len(), 7, "one series per partition: {consumed:?}");
+    assert_eq!(consumed.len(), 8, "one series per partition: {consumed:?}");
     assert_eq!(consumed.values().sum::<f64>() as usize, messages.len());
     let dead = metric_samples(&text, "trimatch_messages_dead_lettered_total");
     assert_eq!(dead.values().sum::<f64>() as usize, malformed);
@@ -138,7 +138,7 @@ fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
 #[test]
 fn a_dead_worker_ends_serve_with_its_cause() {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [2, 1, 2, 1, 1]);
+    create_input_topics(&broker.address, [2, 1, 2, 1, 1, 1]);
     let messages: Vec<_> = Workload::new(WorkloadConfig {
         seed: 5,
         tenants: 2,

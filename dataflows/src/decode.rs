@@ -46,6 +46,11 @@ const RESOLUTION_ACTUAL: DecimalRule = DecimalRule {
     max_fraction_digits: 6,
     sign: SignRule::Any,
 };
+/// A payment's amount and its allocations' amounts: more than zero.
+const PAYMENT_AMOUNT: DecimalRule = DecimalRule {
+    max_fraction_digits: 6,
+    sign: SignRule::Positive,
+};
 /// A resolution's `reason` longer than this many bytes is rejected.
 pub const MAX_REASON_BYTES: usize = 4096;
 /// Tolerances are percentages or amounts: at most 6 fractional digits, never negative.
@@ -148,6 +153,10 @@ pub fn document_identity(document: &Document) -> Vec<String> {
                 .map(|n| n.to_string())
                 .unwrap_or_default(),
         ],
+        Document::Payment(payment) => vec![
+            payment.tenant_id.to_string(),
+            payment.payment_id.to_string(),
+        ],
     }
 }
 
@@ -189,6 +198,7 @@ pub fn document_from_object(kind: DocumentKind, object: &JsonObject<'_>) -> Resu
         DocumentKind::ExceptionResolution => {
             Document::ExceptionResolution(Arc::new(exception_resolution(object)?))
         }
+        DocumentKind::Payment => Document::Payment(Arc::new(payment(object)?)),
     })
 }
 
@@ -363,6 +373,65 @@ fn exception_resolution(object: &JsonObject<'_>) -> Result<ExceptionResolution> 
         resolved_by: identifier(object, "resolved_by", "")?,
         resolved_at: timestamp_millis(object, "resolved_at")?,
         reason,
+    })
+}
+
+fn payment(object: &JsonObject<'_>) -> Result<Payment> {
+    let tenant_id = identifier(object, "tenant_id", "")?;
+    let payment_id = identifier(object, "payment_id", "")?;
+    let vendor_id = identifier(object, "vendor_id", "")?;
+    let currency = currency(object)?;
+    let amount = decimal(object, "amount", "", PAYMENT_AMOUNT)?;
+    let paid_at = date(object, "paid_at")?;
+    let status = match optional_str(object, "status", "")?.as_deref() {
+        None | Some("active") => PaymentStatus::Active,
+        Some("void") => PaymentStatus::Void,
+        Some(other) => return Err(unknown_value("status", other, "active or void")),
+    };
+    let reference = match optional_str(object, "reference", "")? {
+        Some(text) if text.len() > MAX_IDENTIFIER_BYTES => {
+            return Err(DecodeError::new(
+                "reference",
+                format!(
+                    "longer than {MAX_IDENTIFIER_BYTES} bytes ({} bytes)",
+                    text.len()
+                ),
+            ))
+        }
+        reference => reference.map(|text| Text::from(text.as_ref())),
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut allocations = optional_entries(object, "allocations", "allocation", |entry, path| {
+        let invoice_id = identifier(entry, "invoice_id", path)?;
+        if !seen.insert(invoice_id.clone()) {
+            return Err(DecodeError::new(
+                format!("{path}.invoice_id"),
+                format!("invoice {invoice_id:?} is allocated more than once"),
+            ));
+        }
+        Ok(Allocation {
+            invoice_id,
+            amount: decimal(entry, "amount", path, PAYMENT_AMOUNT)?,
+        })
+    })?;
+    let allocated: Decimal = allocations.iter().map(|allocation| allocation.amount).sum();
+    if allocated > amount {
+        return Err(DecodeError::new(
+            "allocations",
+            format!("they add up to {allocated}, more than the payment's amount {amount}"),
+        ));
+    }
+    allocations.sort_by(|a, b| a.invoice_id.cmp(&b.invoice_id));
+    Ok(Payment {
+        tenant_id,
+        payment_id,
+        vendor_id,
+        currency,
+        amount,
+        paid_at,
+        status,
+        reference,
+        allocations,
     })
 }
 

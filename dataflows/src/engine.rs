@@ -72,29 +72,38 @@ pub enum OutputCollection {
     PoLines,
     ExceptionSummary,
     PoSuggestions,
+    PaymentMatches,
+    PaymentExceptions,
+    PaymentSuggestions,
     DeadLetters,
     SourceProgress,
 }
 
 impl OutputCollection {
     /// Every collection of SPEC §3, in SPEC order.
-    pub const ALL: [OutputCollection; 7] = [
+    pub const ALL: [OutputCollection; 10] = [
         OutputCollection::InvoiceMatches,
         OutputCollection::MatchExceptions,
         OutputCollection::PoLines,
         OutputCollection::ExceptionSummary,
         OutputCollection::PoSuggestions,
+        OutputCollection::PaymentMatches,
+        OutputCollection::PaymentExceptions,
+        OutputCollection::PaymentSuggestions,
         OutputCollection::DeadLetters,
         OutputCollection::SourceProgress,
     ];
     /// The collections the matching rules derive (keyed by tenant); the others
     /// are the sources' bookkeeping (keyed by topic).
-    pub const MATCHING: [OutputCollection; 5] = [
+    pub const MATCHING: [OutputCollection; 8] = [
         OutputCollection::InvoiceMatches,
         OutputCollection::MatchExceptions,
         OutputCollection::PoLines,
         OutputCollection::ExceptionSummary,
         OutputCollection::PoSuggestions,
+        OutputCollection::PaymentMatches,
+        OutputCollection::PaymentExceptions,
+        OutputCollection::PaymentSuggestions,
     ];
     /// The collection's name in SPEC §3.
     pub fn name(&self) -> &'static str {
@@ -104,6 +113,9 @@ impl OutputCollection {
             OutputCollection::PoLines => "po_lines",
             OutputCollection::ExceptionSummary => "exception_summary",
             OutputCollection::PoSuggestions => "po_suggestions",
+            OutputCollection::PaymentMatches => "payment_matches",
+            OutputCollection::PaymentExceptions => "payment_exceptions",
+            OutputCollection::PaymentSuggestions => "payment_suggestions",
             OutputCollection::DeadLetters => "dead_letters",
             OutputCollection::SourceProgress => "source_progress",
         }
@@ -119,6 +131,11 @@ impl OutputCollection {
             OutputCollection::PoLines => &["tenant_id", "po_number", "line_no"],
             OutputCollection::ExceptionSummary => &["tenant_id", "exception_type"],
             OutputCollection::PoSuggestions => &["tenant_id", "invoice_id", "rank"],
+            OutputCollection::PaymentMatches => &["tenant_id", "payment_id"],
+            OutputCollection::PaymentExceptions => {
+                &["tenant_id", "payment_id", "exception_type", "invoice_id"]
+            }
+            OutputCollection::PaymentSuggestions => &["tenant_id", "payment_id", "rank"],
             OutputCollection::DeadLetters => &["topic", "partition", "offset"],
             OutputCollection::SourceProgress => &["topic", "partition"],
         }
@@ -139,6 +156,9 @@ pub enum Row {
     PoLine(PoLineRow),
     ExceptionSummary(ExceptionSummaryRow),
     PoSuggestion(PoSuggestionRow),
+    PaymentMatch(PaymentMatchRow),
+    PaymentException(PaymentExceptionRow),
+    PaymentSuggestion(PaymentSuggestionRow),
     DeadLetter(DeadLetterRow),
     SourceProgress(SourceProgressRow),
 }
@@ -152,6 +172,9 @@ impl Row {
             Row::PoLine(_) => OutputCollection::PoLines,
             Row::ExceptionSummary(_) => OutputCollection::ExceptionSummary,
             Row::PoSuggestion(_) => OutputCollection::PoSuggestions,
+            Row::PaymentMatch(_) => OutputCollection::PaymentMatches,
+            Row::PaymentException(_) => OutputCollection::PaymentExceptions,
+            Row::PaymentSuggestion(_) => OutputCollection::PaymentSuggestions,
             Row::DeadLetter(_) => OutputCollection::DeadLetters,
             Row::SourceProgress(_) => OutputCollection::SourceProgress,
         }
@@ -176,7 +199,7 @@ pub enum ReadError {
     NotComplete { as_of: Time, newest: Time },
 }
 
-/// Fingerprint domains of the source bookkeeping slots (the model's keys use 1–7).
+/// Fingerprint domains of the source bookkeeping slots (the model's keys use 1–9).
 const SOURCE_PROGRESS_DOMAIN: u8 = 16;
 const DEAD_LETTER_DOMAIN: u8 = 17;
 
@@ -308,8 +331,16 @@ impl Matcher {
                         Document::MatchPolicy(policy) => Some((*key, policy.clone())),
                         _ => None,
                     }),
-                exception_resolutions: current.flat_map_ref(|key, document| match document {
-                    Document::ExceptionResolution(resolution) => Some((*key, resolution.clone())),
+                exception_resolutions: current.clone().flat_map_ref(
+                    |key, document| match document {
+                        Document::ExceptionResolution(resolution) => {
+                            Some((*key, resolution.clone()))
+                        }
+                        _ => None,
+                    },
+                ),
+                payments: current.flat_map_ref(|key, document| match document {
+                    Document::Payment(payment) => Some((*key, payment.clone())),
                     _ => None,
                 }),
             };
@@ -319,6 +350,9 @@ impl Matcher {
                 po_lines,
                 exception_summary,
                 po_suggestions,
+                payment_matches,
+                payment_exceptions,
+                payment_suggestions,
             } = three_way_match(documents, default_tolerances);
             let po_lines = publish_arranged(
                 po_lines,
@@ -326,7 +360,7 @@ impl Matcher {
                 &probe,
                 &changes,
             );
-            let traces: [(OutputCollection, Box<dyn OutputTrace>); 7] = [
+            let traces: [(OutputCollection, Box<dyn OutputTrace>); 10] = [
                 (
                     OutputCollection::InvoiceMatches,
                     Box::new(publish(
@@ -353,6 +387,33 @@ impl Matcher {
                 (
                     OutputCollection::PoSuggestions,
                     Box::new(publish(po_suggestions, Row::PoSuggestion, &probe, &changes)),
+                ),
+                (
+                    OutputCollection::PaymentMatches,
+                    Box::new(publish(
+                        payment_matches,
+                        Row::PaymentMatch,
+                        &probe,
+                        &changes,
+                    )),
+                ),
+                (
+                    OutputCollection::PaymentExceptions,
+                    Box::new(publish(
+                        payment_exceptions,
+                        Row::PaymentException,
+                        &probe,
+                        &changes,
+                    )),
+                ),
+                (
+                    OutputCollection::PaymentSuggestions,
+                    Box::new(publish(
+                        payment_suggestions,
+                        Row::PaymentSuggestion,
+                        &probe,
+                        &changes,
+                    )),
                 ),
                 (
                     OutputCollection::DeadLetters,

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Currency, InvoiceKind, PoStatus, Text};
 
+mod payments;
+pub use payments::*;
+
 /// The exception types of SPEC §2.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ExceptionType {
@@ -174,6 +177,11 @@ pub struct InvoiceMatchRow {
     pub blocking_count: u32,
     /// Accepted blocking exceptions.
     pub accepted_count: u32,
+    /// `invoice_amount` + tax + freight.
+    pub gross_amount: Decimal,
+    /// Σ of the payment amounts applied to it (SPEC §8).
+    pub paid_amount: Decimal,
+    pub payment_status: InvoicePaymentStatus,
 }
 
 /// A row of `match_exceptions`: one per raised exception.

@@ -17,6 +17,9 @@ use crate::model::{
 };
 use crate::rows::{ExceptionType, MatchedBy, Resolution, ResolutionRecord};
 
+mod payments;
+pub use payments::*;
+
 /// An exception raised for one invoice, before it is dressed with the invoice's names.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Raised {

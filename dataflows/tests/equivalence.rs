@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use differential_dataflow::consolidation::consolidate_updates;
 use trimatch_dataflows::engine::{Change, MatchConfig, ReadError};
 use trimatch_dataflows::model::*;
-use trimatch_dataflows::rows::{ExceptionType, MatchStatus, MatchedBy, Resolution};
+use trimatch_dataflows::rows::{
+    ExceptionType, MatchStatus, MatchedBy, PaymentExceptionType, Resolution,
+};
 
 use common::history::{History, HOT_PO};
 use common::oracle::{evaluate, without_details};
@@ -87,7 +89,10 @@ fn run_history(workers: usize, seed: u64, batches: usize, hot: bool) -> Coverage
             + snapshot.match_exceptions.len()
             + snapshot.po_lines.len()
             + snapshot.exception_summary.len()
-            + snapshot.po_suggestions.len();
+            + snapshot.po_suggestions.len()
+            + snapshot.payment_matches.len()
+            + snapshot.payment_exceptions.len()
+            + snapshot.payment_suggestions.len();
         assert_eq!(engine.count(*time).unwrap(), rows as u64);
         previous = *time;
     }
@@ -119,6 +124,8 @@ struct Coverage {
     statuses: BTreeSet<MatchStatus>,
     resolutions: BTreeSet<Resolution>,
     suggestions: BTreeSet<MatchedBy>,
+    payment_exceptions: BTreeSet<PaymentExceptionType>,
+    payment_suggestions: usize,
     /// The most active invoices and credit memos on the hot line at once.
     hot_line_invoices: usize,
 }
@@ -156,6 +163,13 @@ impl Coverage {
         );
         self.suggestions
             .extend(snapshot.po_suggestions.iter().map(|row| row.matched_by));
+        self.payment_exceptions.extend(
+            snapshot
+                .payment_exceptions
+                .iter()
+                .map(|row| row.exception_type),
+        );
+        self.payment_suggestions += snapshot.payment_suggestions.len();
     }
 
     /// Asserts that the histories exercised every rule and every status.
@@ -166,6 +180,8 @@ impl Coverage {
             all.statuses.extend(run.statuses);
             all.resolutions.extend(run.resolutions);
             all.suggestions.extend(run.suggestions);
+            all.payment_exceptions.extend(run.payment_exceptions);
+            all.payment_suggestions += run.payment_suggestions;
         }
         let missing: Vec<_> = ExceptionType::ALL
             .into_iter()
@@ -184,6 +200,15 @@ impl Coverage {
             2,
             "suggestions: {:?}",
             all.suggestions
+        );
+        let missing: Vec<_> = PaymentExceptionType::ALL
+            .into_iter()
+            .filter(|kind| !all.payment_exceptions.contains(kind))
+            .collect();
+        assert!(missing.is_empty(), "the histories never raised {missing:?}");
+        assert!(
+            all.payment_suggestions > 0,
+            "no payment was ever suggested an invoice"
         );
     }
 }

@@ -206,7 +206,7 @@ fn print_banner(brokers: &str, flight: SocketAddr) {
         "trimatch demo — a live three-way match over an embedded Kafka broker\n\
          \n\
          Kafka (produce your own documents here):  {brokers}\n\
-         \x20   topics: purchase_orders, goods_receipts, invoices, match_policies, exception_resolutions\n\
+         \x20   topics: purchase_orders, goods_receipts, invoices, match_policies, exception_resolutions, payments\n\
          Arrow Flight:                             grpc://{flight}\n\
          \n\
          In another terminal:\n\

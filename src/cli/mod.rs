@@ -79,7 +79,7 @@ enum Command {
     Health(health::HealthArgs),
     /// Check JSON documents (one per line) against the input contract.
     Validate {
-        /// The topic whose documents these are: purchase_orders, goods_receipts, invoices, match_policies or exception_resolutions.
+        /// The topic whose documents these are: purchase_orders, goods_receipts, invoices, match_policies, exception_resolutions or payments.
         topic: String,
         /// Files to check (default: standard input).
         files: Vec<std::path::PathBuf>,

@@ -45,6 +45,9 @@ pub struct TopicArgs {
         default_value = "exception_resolutions"
     )]
     pub resolution_topic: String,
+    /// Topic of payments to vendors (SPEC §8).
+    #[arg(long, env = "TRIMATCH_PAYMENT_TOPIC", default_value = "payments")]
+    pub payment_topic: String,
     /// librdkafka settings passed through, e.g. -X security.protocol=SASL_SSL
     /// (in TRIMATCH_KAFKA_SETTINGS: one KEY=VALUE per line).
     #[arg(short = 'X', env = "TRIMATCH_KAFKA_SETTINGS", value_delimiter = '\n', value_name = "KEY=VALUE", value_parser = parse_setting)]
@@ -59,6 +62,7 @@ impl TopicArgs {
             (DocumentKind::Invoice, &self.invoice_topic),
             (DocumentKind::MatchPolicy, &self.policy_topic),
             (DocumentKind::ExceptionResolution, &self.resolution_topic),
+            (DocumentKind::Payment, &self.payment_topic),
         ]
         .into_iter()
         .map(|(kind, name)| TopicConfig {

@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use trimatch_dataflows::model::{
-    Currency, Decision, Document, ExceptionResolution, GoodsReceipt, Invoice, InvoiceKind,
-    InvoiceLine, InvoiceStatus, MatchPolicy, PoLine, PoStatus, PurchaseOrder, ReceiptLine, Text,
+    Allocation, Currency, Decision, Document, ExceptionResolution, GoodsReceipt, Invoice,
+    InvoiceKind, InvoiceLine, InvoiceStatus, MatchPolicy, Payment, PaymentStatus, PoLine, PoStatus,
+    PurchaseOrder, ReceiptLine, Text,
 };
 use trimatch_dataflows::rows::{DeadLetterRow, ExceptionType, PartitionHealth, SourceProgressRow};
 use trimatch_dataflows::SourceRow;
@@ -166,6 +167,22 @@ impl Encoder {
                 self.text(&resolution.resolved_by);
                 self.signed(resolution.resolved_at as i128);
                 self.optional_text(resolution.reason.as_deref());
+            }
+            Document::Payment(payment) => {
+                self.bytes.push(5);
+                self.text(&payment.tenant_id);
+                self.text(&payment.payment_id);
+                self.text(&payment.vendor_id);
+                self.bytes.extend_from_slice(&payment.currency.0);
+                self.decimal(payment.amount);
+                self.signed(payment.paid_at as i128);
+                self.bytes.push(payment.status as u8);
+                self.optional_text(payment.reference.as_deref());
+                self.unsigned(payment.allocations.len() as u64);
+                for allocation in &payment.allocations {
+                    self.text(&allocation.invoice_id);
+                    self.decimal(allocation.amount);
+                }
             }
         }
     }
@@ -387,6 +404,25 @@ impl<'a> Decoder<'a> {
                 resolved_at: self.signed_as()?,
                 reason: self.optional(Self::text)?,
             })),
+            5 => Document::Payment(Arc::new(Payment {
+                tenant_id: self.text()?,
+                payment_id: self.text()?,
+                vendor_id: self.text()?,
+                currency: self.currency()?,
+                amount: self.decimal()?,
+                paid_at: self.signed_as()?,
+                status: self.tag(
+                    "payment status",
+                    &[PaymentStatus::Active, PaymentStatus::Void],
+                )?,
+                reference: self.optional(Self::text)?,
+                allocations: self.lines(|d| {
+                    Ok(Allocation {
+                        invoice_id: d.text()?,
+                        amount: d.decimal()?,
+                    })
+                })?,
+            })),
             tag => {
                 return Err(CodecError::UnknownTag {
                     what: "document",
@@ -518,6 +554,20 @@ mod tests {
                 resolved_by: "a".into(),
                 resolved_at: 1_764_000_000_000,
                 reason: Some("disputed".into()),
+            })),
+            Document::Payment(Arc::new(Payment {
+                tenant_id: "t".into(),
+                payment_id: "p".into(),
+                vendor_id: "v".into(),
+                currency: Currency(*b"EUR"),
+                amount: dec("162.000001"),
+                paid_at: 20_412,
+                status: PaymentStatus::Void,
+                reference: Some("A 3342".into()),
+                allocations: vec![Allocation {
+                    invoice_id: "i".into(),
+                    amount: dec("0.50"),
+                }],
             })),
         ]
     }

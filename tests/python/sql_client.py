@@ -96,6 +96,7 @@ reader = connect(READER)
 
 # 1. The catalog.
 ALL = {"invoice_matches", "match_exceptions", "po_lines", "exception_summary", "po_suggestions",
+       "payment_matches", "payment_exceptions", "payment_suggestions",
        "dead_letters", "source_progress"}
 TENANT_TABLES = ALL - {"dead_letters", "source_progress"}
 

@@ -188,7 +188,7 @@ pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
 }
 
 /// The input topics with their default names and these partition counts.
-pub fn create_input_topics(brokers: &str, partitions: [i32; 5]) {
+pub fn create_input_topics(brokers: &str, partitions: [i32; 6]) {
     let topics: Vec<(&str, i32)> = DocumentKind::ALL
         .into_iter()
         .zip(partitions)

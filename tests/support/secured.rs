@@ -25,7 +25,7 @@ pub const TENANTS: usize = 5;
 /// A broker with a produced history of `TENANTS` tenants.
 pub fn broker_with_history(seed: u64) -> Tansu {
     let broker = Tansu::start();
-    create_input_topics(&broker.address, [2, 1, 2, 1, 1]);
+    create_input_topics(&broker.address, [2, 1, 2, 1, 1, 1]);
     let messages: Vec<_> = Workload::new(WorkloadConfig {
         seed,
         tenants: TENANTS,

@@ -1,7 +1,8 @@
 //! A synthetic accounts-payable workload: tenants and vendors, POs of 1–N
 //! lines, receipts (partial, and returns), invoices (clean matches, price and
 //! quantity variances, duplicates, credit memos, cancellations), analysts'
-//! resolutions of their exceptions (`generate/resolutions.rs`), updates and deletes,
+//! resolutions of their exceptions (`generate/resolutions.rs`), payments
+//! (`generate/payments.rs`), updates and deletes,
 //! documents that arrive before the ones they refer to, and an adjustable
 //! share of bad messages. Deterministic for a given seed.
 //!
@@ -16,6 +17,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use trimatch_dataflows::model::DocumentKind;
 
+mod payments;
 mod resolutions;
 
 /// The shape of a workload.
@@ -93,6 +95,7 @@ struct TenantModel {
     next_po: u64,
     next_receipt: u64,
     next_invoice: u64,
+    next_payment: u64,
 }
 
 /// The generator: an endless iterator of messages.
@@ -114,6 +117,7 @@ impl Workload {
                 next_po: 1,
                 next_receipt: 1,
                 next_invoice: 1,
+                next_payment: 1,
             })
             .collect();
         Workload {
@@ -136,9 +140,10 @@ impl Workload {
         }
         let tenant = self.rng.random_range(0..self.tenants.len());
         let has_pos = !self.tenants[tenant].pos.is_empty();
-        let roll = self.rng.random_range(0..103);
+        let roll = self.rng.random_range(0..108);
         match roll {
             _ if !has_pos => self.new_po(tenant),
+            103.. => self.payment(tenant),
             100.. => self.resolution(tenant),
             0..=19 => self.new_po(tenant),
             20..=39 => self.receipt(tenant),
@@ -588,7 +593,7 @@ mod tests {
             credit_memos += usize::from(text.contains("credit_memo"));
             cancelled += usize::from(text.contains("\"cancelled\""));
         }
-        assert_eq!(kinds.len(), 5, "{kinds:?}");
+        assert_eq!(kinds.len(), 6, "{kinds:?}");
         for count in [tombstones, malformed, credit_memos, cancelled] {
             assert!(
                 count > 50,

@@ -107,7 +107,7 @@ pub fn document_lines(document: &Document) -> usize {
         Document::PurchaseOrder(po) => po.lines.len(),
         Document::GoodsReceipt(receipt) => receipt.lines.len(),
         Document::Invoice(invoice) => invoice.lines.len(),
-        Document::MatchPolicy(_) | Document::ExceptionResolution(_) => 0,
+        Document::MatchPolicy(_) | Document::ExceptionResolution(_) | Document::Payment(_) => 0,
     }
 }
 

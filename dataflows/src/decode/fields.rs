@@ -242,39 +242,76 @@ pub(super) fn optional_decimal(
 /// Decodes the `lines` array (1 to 10,000 objects) with `line_fn(object, path)`.
 pub(super) fn lines_of<T>(
     object: &JsonObject<'_>,
-    mut line_fn: impl FnMut(&JsonObject<'_>, &str) -> Result<T>,
+    line_fn: impl FnMut(&JsonObject<'_>, &str) -> Result<T>,
 ) -> Result<Vec<T>> {
     let value = object
         .present("lines")
         .ok_or_else(|| DecodeError::new("lines", "missing"))?;
-    let lines = value
-        .as_array()
-        .ok_or_else(|| wrong_type("lines", "an array of line objects", value))?;
+    let lines = entries_of("lines", "line", value, line_fn)?;
     if lines.is_empty() {
         return Err(DecodeError::new(
             "lines",
             "no lines: a document needs at least one",
         ));
     }
-    if lines.len() > MAX_LINES {
+    Ok(lines)
+}
+
+/// Decodes an optional array of objects (absent, null or empty: none; at
+/// most 10,000) named `field`, such as a payment's `allocations`.
+pub(super) fn optional_entries<T>(
+    object: &JsonObject<'_>,
+    field: &str,
+    noun: &str,
+    entry_fn: impl FnMut(&JsonObject<'_>, &str) -> Result<T>,
+) -> Result<Vec<T>> {
+    match object.present(field) {
+        None => Ok(Vec::new()),
+        Some(value) => entries_of(field, noun, value, entry_fn),
+    }
+}
+
+/// The objects of the array `value` (field `field`, at most 10,000, each a
+/// `noun` in messages), each decoded with `entry_fn(object, path)`.
+fn entries_of<T>(
+    field: &str,
+    noun: &str,
+    value: Json<'_>,
+    mut entry_fn: impl FnMut(&JsonObject<'_>, &str) -> Result<T>,
+) -> Result<Vec<T>> {
+    let entries = value
+        .as_array()
+        .ok_or_else(|| wrong_type(field, &format!("an array of {noun} objects"), value))?;
+    if entries.len() > MAX_LINES {
         return Err(DecodeError::new(
-            "lines",
+            field,
             format!(
-                "{} lines is more than the limit of {MAX_LINES}",
-                lines.len()
+                "{} {field} is more than the limit of {MAX_LINES}",
+                entries.len()
             ),
         ));
     }
-    // One buffer for every line's path: it names fields only in errors, and
+    // One buffer for every entry's path: it names fields only in errors, and
     // formatting a fresh one per line was a measurable part of decoding.
     let mut path = String::new();
-    let mut decoded = Vec::with_capacity(lines.len());
-    for (index, line) in lines.iter().enumerate() {
+    let mut decoded = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
         path.clear();
-        write!(path, "lines[{index}]").expect("writing to a String succeeds");
-        decoded.push(match line.as_object() {
-            Some(line) => line_fn(&line, &path)?,
-            None => return Err(wrong_type(&path, "a line object", *line)),
+        write!(path, "{field}[{index}]").expect("writing to a String succeeds");
+        decoded.push(match entry.as_object() {
+            Some(entry) => entry_fn(&entry, &path)?,
+            None => {
+                let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                return Err(wrong_type(
+                    &path,
+                    &format!("{article} {noun} object"),
+                    *entry,
+                ));
+            }
         });
     }
     Ok(decoded)

@@ -244,6 +244,9 @@ output_rows! {
     ExceptionRow => Exception,
     ExceptionSummaryRow => ExceptionSummary,
     PoSuggestionRow => PoSuggestion,
+    PaymentMatchRow => PaymentMatch,
+    PaymentExceptionRow => PaymentException,
+    PaymentSuggestionRow => PaymentSuggestion,
     DeadLetterRow => DeadLetter,
     SourceProgressRow => SourceProgress,
 }

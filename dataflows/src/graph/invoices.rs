@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::resolutions::ResolvedException;
@@ -82,23 +83,33 @@ pub(super) fn exception_row(exception: ResolvedException) -> ExceptionRow {
     }
 }
 
-/// What the per-invoice reduce of `invoice_matches` sees: the document and,
-/// for each exception raised for it, its severity and whether it is open.
+/// What the per-invoice reduce of `invoice_matches` sees: the document with
+/// its `total_tolerance_abs`; for each exception raised for it, its severity
+/// and whether it is open; and what is paid on it, if anything.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum InvoiceFact {
-    Document(Arc<Invoice>),
+    Document(Arc<Invoice>, Decimal),
     Raised { severity: Severity, open: bool },
+    Paid(Decimal),
 }
 
-/// One `invoice_matches` row per present invoice, with its exception counts.
+/// One `invoice_matches` row per present invoice (keyed by invoice, with
+/// its `total_tolerance_abs`), with its exception counts and what is paid.
 ///
 /// Per change: O(the invoice's exceptions), keyed by invoice — independent of
 /// its PO, vendor or tenant.
 pub(super) fn invoice_match_rows<'s>(
-    invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
+    invoices: Collection<'s, (Fingerprint, (Arc<Invoice>, Tolerances))>,
     exceptions: Collection<'s, (Fingerprint, ResolvedException)>,
-) -> Collection<'s, (Text, InvoiceMatchRow)> {
-    let documents = invoices.map(|(id, invoice)| (id, InvoiceFact::Document(invoice)));
+    paid: Collection<'s, (Fingerprint, Decimal)>,
+) -> Collection<'s, (Fingerprint, (InvoiceMatchRow, Decimal))> {
+    let documents = invoices.map(|(id, (invoice, tolerances))| {
+        (
+            id,
+            InvoiceFact::Document(invoice, tolerances.total_tolerance_abs),
+        )
+    });
+    let paid = paid.map(|(id, amount)| (id, InvoiceFact::Paid(amount)));
     let severities = exceptions.map(|(id, exception)| {
         let fact = InvoiceFact::Raised {
             severity: exception.raised.exception_type.severity(),
@@ -108,24 +119,32 @@ pub(super) fn invoice_match_rows<'s>(
     });
     documents
         .concat(severities)
+        .concat(paid)
         .reduce_named("invoice_matches", |_, facts, output| {
-            let InvoiceFact::Document(invoice) = facts[0].0 else {
-                return; // exceptions of an invoice that is no longer present
+            let InvoiceFact::Document(invoice, tolerance) = facts[0].0 else {
+                return; // exceptions or payments of an invoice no longer present
             };
             let mut exception_count = 0u32;
             let mut blocking_count = 0u32;
             let mut accepted_count = 0u32;
+            let mut paid_amount = Decimal::ZERO;
             for (fact, count) in &facts[1..] {
-                if let InvoiceFact::Raised { severity, open } = fact {
-                    let count = *count as u32;
-                    exception_count += count;
-                    match (severity, open) {
-                        (Severity::Blocking, true) => blocking_count += count,
-                        (Severity::Blocking, false) => accepted_count += count,
-                        (Severity::Warning, _) => {}
+                match fact {
+                    InvoiceFact::Raised { severity, open } => {
+                        let count = *count as u32;
+                        exception_count += count;
+                        match (severity, open) {
+                            (Severity::Blocking, true) => blocking_count += count,
+                            (Severity::Blocking, false) => accepted_count += count,
+                            (Severity::Warning, _) => {}
+                        }
                     }
+                    InvoiceFact::Paid(amount) => paid_amount = *amount,
+                    InvoiceFact::Document(..) => {}
                 }
             }
+            let invoice_amount = invoice.invoice_amount();
+            let gross_amount = invoice_amount + invoice.tax + invoice.freight;
             let status = if !invoice.is_active() {
                 MatchStatus::Cancelled
             } else if blocking_count > 0 {
@@ -146,14 +165,16 @@ pub(super) fn invoice_match_rows<'s>(
                 invoice_date: invoice.invoice_date,
                 status,
                 line_count: invoice.lines.len() as u32,
-                invoice_amount: invoice.invoice_amount(),
+                invoice_amount,
                 exception_count,
                 blocking_count,
                 accepted_count,
+                gross_amount,
+                paid_amount,
+                payment_status: InvoicePaymentStatus::of(paid_amount, gross_amount, *tolerance),
             };
-            output.push((row, 1));
+            output.push(((row, *tolerance), 1));
         })
-        .map(|(_, row)| (row.tenant_id.clone(), row))
 }
 
 /// One of the counts an `exception_summary` row is made of.

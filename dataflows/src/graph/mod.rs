@@ -14,8 +14,10 @@
 //! 4. quantity exceptions from those per-line quantities;
 //! 5. duplicates per (tenant, vendor, normalized invoice number) group;
 //! 6. each exception with the analyst's decision on it (SPEC §6, [`resolutions`]);
-//! 7. the per-invoice output rows ([`invoices`]);
-//! 8. PO suggestions for invoices whose PO is not found (SPEC §7, [`suggestions`]).
+//! 7. payments applied to invoices, by allocation or reference (SPEC §8, [`payments`]);
+//! 8. the per-invoice output rows ([`invoices`]), what is paid on them included;
+//! 9. PO suggestions for invoices whose PO is not found (SPEC §7, [`suggestions`]);
+//! 10. the payment outputs: matches, exceptions, suggestions ([`payments`]).
 //!
 //! Beside each join and reduce, its cost per change. None grows with the size
 //! of a PO line, a duplicate group or a tenant, except where SPEC §2 makes the
@@ -24,8 +26,10 @@
 
 pub mod invoices;
 pub mod lines;
+pub mod payments;
 pub mod resolutions;
 pub mod suggestions;
+pub mod sums;
 
 use std::sync::Arc;
 
@@ -53,6 +57,7 @@ pub struct Documents<'s> {
     pub invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
     pub match_policies: Collection<'s, (Fingerprint, Arc<MatchPolicy>)>,
     pub exception_resolutions: Collection<'s, (Fingerprint, Arc<ExceptionResolution>)>,
+    pub payments: Collection<'s, (Fingerprint, Arc<Payment>)>,
 }
 
 /// The output collections of SPEC §3, keyed by `tenant_id` — except
@@ -64,6 +69,9 @@ pub struct MatchOutputs<'s> {
     pub po_lines: KeyedArrangement<'s, Fingerprint, PoLineRow>,
     pub exception_summary: Collection<'s, (Text, ExceptionSummaryRow)>,
     pub po_suggestions: Collection<'s, (Text, PoSuggestionRow)>,
+    pub payment_matches: Collection<'s, (Text, PaymentMatchRow)>,
+    pub payment_exceptions: Collection<'s, (Text, PaymentExceptionRow)>,
+    pub payment_suggestions: Collection<'s, (Text, PaymentSuggestionRow)>,
 }
 
 /// An active invoice with everything its header and price rules need.
@@ -86,15 +94,21 @@ pub fn three_way_match<'s>(
         invoices,
         match_policies,
         exception_resolutions,
+        payments,
     } = documents;
 
     let active_invoices = invoices.clone().filter(|(_, invoice)| invoice.is_active());
     let purchase_orders = purchase_orders.arrange_by_key_named("purchase orders");
 
-    // 1. Every active invoice with its effective tolerances and its PO, if any.
+    // 1. Every invoice with its effective tolerances; every active one with its PO, if any.
     let with_tolerances =
-        effective_tolerances(active_invoices.clone(), match_policies, default_tolerances);
-    let contexts = invoice_contexts(with_tolerances, &purchase_orders);
+        effective_tolerances(invoices.clone(), match_policies, default_tolerances);
+    let contexts = invoice_contexts(
+        with_tolerances
+            .clone()
+            .filter(|(_, (invoice, _))| invoice.is_active()),
+        &purchase_orders,
+    );
 
     // 2. Exceptions local to an invoice and its PO.
     let local_exceptions = contexts.clone().flat_map(|(id, context)| {
@@ -145,36 +159,48 @@ pub fn three_way_match<'s>(
     });
     let exceptions = resolutions::resolve(exceptions, exception_resolutions);
 
-    // 7. Output rows.
+    // 7. Payments applied to invoices.
+    let applications = payments::applications(payments.clone(), invoices);
+    let paid = payments::paid_amounts(applications.applied.clone());
+
+    // 8. Per-invoice rows.
+    let invoice_rows = invoice_match_rows(with_tolerances, exceptions.clone(), paid);
+    let payment_outputs = payments::payment_outputs(payments, applications, invoice_rows.clone());
     MatchOutputs {
-        invoice_matches: invoice_match_rows(invoices, exceptions.clone()),
+        invoice_matches: invoice_rows.map(|(_, (row, _))| (row.tenant_id.clone(), row)),
         exception_summary: exception_summary_rows(exceptions.clone()),
         match_exceptions: exceptions.map(|(_, exception)| {
             let row = exception_row(exception);
             (row.tenant_id.clone(), row)
         }),
-        // 8. PO suggestions for the invoices whose PO is not found.
+        // 9. PO suggestions for the invoices whose PO is not found.
         po_suggestions: suggestions::po_suggestions(unmatched, &po_lines),
         po_lines,
+        // 10. The payment outputs.
+        payment_matches: payment_outputs.payment_matches,
+        payment_exceptions: payment_outputs.payment_exceptions,
+        payment_suggestions: payment_outputs.payment_suggestions,
     }
 }
 
-/// Each active invoice paired with its tenant's tolerances: the tenant's policy
-/// field by field over `default`, or `default` for a tenant without a policy.
+/// Each present invoice paired with its tenant's tolerances: the tenant's
+/// policy field by field over `default`, or `default` for a tenant without a
+/// policy. (Cancelled invoices need them too: their `payment_status` reads
+/// `total_tolerance_abs`.)
 ///
 /// Per change: an invoice change is one lookup of its tenant's policy; a
-/// policy change re-pairs every active invoice of its tenant, once —
+/// policy change re-pairs every invoice of its tenant, once —
 /// O(invoices of the tenant), which SPEC §2 makes inherent (every invoice is
 /// re-checked under the new tolerances).
 fn effective_tolerances<'s>(
-    active_invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
+    invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
     match_policies: Collection<'s, (Fingerprint, Arc<MatchPolicy>)>,
     default: Tolerances,
 ) -> Collection<'s, (Fingerprint, (Arc<Invoice>, Tolerances))> {
     let tenant_tolerances = match_policies
         .map(move |(tenant, policy)| (tenant, policy.resolve(&default)))
         .arrange_by_key_named("policies");
-    let by_tenant = active_invoices
+    let by_tenant = invoices
         .map(|(id, invoice)| (tenant_key(&invoice.tenant_id), (id, invoice)))
         .arrange_by_key_named("invoices by tenant");
     left_join(&by_tenant, &tenant_tolerances)

@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::operators::CountTotal;
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 
+use super::sums::CountedSum;
 use super::{Collection, KeyedArrangement};
 use crate::model::*;
 use crate::rows::{PoLineRow, PoSuggestionRow};
@@ -16,51 +15,6 @@ use crate::rules::{self, OpenPo, PoCandidate, UnmatchedInvoice};
 
 /// The most suggestions an invoice gets.
 pub const MAX_SUGGESTIONS: usize = 3;
-
-/// A PO's open amount as a difference type: each of its lines contributes
-/// one to `lines` and its open amount to `amount`, and differential adds
-/// them up. `lines` keeps the total of a present PO from being zero (and
-/// vanishing) when nothing of it is open.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-struct OpenAmount {
-    lines: i64,
-    amount: Decimal,
-}
-
-impl IsZero for OpenAmount {
-    fn is_zero(&self) -> bool {
-        self.lines == 0 && self.amount.is_zero()
-    }
-}
-impl Semigroup for OpenAmount {
-    fn plus_equals(&mut self, other: &Self) {
-        self.lines += other.lines;
-        self.amount += other.amount;
-    }
-}
-impl Monoid for OpenAmount {
-    fn zero() -> Self {
-        Self::default()
-    }
-}
-impl Abelian for OpenAmount {
-    fn negate(&mut self) {
-        self.lines = -self.lines;
-        self.amount = -self.amount;
-    }
-}
-/// A multiplicity scales a contribution (a retraction subtracts it).
-impl Multiply<isize> for OpenAmount {
-    type Output = Self;
-    fn multiply(self, count: &isize) -> Self {
-        OpenAmount {
-            lines: self.lines * *count as i64,
-            amount: self.amount * Decimal::from(*count),
-        }
-    }
-}
 
 /// The open amount one `po_lines` row contributes to its PO:
 /// max(ordered_qty − max(billed_qty, 0), 0) × unit_price.
@@ -90,18 +44,18 @@ pub(super) fn po_suggestions<'s>(
         .flat_map_ref(|_, row| (row.po_status == PoStatus::Open).then(|| row.clone()))
         .explode(|row| {
             let group = vendor_currency_key(&row.tenant_id, &row.vendor_id, row.currency);
-            let amount = OpenAmount {
-                lines: 1,
-                amount: open_amount_of_line(&row),
-            };
-            Some(((group, row.po_number), amount))
+            let open = CountedSum::one(open_amount_of_line(&row));
+            Some(((group, row.po_number), open))
         })
         .count_total()
+        // A PO whose lines are all retracted has no lines left, whatever
+        // rounding left of its sum.
+        .filter(|(_, open)| open.count > 0)
         .map(|((group, po_number), open)| {
             let po = OpenPo {
                 normalized: normalize_document_number(&po_number),
                 po_number,
-                open_amount: open.amount,
+                open_amount: open.sum,
             };
             (group, po)
         })

@@ -16,7 +16,19 @@ use super::Feed;
 
 const TENANTS: [&str; 2] = ["acme", "globex"];
 const VENDORS: [&str; 2] = ["V-1", "V-2"];
-const INVOICE_NUMBERS: [&str; 5] = ["A-1", " a-1 ", "A-2", "b-7", "B-7 "];
+/// Short numbers that collide as duplicates, and long ones one or two edits
+/// apart for payment references (SPEC §8's similarity needs 5 characters
+/// or more to forgive an edit).
+const INVOICE_NUMBERS: [&str; 8] = [
+    "A-1",
+    " a-1 ",
+    "A-2",
+    "b-7",
+    "B-7 ",
+    "INV-33421",
+    "inv-33427",
+    "INV 33412",
+];
 
 /// Builds random documents over a small identifier space, so that documents
 /// collide, duplicate and refer to each other often.
@@ -316,6 +328,90 @@ impl History {
         })
     }
 
+    /// A payment to a vendor: mostly for about an invoice's gross amount,
+    /// either allocated (to one or two present invoices, or to one that is
+    /// not present) or by a reference that is the invoice's number, now and
+    /// then with a typo; sometimes void or in another currency.
+    fn payment(&mut self, documents: &BTreeMap<Fingerprint, Document>) -> Payment {
+        let invoices: Vec<_> = documents
+            .values()
+            .filter_map(|document| match document {
+                Document::Invoice(invoice) => Some(invoice.clone()),
+                _ => None,
+            })
+            .collect();
+        let target = invoices.choose(&mut self.rng).cloned();
+        let gross = target
+            .as_ref()
+            .map(|i| i.invoice_amount() + i.tax + i.freight)
+            .filter(|gross| *gross > Decimal::ZERO)
+            .unwrap_or(Decimal::new(2500, 2));
+        let amount = match self.rng.random_range(0..4) {
+            0 => (gross / Decimal::TWO).round_dp(2).max(Decimal::new(1, 2)),
+            1 => gross + Decimal::new(self.rng.random_range(1..=300), 2),
+            _ => gross,
+        };
+        let (tenant_id, vendor_id) = match &target {
+            Some(invoice) if self.rng.random_bool(0.9) => {
+                (invoice.tenant_id.clone(), invoice.vendor_id.clone())
+            }
+            _ => (self.pick(&TENANTS).into(), self.pick(&VENDORS).into()),
+        };
+        let mut allocations = Vec::new();
+        let mut reference = None;
+        if self.rng.random_bool(0.5) {
+            let first = match &target {
+                Some(invoice) if self.rng.random_bool(0.85) => invoice.invoice_id.clone(),
+                _ => self.id("INV", 12),
+            };
+            allocations.push(Allocation {
+                invoice_id: first,
+                amount,
+            });
+            if let Some(other) = invoices.choose(&mut self.rng) {
+                if self.rng.random_bool(0.2) && other.invoice_id != allocations[0].invoice_id {
+                    allocations[0].amount =
+                        (amount / Decimal::TWO).round_dp(2).max(Decimal::new(1, 2));
+                    allocations.push(Allocation {
+                        invoice_id: other.invoice_id.clone(),
+                        amount: (amount - allocations[0].amount).max(Decimal::new(1, 2)),
+                    });
+                }
+            }
+            let allocated: Decimal = allocations.iter().map(|a| a.amount).sum();
+            if allocated > amount {
+                allocations.truncate(1);
+                allocations[0].amount = amount;
+            }
+        } else if let Some(invoice) = &target {
+            let mut number: Vec<char> = invoice.invoice_number.chars().collect();
+            if self.rng.random_bool(0.3) && !number.is_empty() {
+                let at = self.rng.random_range(0..number.len());
+                number[at] = if number[at] == '7' { '1' } else { '7' };
+            }
+            reference = Some(number.into_iter().collect::<String>().into());
+        }
+        Payment {
+            tenant_id,
+            payment_id: self.id("PAY", 8),
+            vendor_id,
+            currency: target
+                .as_ref()
+                .filter(|_| self.rng.random_bool(0.95))
+                .map(|invoice| invoice.currency)
+                .unwrap_or_else(|| self.currency()),
+            amount,
+            paid_at: 20_420,
+            status: if self.rng.random_bool(0.1) {
+                PaymentStatus::Void
+            } else {
+                PaymentStatus::Active
+            },
+            reference,
+            allocations,
+        }
+    }
+
     /// One batch of 1–6 random changes, shuffled (a source may hand them
     /// over in any order; they take effect in offset order, the tie rule);
     /// `documents` becomes the documents present after it.
@@ -337,13 +433,15 @@ impl History {
     /// One random change given the current documents.
     fn change(&mut self, documents: &BTreeMap<Fingerprint, Document>) -> Feed {
         // Hot histories are mostly new invoices, so that the hot line grows.
-        let roll = match self.rng.random_range(0..112) {
+        let roll = match self.rng.random_range(0..124) {
             roll if !self.hot => roll,
             roll @ 0..=59 => roll / 2,
             roll @ 60..=64 => 30 + roll - 60,
             roll @ 65..=74 => 50 + roll - 65,
             roll @ 75..=76 => 70 + roll - 75,
             roll @ 77..=86 => 75 + roll - 77,
+            // Fewer payments: more invoices on the hot line.
+            roll @ 116.. => (roll - 116) * 3,
             roll => roll,
         };
         let feed = match roll {
@@ -351,6 +449,7 @@ impl History {
             30..=49 => Feed::put(Document::PurchaseOrder(Arc::new(self.purchase_order()))),
             50..=69 => Feed::put(Document::GoodsReceipt(Arc::new(self.goods_receipt()))),
             70..=74 => Feed::put(Document::MatchPolicy(Arc::new(self.match_policy()))),
+            112.. => Feed::put(Document::Payment(Arc::new(self.payment(documents)))),
             100.. => match self.exception_resolution(documents) {
                 Some(resolution) => Feed::put(Document::ExceptionResolution(Arc::new(resolution))),
                 None => Feed::put(Document::Invoice(Arc::new(self.invoice(documents)))),

@@ -58,6 +58,9 @@ pub struct Snapshot {
     /// With each score in lowest terms as `numerator / 1` (see
     /// [`canonical_score`]), so that equal fractions compare equal.
     pub po_suggestions: Vec<PoSuggestionRow>,
+    pub payment_matches: Vec<PaymentMatchRow>,
+    pub payment_exceptions: Vec<PaymentExceptionRow>,
+    pub payment_suggestions: Vec<PaymentSuggestionRow>,
 }
 
 /// The suggestion with its score as one decimal over 1: the engine keeps
@@ -80,6 +83,9 @@ impl Snapshot {
                 Row::PoLine(row) => snapshot.po_lines.push(row),
                 Row::ExceptionSummary(row) => snapshot.exception_summary.push(row),
                 Row::PoSuggestion(row) => snapshot.po_suggestions.push(canonical_score(row)),
+                Row::PaymentMatch(row) => snapshot.payment_matches.push(row),
+                Row::PaymentException(row) => snapshot.payment_exceptions.push(row),
+                Row::PaymentSuggestion(row) => snapshot.payment_suggestions.push(row),
                 other => panic!("not a row of a matching collection: {other:?}"),
             }
         }
@@ -88,6 +94,9 @@ impl Snapshot {
         snapshot.po_lines.sort();
         snapshot.exception_summary.sort();
         snapshot.po_suggestions.sort();
+        snapshot.payment_matches.sort();
+        snapshot.payment_exceptions.sort();
+        snapshot.payment_suggestions.sort();
         snapshot
     }
 
@@ -470,6 +479,9 @@ pub fn policy(json: serde_json::Value) -> Document {
 }
 pub fn resolution(json: serde_json::Value) -> Document {
     decode(DocumentKind::ExceptionResolution, json)
+}
+pub fn payment(json: serde_json::Value) -> Document {
+    decode(DocumentKind::Payment, json)
 }
 
 /// The key of the document of `kind` whose identity fields `key` holds (as a
