@@ -30,7 +30,7 @@ pub struct Applied {
     pub by: PaymentMatchedBy,
 }
 
-/// What [`applications`] derives.
+/// What `applications` derives.
 pub struct Applications<'s> {
     /// Keyed by the invoice applied to.
     pub applied: Collection<'s, (Fingerprint, Applied)>,
