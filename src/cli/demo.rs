@@ -257,6 +257,11 @@ struct Summary {
     cancelled: u64,
     /// (type, exceptions, open ones, invoices), most exceptions first.
     top_exceptions: Vec<(String, u64, u64, u64)>,
+    /// Invoices paid in full (within tolerance), and overpaid.
+    paid: u64,
+    overpaid: u64,
+    /// Payment exceptions by type, most first.
+    payment_exceptions: Vec<(String, u64)>,
     ready: bool,
 }
 
@@ -277,20 +282,23 @@ impl Summary {
             in_exception: 0,
             approved: 0,
             cancelled: 0,
+            paid: 0,
+            overpaid: 0,
+            payment_exceptions: Vec::new(),
             top_exceptions: Vec::new(),
             ready: handle.is_ready(),
         };
         let Some(as_of) = summary.as_of else {
             return summary;
         };
-        let status = |value: &str| -> Arc<RowFilter> {
-            let filter = serde_json::json!({ "status": value });
+        let equal = |column: &str, value: &str| -> Arc<RowFilter> {
+            let filter = serde_json::json!({ column: value });
             Arc::new(
                 RowFilter::parse(
                     OutputCollection::InvoiceMatches,
                     filter.as_object().expect("an object"),
                 )
-                .expect("status is a column"),
+                .expect("a column of invoice_matches"),
             )
         };
         summary.invoices = handle
@@ -300,17 +308,54 @@ impl Summary {
             .count_where(
                 OutputCollection::InvoiceMatches,
                 as_of,
-                &status("exception"),
+                &equal("status", "exception"),
             )
             .unwrap_or(0);
         summary.approved = handle
-            .count_where(OutputCollection::InvoiceMatches, as_of, &status("approved"))
+            .count_where(
+                OutputCollection::InvoiceMatches,
+                as_of,
+                &equal("status", "approved"),
+            )
             .unwrap_or(0);
+        summary.paid = handle
+            .count_where(
+                OutputCollection::InvoiceMatches,
+                as_of,
+                &equal("payment_status", "paid"),
+            )
+            .unwrap_or(0);
+        summary.overpaid = handle
+            .count_where(
+                OutputCollection::InvoiceMatches,
+                as_of,
+                &equal("payment_status", "overpaid"),
+            )
+            .unwrap_or(0);
+        if let Ok(snapshot) = handle.read(
+            OutputCollection::PaymentExceptions,
+            Some(as_of),
+            &Arc::default(),
+            None,
+        ) {
+            let mut by_type: std::collections::BTreeMap<&str, u64> = Default::default();
+            for row in &snapshot.rows {
+                if let Row::PaymentException(row) = row {
+                    *by_type.entry(row.exception_type.as_str()).or_default() += 1;
+                }
+            }
+            let mut types: Vec<(String, u64)> = by_type
+                .into_iter()
+                .map(|(kind, count)| (kind.to_string(), count))
+                .collect();
+            types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            summary.payment_exceptions = types;
+        }
         summary.cancelled = handle
             .count_where(
                 OutputCollection::InvoiceMatches,
                 as_of,
-                &status("cancelled"),
+                &equal("status", "cancelled"),
             )
             .unwrap_or(0);
         if let Ok(snapshot) = handle.read(
@@ -375,6 +420,14 @@ impl Summary {
                 "  {kind:<30} {exceptions:>12} {open:>10} {accepted:>10} {invoices:>10}\n"
             ));
         }
+        text.push_str(&format!(
+            "\npaid in full {:>8}   overpaid {:>6}   payment exceptions:",
+            self.paid, self.overpaid
+        ));
+        for (kind, count) in &self.payment_exceptions {
+            text.push_str(&format!("  {kind} {count}"));
+        }
+        text.push('\n');
         text
     }
 }
