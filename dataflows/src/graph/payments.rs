@@ -189,6 +189,12 @@ struct PaymentCandidate {
     payment_id: Text,
 }
 
+/// The number lengths a normalized reference of `length` characters can be
+/// within similarity 0.8 of: from ⌈0.8·length⌉ to ⌊1.25·length⌋.
+fn comparable_lengths(length: u32) -> std::ops::RangeInclusive<u32> {
+    (4 * length).div_ceil(5)..=(5 * length) / 4
+}
+
 /// `payment_matches`, `payment_exceptions` and `payment_suggestions`, given
 /// the applications and every present invoice's row (keyed by invoice) with
 /// its `total_tolerance_abs`.
@@ -285,19 +291,29 @@ pub(super) fn payment_outputs<'s>(
     // Suggestions for unapplied payments with a reference: the vendor's
     // open invoices in the payment's currency whose number is close to the
     // reference and whose open amount is the payment's within tolerance.
-    // Per change: a payment reads its vendor's open invoices; an invoice's
-    // change its vendor's unapplied payments — never the tenant.
+    // The join is keyed by (tenant, vendor, currency, number length): a
+    // similarity of 0.8 needs 5·|Lr − Ln| ≤ max(Lr, Ln), so a reference of
+    // Lr characters can only match numbers of ⌈0.8·Lr⌉ to ⌊1.25·Lr⌋, and a
+    // payment meets only those (a handful of keys), not every open invoice
+    // of its vendor. Per change: a payment reads its vendor's open invoices
+    // of those lengths; an invoice's change the unapplied payments of its
+    // vendor whose reference length admits its number — never the tenant.
     let waiting = matches.clone().flat_map(|(key, (row, payment))| {
         let reference = payment
             .reference
             .as_deref()
             .map(normalize_document_number)
-            .filter(|reference| !reference.is_empty())?;
-        (row.status == PaymentApplication::Unapplied).then(|| {
+            .filter(|reference| !reference.is_empty())
+            .filter(|_| row.status == PaymentApplication::Unapplied);
+        let mut keys = Vec::new();
+        if let Some(reference) = reference {
             let group =
                 vendor_currency_key(&payment.tenant_id, &payment.vendor_id, payment.currency);
-            (group, (key, reference, payment))
-        })
+            for length in comparable_lengths(reference.chars().count() as u32) {
+                keys.push(((group, length), (key, reference.clone(), payment.clone())));
+            }
+        }
+        keys
     });
     let open_invoices = rows_by_invoice.flat_map_ref(|_, (row, tolerance)| {
         let eligible = row.kind == InvoiceKind::Invoice
@@ -308,13 +324,15 @@ pub(super) fn payment_outputs<'s>(
             );
         eligible.then(|| {
             let group = vendor_currency_key(&row.tenant_id, &row.vendor_id, row.currency);
+            let number = normalize_document_number(&row.invoice_number);
+            let length = number.chars().count() as u32;
             let open = OpenInvoice {
                 invoice_id: row.invoice_id.clone(),
-                number: normalize_document_number(&row.invoice_number),
+                number,
                 open_amount: row.gross_amount - row.paid_amount,
                 tolerance: *tolerance,
             };
-            (group, open)
+            ((group, length), open)
         })
     });
     let payment_suggestions = waiting
@@ -357,5 +375,29 @@ pub(super) fn payment_outputs<'s>(
         payment_matches: matches.map(|(_, (row, _))| (row.tenant_id.clone(), row)),
         payment_exceptions,
         payment_suggestions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::comparable_lengths;
+    use crate::rules::Closeness;
+
+    /// The length bound never drops a pair that is close enough.
+    #[test]
+    fn comparable_lengths_admit_every_close_pair() {
+        for reference in 1..=40u32 {
+            for number in 0..=60u32 {
+                let a = "A".repeat(reference as usize);
+                let b = "A".repeat(number as usize);
+                let close = Closeness::of(&a, &b).is_some_and(|c| c.is_close());
+                assert!(
+                    !close || comparable_lengths(reference).contains(&number),
+                    "{reference} vs {number}"
+                );
+            }
+        }
+        assert_eq!(comparable_lengths(8), 7..=10);
+        assert_eq!(comparable_lengths(5), 4..=6);
     }
 }
