@@ -291,47 +291,25 @@ impl Summary {
         let Some(as_of) = summary.as_of else {
             return summary;
         };
-        let equal = |column: &str, value: &str| -> Arc<RowFilter> {
+        // Invoices whose `column` is `value`, as of the summary's time.
+        let invoices_where = |column: &str, value: &str| -> u64 {
             let filter = serde_json::json!({ column: value });
-            Arc::new(
-                RowFilter::parse(
-                    OutputCollection::InvoiceMatches,
-                    filter.as_object().expect("an object"),
-                )
-                .expect("a column of invoice_matches"),
+            let filter = RowFilter::parse(
+                OutputCollection::InvoiceMatches,
+                filter.as_object().expect("an object"),
             )
+            .expect("a column of invoice_matches");
+            handle
+                .count_where(OutputCollection::InvoiceMatches, as_of, &Arc::new(filter))
+                .unwrap_or(0)
         };
         summary.invoices = handle
             .count(OutputCollection::InvoiceMatches, as_of)
             .unwrap_or(0);
-        summary.in_exception = handle
-            .count_where(
-                OutputCollection::InvoiceMatches,
-                as_of,
-                &equal("status", "exception"),
-            )
-            .unwrap_or(0);
-        summary.approved = handle
-            .count_where(
-                OutputCollection::InvoiceMatches,
-                as_of,
-                &equal("status", "approved"),
-            )
-            .unwrap_or(0);
-        summary.paid = handle
-            .count_where(
-                OutputCollection::InvoiceMatches,
-                as_of,
-                &equal("payment_status", "paid"),
-            )
-            .unwrap_or(0);
-        summary.overpaid = handle
-            .count_where(
-                OutputCollection::InvoiceMatches,
-                as_of,
-                &equal("payment_status", "overpaid"),
-            )
-            .unwrap_or(0);
+        summary.in_exception = invoices_where("status", "exception");
+        summary.approved = invoices_where("status", "approved");
+        summary.paid = invoices_where("payment_status", "paid");
+        summary.overpaid = invoices_where("payment_status", "overpaid");
         if let Ok(snapshot) = handle.read(
             OutputCollection::PaymentExceptions,
             Some(as_of),
@@ -351,13 +329,7 @@ impl Summary {
             types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             summary.payment_exceptions = types;
         }
-        summary.cancelled = handle
-            .count_where(
-                OutputCollection::InvoiceMatches,
-                as_of,
-                &equal("status", "cancelled"),
-            )
-            .unwrap_or(0);
+        summary.cancelled = invoices_where("status", "cancelled");
         if let Ok(snapshot) = handle.read(
             OutputCollection::ExceptionSummary,
             Some(as_of),
