@@ -59,11 +59,11 @@ pub struct GroupSizeReport {
     pub measurements: Vec<GroupMeasurement>,
 }
 
-const TENANT: &str = "acme";
-const VENDOR: &str = "V-1";
-const BLANKET_PO: &str = "PO-BLANKET";
+pub(crate) const TENANT: &str = "acme";
+pub(crate) const VENDOR: &str = "V-1";
+pub(crate) const BLANKET_PO: &str = "PO-BLANKET";
 /// The first invoice date (days since 1970-01-01; 2024-01-01).
-const FIRST_DAY: i32 = 19_723;
+pub(crate) const FIRST_DAY: i32 = 19_723;
 
 /// Runs every group at every size.
 pub fn run(config: &GroupSizeConfig) -> GroupSizeReport {
@@ -90,7 +90,7 @@ pub fn run(config: &GroupSizeConfig) -> GroupSizeReport {
 
 /// The blanket PO: one line, ordered and received far beyond any size here,
 /// so every invoice on it is clean.
-fn blanket_po() -> PurchaseOrder {
+pub(crate) fn blanket_po() -> PurchaseOrder {
     PurchaseOrder {
         tenant_id: TENANT.into(),
         po_number: BLANKET_PO.into(),
@@ -107,7 +107,7 @@ fn blanket_po() -> PurchaseOrder {
     }
 }
 
-fn blanket_receipt() -> GoodsReceipt {
+pub(crate) fn blanket_receipt() -> GoodsReceipt {
     GoodsReceipt {
         tenant_id: TENANT.into(),
         receipt_id: "GR-BLANKET".into(),
@@ -151,6 +151,30 @@ fn invoice(group: Group, id: String, index: usize) -> Invoice {
 /// Loads a group of `size`, then times `probes` single-invoice changes to it;
 /// returns their latencies in milliseconds.
 fn probe(group: Group, size: usize, probes: usize, workers: usize) -> Vec<f64> {
+    let mut load = vec![
+        Document::PurchaseOrder(Arc::new(blanket_po())),
+        Document::GoodsReceipt(Arc::new(blanket_receipt())),
+    ];
+    for index in 0..size {
+        let invoice = invoice(group, format!("INV-{index:07}"), index);
+        load.push(Document::Invoice(Arc::new(invoice)));
+    }
+    let probes = (0..probes)
+        .map(|probe| {
+            let invoice = invoice(group, format!("PROBE-{probe:05}"), size + 10);
+            Document::Invoice(Arc::new(invoice))
+        })
+        .collect();
+    time_probes(workers, load, probes)
+}
+
+/// Loads `load` (in times of 10,000 documents), then for each of `probes`:
+/// times its insertion until its time is complete on every worker (its rows
+/// are readable and its changes have reached subscribers), and deletes it
+/// again, untimed, so that every probe meets the same state. Returns the
+/// latencies in milliseconds.
+pub fn time_probes(workers: usize, load: Vec<Document>, probes: Vec<Document>) -> Vec<f64> {
+    let (load, probes) = (Arc::new(load), Arc::new(probes));
     let config = timely::Config::process(workers.max(1));
     let guards = timely::execute(config, move |worker| {
         let mut matcher = Matcher::build(worker, &MatchConfig::default(), None);
@@ -173,22 +197,13 @@ fn probe(group: Group, size: usize, probes: usize, workers: usize) -> Vec<f64> {
             matcher.allow_compaction(time);
             time += 1;
         };
-        let put = |document: Document| (document.key(), Some(document));
-        let mut load = vec![
-            put(Document::PurchaseOrder(Arc::new(blanket_po()))),
-            put(Document::GoodsReceipt(Arc::new(blanket_receipt()))),
-        ];
-        for index in 0..size {
-            let invoice = invoice(group, format!("INV-{index:07}"), index);
-            load.push(put(Document::Invoice(Arc::new(invoice))));
-        }
+        let put = |document: &Document| (document.key(), Some(document.clone()));
         for chunk in load.chunks(10_000) {
-            step(&mut matcher, worker, chunk.to_vec());
+            step(&mut matcher, worker, chunk.iter().map(put).collect());
         }
-        let mut latencies = Vec::with_capacity(probes);
-        for probe in 0..probes {
-            let invoice = invoice(group, format!("PROBE-{probe:05}"), size + 10);
-            let (key, document) = put(Document::Invoice(Arc::new(invoice)));
+        let mut latencies = Vec::with_capacity(probes.len());
+        for probe in probes.iter() {
+            let (key, document) = put(probe);
             let started = Instant::now();
             step(&mut matcher, worker, vec![(key, document)]);
             latencies.push(started.elapsed().as_secs_f64() * 1000.0);

@@ -10,6 +10,9 @@
 //!   checkpoints' write time and size, and their cost to ingest.
 //! * [`group_size`] — the latency of one change to a PO line or an
 //!   `exception_summary` group holding 100 … 100,000 invoices.
+//! * [`payments`] — payments per second through the graph at a 1M-invoice
+//!   state, and the latency of one payment for a vendor with 100 … 10,000
+//!   open invoices.
 //!
 //! Both write a JSON report and print a human summary that names the machine.
 //! Benchmarks report; the test suite never times anything.
@@ -21,6 +24,7 @@ pub mod group_size;
 mod kafka_reference;
 pub mod load;
 pub mod operator_times;
+pub mod payments;
 pub mod restart;
 
 use std::path::PathBuf;
@@ -43,6 +47,9 @@ pub enum BenchCommand {
     /// The latency of one change to a group (a PO line, an
     /// `exception_summary` group) as the group grows.
     GroupSize(GroupSizeArgs),
+    /// Payments through the graph at a large invoice state, and the latency
+    /// of one payment as its vendor's open invoices grow.
+    Payments(PaymentsArgs),
     /// Decoding alone, one thread: JSON messages to validated documents
     /// (the hot path's first step; also a target for `perf record`).
     Decode(DecodeArgs),
@@ -60,6 +67,32 @@ pub struct DecodeArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     #[arg(long, default_value = "target/bench/decode.json")]
+    pub report: PathBuf,
+}
+
+/// `trimatch-bench payments`.
+#[derive(Args)]
+pub struct PaymentsArgs {
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Live invoices to reach before the payments are timed.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub invoices: usize,
+    /// Payments timed through the graph.
+    #[arg(long, default_value_t = 200_000)]
+    pub payments: usize,
+    /// Changes per logical time.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch: usize,
+    /// Open invoices of one vendor, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    pub vendor_sizes: Vec<usize>,
+    /// Payments timed per vendor size.
+    #[arg(long, default_value_t = 300)]
+    pub probes: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value = "target/bench/payments.json")]
     pub report: PathBuf,
 }
 
@@ -217,6 +250,18 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 report.documents_per_second, report.megabytes_per_second, args.rounds, args.documents
             )];
             finish(&machine, &summary, &args.report, &report)
+        }
+        BenchCommand::Payments(args) => {
+            let report = payments::run(&payments::PaymentsBenchConfig {
+                workers: args.workers,
+                invoices: args.invoices,
+                payments: args.payments,
+                batch: args.batch,
+                vendor_sizes: args.vendor_sizes,
+                probes: args.probes,
+                seed: args.seed,
+            });
+            finish(&machine, &payments::summary(&report), &args.report, &report)
         }
         BenchCommand::GroupSize(args) => {
             let report = group_size::run(&group_size::GroupSizeConfig {

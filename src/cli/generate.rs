@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use trimatch_connectors::admin::create_missing_input_topics;
-use trimatch_workload::{ProduceLimits, Workload, WorkloadConfig, WorkloadProducer};
+use trimatch_workload::{
+    ProduceLimits, Workload, WorkloadConfig, WorkloadProducer, DEFAULT_PAYMENT_SHARE,
+};
 
 use super::serve::TopicArgs;
 
@@ -32,6 +34,10 @@ pub struct GenerateArgs {
     /// Share of malformed messages, 0 to 1.
     #[arg(long, default_value_t = 0.01)]
     bad_share: f64,
+    /// Share of payments among the messages, 0 to 1 (default about one per
+    /// nine invoices; 0.3 gives as many payments as invoices).
+    #[arg(long, default_value_t = DEFAULT_PAYMENT_SHARE)]
+    payment_share: f64,
     /// Create missing input topics with this many partitions first (compacted:
     /// they keep every document's latest version however old).
     #[arg(long, value_name = "N")]
@@ -61,6 +67,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
         tenants: args.tenants,
         bad_share: args.bad_share,
+        payment_share: args.payment_share,
         ..WorkloadConfig::default()
     });
     let limits = ProduceLimits {
@@ -72,7 +79,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         tracing::info!("producing until interrupted (give --count or --duration to stop)");
     }
     let stop = AtomicBool::new(false);
-    let report = producer.run(workload, &limits, &stop)?;
+    let mut per_topic = std::collections::BTreeMap::<&str, u64>::new();
+    let report = producer.run_observed(workload, &limits, &stop, |message, _| {
+        *per_topic.entry(message.kind.default_topic()).or_default() += 1;
+    })?;
     println!(
         "produced {} messages ({} malformed) in {:.1}s ({:.0}/s)",
         report.sent,
@@ -80,5 +90,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         report.elapsed.as_secs_f64(),
         report.sent as f64 / report.elapsed.as_secs_f64().max(1e-9)
     );
+    for (topic, count) in per_topic {
+        println!("  {topic}: {count}");
+    }
     Ok(())
 }

@@ -28,6 +28,7 @@ pub mod demo;
 mod generate;
 mod health;
 mod print;
+mod progress;
 mod resolve;
 mod security;
 mod serve;

@@ -2,7 +2,6 @@
 //! with Prometheus metrics and health endpoints; with `--until-end --output
 //! DIR`, a bounded backfill that writes every collection to Parquet.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,10 +11,11 @@ use trimatch_connectors::retention;
 use trimatch_connectors::{Envelope, SourceConfig, StartPosition, TopicConfig};
 use trimatch_dataflows::model::{DocumentKind, Tolerances};
 
+use super::progress::{start_with_restore_progress, CatchUpProgress};
 use super::security::SecurityArgs;
 use super::{parse_envelope, parse_setting, parse_start, shutdown_signal};
 use crate::output::parquet::write_collections;
-use crate::pipeline::{ClusterConfig, DurabilityConfig, Pipeline, PipelineConfig, PipelineHandle};
+use crate::pipeline::{ClusterConfig, DurabilityConfig, PipelineConfig, PipelineHandle};
 use crate::serve::flight;
 use crate::serve::http;
 use crate::serve::metrics::Metrics;
@@ -273,7 +273,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let request_metrics = Metrics::new();
     inspection.spawn(request_metrics.clone());
     if args.until_end {
-        let state = pipeline.join()?;
+        let progress = CatchUpProgress::start(pipeline.handle());
+        let state = pipeline.join();
+        progress.finish();
+        let state = state?;
         let output = args.output.context("--until-end needs --output DIR")?;
         for path in write_collections(&output, &state)? {
             println!("{}", path.display());
@@ -322,7 +325,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             authentication = security.auth.is_enabled(),
             "serving"
         );
-        let progress = catch_up_progress(handle.clone());
+        let progress = CatchUpProgress::start(handle.clone());
         let outcome = tokio::select! {
             result = flight => result.with_context(|| format!("cannot serve Flight on {}", args.flight_addr)),
             result = metrics => result.with_context(|| format!("cannot serve metrics on {}", args.metrics_addr)),
@@ -333,7 +336,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             _ = failed(handle.clone()) => Err(anyhow::anyhow!(handle.error().unwrap_or_default())),
         };
         let _ = stop.send(());
-        progress.abort();
+        progress.finish();
         outcome
     });
     // Exit within a few seconds even if a worker is stuck (a dead cluster
@@ -467,57 +470,4 @@ fn prepare_state_dir(dir: &std::path::Path, reset: bool, start_given: bool) -> R
         );
     }
     Ok(())
-}
-
-/// Starts the pipeline; on a terminal, a progress bar while a checkpoint loads.
-fn start_with_restore_progress(config: PipelineConfig) -> Result<Pipeline> {
-    if !std::io::stderr().is_terminal() {
-        return Pipeline::start(config);
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "restoring {bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}",
-        )
-        .expect("a valid template"),
-    );
-    let pipeline = Pipeline::start_with(config, &|done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    });
-    bar.finish_and_clear();
-    pipeline
-}
-
-/// On a terminal, a progress bar while catching up to the high watermarks
-/// seen at start: offsets consumed of the total, rate and ETA.
-fn catch_up_progress(handle: PipelineHandle) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if !std::io::stderr().is_terminal() {
-            return;
-        }
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "catching up {bar:40} {pos}/{len} messages  {per_sec}  ETA {eta}",
-            )
-            .expect("a valid template"),
-        );
-        while !handle.is_ready() {
-            let partitions = handle.metrics().snapshot();
-            let total: u64 = partitions
-                .values()
-                .map(|p| p.high_watermark.max(0) as u64)
-                .sum();
-            let done: u64 = partitions
-                .values()
-                .map(|p| p.next_offset.max(0) as u64)
-                .sum();
-            bar.set_length(total);
-            bar.set_position(done);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        bar.finish_and_clear();
-        tracing::info!("caught up: ready");
-    })
 }

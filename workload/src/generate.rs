@@ -38,7 +38,14 @@ pub struct WorkloadConfig {
     /// so benchmarks of steady-state matching keep it rare; the rest of its
     /// default share goes to invoices.
     pub policy_share: f64,
+    /// The share of messages (0–1) that are payments (SPEC §8). The rest keep
+    /// their proportions: POs, receipts, invoices, amendments, cancellations,
+    /// resolutions, policies.
+    pub payment_share: f64,
 }
+
+/// How many messages are payments by default: about one per nine invoices.
+pub const DEFAULT_PAYMENT_SHARE: f64 = 5.0 / 108.0;
 
 /// How often policies change by default: often enough that tests see tenants
 /// gain, change and lose policies while invoices flow.
@@ -54,6 +61,7 @@ impl Default for WorkloadConfig {
             bad_share: 0.01,
             live_pos_per_tenant: 2_000,
             policy_share: DEFAULT_POLICY_SHARE,
+            payment_share: DEFAULT_PAYMENT_SHARE,
         }
     }
 }
@@ -129,6 +137,12 @@ impl Workload {
         }
     }
 
+    /// From the next message on, `share` (0–1) of the messages are payments:
+    /// a benchmark builds a state of invoices, then times payments alone.
+    pub fn set_payment_share(&mut self, share: f64) {
+        self.config.payment_share = share;
+    }
+
     fn next_message(&mut self) -> GeneratedMessage {
         if let Some((due, _)) = self.delayed.front() {
             if *due <= self.emitted {
@@ -140,10 +154,16 @@ impl Workload {
         }
         let tenant = self.rng.random_range(0..self.tenants.len());
         let has_pos = !self.tenants[tenant].pos.is_empty();
-        let roll = self.rng.random_range(0..108);
+        if has_pos
+            && self
+                .rng
+                .random_bool(self.config.payment_share.clamp(0.0, 1.0))
+        {
+            return self.payment(tenant);
+        }
+        let roll = self.rng.random_range(0..103);
         match roll {
             _ if !has_pos => self.new_po(tenant),
-            103.. => self.payment(tenant),
             100.. => self.resolution(tenant),
             0..=19 => self.new_po(tenant),
             20..=39 => self.receipt(tenant),

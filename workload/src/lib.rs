@@ -17,6 +17,6 @@ pub mod generate;
 pub mod present;
 pub mod produce;
 
-pub use generate::{GeneratedMessage, Workload, WorkloadConfig};
+pub use generate::{GeneratedMessage, Workload, WorkloadConfig, DEFAULT_PAYMENT_SHARE};
 pub use present::{document_lines, Present};
 pub use produce::{ProduceLimits, ProduceReport, WorkloadProducer};

@@ -95,6 +95,11 @@ impl<T> Present<T> {
         self.by_identity.is_empty()
     }
 
+    /// What is kept of each present document.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.by_identity.values()
+    }
+
     /// What is kept of each present document, by identity.
     pub fn into_map(self) -> BTreeMap<Fingerprint, T> {
         self.by_identity

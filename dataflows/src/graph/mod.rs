@@ -101,8 +101,9 @@ pub fn three_way_match<'s>(
     let purchase_orders = purchase_orders.arrange_by_key_named("purchase orders");
 
     // 1. Every invoice with its effective tolerances; every active one with its PO, if any.
+    let tenant_tolerances = tenant_tolerances(match_policies, default_tolerances);
     let with_tolerances =
-        effective_tolerances(invoices.clone(), match_policies, default_tolerances);
+        effective_tolerances(invoices.clone(), &tenant_tolerances, default_tolerances);
     let contexts = invoice_contexts(
         with_tolerances
             .clone()
@@ -165,7 +166,13 @@ pub fn three_way_match<'s>(
 
     // 8. Per-invoice rows.
     let invoice_rows = invoice_match_rows(with_tolerances, exceptions.clone(), paid);
-    let payment_outputs = payments::payment_outputs(payments, applications, invoice_rows.clone());
+    let payment_outputs = payments::payment_outputs(
+        payments,
+        applications,
+        invoice_rows.clone(),
+        &tenant_tolerances,
+        default_tolerances,
+    );
     MatchOutputs {
         invoice_matches: invoice_rows.map(|(_, (row, _))| (row.tenant_id.clone(), row)),
         exception_summary: exception_summary_rows(exceptions.clone()),
@@ -183,9 +190,19 @@ pub fn three_way_match<'s>(
     }
 }
 
-/// Each present invoice paired with its tenant's tolerances: the tenant's
-/// policy field by field over `default`, or `default` for a tenant without a
-/// policy. (Cancelled invoices need them too: their `payment_status` reads
+/// Each tenant's policy resolved field by field over `default`, keyed by
+/// tenant (a tenant without a policy has no entry: it uses `default`).
+fn tenant_tolerances<'s>(
+    match_policies: Collection<'s, (Fingerprint, Arc<MatchPolicy>)>,
+    default: Tolerances,
+) -> KeyedArrangement<'s, Fingerprint, Tolerances> {
+    match_policies
+        .map(move |(tenant, policy)| (tenant, policy.resolve(&default)))
+        .arrange_by_key_named("policies")
+}
+
+/// Each present invoice paired with its tenant's tolerances, or `default`
+/// for a tenant without a policy. (Cancelled invoices need them too: their `payment_status` reads
 /// `total_tolerance_abs`.)
 ///
 /// Per change: an invoice change is one lookup of its tenant's policy; a
@@ -194,16 +211,13 @@ pub fn three_way_match<'s>(
 /// re-checked under the new tolerances).
 fn effective_tolerances<'s>(
     invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
-    match_policies: Collection<'s, (Fingerprint, Arc<MatchPolicy>)>,
+    tenant_tolerances: &KeyedArrangement<'s, Fingerprint, Tolerances>,
     default: Tolerances,
 ) -> Collection<'s, (Fingerprint, (Arc<Invoice>, Tolerances))> {
-    let tenant_tolerances = match_policies
-        .map(move |(tenant, policy)| (tenant, policy.resolve(&default)))
-        .arrange_by_key_named("policies");
     let by_tenant = invoices
         .map(|(id, invoice)| (tenant_key(&invoice.tenant_id), (id, invoice)))
         .arrange_by_key_named("invoices by tenant");
-    left_join(&by_tenant, &tenant_tolerances)
+    left_join(&by_tenant, tenant_tolerances)
         .map(move |(_, (id, invoice), tolerances)| (id, (invoice, tolerances.unwrap_or(default))))
 }
 

@@ -13,7 +13,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::sums::CountedSum;
-use super::{left_join, Collection};
+use super::{left_join, Collection, KeyedArrangement};
+use pruning::{comparable_lengths, AmountBuckets};
+
+mod pruning;
 use crate::model::*;
 use crate::rows::*;
 use crate::rules::{self, Closeness};
@@ -189,19 +192,16 @@ struct PaymentCandidate {
     payment_id: Text,
 }
 
-/// The number lengths a normalized reference of `length` characters can be
-/// within similarity 0.8 of: from ⌈0.8·length⌉ to ⌊1.25·length⌋.
-fn comparable_lengths(length: u32) -> std::ops::RangeInclusive<u32> {
-    (4 * length).div_ceil(5)..=(5 * length) / 4
-}
-
 /// `payment_matches`, `payment_exceptions` and `payment_suggestions`, given
-/// the applications and every present invoice's row (keyed by invoice) with
-/// its `total_tolerance_abs`.
+/// the applications, every present invoice's row (keyed by invoice) with its
+/// `total_tolerance_abs`, and each tenant's tolerances (`default_tolerances`
+/// for a tenant without a policy).
 pub(super) fn payment_outputs<'s>(
     payments: Collection<'s, (Fingerprint, Arc<Payment>)>,
     applications: Applications<'s>,
     invoice_rows: Collection<'s, (Fingerprint, (InvoiceMatchRow, Decimal))>,
+    tenant_tolerances: &KeyedArrangement<'s, Fingerprint, Tolerances>,
+    default_tolerances: Tolerances,
 ) -> PaymentOutputs<'s> {
     let Applications { applied, unknown } = applications;
 
@@ -288,34 +288,70 @@ pub(super) fn payment_outputs<'s>(
         .concat(against_invoices)
         .map(|row| (row.tenant_id.clone(), row));
 
-    // Suggestions for unapplied payments with a reference: the vendor's
-    // open invoices in the payment's currency whose number is close to the
-    // reference and whose open amount is the payment's within tolerance.
-    // The join is keyed by (tenant, vendor, currency, number length): a
-    // similarity of 0.8 needs 5·|Lr − Ln| ≤ max(Lr, Ln), so a reference of
-    // Lr characters can only match numbers of ⌈0.8·Lr⌉ to ⌊1.25·Lr⌋, and a
-    // payment meets only those (a handful of keys), not every open invoice
-    // of its vendor. Per change: a payment reads its vendor's open invoices
-    // of those lengths; an invoice's change the unapplied payments of its
-    // vendor whose reference length admits its number — never the tenant.
-    let waiting = matches.clone().flat_map(|(key, (row, payment))| {
-        let reference = payment
-            .reference
-            .as_deref()
-            .map(normalize_document_number)
-            .filter(|reference| !reference.is_empty())
-            .filter(|_| row.status == PaymentApplication::Unapplied);
-        let mut keys = Vec::new();
-        if let Some(reference) = reference {
+    let payment_suggestions = payment_suggestions(
+        matches.clone(),
+        &rows_by_invoice,
+        tenant_tolerances,
+        default_tolerances,
+    );
+
+    PaymentOutputs {
+        payment_matches: matches.map(|(_, (row, _))| (row.tenant_id.clone(), row)),
+        payment_exceptions,
+        payment_suggestions,
+    }
+}
+
+/// `payment_suggestions`: for each unapplied payment with a reference, the
+/// vendor's open invoices in the payment's currency whose number is close to
+/// the reference and whose open amount is the payment's within tolerance,
+/// best three.
+///
+/// The join is keyed by (tenant, vendor, currency, number length, amount
+/// bucket) — see [`pruning`]: a payment with a reference of L characters
+/// probes the ⌊1.25·L⌋ − ⌈0.8·L⌉ + 1 lengths that admit similarity 0.8
+/// (5 for L = 10) times at most 3 amount buckets; an open invoice sits under
+/// one key. Per change: a payment compares its reference with the vendor's
+/// open invoices of those lengths whose open amount is within about ±2W of
+/// its amount (W ≤ 10 × the tenant's `total_tolerance_abs`), not with every
+/// open invoice of the vendor; an invoice's change meets the unapplied
+/// payments under its one key. A policy change re-keys the tenant's unapplied
+/// payments and open invoices (SPEC §8 makes it re-check them all).
+fn payment_suggestions<'s>(
+    matches: Collection<'s, (Fingerprint, (PaymentMatchRow, Arc<Payment>))>,
+    rows_by_invoice: &KeyedArrangement<'s, Fingerprint, (InvoiceMatchRow, Decimal)>,
+    tenant_tolerances: &KeyedArrangement<'s, Fingerprint, Tolerances>,
+    default_tolerances: Tolerances,
+) -> Collection<'s, (Text, PaymentSuggestionRow)> {
+    let waiting_by_tenant = matches
+        .flat_map(|(key, (row, payment))| {
+            let reference = payment
+                .reference
+                .as_deref()
+                .map(normalize_document_number)
+                .filter(|reference| !reference.is_empty())
+                .filter(|_| row.status == PaymentApplication::Unapplied)?;
+            Some((tenant_key(&payment.tenant_id), (key, reference, payment)))
+        })
+        .arrange_by_key_named("unapplied payments by tenant");
+    let waiting = left_join(&waiting_by_tenant, tenant_tolerances).flat_map(
+        move |(_, (key, reference, payment), tolerances)| {
+            let tolerance = tolerances.unwrap_or(default_tolerances).total_tolerance_abs;
+            let buckets = AmountBuckets::for_tolerance(tolerance);
             let group =
                 vendor_currency_key(&payment.tenant_id, &payment.vendor_id, payment.currency);
-            for length in comparable_lengths(reference.chars().count() as u32) {
-                keys.push(((group, length), (key, reference.clone(), payment.clone())));
+            let lengths = comparable_lengths(reference.chars().count() as u32);
+            let mut keys = Vec::new();
+            for length in lengths {
+                for bucket in buckets.around(payment.amount, tolerance) {
+                    let candidate_key = (group, length, buckets, bucket);
+                    keys.push((candidate_key, (key, reference.clone(), payment.clone())));
+                }
             }
-        }
-        keys
-    });
-    let open_invoices = rows_by_invoice.flat_map_ref(|_, (row, tolerance)| {
+            keys
+        },
+    );
+    let open_invoices = rows_by_invoice.clone().flat_map_ref(|_, (row, tolerance)| {
         let eligible = row.kind == InvoiceKind::Invoice
             && row.status != MatchStatus::Cancelled
             && matches!(
@@ -326,19 +362,22 @@ pub(super) fn payment_outputs<'s>(
             let group = vendor_currency_key(&row.tenant_id, &row.vendor_id, row.currency);
             let number = normalize_document_number(&row.invoice_number);
             let length = number.chars().count() as u32;
+            let buckets = AmountBuckets::for_tolerance(*tolerance);
+            let open_amount = row.gross_amount - row.paid_amount;
+            let candidate_key = (group, length, buckets, buckets.bucket(open_amount));
             let open = OpenInvoice {
                 invoice_id: row.invoice_id.clone(),
                 number,
-                open_amount: row.gross_amount - row.paid_amount,
+                open_amount,
                 tolerance: *tolerance,
             };
-            ((group, length), open)
+            (candidate_key, open)
         })
     });
-    let payment_suggestions = waiting
-        .arrange_by_key_named("unapplied payments by vendor")
+    waiting
+        .arrange_by_key_named("unapplied payments by candidate key")
         .join_core(
-            open_invoices.arrange_by_key_named("open invoices by vendor"),
+            open_invoices.arrange_by_key_named("open invoices by candidate key"),
             |_, (key, reference, payment), invoice| {
                 let closeness = Closeness::of(reference, &invoice.number)?;
                 let difference = invoice.open_amount - payment.amount;
@@ -369,35 +408,5 @@ pub(super) fn payment_outputs<'s>(
                 output.push((row, 1));
             }
         })
-        .map(|(_, row)| (row.tenant_id.clone(), row));
-
-    PaymentOutputs {
-        payment_matches: matches.map(|(_, (row, _))| (row.tenant_id.clone(), row)),
-        payment_exceptions,
-        payment_suggestions,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::comparable_lengths;
-    use crate::rules::Closeness;
-
-    /// The length bound never drops a pair that is close enough.
-    #[test]
-    fn comparable_lengths_admit_every_close_pair() {
-        for reference in 1..=40u32 {
-            for number in 0..=60u32 {
-                let a = "A".repeat(reference as usize);
-                let b = "A".repeat(number as usize);
-                let close = Closeness::of(&a, &b).is_some_and(|c| c.is_close());
-                assert!(
-                    !close || comparable_lengths(reference).contains(&number),
-                    "{reference} vs {number}"
-                );
-            }
-        }
-        assert_eq!(comparable_lengths(8), 7..=10);
-        assert_eq!(comparable_lengths(5), 4..=6);
-    }
+        .map(|(_, row)| (row.tenant_id.clone(), row))
 }
