@@ -1,7 +1,7 @@
 //! SPEC §8 end to end: `trimatch serve` against a real broker (tansu). The
 //! POs, receipts, invoices and policies of a generated history are produced
 //! here; its payments — allocated, by reference, with typos, partial, over,
-//! duplicate, voided, malformed — are produced with confluent-kafka (a
+//! duplicate, voided, by the wrong vendor or currency — are produced with confluent-kafka (a
 //! producer nobody here wrote), in order. `tests/python/payment_client.py`
 //! then reads `invoice_matches` and the three payment collections over
 //! Flight with pyarrow, at one time after the last message, and checks that
@@ -41,8 +41,7 @@ fn payments_produced_with_confluent_kafka_read_back_with_pyarrow_equal_the_oracl
         .iter()
         .cloned()
         .partition(|message| message.kind == DocumentKind::Payment);
-    assert!(payments.len() > 600, "{} payments", payments.len());
-    assert!(payments.iter().any(|message| message.malformed));
+    assert!(payments.len() > 300, "{} payments", payments.len());
 
     let expected = expected_state(&final_documents(&messages));
     let kinds = |rows: &[trimatch_dataflows::rows::PaymentExceptionRow]| {
@@ -51,8 +50,8 @@ fn payments_produced_with_confluent_kafka_read_back_with_pyarrow_equal_the_oracl
             .collect::<std::collections::BTreeSet<_>>()
     };
     assert!(
-        kinds(&expected.payment_exceptions).len() >= 6,
-        "the history raises most payment exception types: {:?}",
+        kinds(&expected.payment_exceptions).len() == 7,
+        "the history raises every payment exception type: {:?}",
         kinds(&expected.payment_exceptions)
     );
     assert!(!expected.payment_suggestions.is_empty());

@@ -1,7 +1,8 @@
 //! Payments to vendors (SPEC §8), as the workload sends them: allocated to
 //! an invoice, or by a remittance reference (now and then with a typo);
-//! in full, partial or over; paid twice; voided; and to invoices that are
-//! blocked, cancelled or not present.
+//! in full, partial or over; paid twice; voided; by the wrong vendor or in
+//! the wrong currency; and to invoices that are blocked, cancelled or not
+//! present.
 
 use rand::Rng;
 use rust_decimal::Decimal;
@@ -65,6 +66,12 @@ impl Workload {
                 value["allocations"] =
                     json!([{"invoice_id": invoice_id, "amount": amount.to_string()}])
             }
+        }
+        match rng.random_range(0..40) {
+            // Remitted by another vendor, or in another currency.
+            0 => value["vendor_id"] = json!(format!("{}-REMIT", po.vendor)),
+            1 => value["currency"] = json!(if po.currency == "USD" { "EUR" } else { "USD" }),
+            _ => {}
         }
         if rng.random_range(0..15) == 0 {
             value["status"] = json!("void");
