@@ -11,8 +11,6 @@
 mod support;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use support::*;
 use trimatch::output::columns::{record_batch, schema};
@@ -127,28 +125,7 @@ fn payments_produced_with_confluent_kafka_read_back_with_pyarrow_equal_the_oracl
     let broker = Tansu::start();
     create_input_topics(&broker.address, [2, 1, 2, 1, 1, 3]);
     produce(&broker.address, &others);
-    let (flight, metrics) = (free_addr(), free_addr());
-    let _serve = KillOnDrop::new(
-        Command::new(env!("CARGO_BIN_EXE_trimatch"))
-            .args([
-                "serve",
-                "--brokers",
-                &broker.address,
-                "--workers",
-                "2",
-                "--flight-addr",
-                &flight,
-                "--metrics-addr",
-                &metrics,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("readiness", Duration::from_secs(60), || {
-        http_get(&metrics, "/readyz").is_some_and(|(status, _)| status == 200)
-    });
+    let (_serve, flight) = start_ready_serve(&broker.address);
     let stdout = run_python_check(
         &python,
         "payment_client.py",

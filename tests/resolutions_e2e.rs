@@ -6,9 +6,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use support::*;
 
 #[test]
@@ -21,28 +18,7 @@ fn resolutions_through_a_real_broker_change_the_status_a_subscriber_sees() {
     };
     let broker = Tansu::start();
     create_input_topics(&broker.address, [1, 1, 2, 1, 2, 1]);
-    let (flight, metrics) = (free_addr(), free_addr());
-    let _serve = KillOnDrop::new(
-        Command::new(env!("CARGO_BIN_EXE_trimatch"))
-            .args([
-                "serve",
-                "--brokers",
-                &broker.address,
-                "--workers",
-                "2",
-                "--flight-addr",
-                &flight,
-                "--metrics-addr",
-                &metrics,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("readiness", Duration::from_secs(60), || {
-        http_get(&metrics, "/readyz").is_some_and(|(status, _)| status == 200)
-    });
+    let (_serve, flight) = start_ready_serve(&broker.address);
     let stdout = run_python_check(
         &python,
         "resolution_client.py",

@@ -127,6 +127,17 @@ fn invoice(group: Group, id: String, index: usize) -> Invoice {
         Group::PoLine => BLANKET_PO.to_string(),
         Group::ExceptionSummary => format!("PO-MISSING-{index}"),
     };
+    invoice_on(po_number, id, index, Decimal::from(3))
+}
+
+/// Invoice `id` of the tenant's vendor on `po_number` (dated ten a day by
+/// `index`), for `quantity` units at the blanket PO's price.
+pub(crate) fn invoice_on(
+    po_number: String,
+    id: String,
+    index: usize,
+    quantity: Decimal,
+) -> Invoice {
     Invoice {
         tenant_id: TENANT.into(),
         invoice_number: id.clone().into(),
@@ -139,7 +150,7 @@ fn invoice(group: Group, id: String, index: usize) -> Invoice {
         invoice_date: FIRST_DAY + (index / 10) as i32,
         lines: vec![InvoiceLine {
             po_line_no: 1,
-            quantity: Decimal::from(3),
+            quantity,
             unit_price: Decimal::new(1250, 2),
         }],
         tax: Decimal::ZERO,

@@ -20,7 +20,7 @@ use trimatch_dataflows::model::*;
 use trimatch_workload::{Present, Workload, WorkloadConfig};
 
 use super::graph::{decode_all, time_graph};
-use super::group_size::{blanket_po, blanket_receipt, time_probes};
+use super::group_size::{blanket_po, blanket_receipt, invoice_on, time_probes};
 use super::group_size::{BLANKET_PO, FIRST_DAY, TENANT, VENDOR};
 use super::percentile;
 
@@ -137,26 +137,13 @@ fn throughput(config: &PaymentsBenchConfig) -> (usize, usize, f64) {
 /// A clean invoice on the blanket PO: `index + 1` units, so every invoice of
 /// the vendor has its own open amount (12.50 apart).
 fn open_invoice(index: usize) -> Invoice {
-    let id = format!("INV-{index:07}");
-    Invoice {
-        tenant_id: TENANT.into(),
-        invoice_number: id.clone().into(),
-        invoice_id: id.into(),
-        kind: InvoiceKind::Invoice,
-        status: InvoiceStatus::Active,
-        vendor_id: VENDOR.into(),
-        po_number: BLANKET_PO.into(),
-        currency: Currency(*b"USD"),
-        invoice_date: FIRST_DAY + (index / 10) as i32,
-        lines: vec![InvoiceLine {
-            po_line_no: 1,
-            quantity: Decimal::from(index as u64 + 1),
-            unit_price: Decimal::new(1250, 2),
-        }],
-        tax: Decimal::ZERO,
-        freight: Decimal::ZERO,
-        total: None,
-    }
+    let quantity = Decimal::from(index as u64 + 1);
+    invoice_on(
+        BLANKET_PO.into(),
+        format!("INV-{index:07}"),
+        index,
+        quantity,
+    )
 }
 
 /// A payment of invoice `index`'s amount whose reference is its number with

@@ -28,6 +28,26 @@ pub mod secured;
 pub use common::oracle;
 pub use common::Snapshot;
 
+/// `trimatch serve` on 2 workers reading the default topics of `brokers`,
+/// once its /readyz says ready: the process (killed when dropped) and its
+/// Flight address.
+pub fn start_ready_serve(brokers: &str) -> (KillOnDrop, String) {
+    let (flight, metrics) = (free_addr(), free_addr());
+    let serve = KillOnDrop::new(
+        Command::new(env!("CARGO_BIN_EXE_trimatch"))
+            .args(["serve", "--brokers", brokers, "--workers", "2"])
+            .args(["--flight-addr", &flight, "--metrics-addr", &metrics])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("readiness", Duration::from_secs(60), || {
+        http_get(&metrics, "/readyz").is_some_and(|(status, _)| status == 200)
+    });
+    (serve, flight)
+}
+
 /// A child process (a `trimatch` under test) that is killed when dropped, so a
 /// failing test does not leave it running.
 pub struct KillOnDrop(Option<Child>);
