@@ -150,10 +150,10 @@ async fn two_processes_serve_the_same_state_as_one() {
         flights, metrics, ..
     } = &cluster;
     for (process, addr) in metrics.iter().enumerate() {
-        wait_for(
+        wait_ready(
             &format!("process {process} ready"),
+            addr,
             Duration::from_secs(90),
-            || http_get(addr, "/readyz").is_some_and(|(status, _)| status == 200),
         );
     }
 
@@ -308,10 +308,10 @@ async fn a_killed_cluster_restores_a_checkpoint_every_process_has() {
         &args,
     );
     for (process, addr) in cluster.metrics.iter().enumerate() {
-        wait_for(
+        wait_ready(
             &format!("process {process} ready"),
+            addr,
             Duration::from_secs(90),
-            || http_get(addr, "/readyz").is_some_and(|(status, _)| status == 200),
         );
     }
     wait_for(
@@ -328,10 +328,10 @@ async fn a_killed_cluster_restores_a_checkpoint_every_process_has() {
         &args,
     );
     for (process, addr) in cluster.metrics.iter().enumerate() {
-        wait_for(
+        wait_ready(
             &format!("process {process} ready after the restart"),
+            addr,
             Duration::from_secs(90),
-            || http_get(addr, "/readyz").is_some_and(|(status, _)| status == 200),
         );
     }
     let mut restored = Vec::new();
@@ -441,9 +441,7 @@ fn when_one_process_dies_the_other_exits_too() {
     create_input_topics(&broker.address, [2, 2, 2, 1, 1, 1]);
     let mut cluster = Cluster::start([&broker.address, &broker.address]);
     for metrics in &cluster.metrics {
-        wait_for("readiness", Duration::from_secs(60), || {
-            http_get(metrics, "/readyz").is_some_and(|(status, _)| status == 200)
-        });
+        wait_ready("readiness", metrics, Duration::from_secs(60));
     }
     cluster.processes[1].kill().unwrap();
     let survivor = &mut cluster.processes[0];

@@ -58,9 +58,7 @@ fn serve_reads_its_config_reports_readiness_and_metrics_and_stops_on_sigterm() {
     );
 
     // The flag beats the file for Flight; the environment beats it for metrics.
-    wait_for("readiness", Duration::from_secs(60), || {
-        http_get(&metrics, "/readyz").is_some_and(|(status, _)| status == 200)
-    });
+    wait_ready("readiness", &metrics, Duration::from_secs(60));
     assert!(
         TcpStream::connect(&flight).is_ok(),
         "Flight listens where the flag says"

@@ -42,9 +42,7 @@ pub fn start_ready_serve(brokers: &str) -> (KillOnDrop, String) {
             .spawn()
             .unwrap(),
     );
-    wait_for("readiness", Duration::from_secs(60), || {
-        http_get(&metrics, "/readyz").is_some_and(|(status, _)| status == 200)
-    });
+    wait_ready("readiness", &metrics, Duration::from_secs(60));
     (serve, flight)
 }
 
@@ -308,6 +306,14 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits (up to `timeout`) until the metrics server at `metrics` answers
+/// `/readyz` with 200: the process has caught up and serves.
+pub fn wait_ready(what: &str, metrics: &str, timeout: Duration) {
+    wait_for(what, timeout, || {
+        http_get(metrics, "/readyz").is_some_and(|(status, _)| status == 200)
+    });
 }
 
 /// Waits until the pipeline has consumed `count` messages in all, then until a
