@@ -29,7 +29,7 @@
 //! cluster mode too.
 //!
 //! **History** (`compact`). Outputs keep the changes of the last `retention`;
-//! an older `as_of` is refused.
+//! an older `as_of` is refused. A bounded run keeps none.
 //!
 //! **Bounded runs** (`until_end`; `close_input`, `finish_bounded_run`): a
 //! worker whose partitions have all reached the high watermarks seen at
@@ -276,10 +276,17 @@ impl Pipeline {
     /// [`start`](Self::start), telling `restore_progress` (rows loaded, rows
     /// in all) how loading a checkpoint goes.
     pub fn start_with(
-        config: PipelineConfig,
+        mut config: PipelineConfig,
         restore_progress: &dyn Fn(u64, u64),
     ) -> Result<Pipeline> {
         let workers = config.workers.max(1);
+        if config.source.until_end {
+            // A bounded run is read once, at its final time, so its outputs
+            // keep no history: every logical time compacts into the state.
+            // Keeping `retention` of it would hold every change of a
+            // catch-up shorter than the retention (all of a backfill).
+            config.retention = Duration::ZERO;
+        }
         if config.durability.is_some() && config.source.until_end {
             anyhow::bail!(
                 "--until-end writes the final state to files and exits; it does not keep a \

@@ -11,15 +11,21 @@ use trimatch_dataflows::model::DocumentKind;
 
 use super::{document, GeneratedMessage, Workload};
 
+/// How many POs a payment tries for one with an invoice to pay.
+const PICKS: usize = 8;
+
 impl Workload {
     /// A payment for one of `tenant`'s recent invoices.
     pub(super) fn payment(&mut self, tenant: usize) -> GeneratedMessage {
-        let index = self.pick_po(tenant);
-        let Some(invoice) = self.tenants[tenant].pos[index]
-            .invoices
-            .last()
-            .map(|invoice| invoice.document.clone())
-        else {
+        // The busiest POs are the newest, which are often not invoiced yet:
+        // a few picks find an invoiced one, so that `payment_share` is about
+        // the share of payments sent.
+        let picked = (0..PICKS).find_map(|_| {
+            let index = self.pick_po(tenant);
+            let invoice = self.tenants[tenant].pos[index].invoices.last()?;
+            Some((index, invoice.document.clone()))
+        });
+        let Some((index, invoice)) = picked else {
             // Nothing to pay yet: the goods come first.
             return self.receipt(tenant);
         };
