@@ -34,7 +34,7 @@ pub struct GenerateArgs {
     /// Share of malformed messages, 0 to 1.
     #[arg(long, default_value_t = 0.01)]
     bad_share: f64,
-    /// Share of payments among the messages, 0 to 1 (0.2 gives about as
+    /// Share of payments among the messages, 0 to 1 (0.18 gives about as
     /// many payments as invoices).
     #[arg(long, default_value_t = DEFAULT_PAYMENT_SHARE)]
     payment_share: f64,

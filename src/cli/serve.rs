@@ -131,7 +131,8 @@ pub struct ServeArgs {
     /// Address of the Arrow Flight service.
     #[arg(long, env = "TRIMATCH_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
     flight_addr: std::net::SocketAddr,
-    /// How far back (seconds) readers may ask for an `as_of`.
+    /// How far back (seconds) readers may ask for an `as_of` (an
+    /// `--until-end` run keeps no history: it is read once, at its end).
     #[arg(long, env = "TRIMATCH_RETENTION_SECONDS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_SECONDS))]
     retention_seconds: u64,

@@ -45,7 +45,7 @@ pub struct WorkloadConfig {
     pub payment_share: f64,
 }
 
-/// How many messages are payments by default: about one per nine invoices.
+/// How many messages are payments by default: about one per four invoices.
 pub const DEFAULT_PAYMENT_SHARE: f64 = 5.0 / 108.0;
 
 /// How often policies change by default: often enough that tests see tenants
