@@ -12,7 +12,7 @@ use trimatch_connectors::envelope::{decode_upsert, Upsert};
 use trimatch_dataflows::{MatchConfig, Matcher};
 use trimatch_workload::{GeneratedMessage, Present, Workload, WorkloadConfig};
 
-use super::operator_times::OperatorTimes;
+use super::operator_profile::OperatorProfile;
 
 /// The shape of a graph benchmark run.
 #[derive(Clone, Debug, Serialize)]
@@ -107,7 +107,8 @@ pub struct GraphTiming {
 /// `steady`, both in batches of `batch` changes (each batch one logical time;
 /// a batch is sent once the one two before it is complete). Returns the time
 /// `steady` took, and RSS.
-/// With `operator_profile`, each worker prints its 25 busiest operators.
+/// With `operator_profile`, each worker prints its 25 largest arrangements
+/// after the preload and its 25 busiest operators at the end.
 pub fn time_graph(
     workers: usize,
     batch: usize,
@@ -118,7 +119,7 @@ pub fn time_graph(
     let (rss_before_bytes, _) = super::resident_set();
     let config = timely::Config::process(workers.max(1));
     let guards = timely::execute(config, move |worker| {
-        let profile = operator_profile.then(|| OperatorTimes::install(worker));
+        let profile = operator_profile.then(|| OperatorProfile::install(worker));
         let mut matcher = Matcher::build(worker, &MatchConfig::default(), None);
         let (index, peers) = (worker.index(), worker.peers());
         let mut time = 1;
@@ -127,6 +128,11 @@ pub fn time_graph(
         }
         finish(&mut matcher, worker, time);
         let (rss_after_preload, _) = super::resident_set();
+        if let Some(profile) = &profile {
+            for (name, updates) in profile.arranged_updates().into_iter().take(25) {
+                eprintln!("worker {index}: {updates:>10} updates  {name}");
+            }
+        }
         let started = Instant::now();
         for chunk in steady.chunks(batch) {
             apply(&mut matcher, worker, chunk, index, peers, &mut time);
@@ -134,7 +140,7 @@ pub fn time_graph(
         finish(&mut matcher, worker, time);
         let elapsed = started.elapsed();
         if let Some(profile) = profile {
-            for (name, total) in profile.report().into_iter().take(25) {
+            for (name, total) in profile.times().into_iter().take(25) {
                 eprintln!("worker {index}: {:>8.3} s  {name}", total.as_secs_f64());
             }
         }

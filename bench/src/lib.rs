@@ -23,7 +23,7 @@ pub mod graph;
 pub mod group_size;
 mod kafka_reference;
 pub mod load;
-pub mod operator_times;
+pub mod operator_profile;
 pub mod payments;
 pub mod restart;
 
@@ -92,6 +92,10 @@ pub struct PaymentsArgs {
     pub probes: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Print each worker's largest arrangements at the invoice state and its
+    /// busiest operators.
+    #[arg(long)]
+    pub operator_profile: bool,
     #[arg(long, default_value = "target/bench/payments.json")]
     pub report: PathBuf,
 }
@@ -192,7 +196,8 @@ pub struct GraphArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Print each worker's busiest operators.
+    /// Print each worker's largest arrangements after the preload and its
+    /// busiest operators.
     #[arg(long)]
     pub operator_profile: bool,
     /// Where to write the JSON report.
@@ -260,6 +265,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 vendor_sizes: args.vendor_sizes,
                 probes: args.probes,
                 seed: args.seed,
+                operator_profile: args.operator_profile,
             });
             finish(&machine, &payments::summary(&report), &args.report, &report)
         }

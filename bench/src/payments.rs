@@ -39,6 +39,9 @@ pub struct PaymentsBenchConfig {
     /// Payments timed per vendor size.
     pub probes: usize,
     pub seed: u64,
+    /// Print each worker's largest arrangements at the invoice state and its
+    /// busiest operators.
+    pub operator_profile: bool,
 }
 
 /// One vendor size.
@@ -125,7 +128,7 @@ fn throughput(config: &PaymentsBenchConfig) -> (usize, usize, f64) {
         config.batch,
         Arc::new(preload),
         Arc::new(payments),
-        false,
+        config.operator_profile,
     );
     (
         invoices(&present),

@@ -93,9 +93,11 @@ const DEAD_LETTER_DOMAIN: u8 = 17;
 type ByTenant<R> = TraceAgent<ValSpine<Text, R, Time, isize>>;
 
 /// The arranged outputs of one worker, looked up by collection: its shard of
-/// each collection, keyed by tenant (or topic) — except `po_lines`, whose rows
-/// are read from the graph's per-PO facts (keyed by PO; the PO keys of one
-/// tenant sort together). Every collection has exactly one trace.
+/// each collection, keyed by tenant (or topic) — except `invoice_matches`,
+/// `po_lines` and `payment_matches`, whose rows are read from the graph's
+/// per-document arrangements (keyed by invoice, PO and payment; the keys of
+/// one tenant's documents sort together). Every collection has exactly one
+/// trace.
 struct OutputTraces(BTreeMap<OutputCollection, Box<dyn OutputTrace>>);
 
 impl OutputTraces {
@@ -242,20 +244,24 @@ impl Matcher {
             } = three_way_match(documents, default_tolerances);
             let po_lines = publish_arranged(
                 po_lines,
-                |_, row| Some(Row::PoLine(row.clone())),
+                |_, line| Some(Row::PoLine(line.to_row())),
+                &probe,
+                &changes,
+            );
+            let invoice_matches = publish_arranged(
+                invoice_matches,
+                |_, (row, _)| Some(Row::InvoiceMatch(row.clone())),
+                &probe,
+                &changes,
+            );
+            let payment_matches = publish_arranged(
+                payment_matches,
+                |_, (row, _)| Some(Row::PaymentMatch(row.clone())),
                 &probe,
                 &changes,
             );
             let traces: [(OutputCollection, Box<dyn OutputTrace>); 10] = [
-                (
-                    OutputCollection::InvoiceMatches,
-                    Box::new(publish(
-                        invoice_matches,
-                        Row::InvoiceMatch,
-                        &probe,
-                        &changes,
-                    )),
-                ),
+                (OutputCollection::InvoiceMatches, Box::new(invoice_matches)),
                 (
                     OutputCollection::MatchExceptions,
                     Box::new(publish(match_exceptions, Row::Exception, &probe, &changes)),
@@ -274,15 +280,7 @@ impl Matcher {
                     OutputCollection::PoSuggestions,
                     Box::new(publish(po_suggestions, Row::PoSuggestion, &probe, &changes)),
                 ),
-                (
-                    OutputCollection::PaymentMatches,
-                    Box::new(publish(
-                        payment_matches,
-                        Row::PaymentMatch,
-                        &probe,
-                        &changes,
-                    )),
-                ),
+                (OutputCollection::PaymentMatches, Box::new(payment_matches)),
                 (
                     OutputCollection::PaymentExceptions,
                     Box::new(publish(
@@ -473,7 +471,12 @@ where
                 .inspect_batch(move |_, updates| {
                     buffer.clear();
                     buffer.extend(updates.iter().cloned());
-                    (sink.borrow_mut())(&mut buffer);
+                    // Two values of one key may make one row (see
+                    // `to_row`): what nets to nothing is not a change.
+                    differential_dataflow::consolidation::consolidate_updates(&mut buffer);
+                    if !buffer.is_empty() {
+                        (sink.borrow_mut())(&mut buffer);
+                    }
                 })
                 .inner
                 .probe_with(probe);

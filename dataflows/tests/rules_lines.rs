@@ -6,7 +6,7 @@
 mod common;
 
 use serde_json::{json, Value};
-use trimatch_dataflows::model::{po_keys_of_tenant, DocumentKind};
+use trimatch_dataflows::model::{keys_of_tenant, DocumentKind};
 use trimatch_dataflows::rows::{ExceptionType::*, MatchStatus};
 
 use common::fixtures::*;
@@ -349,20 +349,28 @@ fn a_policy_change_rechecks_only_its_tenant() {
 }
 
 #[test]
-fn a_tenant_read_of_po_lines_keeps_tenants_apart_when_their_po_keys_share_a_prefix() {
-    // `po_lines` is read by seeking the range of PO keys whose top bits hash
-    // the tenant; find two tenants whose prefixes collide.
+fn a_tenant_read_keeps_tenants_apart_when_their_document_keys_share_a_prefix() {
+    // `po_lines`, `invoice_matches` and `payment_matches` are read by seeking
+    // the range of document keys whose top bits hash the tenant; find two
+    // tenants whose prefixes collide.
     let mut seen = std::collections::HashMap::new();
     let (first, second) = (0u32..)
         .map(|n| format!("tenant-{n}"))
         .find_map(|tenant| {
-            let range = po_keys_of_tenant(&tenant);
+            let range = keys_of_tenant(&tenant);
             seen.insert(range, tenant.clone())
                 .map(|other| (other, tenant))
         })
         .unwrap();
     let mut engine = TestEngine::start(WORKERS);
     let of = |tenant: &str, doc: Value| with(doc, "tenant_id", json!(tenant));
+    let paying = |tenant: &str, id: &str| {
+        payment(json!({
+            "tenant_id": tenant, "payment_id": id, "vendor_id": "V-17", "currency": "USD",
+            "amount": "10", "paid_at": "2026-11-20",
+            "allocations": [{"invoice_id": "INV-1", "amount": "10"}]
+        }))
+    };
     engine.put(vec![
         po(of(&first, po_doc("PO-1", &[(1, "10", "1")]))),
         po(of(
@@ -370,16 +378,44 @@ fn a_tenant_read_of_po_lines_keeps_tenants_apart_when_their_po_keys_share_a_pref
             po_doc("PO-1", &[(1, "10", "1"), (2, "5", "2")]),
         )),
         po(of(&second, po_doc("PO-2", &[(1, "1", "1")]))),
+        invoice(of(
+            &first,
+            invoice_doc("INV-1", "PO-1", "2026-11-03", &[(1, "10", "1")]),
+        )),
+        invoice(of(
+            &second,
+            invoice_doc("INV-1", "PO-1", "2026-11-03", &[(1, "10", "1")]),
+        )),
+        invoice(of(
+            &second,
+            invoice_doc("INV-2", "PO-2", "2026-11-03", &[(1, "1", "1")]),
+        )),
+        paying(&first, "PAY-1"),
+        paying(&second, "PAY-1"),
+        paying(&second, "PAY-2"),
     ]);
     let first_rows = engine.read_tenant(engine.time(), &first).unwrap();
     let second_rows = engine.read_tenant(engine.time(), &second).unwrap();
-    assert_eq!(first_rows.po_lines.len(), 1);
-    assert_eq!(second_rows.po_lines.len(), 3);
-    assert!(first_rows.po_lines.iter().all(|row| row.tenant_id == first));
-    assert!(second_rows
-        .po_lines
-        .iter()
-        .all(|row| row.tenant_id == second));
+    let counts = |rows: &Snapshot| {
+        (
+            rows.po_lines.len(),
+            rows.invoice_matches.len(),
+            rows.payment_matches.len(),
+        )
+    };
+    assert_eq!(counts(&first_rows), (1, 1, 1));
+    assert_eq!(counts(&second_rows), (3, 2, 2));
+    for (tenant, rows) in [(&first, &first_rows), (&second, &second_rows)] {
+        assert!(rows.po_lines.iter().all(|row| &row.tenant_id == tenant));
+        assert!(rows
+            .invoice_matches
+            .iter()
+            .all(|row| &row.tenant_id == tenant));
+        assert!(rows
+            .payment_matches
+            .iter()
+            .all(|row| &row.tenant_id == tenant));
+    }
 }
 
 #[test]

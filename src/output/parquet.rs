@@ -15,7 +15,9 @@ use trimatch_dataflows::{OutputCollection, Row};
 use super::columns::{record_batch, schema};
 use super::{FinalState, AS_OF_KEY, OFFSETS_KEY};
 
-/// Rows per record batch written.
+/// Rows per record batch written, and per row group: the writer holds a row
+/// group's columns until it is flushed, and its default (1M rows) is most of
+/// a large backfill's collection at once.
 const BATCH_ROWS: usize = 64 * 1024;
 
 /// The snapshot's offsets as `{"topic/partition": next_offset}` (SPEC §5).
@@ -58,6 +60,7 @@ pub fn write_collections(dir: &Path, state: &FinalState) -> Result<Vec<PathBuf>>
             File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         let properties = WriterProperties::builder()
             .set_key_value_metadata(Some(metadata.clone()))
+            .set_max_row_group_row_count(Some(BATCH_ROWS))
             .build();
         let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(properties))?;
         for chunk in rows.chunks(BATCH_ROWS) {

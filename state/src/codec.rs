@@ -23,8 +23,10 @@ use trimatch_dataflows::model::{
 use trimatch_dataflows::rows::{DeadLetterRow, ExceptionType, PartitionHealth, SourceProgressRow};
 use trimatch_dataflows::SourceRow;
 
-/// The version of the encoding (and of the manifest's meaning).
-pub const FORMAT_VERSION: u32 = 2;
+/// The version of the encoding (and of the manifest's meaning). 3: invoice
+/// and payment keys carry their tenant's prefix, as PO keys do (a checkpoint
+/// stores the keys it was fed with).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

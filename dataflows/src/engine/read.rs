@@ -1,7 +1,9 @@
 //! Reading one worker's shard of the outputs: snapshots as of a time (with a
 //! filter, a limit, or just a count) and the changes over a range of times,
-//! straight from the output arrangements (for `po_lines`, the per-PO facts its
-//! rows live in).
+//! straight from the output arrangements (for `invoice_matches`, `po_lines`
+//! and `payment_matches`, the per-document arrangements their rows live in).
+
+use std::sync::Arc;
 
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor};
@@ -9,8 +11,11 @@ use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
 use timely::progress::frontier::AntichainRef;
 
+use rust_decimal::Decimal;
+
 use super::{Matcher, OutputCollection, ReadError, Row};
-use crate::model::{po_keys_of_tenant, Fingerprint, Text, Time};
+use crate::graph::lines::PoLineFacts;
+use crate::model::{keys_of_tenant, Fingerprint, Payment, Text, Time};
 use crate::rows::*;
 use crate::Change;
 
@@ -76,7 +81,7 @@ impl Matcher {
     }
 
     /// The changes this worker's shard of `collection` went through at times
-    /// `from ..= through`, consolidated, in key and row order (not time order).
+    /// `from ..= through`, consolidated, in row order (not time order).
     /// Refused if history before `from` has been compacted or `through` is not
     /// complete.
     pub fn read_changes(
@@ -106,6 +111,11 @@ impl Matcher {
             }
             Visit::Continue
         })?;
+        // Values of an output keyed by document carry more than the row (the
+        // PO behind a PO line, an invoice's tolerance), so two values may
+        // make one row: a change of what the row does not show retracts and
+        // re-adds the same row, which nets to nothing.
+        differential_dataflow::consolidation::consolidate_updates(&mut changes);
         Ok(changes)
     }
 
@@ -213,10 +223,12 @@ impl OutputKey for Text {
     }
 }
 
-/// `po_lines` is keyed by PO, and the PO keys of one tenant sort together.
+/// `invoice_matches`, `po_lines` and `payment_matches` are keyed by the
+/// document a row is about, and the keys of one tenant's documents sort
+/// together.
 impl OutputKey for Fingerprint {
     fn range_of(key: &str) -> (Self, Self) {
-        po_keys_of_tenant(key)
+        keys_of_tenant(key)
     }
 }
 
@@ -240,25 +252,46 @@ macro_rules! output_rows {
     )*};
 }
 output_rows! {
-    InvoiceMatchRow => InvoiceMatch,
     ExceptionRow => Exception,
     ExceptionSummaryRow => ExceptionSummary,
     PoSuggestionRow => PoSuggestion,
-    PaymentMatchRow => PaymentMatch,
     PaymentExceptionRow => PaymentException,
     PaymentSuggestionRow => PaymentSuggestion,
     DeadLetterRow => DeadLetter,
     SourceProgressRow => SourceProgress,
 }
 
-/// The key range of a tenant in `po_lines` may hold another tenant's POs (if
-/// their prefixes collide); the row's own tenant decides.
-impl OutputValue for PoLineRow {
+/// The key range of a tenant in an output keyed by document may hold another
+/// tenant's documents (if their prefixes collide); the row's own tenant decides.
+impl OutputValue for PoLineFacts {
     fn row(&self, key: Option<&str>) -> Option<Row> {
-        self.belongs_to(key).then(|| Row::PoLine(self.clone()))
+        self.belongs_to(key).then(|| Row::PoLine(self.to_row()))
     }
     fn belongs_to(&self, key: Option<&str>) -> bool {
-        key.is_none_or(|key| self.tenant_id == key)
+        key.is_none_or(|key| self.po().tenant_id == key)
+    }
+}
+
+/// An `invoice_matches` row, with the `total_tolerance_abs` the graph keeps
+/// beside it.
+impl OutputValue for (InvoiceMatchRow, Decimal) {
+    fn row(&self, key: Option<&str>) -> Option<Row> {
+        self.belongs_to(key)
+            .then(|| Row::InvoiceMatch(self.0.clone()))
+    }
+    fn belongs_to(&self, key: Option<&str>) -> bool {
+        key.is_none_or(|key| self.0.tenant_id == key)
+    }
+}
+
+/// A `payment_matches` row, with the payment the graph keeps beside it.
+impl OutputValue for (PaymentMatchRow, Arc<Payment>) {
+    fn row(&self, key: Option<&str>) -> Option<Row> {
+        self.belongs_to(key)
+            .then(|| Row::PaymentMatch(self.0.clone()))
+    }
+    fn belongs_to(&self, key: Option<&str>) -> bool {
+        key.is_none_or(|key| self.0.tenant_id == key)
     }
 }
 

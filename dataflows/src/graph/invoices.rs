@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::resolutions::ResolvedException;
-use super::Collection;
+use super::{reduce_arranged, Collection, KeyedArrangement};
 use crate::model::*;
 use crate::rows::*;
 use crate::rules::{self, Raised};
@@ -94,7 +94,9 @@ enum InvoiceFact {
 }
 
 /// One `invoice_matches` row per present invoice (keyed by invoice, with
-/// its `total_tolerance_abs`), with its exception counts and what is paid.
+/// its `total_tolerance_abs`), with its exception counts and what is paid,
+/// arranged by invoice: the payment rules join with it there, so the rows
+/// are held once.
 ///
 /// Per change: O(the invoice's exceptions), keyed by invoice — independent of
 /// its PO, vendor or tenant.
@@ -102,7 +104,7 @@ pub(super) fn invoice_match_rows<'s>(
     invoices: Collection<'s, (Fingerprint, (Arc<Invoice>, Tolerances))>,
     exceptions: Collection<'s, (Fingerprint, ResolvedException)>,
     paid: Collection<'s, (Fingerprint, Decimal)>,
-) -> Collection<'s, (Fingerprint, (InvoiceMatchRow, Decimal))> {
+) -> KeyedArrangement<'s, Fingerprint, (InvoiceMatchRow, Decimal)> {
     let documents = invoices.map(|(id, (invoice, tolerances))| {
         (
             id,
@@ -117,64 +119,62 @@ pub(super) fn invoice_match_rows<'s>(
         };
         (id, fact)
     });
-    documents
-        .concat(severities)
-        .concat(paid)
-        .reduce_named("invoice_matches", |_, facts, output| {
-            let InvoiceFact::Document(invoice, tolerance) = facts[0].0 else {
-                return; // exceptions or payments of an invoice no longer present
-            };
-            let mut exception_count = 0u32;
-            let mut blocking_count = 0u32;
-            let mut accepted_count = 0u32;
-            let mut paid_amount = Decimal::ZERO;
-            for (fact, count) in &facts[1..] {
-                match fact {
-                    InvoiceFact::Raised { severity, open } => {
-                        let count = *count as u32;
-                        exception_count += count;
-                        match (severity, open) {
-                            (Severity::Blocking, true) => blocking_count += count,
-                            (Severity::Blocking, false) => accepted_count += count,
-                            (Severity::Warning, _) => {}
-                        }
+    let facts = documents.concat(severities).concat(paid);
+    reduce_arranged(facts, "invoice_matches", |_, facts, output| {
+        let InvoiceFact::Document(invoice, tolerance) = facts[0].0 else {
+            return; // exceptions or payments of an invoice no longer present
+        };
+        let mut exception_count = 0u32;
+        let mut blocking_count = 0u32;
+        let mut accepted_count = 0u32;
+        let mut paid_amount = Decimal::ZERO;
+        for (fact, count) in &facts[1..] {
+            match fact {
+                InvoiceFact::Raised { severity, open } => {
+                    let count = *count as u32;
+                    exception_count += count;
+                    match (severity, open) {
+                        (Severity::Blocking, true) => blocking_count += count,
+                        (Severity::Blocking, false) => accepted_count += count,
+                        (Severity::Warning, _) => {}
                     }
-                    InvoiceFact::Paid(amount) => paid_amount = *amount,
-                    InvoiceFact::Document(..) => {}
                 }
+                InvoiceFact::Paid(amount) => paid_amount = *amount,
+                InvoiceFact::Document(..) => {}
             }
-            let invoice_amount = invoice.invoice_amount();
-            let gross_amount = invoice_amount + invoice.tax + invoice.freight;
-            let status = if !invoice.is_active() {
-                MatchStatus::Cancelled
-            } else if blocking_count > 0 {
-                MatchStatus::Exception
-            } else if accepted_count > 0 {
-                MatchStatus::Approved
-            } else {
-                MatchStatus::Matched
-            };
-            let row = InvoiceMatchRow {
-                tenant_id: invoice.tenant_id.clone(),
-                invoice_id: invoice.invoice_id.clone(),
-                invoice_number: invoice.invoice_number.clone(),
-                kind: invoice.kind,
-                vendor_id: invoice.vendor_id.clone(),
-                po_number: invoice.po_number.clone(),
-                currency: invoice.currency,
-                invoice_date: invoice.invoice_date,
-                status,
-                line_count: invoice.lines.len() as u32,
-                invoice_amount,
-                exception_count,
-                blocking_count,
-                accepted_count,
-                gross_amount,
-                paid_amount,
-                payment_status: InvoicePaymentStatus::of(paid_amount, gross_amount, *tolerance),
-            };
-            output.push(((row, *tolerance), 1));
-        })
+        }
+        let invoice_amount = invoice.invoice_amount();
+        let gross_amount = invoice_amount + invoice.tax + invoice.freight;
+        let status = if !invoice.is_active() {
+            MatchStatus::Cancelled
+        } else if blocking_count > 0 {
+            MatchStatus::Exception
+        } else if accepted_count > 0 {
+            MatchStatus::Approved
+        } else {
+            MatchStatus::Matched
+        };
+        let row = InvoiceMatchRow {
+            tenant_id: invoice.tenant_id.clone(),
+            invoice_id: invoice.invoice_id.clone(),
+            invoice_number: invoice.invoice_number.clone(),
+            kind: invoice.kind,
+            vendor_id: invoice.vendor_id.clone(),
+            po_number: invoice.po_number.clone(),
+            currency: invoice.currency,
+            invoice_date: invoice.invoice_date,
+            status,
+            line_count: invoice.lines.len() as u32,
+            invoice_amount,
+            exception_count,
+            blocking_count,
+            accepted_count,
+            gross_amount,
+            paid_amount,
+            payment_status: InvoicePaymentStatus::of(paid_amount, gross_amount, *tolerance),
+        };
+        output.push(((row, *tolerance), 1));
+    })
 }
 
 /// One of the counts an `exception_summary` row is made of.

@@ -106,6 +106,48 @@ impl Multiply<isize> for LineTotals {
     }
 }
 
+/// A line of a present PO with its totals: what its `po_lines` row is made
+/// of. The row (a dozen columns, most of them the PO's) is built when it is
+/// read ([`PoLineFacts::to_row`]); held per line it was the widest value of the
+/// graph, beside a PO that already holds its fields.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PoLineFacts {
+    /// The line's position in `po.lines`: in range by construction.
+    index: u32,
+    totals: LineTotals,
+    po: Arc<PurchaseOrder>,
+}
+
+impl PoLineFacts {
+    /// The facts of the line with `line_no`, if the PO has one.
+    fn of(po: &Arc<PurchaseOrder>, line_no: u32, totals: LineTotals) -> Option<Self> {
+        let index = po
+            .lines
+            .binary_search_by_key(&line_no, |line| line.line_no)
+            .ok()?;
+        Some(PoLineFacts {
+            index: index as u32,
+            totals,
+            po: po.clone(),
+        })
+    }
+
+    /// The PO the line belongs to.
+    pub fn po(&self) -> &PurchaseOrder {
+        &self.po
+    }
+
+    /// The line.
+    pub fn line(&self) -> &PoLine {
+        &self.po.lines[self.index as usize]
+    }
+
+    /// Its `po_lines` row.
+    pub fn to_row(&self) -> PoLineRow {
+        po_line_row(&self.po, self.line(), &self.totals)
+    }
+}
+
 /// What the quantity rules need of a PO line besides `billed_to_date`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct LineReceipts {
@@ -116,8 +158,8 @@ struct LineReceipts {
 
 /// What the graph derives per PO line.
 pub struct LineOutputs<'s> {
-    /// The `po_lines` rows, keyed by PO (whose keys sort by tenant).
-    pub po_lines: KeyedArrangement<'s, Fingerprint, PoLineRow>,
+    /// The lines of the `po_lines` rows, keyed by PO (whose keys sort by tenant).
+    pub po_lines: KeyedArrangement<'s, Fingerprint, PoLineFacts>,
     /// For each active `kind = invoice` line on a line of a present PO, keyed
     /// by invoice: the quantities its quantity rules read.
     pub billed_lines: KeyedArrangement<'s, Fingerprint, LineQuantities>,
@@ -141,24 +183,21 @@ pub fn po_lines<'s>(
     let lines = purchase_orders
         .clone()
         .join_core(totals, |po_key, po, (line_no, totals)| {
-            po.line(*line_no).map(|line| {
-                let row = po_line_row(po, line, totals);
-                let receipts = LineReceipts {
-                    receipt_required: po.receipt_required,
-                    ordered_qty: line.quantity,
-                    received_qty: totals.received_qty,
-                };
-                (*po_key, row, receipts)
-            })
+            PoLineFacts::of(po, *line_no, *totals).map(|facts| (*po_key, facts))
         });
-    let po_lines = lines
-        .clone()
-        .map(|(po_key, row, _)| (po_key, row))
-        .arrange_by_key_named("po_lines");
+    let po_lines = lines.clone().arrange_by_key_named("po_lines");
     // Only what the quantity rules read: a change of a line's billing alone
     // leaves these values as they were, and consolidates away before the join.
     let receipts = lines
-        .map(|(po_key, row, receipts)| ((po_key, row.line_no), receipts))
+        .map(|(po_key, facts)| {
+            let line = facts.line();
+            let receipts = LineReceipts {
+                receipt_required: facts.po.receipt_required,
+                ordered_qty: line.quantity,
+                received_qty: facts.totals.received_qty,
+            };
+            ((po_key, line.line_no), receipts)
+        })
         .arrange_by_key_named("line receipts");
     // Per change: an invoice line meets its PO line's receipts — O(1); a
     // receipt (or PO) change re-checks every invoice line billed on that PO

@@ -34,8 +34,9 @@ pub mod sums;
 use std::sync::Arc;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::model::*;
@@ -60,16 +61,21 @@ pub struct Documents<'s> {
     pub payments: Collection<'s, (Fingerprint, Arc<Payment>)>,
 }
 
-/// The output collections of SPEC §3, keyed by `tenant_id` — except
-/// `po_lines`, arranged by PO.
+/// The output collections of SPEC §3, §7 and §8, keyed by `tenant_id` —
+/// except those arranged by the document a row is about (`invoice_matches`
+/// by invoice, `po_lines` by PO, `payment_matches` by payment), whose keys
+/// sort by tenant ([`keys_of_tenant`]): they are the arrangements the graph
+/// keeps anyway, so their rows are not held a second time by tenant.
 pub struct MatchOutputs<'s> {
-    pub invoice_matches: Collection<'s, (Text, InvoiceMatchRow)>,
+    /// Each row with its `total_tolerance_abs`.
+    pub invoice_matches: KeyedArrangement<'s, Fingerprint, (InvoiceMatchRow, Decimal)>,
     pub match_exceptions: Collection<'s, (Text, ExceptionRow)>,
-    /// Keyed by PO; the PO keys of one tenant sort together.
-    pub po_lines: KeyedArrangement<'s, Fingerprint, PoLineRow>,
+    /// The lines the rows are made of ([`lines::PoLineFacts::to_row`]).
+    pub po_lines: KeyedArrangement<'s, Fingerprint, lines::PoLineFacts>,
     pub exception_summary: Collection<'s, (Text, ExceptionSummaryRow)>,
     pub po_suggestions: Collection<'s, (Text, PoSuggestionRow)>,
-    pub payment_matches: Collection<'s, (Text, PaymentMatchRow)>,
+    /// Each row with its payment.
+    pub payment_matches: KeyedArrangement<'s, Fingerprint, (PaymentMatchRow, Arc<Payment>)>,
     pub payment_exceptions: Collection<'s, (Text, PaymentExceptionRow)>,
     pub payment_suggestions: Collection<'s, (Text, PaymentSuggestionRow)>,
 }
@@ -169,12 +175,12 @@ pub fn three_way_match<'s>(
     let payment_outputs = payments::payment_outputs(
         payments,
         applications,
-        invoice_rows.clone(),
+        &invoice_rows,
         &tenant_tolerances,
         default_tolerances,
     );
     MatchOutputs {
-        invoice_matches: invoice_rows.map(|(_, (row, _))| (row.tenant_id.clone(), row)),
+        invoice_matches: invoice_rows,
         exception_summary: exception_summary_rows(exceptions.clone()),
         match_exceptions: exceptions.map(|(_, exception)| {
             let row = exception_row(exception);
@@ -243,6 +249,36 @@ fn invoice_contexts<'s>(
             },
         )
     })
+}
+
+/// `reduce_named`, returning the output's arrangement (keyed like the input)
+/// rather than a collection of it: an output that is read or joined by that
+/// same key is then held once, not arranged a second time downstream.
+fn reduce_arranged<'s, K, V, V2, L>(
+    collection: Collection<'s, (K, V)>,
+    name: &str,
+    logic: L,
+) -> KeyedArrangement<'s, K, V2>
+where
+    K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
+    V: differential_dataflow::ExchangeData,
+    V2: differential_dataflow::ExchangeData,
+    L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static,
+{
+    collection
+        .arrange_by_key_named(&format!("Arrange: {name}"))
+        .reduce_abelian::<_, ValBuilder<K, V2, Time, isize>, ValSpine<K, V2, Time, isize>, _, _>(
+            name,
+            logic,
+            |updates, key, outputs| {
+                updates.clear();
+                updates.extend(
+                    outputs
+                        .drain(..)
+                        .map(|(value, time, diff)| ((key.clone(), value), time, diff)),
+                );
+            },
+        )
 }
 
 /// Every `(key, value)` of `left` with the value `right` holds for its key, or

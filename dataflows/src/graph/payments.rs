@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::sums::CountedSum;
-use super::{left_join, Collection, KeyedArrangement};
+use super::{left_join, reduce_arranged, Collection, KeyedArrangement};
 use pruning::{comparable_lengths, AmountBuckets};
 
 mod pruning;
@@ -159,7 +159,9 @@ pub(super) fn paid_amounts<'s>(
 
 /// The payment collections of SPEC §8.
 pub struct PaymentOutputs<'s> {
-    pub payment_matches: Collection<'s, (Text, PaymentMatchRow)>,
+    /// Keyed by payment, with the payment (the payment keys of one tenant
+    /// sort together, so a tenant's rows are read by a seek).
+    pub payment_matches: KeyedArrangement<'s, Fingerprint, (PaymentMatchRow, Arc<Payment>)>,
     pub payment_exceptions: Collection<'s, (Text, PaymentExceptionRow)>,
     pub payment_suggestions: Collection<'s, (Text, PaymentSuggestionRow)>,
 }
@@ -199,7 +201,7 @@ struct PaymentCandidate {
 pub(super) fn payment_outputs<'s>(
     payments: Collection<'s, (Fingerprint, Arc<Payment>)>,
     applications: Applications<'s>,
-    invoice_rows: Collection<'s, (Fingerprint, (InvoiceMatchRow, Decimal))>,
+    rows_by_invoice: &KeyedArrangement<'s, Fingerprint, (InvoiceMatchRow, Decimal)>,
     tenant_tolerances: &KeyedArrangement<'s, Fingerprint, Tolerances>,
     default_tolerances: Tolerances,
 ) -> PaymentOutputs<'s> {
@@ -214,7 +216,7 @@ pub(super) fn payment_outputs<'s>(
                 .clone()
                 .map(|(_, a)| (a.payment_key, PaymentFact::Applied(a.amount, a.by))),
         );
-    let matches = facts.reduce_named("payment_matches", |_, facts, output| {
+    let matches = reduce_arranged(facts, "payment_matches", |_, facts, output| {
         let PaymentFact::Document(payment) = facts[0].0 else {
             return; // applications of a payment no longer present
         };
@@ -249,10 +251,10 @@ pub(super) fn payment_outputs<'s>(
     // Exceptions. Per change: an invoice's row change re-checks the payments
     // applied to it (inherent: each one's exceptions read the invoice); a
     // payment's change its own applications.
-    let unapplied = matches.clone().flat_map(|(_, (row, payment))| {
+    let unapplied = matches.clone().flat_map_ref(|_, (row, payment)| {
         row.applied_amount.is_zero().then(|| {
             rules::payment_exception(
-                &payment,
+                payment,
                 None,
                 PaymentExceptionType::UnappliedPayment,
                 None,
@@ -269,7 +271,6 @@ pub(super) fn payment_outputs<'s>(
             Some(allocation.amount),
         )
     });
-    let rows_by_invoice = invoice_rows.arrange_by_key_named("invoice rows");
     let against_invoices = applied
         .arrange_by_key_named("applications by invoice")
         .join_core(rows_by_invoice.clone(), |_, applied, (row, _)| {
@@ -289,14 +290,14 @@ pub(super) fn payment_outputs<'s>(
         .map(|row| (row.tenant_id.clone(), row));
 
     let payment_suggestions = payment_suggestions(
-        matches.clone(),
-        &rows_by_invoice,
+        &matches,
+        rows_by_invoice,
         tenant_tolerances,
         default_tolerances,
     );
 
     PaymentOutputs {
-        payment_matches: matches.map(|(_, (row, _))| (row.tenant_id.clone(), row)),
+        payment_matches: matches,
         payment_exceptions,
         payment_suggestions,
     }
@@ -318,20 +319,24 @@ pub(super) fn payment_outputs<'s>(
 /// payments under its one key. A policy change re-keys the tenant's unapplied
 /// payments and open invoices (SPEC §8 makes it re-check them all).
 fn payment_suggestions<'s>(
-    matches: Collection<'s, (Fingerprint, (PaymentMatchRow, Arc<Payment>))>,
+    matches: &KeyedArrangement<'s, Fingerprint, (PaymentMatchRow, Arc<Payment>)>,
     rows_by_invoice: &KeyedArrangement<'s, Fingerprint, (InvoiceMatchRow, Decimal)>,
     tenant_tolerances: &KeyedArrangement<'s, Fingerprint, Tolerances>,
     default_tolerances: Tolerances,
 ) -> Collection<'s, (Text, PaymentSuggestionRow)> {
     let waiting_by_tenant = matches
-        .flat_map(|(key, (row, payment))| {
+        .clone()
+        .flat_map_ref(|key, (row, payment)| {
             let reference = payment
                 .reference
                 .as_deref()
                 .map(normalize_document_number)
                 .filter(|reference| !reference.is_empty())
                 .filter(|_| row.status == PaymentApplication::Unapplied)?;
-            Some((tenant_key(&payment.tenant_id), (key, reference, payment)))
+            Some((
+                tenant_key(&payment.tenant_id),
+                (*key, reference, payment.clone()),
+            ))
         })
         .arrange_by_key_named("unapplied payments by tenant");
     let waiting = left_join(&waiting_by_tenant, tenant_tolerances).flat_map(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use differential_dataflow::operators::CountTotal;
 use rust_decimal::Decimal;
 
+use super::lines::PoLineFacts;
 use super::sums::CountedSum;
 use super::{Collection, KeyedArrangement};
 use crate::model::*;
@@ -26,7 +27,7 @@ fn open_amount_of_line(row: &PoLineRow) -> Decimal {
 /// The `po_suggestions` rows, keyed by tenant.
 ///
 /// `unmatched` are the active `kind = invoice` documents with `PO_NOT_FOUND`;
-/// `po_lines` the rows of every present PO's lines.
+/// `po_lines` every present PO's lines, which its rows are made of.
 ///
 /// Per change, never O(tenant): a PO line's change updates its PO's open
 /// amount in O(1) (a sum carried as differences); an invoice meets the open
@@ -37,11 +38,11 @@ fn open_amount_of_line(row: &PoLineRow) -> Decimal {
 /// qualify for it.
 pub(super) fn po_suggestions<'s>(
     unmatched: Collection<'s, (Fingerprint, Arc<Invoice>)>,
-    po_lines: &KeyedArrangement<'s, Fingerprint, PoLineRow>,
+    po_lines: &KeyedArrangement<'s, Fingerprint, PoLineFacts>,
 ) -> Collection<'s, (Text, PoSuggestionRow)> {
     let open_pos = po_lines
         .clone()
-        .flat_map_ref(|_, row| (row.po_status == PoStatus::Open).then(|| row.clone()))
+        .flat_map_ref(|_, line| (line.po().status == PoStatus::Open).then(|| line.to_row()))
         .explode(|row| {
             let group = vendor_currency_key(&row.tenant_id, &row.vendor_id, row.currency);
             let open = CountedSum::one(open_amount_of_line(&row));

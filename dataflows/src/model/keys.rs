@@ -35,20 +35,25 @@ impl Fingerprint {
 pub fn tenant_key(tenant_id: &str) -> Fingerprint {
     Fingerprint::of(1, &[tenant_id])
 }
-/// Identity of a purchase order: (`tenant_id`, `po_number`).
-///
-/// Unlike the other identities, its top [`TENANT_PREFIX_BITS`] bits are a hash
-/// of the tenant alone, so that the POs of one tenant sort together: `po_lines`
-/// is served from the per-PO arrangement, and a one-tenant read is a seek to
-/// [`po_keys_of_tenant`] rather than a scan. The other 96 bits still make a
-/// collision between two POs unlikely beyond concern (about 10^-11 for a
-/// billion POs in one tenant).
+/// Identity of a purchase order: (`tenant_id`, `po_number`); see
+/// [`tenant_scoped`] (`po_lines` is served from the per-PO arrangement).
 pub fn po_key(tenant_id: &str, po_number: &str) -> Fingerprint {
-    let identity = Fingerprint::of(2, &[tenant_id, po_number]).0;
+    tenant_scoped(2, tenant_id, po_number)
+}
+
+/// The identity of a document that an output served by document key is
+/// read by: its top [`TENANT_PREFIX_BITS`] bits are a hash of the tenant
+/// alone, so that the documents of one tenant sort together, and a
+/// one-tenant read of such an output is a seek to [`keys_of_tenant`] rather
+/// than a scan. The other 96 bits still make a collision between two
+/// documents unlikely beyond concern (about 10^-11 for a billion in one
+/// tenant).
+fn tenant_scoped(domain: u8, tenant_id: &str, id: &str) -> Fingerprint {
+    let identity = Fingerprint::of(domain, &[tenant_id, id]).0;
     Fingerprint(tenant_prefix(tenant_id) | (identity & !TENANT_PREFIX_MASK))
 }
 
-/// How many of a PO key's top bits name its tenant.
+/// How many of a tenant-scoped key's top bits name its tenant.
 pub const TENANT_PREFIX_BITS: u32 = 32;
 const TENANT_PREFIX_MASK: u128 = !(u128::MAX >> TENANT_PREFIX_BITS);
 
@@ -57,10 +62,11 @@ fn tenant_prefix(tenant_id: &str) -> u128 {
     tenant_key(tenant_id).0 & TENANT_PREFIX_MASK
 }
 
-/// The range of keys that the POs of `tenant_id` have (inclusive). Another
-/// tenant's POs fall in it only if the two tenants' 32-bit prefixes collide, so
-/// readers still check each row's `tenant_id`.
-pub fn po_keys_of_tenant(tenant_id: &str) -> (Fingerprint, Fingerprint) {
+/// The range of keys (inclusive) that the POs, invoices and payments of
+/// `tenant_id` have. Another tenant's documents fall in it only if the two
+/// tenants' 32-bit prefixes collide, so readers still check each row's
+/// `tenant_id`.
+pub fn keys_of_tenant(tenant_id: &str) -> (Fingerprint, Fingerprint) {
     let prefix = tenant_prefix(tenant_id);
     (
         Fingerprint(prefix),
@@ -71,9 +77,10 @@ pub fn po_keys_of_tenant(tenant_id: &str) -> (Fingerprint, Fingerprint) {
 pub fn receipt_key(tenant_id: &str, receipt_id: &str) -> Fingerprint {
     Fingerprint::of(3, &[tenant_id, receipt_id])
 }
-/// Identity of an invoice or credit memo: (`tenant_id`, `invoice_id`).
+/// Identity of an invoice or credit memo: (`tenant_id`, `invoice_id`); see
+/// [`tenant_scoped`] (`invoice_matches` is served from the per-invoice rows).
 pub fn invoice_key(tenant_id: &str, invoice_id: &str) -> Fingerprint {
-    Fingerprint::of(4, &[tenant_id, invoice_id])
+    tenant_scoped(4, tenant_id, invoice_id)
 }
 /// Group of possible duplicates: (`tenant_id`, `vendor_id`, normalized `invoice_number`).
 pub fn duplicate_group_key(tenant_id: &str, vendor_id: &str, invoice_number: &str) -> Fingerprint {
@@ -105,9 +112,10 @@ pub fn resolution_key(
     Fingerprint::of(6, &[tenant_id, invoice_id, exception_type.as_str(), &line])
 }
 
-/// Identity of a payment: (`tenant_id`, `payment_id`).
+/// Identity of a payment: (`tenant_id`, `payment_id`); see [`tenant_scoped`]
+/// (`payment_matches` is served from the per-payment rows).
 pub fn payment_key(tenant_id: &str, payment_id: &str) -> Fingerprint {
-    Fingerprint::of(8, &[tenant_id, payment_id])
+    tenant_scoped(8, tenant_id, payment_id)
 }
 
 /// The invoices a payment without allocations may be applied to share its
@@ -169,17 +177,29 @@ mod tests {
     }
 
     #[test]
-    fn po_keys_sort_by_tenant() {
-        for tenant in ["t-001", "t-002", "acme"] {
-            let (first, last) = po_keys_of_tenant(tenant);
-            for po_number in ["PO-1", "PO-2", "PO-100000"] {
-                let key = po_key(tenant, po_number);
-                assert!(first <= key && key <= last, "{tenant}/{po_number}");
+    fn served_document_keys_sort_by_tenant() {
+        type Key = fn(&str, &str) -> Fingerprint;
+        let kinds: [(&str, Key); 3] = [
+            ("po", po_key),
+            ("invoice", invoice_key),
+            ("payment", payment_key),
+        ];
+        for (kind, key) in kinds {
+            for tenant in ["t-001", "t-002", "acme"] {
+                let (first, last) = keys_of_tenant(tenant);
+                for id in ["D-1", "D-2", "D-100000"] {
+                    let key = key(tenant, id);
+                    assert!(first <= key && key <= last, "{kind} {tenant}/{id}");
+                }
+                assert_ne!(key(tenant, "D-1"), key(tenant, "D-2"), "{kind}");
             }
-            assert_ne!(po_key(tenant, "PO-1"), po_key(tenant, "PO-2"));
+            // Another tenant's document falls outside the range (these two
+            // do not collide).
+            let (first, last) = keys_of_tenant("t-001");
+            assert!(!(first..=last).contains(&key("t-002", "D-1")), "{kind}");
         }
-        // Another tenant's PO falls outside the range (these two do not collide).
-        let (first, last) = po_keys_of_tenant("t-001");
-        assert!(!(first..=last).contains(&po_key("t-002", "PO-1")));
+        // The kinds stay apart within a tenant.
+        assert_ne!(po_key("t-001", "X"), invoice_key("t-001", "X"));
+        assert_ne!(invoice_key("t-001", "X"), payment_key("t-001", "X"));
     }
 }
