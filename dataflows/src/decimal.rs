@@ -170,6 +170,19 @@ pub fn compare_products(a: Decimal, b: Decimal, c: Decimal, d: Decimal) -> Order
     exact().unwrap_or_else(|| (a * b).cmp(&(c * d)))
 }
 
+/// An amount as the exceptions' details print it: at least two decimal
+/// places, and no trailing zeros beyond them (`26600.4` and `26600.400`
+/// both print `26600.40`, `0.125` stays `0.125`). A sum's scale depends on
+/// the order its terms were added and retracted in, which differs between
+/// runs; its text must not.
+pub fn display_amount(amount: Decimal) -> String {
+    let mut amount = amount.normalize();
+    if amount.scale() < 2 {
+        amount.rescale(2);
+    }
+    amount.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +246,22 @@ mod tests {
         };
         assert!(parse_decimal("-0.000", non_zero).is_err());
         assert!(parse_decimal("-3", non_zero).is_ok());
+    }
+
+    #[test]
+    fn amounts_display_the_same_whatever_their_scale() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        for (amount, shown) in [
+            ("26600.4", "26600.40"),
+            ("26600.400", "26600.40"),
+            ("26600.40", "26600.40"),
+            ("0.125", "0.125"),
+            ("7", "7.00"),
+            ("-3.5000", "-3.50"),
+            ("0.000", "0.00"),
+        ] {
+            assert_eq!(display_amount(d(amount)), shown, "{amount}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::cmp::Ordering;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::decimal::display_amount;
 use crate::model::{InvoiceKind, Payment, Text};
 use crate::rows::{
     InvoiceMatchRow, InvoicePaymentStatus, MatchStatus, PaymentExceptionRow, PaymentExceptionType,
@@ -28,23 +29,25 @@ pub fn payment_exception(
     let detail = match exception_type {
         PaymentExceptionType::UnappliedPayment => format!(
             "Payment {} of {} {} applies to no present invoice.",
-            payment.payment_id, payment.amount, payment.currency
+            payment.payment_id,
+            display_amount(payment.amount),
+            payment.currency
         ),
         PaymentExceptionType::UnknownInvoice => format!(
             "Payment {} allocates {}{on}, which is not present.",
             payment.payment_id,
-            actual.unwrap_or_default()
+            display_amount(actual.unwrap_or_default())
         ),
         PaymentExceptionType::PaidWhileBlocked => format!(
             "Payment {} applies {}{on}, which has an open blocking exception.",
             payment.payment_id,
-            actual.unwrap_or_default()
+            display_amount(actual.unwrap_or_default())
         ),
         PaymentExceptionType::Overpayment => format!(
             "Payment {} applies{on}, which is paid {} against a gross amount of {}.",
             payment.payment_id,
-            actual.unwrap_or_default(),
-            expected.unwrap_or_default()
+            display_amount(actual.unwrap_or_default()),
+            display_amount(expected.unwrap_or_default())
         ),
         PaymentExceptionType::PaymentVendorMismatch => format!(
             "Payment {} to vendor {} is allocated{on} of another vendor.",
@@ -57,7 +60,7 @@ pub fn payment_exception(
         PaymentExceptionType::PaidCancelledInvoice => format!(
             "Payment {} applies {}{on}, which is cancelled or a credit memo.",
             payment.payment_id,
-            actual.unwrap_or_default()
+            display_amount(actual.unwrap_or_default())
         ),
     };
     PaymentExceptionRow {
