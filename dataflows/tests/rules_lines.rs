@@ -406,15 +406,15 @@ fn a_tenant_read_keeps_tenants_apart_when_their_document_keys_share_a_prefix() {
     assert_eq!(counts(&first_rows), (1, 1, 1));
     assert_eq!(counts(&second_rows), (3, 2, 2));
     for (tenant, rows) in [(&first, &first_rows), (&second, &second_rows)] {
-        assert!(rows.po_lines.iter().all(|row| &row.tenant_id == tenant));
+        assert!(rows.po_lines.iter().all(|row| row.tenant_id == *tenant));
         assert!(rows
             .invoice_matches
             .iter()
-            .all(|row| &row.tenant_id == tenant));
+            .all(|row| row.tenant_id == *tenant));
         assert!(rows
             .payment_matches
             .iter()
-            .all(|row| &row.tenant_id == tenant));
+            .all(|row| row.tenant_id == *tenant));
     }
 }
 

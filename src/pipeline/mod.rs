@@ -281,17 +281,22 @@ impl Pipeline {
     ) -> Result<Pipeline> {
         let workers = config.workers.max(1);
         if config.source.until_end {
+            if config.durability.is_some() {
+                anyhow::bail!(
+                    "--until-end writes the final state to files and exits; it does not keep a \
+                     --state-dir (run without one)"
+                );
+            }
+            if config.cluster.is_some() {
+                anyhow::bail!(
+                    "--until-end runs in one process: a bounded run writes every collection from one place"
+                );
+            }
             // A bounded run is read once, at its final time, so its outputs
             // keep no history: every logical time compacts into the state.
             // Keeping `retention` of it would hold every change of a
             // catch-up shorter than the retention (all of a backfill).
             config.retention = Duration::ZERO;
-        }
-        if config.durability.is_some() && config.source.until_end {
-            anyhow::bail!(
-                "--until-end writes the final state to files and exits; it does not keep a \
-                 --state-dir (run without one)"
-            );
         }
         let durability = match &config.durability {
             Some(durability) => Some(Durability::open(
@@ -345,11 +350,6 @@ impl Pipeline {
         }
         let receivers = Arc::new(Mutex::new(receivers));
         let worker_shared = shared.clone();
-        if config.cluster.is_some() && config.source.until_end {
-            anyhow::bail!(
-                "--until-end runs in one process: a bounded run writes every collection from one place"
-            );
-        }
         let timely_config = config.timely_config();
         let guards = timely::execute(timely_config, move |worker| {
             let local = config.local_index(worker.index());
