@@ -35,8 +35,9 @@ impl Fingerprint {
 pub fn tenant_key(tenant_id: &str) -> Fingerprint {
     Fingerprint::of(1, &[tenant_id])
 }
-/// Identity of a purchase order: (`tenant_id`, `po_number`); see
-/// [`tenant_scoped`] (`po_lines` is served from the per-PO arrangement).
+/// Identity of a purchase order: (`tenant_id`, `po_number`). Its top bits
+/// are its tenant's ([`keys_of_tenant`]): `po_lines` is served from the
+/// per-PO arrangement.
 pub fn po_key(tenant_id: &str, po_number: &str) -> Fingerprint {
     tenant_scoped(2, tenant_id, po_number)
 }
@@ -63,8 +64,11 @@ fn tenant_prefix(tenant_id: &str) -> u128 {
 }
 
 /// The range of keys (inclusive) that the POs, invoices and payments of
-/// `tenant_id` have. Another tenant's documents fall in it only if the two
-/// tenants' 32-bit prefixes collide, so readers still check each row's
+/// `tenant_id` have: the top [`TENANT_PREFIX_BITS`] bits of their keys are a
+/// hash of the tenant alone, so that the documents of one tenant sort
+/// together, and a one-tenant read of an output served by document key is a
+/// seek here rather than a scan. Another tenant's documents fall in it only
+/// if the two tenants' prefixes collide, so readers still check each row's
 /// `tenant_id`.
 pub fn keys_of_tenant(tenant_id: &str) -> (Fingerprint, Fingerprint) {
     let prefix = tenant_prefix(tenant_id);
@@ -77,8 +81,9 @@ pub fn keys_of_tenant(tenant_id: &str) -> (Fingerprint, Fingerprint) {
 pub fn receipt_key(tenant_id: &str, receipt_id: &str) -> Fingerprint {
     Fingerprint::of(3, &[tenant_id, receipt_id])
 }
-/// Identity of an invoice or credit memo: (`tenant_id`, `invoice_id`); see
-/// [`tenant_scoped`] (`invoice_matches` is served from the per-invoice rows).
+/// Identity of an invoice or credit memo: (`tenant_id`, `invoice_id`). Its
+/// top bits are its tenant's ([`keys_of_tenant`]): `invoice_matches` is
+/// served from the per-invoice rows.
 pub fn invoice_key(tenant_id: &str, invoice_id: &str) -> Fingerprint {
     tenant_scoped(4, tenant_id, invoice_id)
 }
@@ -112,8 +117,9 @@ pub fn resolution_key(
     Fingerprint::of(6, &[tenant_id, invoice_id, exception_type.as_str(), &line])
 }
 
-/// Identity of a payment: (`tenant_id`, `payment_id`); see [`tenant_scoped`]
-/// (`payment_matches` is served from the per-payment rows).
+/// Identity of a payment: (`tenant_id`, `payment_id`). Its top bits are its
+/// tenant's ([`keys_of_tenant`]): `payment_matches` is served from the
+/// per-payment rows.
 pub fn payment_key(tenant_id: &str, payment_id: &str) -> Fingerprint {
     tenant_scoped(8, tenant_id, payment_id)
 }
