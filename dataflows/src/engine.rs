@@ -245,18 +245,21 @@ impl Matcher {
             let po_lines = publish_arranged(
                 po_lines,
                 |_, line| Some(Row::PoLine(line.to_row())),
+                RowsPerValue::MayRepeat,
                 &probe,
                 &changes,
             );
             let invoice_matches = publish_arranged(
                 invoice_matches,
                 |_, (row, _)| Some(Row::InvoiceMatch(row.clone())),
+                RowsPerValue::MayRepeat,
                 &probe,
                 &changes,
             );
             let payment_matches = publish_arranged(
                 payment_matches,
                 |_, (row, _)| Some(Row::PaymentMatch(row.clone())),
+                RowsPerValue::MayRepeat,
                 &probe,
                 &changes,
             );
@@ -442,9 +445,22 @@ where
     publish_arranged(
         arranged,
         move |_, row| Some(to_row(row.clone())),
+        RowsPerValue::Distinct,
         probe,
         changes,
     )
+}
+
+/// Whether two values of an arranged output can make the same row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RowsPerValue {
+    /// Each value is its row (the outputs keyed by tenant or topic).
+    Distinct,
+    /// A value carries more than its row (the PO behind a PO line, an
+    /// invoice's tolerance, a payment), so a change of what the row does not
+    /// show retracts and re-adds the same row: the changes are consolidated
+    /// before they are reported.
+    MayRepeat,
 }
 
 /// Reports the changes of an arranged output's rows (`to_row` picks and builds
@@ -455,6 +471,7 @@ where
 fn publish_arranged<'s, K, V>(
     arranged: KeyedArrangement<'s, K, V>,
     to_row: impl Fn(&K, &V) -> Option<Row> + 'static,
+    rows: RowsPerValue,
     probe: &ProbeHandle<Time>,
     changes: &Option<Rc<RefCell<ChangeSink>>>,
 ) -> TraceAgent<ValSpine<K, V, Time, isize>>
@@ -471,9 +488,10 @@ where
                 .inspect_batch(move |_, updates| {
                     buffer.clear();
                     buffer.extend(updates.iter().cloned());
-                    // Two values of one key may make one row (see
-                    // `to_row`): what nets to nothing is not a change.
-                    differential_dataflow::consolidation::consolidate_updates(&mut buffer);
+                    if rows == RowsPerValue::MayRepeat {
+                        // What nets to nothing is not a change.
+                        differential_dataflow::consolidation::consolidate_updates(&mut buffer);
+                    }
                     if !buffer.is_empty() {
                         (sink.borrow_mut())(&mut buffer);
                     }

@@ -130,10 +130,13 @@ impl PurchaseOrder {
     }
     /// The line with `line_no`, if the PO has one.
     pub fn line(&self, line_no: u32) -> Option<&PoLine> {
+        self.line_index(line_no).map(|index| &self.lines[index])
+    }
+    /// Where the line with `line_no` is in `lines`, if the PO has one.
+    pub fn line_index(&self, line_no: u32) -> Option<usize> {
         self.lines
             .binary_search_by_key(&line_no, |line| line.line_no)
             .ok()
-            .map(|index| &self.lines[index])
     }
 }
 

@@ -121,10 +121,7 @@ pub struct PoLineFacts {
 impl PoLineFacts {
     /// The facts of the line with `line_no`, if the PO has one.
     fn of(po: &Arc<PurchaseOrder>, line_no: u32, totals: LineTotals) -> Option<Self> {
-        let index = po
-            .lines
-            .binary_search_by_key(&line_no, |line| line.line_no)
-            .ok()?;
+        let index = po.line_index(line_no)?;
         Some(PoLineFacts {
             index: index as u32,
             totals,
