@@ -8,14 +8,19 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use support::*;
-use trimatch::output::parquet::write_collections;
+use trimatch::output::filter::RowFilter;
+use trimatch::output::parquet::{write_collections, ParquetFiles};
+use trimatch::output::FinalState;
+use trimatch::pipeline::passes::{run_in_tenant_passes, Pass};
 use trimatch::pipeline::{run_until_end, Pipeline};
 use trimatch_connectors::source::now_ms;
 use trimatch_connectors::StartPosition;
 use trimatch_dataflows::{OutputCollection, Row};
+use trimatch_workload::{Workload, WorkloadConfig};
 
 #[test]
 fn generated_history_through_a_real_broker_equals_plain_evaluation() {
@@ -107,6 +112,121 @@ fn generated_history_through_a_real_broker_equals_plain_evaluation() {
         );
     }
     read_back_with_python(output.path(), &expected);
+}
+
+/// A bounded run in passes over the tenants (`serve --until-end
+/// --tenant-passes`): a census, then each balanced set of tenants in a pass
+/// of its own, holding only those tenants' state. Together the passes equal
+/// the plain evaluation of the final documents, each pass's rows are its
+/// tenants', rejected messages are dead-lettered once, and messages produced
+/// after the census are read by no pass (every pass ends where it did).
+#[test]
+fn a_bounded_run_in_tenant_passes_equals_plain_evaluation() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [3, 2, 3, 1, 1, 1]);
+    let messages: Vec<_> = Workload::new(WorkloadConfig {
+        seed: 41,
+        tenants: 7,
+        vendors_per_tenant: 3,
+        bad_share: 0.03,
+        payment_share: 0.1,
+        ..WorkloadConfig::default()
+    })
+    .take(3_000)
+    .collect();
+    produce(&broker.address, &messages);
+    let malformed = messages.iter().filter(|message| message.malformed).count();
+    let later = history(42, 300);
+
+    let output = tempfile::tempdir().unwrap();
+    let mut files = ParquetFiles::create(output.path()).unwrap();
+    let mut passes: Vec<(Pass, FinalState)> = Vec::new();
+    run_in_tenant_passes(
+        pipeline_config(source_config(&broker.address), 2),
+        3,
+        |pass, _| {
+            if pass.number == 1 {
+                produce(&broker.address, &later);
+            }
+        },
+        |pass, state| {
+            files.append(&state)?;
+            passes.push((pass.clone(), state));
+            Ok(())
+        },
+    )
+    .unwrap();
+    let written = files.finish().unwrap();
+
+    let numbers: Vec<usize> = passes.iter().map(|(pass, _)| pass.number).collect();
+    assert_eq!(numbers, [0, 1, 2, 3]);
+    // The census matches nothing and keeps the books: every bad message is
+    // dead-lettered, once.
+    let (census, census_state) = &passes[0];
+    assert!(census.tenants.is_none());
+    for collection in OutputCollection::MATCHING {
+        assert!(
+            census_state.collections[&collection].is_empty(),
+            "{collection:?}"
+        );
+    }
+    assert_eq!(
+        census_state.collections[&OutputCollection::DeadLetters].len(),
+        malformed
+    );
+    // Every tenant is in one pass; each pass's rows are its tenants'.
+    let mut tenants = std::collections::BTreeSet::new();
+    let mut rows: BTreeMap<OutputCollection, Vec<Row>> = BTreeMap::new();
+    for (pass, state) in &passes[1..] {
+        let (pass_tenants, share) = pass.tenants.clone().unwrap();
+        assert!(*share > 0.1 && *share < 0.6, "{}", pass.describe());
+        for tenant in &pass_tenants {
+            assert!(tenants.insert(tenant.clone()), "{tenant} in two passes");
+        }
+        assert!(!state
+            .collections
+            .contains_key(&OutputCollection::DeadLetters));
+        assert!(!state
+            .collections
+            .contains_key(&OutputCollection::SourceProgress));
+        for (collection, collection_rows) in &state.collections {
+            let theirs = RowFilter::default()
+                .within_tenants(*collection, pass_tenants.clone())
+                .unwrap();
+            for row in collection_rows {
+                assert!(theirs.matches(row), "{}: {row:?}", pass.describe());
+            }
+            rows.entry(*collection)
+                .or_default()
+                .extend(collection_rows.iter().cloned());
+        }
+    }
+    assert_eq!(tenants.len(), 7);
+    let expected = expected_state(&final_documents(&messages));
+    assert!(!expected.payment_matches.is_empty() && !expected.po_suggestions.is_empty());
+    assert_same_state(&matching_state(&rows), &expected, "in tenant passes");
+
+    // The files hold every pass's rows, under their final names.
+    for (collection, path) in OutputCollection::ALL.into_iter().zip(&written) {
+        assert!(path.ends_with(format!("{}.parquet", collection.name())));
+        let file = std::fs::File::open(path).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let read: usize = reader.map(|batch| batch.unwrap().num_rows()).sum();
+        let held: usize = passes
+            .iter()
+            .filter_map(|(_, state)| state.collections.get(&collection))
+            .map(Vec::len)
+            .sum();
+        assert_eq!(read, held, "{}", collection.name());
+    }
+    let partial = std::fs::read_dir(output.path())
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().path().extension() == Some("partial".as_ref()))
+        .count();
+    assert_eq!(partial, 0);
 }
 
 /// Reads the Parquet files with readers nobody here wrote — pandas (through

@@ -198,6 +198,20 @@ fn bad_settings_are_refused_naming_them() {
         error.contains("--workers") && error.contains("at least 1"),
         "{error}"
     );
+    let error = refused(
+        &["--until-end", "--output", "out", "--tenant-passes", "0"],
+        None,
+    );
+    assert!(
+        error.contains("--tenant-passes") && error.contains("at least 1"),
+        "{error}"
+    );
+    // Passes are a bounded run's: without --until-end they mean nothing.
+    let error = refused(&["--tenant-passes", "4"], None);
+    assert!(
+        error.contains("--tenant-passes") && error.contains("--until-end"),
+        "{error}"
+    );
     let error = refused(&[], Some("flight_adress = \"127.0.0.1:1\"\n"));
     assert!(
         error.contains("unknown setting \"flight_adress\""),

@@ -4,9 +4,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use trimatch_dataflows::model::DocumentKind;
+
+use crate::tenants::TenantFilter;
 
 /// How a topic's messages carry documents (SPEC §1.1).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -157,6 +160,12 @@ pub struct SourceConfig {
     pub start: StartPosition,
     /// Stop each partition at the high watermark seen at start.
     pub until_end: bool,
+    /// A bounded run's end for each partition, instead of the high watermark
+    /// seen at start: the later passes of a run in passes read exactly what
+    /// its first pass read. A partition not listed ends where it starts.
+    pub end_offsets: Option<Arc<BTreeMap<(String, i32), i64>>>,
+    /// Which tenants' documents are handed to the engine (a run in passes).
+    pub tenants: TenantFilter,
     /// Where rejected messages are also produced, if anywhere.
     pub dead_letter_topic: Option<String>,
     /// After a restore from a checkpoint of this time (ms): dead letters for
@@ -194,6 +203,8 @@ impl SourceConfig {
                 .collect(),
             start: StartPosition::Earliest,
             until_end: false,
+            end_offsets: None,
+            tenants: TenantFilter::All,
             dead_letter_topic: None,
             dead_letters_produced_since: None,
             expected_cluster_id: None,

@@ -11,6 +11,8 @@
 //! * `discovery` — metadata, new partitions and start offsets, off the worker thread;
 //! * [`dead_letter`] — the optional dead-letter topic;
 //! * `poll` — the consumer poll that keeps each error's partition;
+//! * [`tenants`] — bounded runs in passes over the tenants: the filter, the
+//!   census that weighs tenants, and the balanced split;
 //! * [`metrics`] — per-partition counters (consumed = applied +
 //!   dead-lettered + skipped), states and consumer errors.
 //!
@@ -26,7 +28,9 @@ pub mod metrics;
 mod poll;
 pub mod retention;
 pub mod source;
+pub mod tenants;
 
 pub use config::{Envelope, ResumePoint, SourceConfig, StartPosition, TopicConfig};
 pub use metrics::SourceMetrics;
 pub use source::{KafkaSource, SourceBatch, SourceChange, SourceError};
+pub use tenants::{TenantCensus, TenantFilter};

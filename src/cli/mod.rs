@@ -21,6 +21,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use trimatch_connectors::{Envelope, StartPosition};
 
 mod auth;
+mod bounded;
 pub mod client;
 mod config_file;
 pub mod connection;

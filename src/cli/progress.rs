@@ -44,11 +44,21 @@ pub struct CatchUpProgress {
 
 impl CatchUpProgress {
     pub fn start(handle: PipelineHandle) -> CatchUpProgress {
+        CatchUpProgress::start_as(handle, None)
+    }
+
+    /// [`start`](Self::start), naming the pass of a run in passes ("pass 2
+    /// of 4 (…)") on the bar and in every log line.
+    pub fn start_labelled(handle: PipelineHandle, pass: String) -> CatchUpProgress {
+        CatchUpProgress::start_as(handle, Some(pass))
+    }
+
+    fn start_as(handle: PipelineHandle, pass: Option<String>) -> CatchUpProgress {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("trimatch-progress".to_string())
-            .spawn(move || report(&handle, &stopped))
+            .spawn(move || report(&handle, pass.as_deref(), &stopped))
             .ok();
         CatchUpProgress { stop, thread }
     }
@@ -86,11 +96,17 @@ fn consumed(handle: &PipelineHandle) -> (u64, u64) {
     (done, total)
 }
 
-fn report(handle: &PipelineHandle, stop: &AtomicBool) {
+fn report(handle: &PipelineHandle, pass: Option<&str>, stop: &AtomicBool) {
     let started = Instant::now();
-    let bar = std::io::stderr()
-        .is_terminal()
-        .then(|| bar("catching up {bar:40} {pos}/{len} messages  {per_sec}  ETA {eta}"));
+    let label = match pass {
+        Some(pass) => format!("{pass}: catching up"),
+        None => "catching up".to_string(),
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        bar(&format!(
+            "{label} {{bar:40}} {{pos}}/{{len}} messages  {{per_sec}}  ETA {{eta}}"
+        ))
+    });
     let mut logged = Instant::now();
     while !stop.load(Ordering::SeqCst) && !handle.is_ready() {
         let (done, total) = consumed(handle);
@@ -105,7 +121,7 @@ fn report(handle: &PipelineHandle, stop: &AtomicBool) {
                 of = total,
                 percent = format!("{:.1}", 100.0 * done as f64 / total.max(1) as f64),
                 per_second = (done as f64 / seconds.max(1e-9)) as u64,
-                "catching up"
+                "{label}"
             );
         }
         std::thread::sleep(REDRAW_INTERVAL);
@@ -115,10 +131,10 @@ fn report(handle: &PipelineHandle, stop: &AtomicBool) {
     }
     let (done, _) = consumed(handle);
     let seconds = started.elapsed().as_secs_f64();
-    let message = if handle.is_ready() {
-        "caught up: ready"
-    } else {
-        "consumed"
+    let message = match (pass, handle.is_ready()) {
+        (None, true) => "caught up: ready".to_string(),
+        (None, false) => "consumed".to_string(),
+        (Some(pass), _) => format!("{pass}: consumed"),
     };
     tracing::info!(
         consumed = done,

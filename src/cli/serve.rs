@@ -11,10 +11,10 @@ use trimatch_connectors::retention;
 use trimatch_connectors::{Envelope, SourceConfig, StartPosition, TopicConfig};
 use trimatch_dataflows::model::{DocumentKind, Tolerances};
 
+use super::bounded::run_bounded;
 use super::progress::{start_with_restore_progress, CatchUpProgress};
 use super::security::SecurityArgs;
 use super::{parse_envelope, parse_setting, parse_start, shutdown_signal};
-use crate::output::parquet::write_collections;
 use crate::pipeline::{ClusterConfig, DurabilityConfig, PipelineConfig, PipelineHandle};
 use crate::serve::flight;
 use crate::serve::http;
@@ -116,6 +116,14 @@ pub struct ServeArgs {
     /// Directory for the Parquet files of a bounded run (one per collection).
     #[arg(long, env = "TRIMATCH_OUTPUT", value_name = "DIR")]
     output: Option<PathBuf>,
+    /// With --until-end: hold about 1/N of the state at a time. The topics
+    /// are read once to weigh the tenants, then once per pass, each pass
+    /// matching a share of the tenants of about equal weight and appending
+    /// its rows to the --output files. The files are the same as one pass's
+    /// (no matching rule relates two tenants); a tenant is never split.
+    #[arg(long, env = "TRIMATCH_TENANT_PASSES", default_value_t = 1, requires = "until_end",
+          value_parser = at_least_one)]
+    tenant_passes: usize,
     /// Also produce rejected messages to this topic.
     #[arg(long, env = "TRIMATCH_DEAD_LETTER_TOPIC")]
     dead_letter_topic: Option<String>,
@@ -270,21 +278,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
         durability.fault_commit_pause = Duration::from_millis(args.fault_checkpoint_pause_ms);
         config.durability = Some(durability);
     }
-    let pipeline = start_with_restore_progress(config)?;
     let request_metrics = Metrics::new();
-    inspection.spawn(request_metrics.clone());
     if args.until_end {
-        let progress = CatchUpProgress::start(pipeline.handle());
-        let state = pipeline.join();
-        progress.finish();
-        let state = state?;
+        inspection.spawn(request_metrics);
         let output = args.output.context("--until-end needs --output DIR")?;
-        for path in write_collections(&output, &state)? {
-            println!("{}", path.display());
-        }
-        tracing::info!(as_of = state.as_of, "bounded run complete");
-        return Ok(());
+        return run_bounded(config, args.tenant_passes, &output);
     }
+    let pipeline = start_with_restore_progress(config)?;
+    inspection.spawn(request_metrics.clone());
     let security = security.expect("loaded unless --until-end");
     let handle = pipeline.handle();
     let runtime = tokio::runtime::Runtime::new()?;

@@ -34,7 +34,8 @@
 //! **Bounded runs** (`until_end`; `close_input`, `finish_bounded_run`): a
 //! worker whose partitions have all reached the high watermarks seen at
 //! start closes its input; once every worker has, the final state is read at
-//! the newest batch time and returned.
+//! the newest batch time and returned. A bounded run may go in passes over
+//! the tenants, holding one share of the state at a time ([`passes`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -52,6 +53,7 @@ mod clock;
 pub mod counters;
 pub mod durability;
 mod handle;
+pub mod passes;
 mod progress;
 mod reads;
 pub mod subscriptions;

@@ -38,6 +38,7 @@ use crate::discovery::{Discovery, DiscoveryEvent, NewPartition};
 use crate::envelope::{decode_message, Decoded};
 use crate::metrics::SourceMetrics;
 use crate::poll::{poll, ConsumerError};
+use crate::tenants::TenantFilter;
 
 mod handover;
 mod partition;
@@ -133,6 +134,9 @@ pub struct KafkaSource {
     already_dead_lettered: crate::dead_letter::Origins,
     /// The Kafka cluster's id, once connected (if the brokers report one).
     cluster_id: Option<String>,
+    /// A census pass: bytes per tenant consumed in this poll, not yet added
+    /// to the census.
+    census_counts: HashMap<String, u64>,
 }
 
 impl KafkaSource {
@@ -188,6 +192,7 @@ impl KafkaSource {
             unsent_dead_letters: Vec::new(),
             already_dead_lettered: HashSet::new(),
             cluster_id: None,
+            census_counts: HashMap::new(),
         })
     }
 
@@ -309,14 +314,30 @@ impl KafkaSource {
             match decode_message(topic.kind, topic.envelope, message.key(), message.payload()) {
                 Ok(Decoded::Change(upsert)) => {
                     state.uncommitted.applied += 1;
-                    batch.changes.push(SourceChange {
-                        key: upsert.key,
-                        document: upsert.document,
-                        offset,
-                    });
+                    let tenant = upsert.identity.first().map_or("", String::as_str);
+                    if let TenantFilter::Census(_) = &self.config.tenants {
+                        let bytes = message.key().map_or(0, <[u8]>::len)
+                            + message.payload().map_or(0, <[u8]>::len);
+                        match self.census_counts.get_mut(tenant) {
+                            Some(counted) => *counted += bytes as u64,
+                            None => {
+                                self.census_counts.insert(tenant.to_string(), bytes as u64);
+                            }
+                        }
+                    }
+                    if self.config.tenants.hands_over(tenant) {
+                        batch.changes.push(SourceChange {
+                            key: upsert.key,
+                            document: upsert.document,
+                            offset,
+                        });
+                    }
                 }
                 Ok(Decoded::Ignored) => {
                     state.uncommitted.applied += 1;
+                }
+                Err(_) if !self.config.tenants.dead_letters() => {
+                    state.uncommitted.dead_lettered += 1;
                 }
                 Err(reason) => {
                     state.uncommitted.dead_lettered += 1;
@@ -349,6 +370,9 @@ impl KafkaSource {
             }
         }
         self.pause(&finished);
+        if let TenantFilter::Census(census) = &self.config.tenants {
+            census.add(&mut self.census_counts);
+        }
         received
     }
 
@@ -518,6 +542,14 @@ impl KafkaSource {
                 counters.skipped.store(point.skipped, Ordering::Relaxed);
                 counters.next_offset.store(start, Ordering::Relaxed);
             }
+            // The later passes of a run in passes end where its first did.
+            let high = match &self.config.end_offsets {
+                Some(ends) if self.config.until_end => ends
+                    .get(&(topic.to_string(), partition))
+                    .copied()
+                    .unwrap_or(start),
+                _ => high,
+            };
             let done = self.config.until_end && start >= high;
             if !done {
                 list.add_partition_offset(&topic, partition, Offset::Offset(start))?;
