@@ -25,3 +25,22 @@ pub struct FinalState {
     pub as_of: Time,
     pub collections: BTreeMap<OutputCollection, Vec<Row>>,
 }
+
+impl FinalState {
+    /// How far the run read each partition: its `source_progress` rows'
+    /// `next_offset`, by (topic, partition).
+    pub fn offsets(&self) -> BTreeMap<(String, i32), i64> {
+        self.collections
+            .get(&OutputCollection::SourceProgress)
+            .into_iter()
+            .flatten()
+            .filter_map(|row| match row {
+                Row::SourceProgress(progress) => Some((
+                    (progress.topic.to_string(), progress.partition),
+                    progress.next_offset,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+}

@@ -25,17 +25,9 @@ const BATCH_ROWS: usize = 64 * 1024;
 /// The snapshot's offsets as `{"topic/partition": next_offset}` (SPEC §5).
 pub fn offsets_json(state: &FinalState) -> String {
     let offsets: BTreeMap<String, i64> = state
-        .collections
-        .get(&OutputCollection::SourceProgress)
+        .offsets()
         .into_iter()
-        .flatten()
-        .filter_map(|row| match row {
-            Row::SourceProgress(progress) => Some((
-                format!("{}/{}", progress.topic, progress.partition),
-                progress.next_offset,
-            )),
-            _ => None,
-        })
+        .map(|((topic, partition), next_offset)| (format!("{topic}/{partition}"), next_offset))
         .collect();
     serde_json::to_string(&offsets).expect("a map of numbers serializes")
 }

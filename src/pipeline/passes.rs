@@ -19,7 +19,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use trimatch_connectors::tenants::balance;
 use trimatch_connectors::{TenantCensus, TenantFilter};
-use trimatch_dataflows::{OutputCollection, Row};
+use trimatch_dataflows::OutputCollection;
 
 use super::{FinalState, Pipeline, PipelineConfig, PipelineHandle};
 
@@ -81,7 +81,7 @@ pub fn run_in_tenant_passes<G>(
         tenants: None,
     };
     let state = run_pass(&config, &pass, &mut watch)?;
-    let ends = read_to(&state);
+    let ends = state.offsets();
     write(&pass, state)?;
 
     let weights = census.weights();
@@ -98,7 +98,7 @@ pub fn run_in_tenant_passes<G>(
             tenants: Some((tenants, share)),
         };
         let mut state = run_pass(&config, &pass, &mut watch)?;
-        let read = read_to(&state);
+        let read = state.offsets();
         if read != ends {
             bail!(
                 "{} read other offsets than the census (the input topics changed during the run): \
@@ -126,23 +126,6 @@ fn run_pass<G>(
     let state = pipeline.join();
     drop(watching);
     state
-}
-
-/// How far a pass read each partition (its `source_progress`).
-fn read_to(state: &FinalState) -> BTreeMap<(String, i32), i64> {
-    state
-        .collections
-        .get(&OutputCollection::SourceProgress)
-        .into_iter()
-        .flatten()
-        .filter_map(|row| match row {
-            Row::SourceProgress(progress) => Some((
-                (progress.topic.to_string(), progress.partition),
-                progress.next_offset,
-            )),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The partitions where two reads differ, as `topic/partition: a ≠ b`.
