@@ -179,7 +179,7 @@ fn a_bounded_run_in_tenant_passes_equals_plain_evaluation() {
     let mut rows: BTreeMap<OutputCollection, Vec<Row>> = BTreeMap::new();
     for (pass, state) in &passes[1..] {
         let (pass_tenants, share) = pass.tenants.clone().unwrap();
-        assert!(*share > 0.1 && *share < 0.6, "{}", pass.describe());
+        assert!(share > 0.1 && share < 0.6, "{}", pass.describe());
         for tenant in &pass_tenants {
             assert!(tenants.insert(tenant.clone()), "{tenant} in two passes");
         }
