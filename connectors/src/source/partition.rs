@@ -105,9 +105,19 @@ impl PartitionState {
         }
     }
 
-    /// The partition cannot make progress, for `reason`.
+    /// The partition cannot make progress, for `reason`: in its state and
+    /// metrics, and in the log (where a bounded run, which serves no
+    /// metrics, says so too).
     pub(super) fn stall(&mut self, reason: String) {
         if self.stalled.as_deref() != Some(reason.as_str()) {
+            if self.may_warn() {
+                tracing::warn!(
+                    topic = %self.topic,
+                    partition = self.partition,
+                    next_offset = self.next_offset,
+                    "partition stalled: {reason}"
+                );
+            }
             self.stalled = Some(Text::from(reason));
             self.dirty = true;
             self.counters.set_health(self.health().0);
