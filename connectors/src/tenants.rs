@@ -50,12 +50,28 @@ pub struct TenantCensus {
     weights: Mutex<BTreeMap<String, u64>>,
 }
 
+/// One source's census counts since it last added them to the census:
+/// sources count locally and add once per poll, not once per message.
+#[derive(Debug, Default)]
+pub struct CensusTally(HashMap<String, u64>);
+
+impl CensusTally {
+    /// Counts `bytes` of a message of `tenant`'s.
+    pub fn count(&mut self, tenant: &str, bytes: usize) {
+        match self.0.get_mut(tenant) {
+            Some(counted) => *counted += bytes as u64,
+            None => {
+                self.0.insert(tenant.to_string(), bytes as u64);
+            }
+        }
+    }
+}
+
 impl TenantCensus {
-    /// Adds a source's counts (and empties them): sources count locally and
-    /// add once per poll, not once per message.
-    pub fn add(&self, counts: &mut HashMap<String, u64>) {
+    /// Adds a source's tally (and empties it).
+    pub fn add(&self, tally: &mut CensusTally) {
         let mut weights = self.weights.lock().expect("census lock");
-        for (tenant, bytes) in counts.drain() {
+        for (tenant, bytes) in tally.0.drain() {
             *weights.entry(tenant).or_default() += bytes;
         }
     }

@@ -38,7 +38,7 @@ use crate::discovery::{Discovery, DiscoveryEvent, NewPartition};
 use crate::envelope::{decode_message, Decoded};
 use crate::metrics::SourceMetrics;
 use crate::poll::{poll, ConsumerError};
-use crate::tenants::TenantFilter;
+use crate::tenants::{CensusTally, TenantFilter};
 
 mod handover;
 mod partition;
@@ -134,9 +134,8 @@ pub struct KafkaSource {
     already_dead_lettered: crate::dead_letter::Origins,
     /// The Kafka cluster's id, once connected (if the brokers report one).
     cluster_id: Option<String>,
-    /// A census pass: bytes per tenant consumed in this poll, not yet added
-    /// to the census.
-    census_counts: HashMap<String, u64>,
+    /// A census pass: what this poll consumed, not yet added to the census.
+    census_tally: CensusTally,
 }
 
 impl KafkaSource {
@@ -192,7 +191,7 @@ impl KafkaSource {
             unsent_dead_letters: Vec::new(),
             already_dead_lettered: HashSet::new(),
             cluster_id: None,
-            census_counts: HashMap::new(),
+            census_tally: CensusTally::default(),
         })
     }
 
@@ -318,12 +317,7 @@ impl KafkaSource {
                     if let TenantFilter::Census(_) = &self.config.tenants {
                         let bytes = message.key().map_or(0, <[u8]>::len)
                             + message.payload().map_or(0, <[u8]>::len);
-                        match self.census_counts.get_mut(tenant) {
-                            Some(counted) => *counted += bytes as u64,
-                            None => {
-                                self.census_counts.insert(tenant.to_string(), bytes as u64);
-                            }
-                        }
+                        self.census_tally.count(tenant, bytes);
                     }
                     if self.config.tenants.hands_over(tenant) {
                         batch.changes.push(SourceChange {
@@ -371,7 +365,7 @@ impl KafkaSource {
         }
         self.pause(&finished);
         if let TenantFilter::Census(census) = &self.config.tenants {
-            census.add(&mut self.census_counts);
+            census.add(&mut self.census_tally);
         }
         received
     }
