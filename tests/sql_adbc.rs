@@ -45,8 +45,8 @@ fn adbc_queries_the_live_state_at_one_time_within_each_readers_tenants() {
             ("READER_TENANTS", reader_tenants),
             ("TENANTS", tenants.join(",")),
             (
-                "README",
-                format!("{}/README.md", env!("CARGO_MANIFEST_DIR")),
+                "SQL_GUIDE",
+                format!("{}/docs/guide/sql.md", env!("CARGO_MANIFEST_DIR")),
             ),
         ],
     );

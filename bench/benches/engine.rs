@@ -4,7 +4,7 @@
 //! which `trimatch-bench graph` also runs.
 //!
 //! `cargo bench --bench engine`. Figures and the machine they came from go in
-//! the README; tests never time anything.
+//! docs/performance.md; tests never time anything.
 
 use std::sync::Arc;
 use std::time::Duration;
