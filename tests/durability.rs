@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
 use support::*;
-use trimatch::pipeline::{DurabilityConfig, Pipeline, PipelineConfig, ServeError};
+use trimatch::pipeline::{DurabilityConfig, Pipeline, PipelineConfig, ReadFailure};
 use trimatch_dataflows::{OutputCollection, Row, Time};
 
 fn durable_config(broker: &Tansu, state_dir: &std::path::Path) -> PipelineConfig {
@@ -147,7 +147,7 @@ fn a_restart_from_a_checkpoint_goes_on_exactly_where_the_clean_stop_left_off() {
                 &Default::default(),
             )
             .unwrap_err();
-        assert!(matches!(error, ServeError::AcrossRestart { .. }), "{error}");
+        assert!(matches!(error, ReadFailure::AcrossRestart { .. }), "{error}");
         assert!(
             error.to_string().contains("restored from the checkpoint"),
             "{error}"

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::serve::auth::{AuthConfig, Authenticator, JwtConfig};
-use crate::serve::flight::{PeerLink, PeerTls};
+use crate::serve::reader::{PeerLink, PeerTls};
 use crate::serve::http::HttpAccess;
 use crate::serve::tls::{ServerTls, TlsFiles};
 

@@ -16,7 +16,7 @@ use super::progress::{start_with_restore_progress, CatchUpProgress};
 use super::security::SecurityArgs;
 use super::{parse_envelope, parse_setting, parse_start, shutdown_signal};
 use crate::pipeline::{ClusterConfig, DurabilityConfig, PipelineConfig, PipelineHandle};
-use crate::serve::flight;
+use crate::serve::{flight, flight_sql};
 use crate::serve::http;
 use crate::serve::metrics::Metrics;
 
@@ -316,7 +316,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .with_peers(args.flight_peers.clone(), args.process_id, security.peer_link.clone())
             .with_metrics(request_metrics)
             .with_auth(security.auth.clone(), security.audit)
-            .with_sql(flight::sql::SqlSettings {
+            .with_sql(flight_sql::SqlSettings {
                 memory_limit: (args.sql_memory_limit_mb as usize).saturating_mul(1 << 20),
             });
         let flight = flight::serve_service(flight_listener, security.flight_tls.clone(), service, stopped(&stop));

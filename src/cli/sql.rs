@@ -15,7 +15,7 @@ use prost::Message;
 
 use super::client::{flight_error, print_batches, read_ticket, Format};
 use super::connection::Connection;
-use crate::serve::flight::sql::AS_OF_HEADER;
+use crate::serve::flight_sql::AS_OF_HEADER;
 
 #[derive(Args)]
 pub struct SqlArgs {

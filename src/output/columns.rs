@@ -165,127 +165,149 @@ pub(crate) enum Cell<'a> {
     Float64(f64),
 }
 
-/// The cells of a row, in schema order.
-pub(crate) fn cells(row: &Row) -> Vec<Cell<'_>> {
+/// The cell of `row` in column `column` (an index into its collection's
+/// schema), built in place: a filter tests the columns it names and a record
+/// batch builds the columns it projects, and neither builds the others.
+pub(crate) fn cell(row: &Row, column: usize) -> Cell<'_> {
     use Cell::*;
     fn text(value: &str) -> Cell<'_> {
         Cell::Text(Some(value))
     }
     match row {
-        Row::InvoiceMatch(r) => vec![
-            text(&r.tenant_id),
-            text(&r.invoice_id),
-            text(&r.invoice_number),
-            text(r.kind.as_str()),
-            text(&r.vendor_id),
-            text(&r.po_number),
-            text(r.currency.as_str()),
-            Date32(r.invoice_date),
-            text(r.status.as_str()),
-            UInt32(r.line_count),
-            Decimal(Some(r.invoice_amount)),
-            UInt32(r.exception_count),
-            UInt32(r.blocking_count),
-            UInt32(r.accepted_count),
-            Decimal(Some(r.gross_amount)),
-            Decimal(Some(r.paid_amount)),
-            text(r.payment_status.as_str()),
-        ],
-        Row::Exception(r) => vec![
-            text(&r.tenant_id),
-            text(&r.invoice_id),
-            text(&r.po_number),
-            text(&r.vendor_id),
-            Int32(r.po_line_no.map(|line| line as i32)),
-            text(r.exception_type.as_str()),
-            text(r.severity().as_str()),
-            Decimal(r.expected),
-            Decimal(r.actual),
-            text(&r.detail),
-            Text(r.resolution.as_ref().map(|d| d.resolution.as_str())),
-            Text(r.resolution.as_ref().map(|d| d.resolved_by.as_str())),
-            TimestampMs(r.resolution.as_ref().map(|d| d.resolved_at)),
-            Text(r.resolution.as_ref().and_then(|d| d.reason.as_deref())),
-        ],
-        Row::PoLine(r) => vec![
-            text(&r.tenant_id),
-            text(&r.po_number),
-            Int32(Some(r.line_no as i32)),
-            text(&r.vendor_id),
-            text(r.currency.as_str()),
-            text(r.po_status.as_str()),
-            Text(r.sku.as_deref()),
-            Decimal(Some(r.ordered_qty)),
-            Decimal(Some(r.unit_price)),
-            Decimal(Some(r.received_qty)),
-            Decimal(Some(r.billed_qty)),
-            UInt32(r.invoice_count),
-        ],
-        Row::ExceptionSummary(r) => vec![
-            text(&r.tenant_id),
-            text(r.exception_type.as_str()),
-            text(r.severity().as_str()),
-            UInt64(r.exception_count),
-            UInt64(r.invoice_count),
-            UInt64(r.open_count),
-        ],
-        Row::PoSuggestion(r) => vec![
-            text(&r.tenant_id),
-            text(&r.invoice_id),
-            UInt32(r.rank),
-            text(&r.po_number),
-            text(r.matched_by.as_str()),
-            Decimal(r.amount_difference),
-            Float64(r.score()),
-        ],
-        Row::PaymentMatch(r) => vec![
-            text(&r.tenant_id),
-            text(&r.payment_id),
-            text(&r.vendor_id),
-            text(r.currency.as_str()),
-            Decimal(Some(r.amount)),
-            Decimal(Some(r.applied_amount)),
-            Decimal(Some(r.unapplied_amount())),
-            text(r.matched_by.as_str()),
-            text(r.status.as_str()),
-        ],
-        Row::PaymentException(r) => vec![
-            text(&r.tenant_id),
-            text(&r.payment_id),
-            text(&r.vendor_id),
-            Text(r.invoice_id.as_deref()),
-            text(r.exception_type.as_str()),
-            text(r.exception_type.severity().as_str()),
-            Decimal(r.expected),
-            Decimal(r.actual),
-            text(&r.detail),
-        ],
-        Row::PaymentSuggestion(r) => vec![
-            text(&r.tenant_id),
-            text(&r.payment_id),
-            UInt32(r.rank),
-            text(&r.invoice_id),
-            Float64(r.similarity()),
-            Decimal(Some(r.amount_difference)),
-        ],
-        Row::DeadLetter(r) => vec![
-            text(&r.topic),
-            Int32(Some(r.partition)),
-            Int64(r.offset),
-            Text(r.key.as_deref()),
-            text(&r.reason),
-            TimestampMs(Some(r.rejected_at)),
-        ],
-        Row::SourceProgress(r) => vec![
-            text(&r.topic),
-            Int32(Some(r.partition)),
-            Int64(r.next_offset),
-            Int64(r.high_watermark),
-            UInt64(r.lag),
-            text(r.state.as_str()),
-            Text(r.state_reason.as_deref()),
-        ],
+        Row::InvoiceMatch(r) => match column {
+            0 => text(&r.tenant_id),
+            1 => text(&r.invoice_id),
+            2 => text(&r.invoice_number),
+            3 => text(r.kind.as_str()),
+            4 => text(&r.vendor_id),
+            5 => text(&r.po_number),
+            6 => text(r.currency.as_str()),
+            7 => Date32(r.invoice_date),
+            8 => text(r.status.as_str()),
+            9 => UInt32(r.line_count),
+            10 => Decimal(Some(r.invoice_amount)),
+            11 => UInt32(r.exception_count),
+            12 => UInt32(r.blocking_count),
+            13 => UInt32(r.accepted_count),
+            14 => Decimal(Some(r.gross_amount)),
+            15 => Decimal(Some(r.paid_amount)),
+            16 => text(r.payment_status.as_str()),
+            _ => no_such_column(row, column),
+        },
+        Row::Exception(r) => match column {
+            0 => text(&r.tenant_id),
+            1 => text(&r.invoice_id),
+            2 => text(&r.po_number),
+            3 => text(&r.vendor_id),
+            4 => Int32(r.po_line_no.map(|line| line as i32)),
+            5 => text(r.exception_type.as_str()),
+            6 => text(r.severity().as_str()),
+            7 => Decimal(r.expected),
+            8 => Decimal(r.actual),
+            9 => text(&r.detail),
+            10 => Text(r.resolution.as_ref().map(|d| d.resolution.as_str())),
+            11 => Text(r.resolution.as_ref().map(|d| d.resolved_by.as_str())),
+            12 => TimestampMs(r.resolution.as_ref().map(|d| d.resolved_at)),
+            13 => Text(r.resolution.as_ref().and_then(|d| d.reason.as_deref())),
+            _ => no_such_column(row, column),
+        },
+        Row::PoLine(r) => match column {
+            0 => text(&r.tenant_id),
+            1 => text(&r.po_number),
+            2 => Int32(Some(r.line_no as i32)),
+            3 => text(&r.vendor_id),
+            4 => text(r.currency.as_str()),
+            5 => text(r.po_status.as_str()),
+            6 => Text(r.sku.as_deref()),
+            7 => Decimal(Some(r.ordered_qty)),
+            8 => Decimal(Some(r.unit_price)),
+            9 => Decimal(Some(r.received_qty)),
+            10 => Decimal(Some(r.billed_qty)),
+            11 => UInt32(r.invoice_count),
+            _ => no_such_column(row, column),
+        },
+        Row::ExceptionSummary(r) => match column {
+            0 => text(&r.tenant_id),
+            1 => text(r.exception_type.as_str()),
+            2 => text(r.severity().as_str()),
+            3 => UInt64(r.exception_count),
+            4 => UInt64(r.invoice_count),
+            5 => UInt64(r.open_count),
+            _ => no_such_column(row, column),
+        },
+        Row::PoSuggestion(r) => match column {
+            0 => text(&r.tenant_id),
+            1 => text(&r.invoice_id),
+            2 => UInt32(r.rank),
+            3 => text(&r.po_number),
+            4 => text(r.matched_by.as_str()),
+            5 => Decimal(r.amount_difference),
+            6 => Float64(r.score()),
+            _ => no_such_column(row, column),
+        },
+        Row::PaymentMatch(r) => match column {
+            0 => text(&r.tenant_id),
+            1 => text(&r.payment_id),
+            2 => text(&r.vendor_id),
+            3 => text(r.currency.as_str()),
+            4 => Decimal(Some(r.amount)),
+            5 => Decimal(Some(r.applied_amount)),
+            6 => Decimal(Some(r.unapplied_amount())),
+            7 => text(r.matched_by.as_str()),
+            8 => text(r.status.as_str()),
+            _ => no_such_column(row, column),
+        },
+        Row::PaymentException(r) => match column {
+            0 => text(&r.tenant_id),
+            1 => text(&r.payment_id),
+            2 => text(&r.vendor_id),
+            3 => Text(r.invoice_id.as_deref()),
+            4 => text(r.exception_type.as_str()),
+            5 => text(r.exception_type.severity().as_str()),
+            6 => Decimal(r.expected),
+            7 => Decimal(r.actual),
+            8 => text(&r.detail),
+            _ => no_such_column(row, column),
+        },
+        Row::PaymentSuggestion(r) => match column {
+            0 => text(&r.tenant_id),
+            1 => text(&r.payment_id),
+            2 => UInt32(r.rank),
+            3 => text(&r.invoice_id),
+            4 => Float64(r.similarity()),
+            5 => Decimal(Some(r.amount_difference)),
+            _ => no_such_column(row, column),
+        },
+        Row::DeadLetter(r) => match column {
+            0 => text(&r.topic),
+            1 => Int32(Some(r.partition)),
+            2 => Int64(r.offset),
+            3 => Text(r.key.as_deref()),
+            4 => text(&r.reason),
+            5 => TimestampMs(Some(r.rejected_at)),
+            _ => no_such_column(row, column),
+        },
+        Row::SourceProgress(r) => match column {
+            0 => text(&r.topic),
+            1 => Int32(Some(r.partition)),
+            2 => Int64(r.next_offset),
+            3 => Int64(r.high_watermark),
+            4 => UInt64(r.lag),
+            5 => text(r.state.as_str()),
+            6 => Text(r.state_reason.as_deref()),
+            _ => no_such_column(row, column),
+        },
     }
+}
+
+/// A column index past the end of a row's schema: `schema()` and `cell()`
+/// list the same columns, so only a programming error gets here.
+#[cold]
+fn no_such_column(row: &Row, column: usize) -> ! {
+    unreachable!(
+        "{} has no column {column}",
+        row.collection().name()
+    )
 }
 
 /// A decimal as the `Decimal128(38, 10)` integer: the value times 10^10.
@@ -348,7 +370,7 @@ impl Column {
                 builder.append_option(value)
             }
             (Column::Float64(builder), Cell::Float64(value)) => builder.append_value(value),
-            _ => unreachable!("cells() and schema() list the same types in the same order"),
+            _ => unreachable!("cell() and schema() list the same types in the same order"),
         }
     }
 
@@ -385,25 +407,24 @@ pub fn projected_record_batch<'r>(
     rows: impl ExactSizeIterator<Item = &'r Row>,
 ) -> Result<RecordBatch, ArrowError> {
     let projected = Arc::new(schema.project(projection)?);
+    let rows: Vec<&Row> = rows.collect();
     let row_count = rows.len();
-    let mut columns: Vec<Column> = projected
+    // Column by column: each builder takes its cells in one pass.
+    let columns = projected
         .fields()
         .iter()
-        .map(|field| Column::for_type(field.data_type(), row_count))
+        .zip(projection)
+        .map(|(field, index)| {
+            let mut column = Column::for_type(field.data_type(), row_count);
+            for row in &rows {
+                column.append(cell(row, *index));
+            }
+            column.finish()
+        })
         .collect();
-    for row in rows {
-        let cells = cells(row);
-        for (column, index) in columns.iter_mut().zip(projection) {
-            column.append(cells[*index]);
-        }
-    }
     // A query may need no column at all (`count(*)`): the row count says it.
     let options = RecordBatchOptions::new().with_row_count(Some(row_count));
-    RecordBatch::try_new_with_options(
-        projected,
-        columns.into_iter().map(Column::finish).collect(),
-        &options,
-    )
+    RecordBatch::try_new_with_options(projected, columns, &options)
 }
 
 /// The names of the two columns a subscription adds to a collection's.

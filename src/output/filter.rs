@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 use trimatch_dataflows::{OutputCollection, Row};
 
-use super::columns::{cells, schema, Cell};
+use super::columns::{cell, schema, Cell};
 
 /// Why a filter was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -134,22 +134,21 @@ impl RowFilter {
         self.conditions.is_empty() && self.tenants.is_none()
     }
 
-    /// Whether `row` satisfies every condition.
+    /// Whether `row` satisfies every condition. Only the columns the
+    /// filter names are looked at, in place.
     pub fn matches(&self, row: &Row) -> bool {
-        if self.is_empty() {
-            return true;
-        }
-        let cells = cells(row);
-        let in_scope = match (&self.tenants, &cells[0]) {
-            (None, _) => true,
-            (Some(tenants), Cell::Text(Some(tenant))) => tenants.contains(*tenant),
-            (Some(_), _) => false,
+        let in_scope = match &self.tenants {
+            None => true,
+            Some(tenants) => match cell(row, 0) {
+                Cell::Text(Some(tenant)) => tenants.contains(tenant),
+                _ => false,
+            },
         };
         in_scope
             && self
                 .conditions
                 .iter()
-                .all(|(index, _, expected)| cell_equals(&cells[*index], expected))
+                .all(|(index, _, expected)| cell_equals(&cell(row, *index), expected))
     }
 }
 
@@ -280,8 +279,8 @@ fn cell_equals(cell: &Cell<'_>, expected: &Expected) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trimatch_dataflows::model::Text;
-    use trimatch_dataflows::rows::{ExceptionRow, ExceptionType};
+    use trimatch_dataflows::model::{ExceptionType, Text};
+    use trimatch_dataflows::rows::ExceptionRow;
 
     fn exception(
         tenant: &str,

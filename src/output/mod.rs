@@ -7,7 +7,9 @@
 //! `serve` (Flight) build on it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use arrow::datatypes::{Schema, SchemaRef};
 use trimatch_dataflows::{OutputCollection, Row, Time};
 
 pub mod columns;
@@ -18,6 +20,25 @@ pub mod parquet;
 /// Parquet files alike: its logical time, and the offsets it reflects.
 pub const AS_OF_KEY: &str = "trimatch.as_of";
 pub const OFFSETS_KEY: &str = "trimatch.offsets";
+
+/// Rows per record batch of a read's answer (Flight snapshots and feeds,
+/// a SQL statement's scans).
+pub const BATCH_ROWS: usize = 8 * 1024;
+
+/// `schema` with a snapshot's time and the offsets it reflects as metadata.
+pub fn with_snapshot_metadata(
+    schema: SchemaRef,
+    as_of: Time,
+    offsets: &BTreeMap<String, i64>,
+) -> SchemaRef {
+    let mut metadata = schema.metadata().clone();
+    metadata.insert(AS_OF_KEY.to_string(), as_of.to_string());
+    metadata.insert(
+        OFFSETS_KEY.to_string(),
+        serde_json::to_string(offsets).expect("a map of numbers serializes"),
+    );
+    Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata))
+}
 
 /// Every collection at one time: the final state of a bounded run.
 #[derive(Clone, Debug)]

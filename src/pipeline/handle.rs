@@ -14,7 +14,7 @@ use trimatch_dataflows::Time;
 use super::counters::PipelineCounters;
 use super::durability::Durability;
 use super::subscriptions::Hub;
-use super::{CheckpointMetrics, PipelineHandle, Restored, ServeError};
+use super::{CheckpointMetrics, PipelineHandle, Restored, ReadFailure};
 
 /// How often complete times are published to subscribers.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(2);
@@ -53,7 +53,7 @@ impl PipelineHandle {
 
     /// The time to read for a read that assumes the state as of `time` is
     /// known, or why a restore makes it unknown (see [`Restored::check_read`]).
-    pub(crate) fn check_restored_time(&self, time: Time) -> Result<Time, ServeError> {
+    pub(crate) fn check_restored_time(&self, time: Time) -> Result<Time, ReadFailure> {
         match self.restored() {
             Some(restored) => restored.check_read(time),
             None => Ok(time),

@@ -196,9 +196,11 @@ pub struct Snapshot {
     pub rows: Vec<Row>,
 }
 
-/// Why a read was not answered.
+/// Why a read of the running job was not answered: the time asked for is
+/// not readable (compacted, not complete, from before a restore), or the
+/// job is starting or has stopped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ServeError {
+pub enum ReadFailure {
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error("no time is complete yet: the pipeline is starting")]
@@ -237,8 +239,9 @@ struct Shared {
     ready_max_lag: u64,
     /// Readiness's lag rule (`ready_max_lag`, with hysteresis).
     lagging: LagHysteresis,
-    /// The latest time any local worker's input has reached.
-    input_time: AtomicU64,
+    /// The latest time any local worker's input has reached (shared with the
+    /// hub, which reads it when a collection's changes are turned on).
+    input_time: Arc<AtomicU64>,
     /// Checkpoints and the restore, with a state directory.
     durability: Option<Durability>,
     /// The checkpoint writer's channel; workers clone it, and it is dropped
@@ -325,6 +328,7 @@ impl Pipeline {
             }
             None => (None, None),
         };
+        let input_time = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             progress: WorkerProgress::new(workers),
@@ -333,13 +337,13 @@ impl Pipeline {
             final_state: Mutex::new(BTreeMap::new()),
             error: Mutex::new(None),
             metrics: SourceMetrics::new(),
-            hub: Hub::new(config.subscriber_backlog),
+            hub: Hub::new(config.subscriber_backlog, input_time.clone()),
             started: Instant::now(),
             counters: PipelineCounters::new(),
             stall_timeout: config.stall_timeout,
             ready_max_lag: config.ready_max_lag,
             lagging: LagHysteresis::default(),
-            input_time: AtomicU64::new(0),
+            input_time,
             durability,
             checkpoint_writer: Mutex::new(writer_sender),
         });

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use trimatch_dataflows::{Change, OutputCollection, ReadError, Row, Time};
 
-use super::{PipelineHandle, ServeError, Snapshot};
+use super::{PipelineHandle, ReadFailure, Snapshot};
 use crate::output::filter::RowFilter;
 
 /// What a worker is asked to read from its shard.
@@ -49,11 +49,11 @@ pub(super) struct ReadRequest {
 
 impl PipelineHandle {
     /// Resolves a requested `as_of` (default: the newest complete time).
-    pub fn resolve_as_of(&self, as_of: Option<Time>) -> Result<Time, ServeError> {
+    pub fn resolve_as_of(&self, as_of: Option<Time>) -> Result<Time, ReadFailure> {
         if let Some(error) = self.error() {
-            return Err(ServeError::Stopped(error));
+            return Err(ReadFailure::Stopped(error));
         }
-        let newest = self.newest_complete().ok_or(ServeError::Starting)?;
+        let newest = self.newest_complete().ok_or(ReadFailure::Starting)?;
         let as_of = as_of.unwrap_or(newest);
         if as_of > newest {
             return Err(ReadError::NotComplete { as_of, newest }.into());
@@ -69,7 +69,7 @@ impl PipelineHandle {
         as_of: Option<Time>,
         filter: &Arc<RowFilter>,
         limit: Option<usize>,
-    ) -> Result<Snapshot, ServeError> {
+    ) -> Result<Snapshot, ReadFailure> {
         let as_of = self.resolve_as_of(as_of)?;
         let rows = self.send_rows(collection, as_of, filter, limit)?;
         Ok(Snapshot {
@@ -89,7 +89,7 @@ impl PipelineHandle {
         as_of: Option<Time>,
         filter: &Arc<RowFilter>,
         limit: Option<usize>,
-    ) -> Result<(Snapshot, BTreeMap<String, i64>), ServeError> {
+    ) -> Result<(Snapshot, BTreeMap<String, i64>), ReadFailure> {
         let as_of = self.resolve_as_of(as_of)?;
         let rows = self.send_rows(collection, as_of, filter, limit)?;
         let progress = self.send_rows(
@@ -114,7 +114,7 @@ impl PipelineHandle {
         as_of: Time,
         filter: &Arc<RowFilter>,
         limit: Option<usize>,
-    ) -> Result<PendingReplies, ServeError> {
+    ) -> Result<PendingReplies, ReadFailure> {
         let limit = limit.unwrap_or(usize::MAX);
         self.send(collection, as_of, filter.keys(), || ReadKind::Rows {
             filter: filter.clone(),
@@ -127,7 +127,7 @@ impl PipelineHandle {
         &self,
         replies: PendingReplies,
         limit: Option<usize>,
-    ) -> Result<Vec<Row>, ServeError> {
+    ) -> Result<Vec<Row>, ReadFailure> {
         let mut rows = Vec::new();
         for reply in self.collect(replies)? {
             if let ReadReply::Rows(shard) = reply {
@@ -139,7 +139,7 @@ impl PipelineHandle {
     }
 
     /// How many rows `collection` has as of `as_of`.
-    pub fn count(&self, collection: OutputCollection, as_of: Time) -> Result<u64, ServeError> {
+    pub fn count(&self, collection: OutputCollection, as_of: Time) -> Result<u64, ReadFailure> {
         self.count_where(collection, as_of, &Arc::default())
     }
 
@@ -149,7 +149,7 @@ impl PipelineHandle {
         collection: OutputCollection,
         as_of: Time,
         filter: &Arc<RowFilter>,
-    ) -> Result<u64, ServeError> {
+    ) -> Result<u64, ReadFailure> {
         let kind = || ReadKind::Count {
             filter: filter.clone(),
         };
@@ -171,7 +171,7 @@ impl PipelineHandle {
         from: Time,
         through: Time,
         filter: &Arc<RowFilter>,
-    ) -> Result<Vec<Change>, ServeError> {
+    ) -> Result<Vec<Change>, ReadFailure> {
         // The reader has every change up to `from − 1`.
         let from = self.check_restored_time(from.saturating_sub(1))? + 1;
         let kind = || ReadKind::Changes {
@@ -195,7 +195,7 @@ impl PipelineHandle {
         as_of: Time,
         keys: Option<Vec<String>>,
         kind: impl Fn() -> ReadKind,
-    ) -> Result<Vec<ReadReply>, ServeError> {
+    ) -> Result<Vec<ReadReply>, ReadFailure> {
         let replies = self.send(collection, as_of, keys, kind)?;
         self.collect(replies)
     }
@@ -207,9 +207,9 @@ impl PipelineHandle {
         as_of: Time,
         keys: Option<Vec<String>>,
         kind: impl Fn() -> ReadKind,
-    ) -> Result<PendingReplies, ServeError> {
+    ) -> Result<PendingReplies, ReadFailure> {
         if let Some(error) = self.error() {
-            return Err(ServeError::Stopped(error));
+            return Err(ReadFailure::Stopped(error));
         }
         let (reply, replies) = channel();
         for sender in self.requests.iter() {
@@ -223,17 +223,17 @@ impl PipelineHandle {
                     kind: kind(),
                     reply: reply.clone(),
                 })
-                .map_err(|_| ServeError::Stopped("the workers have exited".to_string()))?;
+                .map_err(|_| ReadFailure::Stopped("the workers have exited".to_string()))?;
         }
         Ok(replies)
     }
 
     /// Waits for every worker's answer to a sent read; in worker order.
-    fn collect(&self, replies: PendingReplies) -> Result<Vec<ReadReply>, ServeError> {
+    fn collect(&self, replies: PendingReplies) -> Result<Vec<ReadReply>, ReadFailure> {
         let mut collected = Vec::with_capacity(self.requests.len());
         for _ in 0..self.requests.len() {
             let (worker, shard) = replies.recv().map_err(|_| {
-                ServeError::Stopped(
+                ReadFailure::Stopped(
                     self.error()
                         .unwrap_or_else(|| "a worker exited during a read".to_string()),
                 )

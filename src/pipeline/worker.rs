@@ -297,7 +297,9 @@ impl<'w> PipelineWorker<'w> {
             self.pass_checkpoint_times(self.matcher.time(), now);
             self.matcher.advance_to(now);
         }
-        self.shared.input_time.fetch_max(now, Ordering::Relaxed);
+        // Before the dataflow steps (see `subscriptions`: SeqCst, against
+        // the hub's reading of it when a collection is turned on).
+        self.shared.input_time.fetch_max(now, Ordering::SeqCst);
         // Caught up with the high watermarks seen at start: everything below
         // them is sealed at or before the last time (readiness).
         if !self.catch_up.has_announced() && self.source.is_ready() && self.batch.is_empty() {

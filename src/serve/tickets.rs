@@ -8,6 +8,8 @@
 //! those tenants (what a tenant-scoped principal's reads are limited to, and
 //! what one cluster process asks another for on its behalf). Every mistake
 //! gets a message saying what was wrong and what would be right.
+//!
+//! May use: `output::filter` (the filters tickets carry); nothing of serving.
 
 use std::collections::BTreeSet;
 

@@ -7,6 +7,8 @@
 //! moment; connections already open keep theirs. A rotation that fails (a
 //! half-written file, a key that does not match) is logged and the previous
 //! configuration stays in use.
+//!
+//! May use: rustls and the sockets; nothing else of trimatch.
 
 use std::io;
 use std::net::SocketAddr;

@@ -38,7 +38,7 @@ pub(super) mod agree;
 pub(super) mod schedule;
 pub(super) mod writer;
 
-use super::ServeError;
+use super::ReadFailure;
 
 /// `--state-dir` and how often to checkpoint.
 #[derive(Clone, Debug)]
@@ -103,7 +103,7 @@ impl Restored {
     /// run's. Before that last batch nothing is retained; between the
     /// checkpoint and the restart, the previous run may have seen changes
     /// this one replays later.
-    pub fn check_read(&self, time: Time) -> Result<Time, ServeError> {
+    pub fn check_read(&self, time: Time) -> Result<Time, ReadFailure> {
         if time < self.unchanged_since {
             return Err(ReadError::Compacted {
                 as_of: time,
@@ -115,7 +115,7 @@ impl Restored {
             return Ok(self.checkpoint);
         }
         if time > self.checkpoint && time < self.readable_from {
-            return Err(ServeError::AcrossRestart {
+            return Err(ReadFailure::AcrossRestart {
                 time,
                 checkpoint: self.checkpoint,
                 readable_from: self.readable_from,

@@ -13,9 +13,12 @@
 //!   or the cluster's shared token (what processes of one cluster present to
 //!   each other for shard reads).
 //!
-//! What a principal may read is decided by the Flight service (see
-//! `serve::flight::authorize`); this module only says who it is. Repeated
+//! What a principal may read is decided by the access gate (see
+//! `serve::gate`); this module only says who it is. Repeated
 //! failures from one address are refused for a while (`limiter`).
+//!
+//! May use: its token file, the JWT library and the clock; nothing else of
+//! trimatch (the CLI's `auth` command reads and writes its token file).
 
 pub mod jwt;
 mod limiter;

@@ -1,15 +1,16 @@
-//! Arrow Flight: the service of SPEC §5 ([`service`]), what each principal
-//! may read through it (`authorize`), its subscriptions, the `status` action, its message encoding
-//! ([`encode`]), the cluster peers it asks for their shards, and the server
-//! that runs it, in clear or over TLS.
+//! The Arrow Flight adapter: the service of SPEC §5 ([`service`]) over the
+//! access gate and the cluster reader, its message encoding ([`encode`]),
+//! the `status` action, and the server that runs it (with the Flight SQL
+//! adapter on the same port), in clear or over TLS.
+//!
+//! May use: `serve::gate`, `serve::reader`, `serve::tickets`,
+//! `serve::flight_sql` (the calls it hands over), `serve::tls` and
+//! `output::columns` (schemas). Nothing here reads the pipeline but through
+//! the reader.
 
-mod authorize;
 pub mod encode;
-mod peers;
 pub mod service;
-pub mod sql;
 mod status;
-mod subscribe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +20,6 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 
 use crate::pipeline::PipelineHandle;
 use crate::serve::tls::{self, ServerTls};
-pub use peers::{PeerLink, PeerTls};
 pub use service::TrimatchFlight;
 
 /// Serves Flight on `addr` until `shutdown` completes.

@@ -7,14 +7,16 @@ use serde_json::json;
 use tonic::Status;
 use trimatch_dataflows::OutputCollection;
 
-use super::service::TrimatchFlight;
+use crate::serve::metrics::Metrics;
+use crate::serve::reader::ClusterReader;
 
-impl TrimatchFlight {
-    /// The `status` action's JSON.
-    pub(super) async fn status_json(&self) -> Result<serde_json::Value, Status> {
-        let pipeline = self.pipeline.clone();
-        let input_topics: serde_json::Map<String, serde_json::Value> = self
-            .metrics
+/// The `status` action's JSON, of this process.
+pub(super) async fn status_json(
+    reader: &ClusterReader,
+    metrics: &Metrics,
+) -> Result<serde_json::Value, Status> {
+        let pipeline = reader.pipeline().clone();
+        let input_topics: serde_json::Map<String, serde_json::Value> = metrics
             .input_topics()
             .into_iter()
             .map(|topic| {
@@ -34,7 +36,7 @@ impl TrimatchFlight {
                 )
             })
             .collect();
-        self.blocking(move |_| {
+        reader.blocking(move |_| {
             let newest = pipeline.newest_complete();
             let mut row_counts = serde_json::Map::new();
             if let Some(newest) = newest {
@@ -101,4 +103,3 @@ impl TrimatchFlight {
         })
         .await
     }
-}

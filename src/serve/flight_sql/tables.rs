@@ -32,16 +32,19 @@ use serde_json::{Map, Value};
 use tonic::Status;
 use trimatch_dataflows::{OutputCollection, Time};
 
-use super::super::authorize::scoped;
-use super::super::service::TrimatchFlight;
 use crate::output::columns::schema;
 use crate::output::filter::RowFilter;
 use crate::serve::auth::Principal;
+use crate::serve::gate::scoped;
+use crate::serve::metrics::Metrics;
+use crate::serve::reader::{ClusterReader, TableRead};
 
 /// What every table of one statement shares: who asks, at which time, and
 /// how much the scans have copied so far.
 pub(super) struct StatementReads {
-    pub flight: TrimatchFlight,
+    pub reader: ClusterReader,
+    /// Where the rows the scans copy are counted.
+    pub metrics: Arc<Metrics>,
     pub principal: Principal,
     pub as_of: Time,
     /// Bytes of Arrow data the scans may copy in all.
@@ -51,13 +54,15 @@ pub(super) struct StatementReads {
 
 impl StatementReads {
     pub fn new(
-        flight: TrimatchFlight,
+        reader: ClusterReader,
+        metrics: Arc<Metrics>,
         principal: Principal,
         as_of: Time,
         memory_limit: usize,
     ) -> Self {
         StatementReads {
-            flight,
+            reader,
+            metrics,
             principal,
             as_of,
             memory_limit,
@@ -207,15 +212,15 @@ impl TableProvider for CollectionTable {
                 let filter = scoped(&reads.principal, self.collection, Arc::new(filter), false)
                     .map_err(external)?;
                 reads
-                    .flight
-                    .batches_at(
-                        self.collection,
+                    .reader
+                    .table(TableRead {
+                        collection: self.collection,
                         filter,
-                        &pushed,
-                        reads.as_of,
-                        &projection,
+                        pushed: &pushed,
+                        as_of: reads.as_of,
+                        projection: &projection,
                         limit,
-                    )
+                    })
                     .await
                     .map_err(external)?
             }
@@ -231,7 +236,6 @@ impl TableProvider for CollectionTable {
             )));
         }
         reads
-            .flight
             .metrics
             .sql_rows_scanned(batches.iter().map(RecordBatch::num_rows).sum());
         let projected = Arc::new(full.project(&projection)?);

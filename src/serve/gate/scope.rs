@@ -1,5 +1,5 @@
 //! What an authenticated principal may read (SPEC §9), decided on the server
-//! for every Flight call, and the audit line each call leaves.
+//! for every call of either adapter before anything is read.
 //!
 //! * `dead_letters`, `source_progress` and the `status` action are for admins
 //!   of every tenant (their rows belong to no tenant, and dead letters echo
@@ -12,61 +12,21 @@
 
 use std::sync::Arc;
 
-use tonic::{Request, Status};
+use tonic::Status;
 use trimatch_dataflows::OutputCollection;
 
-use super::service::TrimatchFlight;
 use crate::output::filter::{has_tenants, RowFilter};
 use crate::serve::auth::{Principal, TenantScope};
 use crate::serve::tickets::Ticket as Query;
 
-impl TrimatchFlight {
-    /// The principal behind a call, or UNAUTHENTICATED.
-    pub(super) fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        self.auth.authenticate(
-            request.metadata(),
-            request.remote_addr().map(|addr| addr.ip()),
-        )
-    }
-
-    /// Writes the audit line of a call, if auditing is on.
-    pub(super) fn audit<T>(
-        &self,
-        principal: &Principal,
-        method: &str,
-        collection: Option<OutputCollection>,
-        rows: Option<usize>,
-        result: &Result<T, Status>,
-    ) {
-        if !self.audit {
-            return;
-        }
-        let outcome = match result {
-            Ok(_) => "ok".to_string(),
-            Err(status) => format!("{:?}", status.code()),
-        };
-        tracing::info!(
-            target: "trimatch::audit",
-            principal = %principal.name,
-            role = principal.role.name(),
-            method,
-            collection = collection.map(|collection| collection.name()),
-            tenants = %principal.tenants,
-            rows,
-            outcome,
-            "flight request"
-        );
-    }
-}
-
 /// Whether `principal` may see that `collection` exists and read it.
-pub(super) fn may_read(principal: &Principal, collection: OutputCollection) -> bool {
+pub fn may_read(principal: &Principal, collection: OutputCollection) -> bool {
     has_tenants(collection) || authorize_admin(principal, collection.name()).is_ok()
 }
 
 /// `query` as `principal` may run it: refused, or with its filter limited to
 /// the principal's tenants.
-pub(super) fn authorize(principal: &Principal, query: Query) -> Result<Query, Status> {
+pub fn authorize(principal: &Principal, query: Query) -> Result<Query, Status> {
     Ok(match query {
         Query::Snapshot(mut query) => {
             query.filter = scoped(principal, query.collection, query.filter, query.shard)?;
@@ -82,7 +42,7 @@ pub(super) fn authorize(principal: &Principal, query: Query) -> Result<Query, St
 /// The check for what belongs to no tenant (`dead_letters`,
 /// `source_progress`, the `status` action): it shows every tenant's input,
 /// so it needs an admin of every tenant.
-pub(super) fn authorize_admin(principal: &Principal, what: &str) -> Result<(), Status> {
+pub fn authorize_admin(principal: &Principal, what: &str) -> Result<(), Status> {
     if !principal.is_admin() {
         return Err(Status::permission_denied(format!(
             "{what} is for admins; {:?} has the reader role",
@@ -99,7 +59,7 @@ pub(super) fn authorize_admin(principal: &Principal, what: &str) -> Result<(), S
 }
 
 /// The filter of a read of `collection` by `principal` (see the module doc).
-pub(super) fn scoped(
+pub fn scoped(
     principal: &Principal,
     collection: OutputCollection,
     filter: Arc<RowFilter>,
@@ -137,23 +97,4 @@ pub(super) fn scoped(
         .within_tenants(collection, tenants.clone())
         .map_err(|error| Status::internal(error.to_string()))?;
     Ok(Arc::new(limited))
-}
-
-/// The ticket to forward to the other processes of a cluster for `query`:
-/// the caller's ticket, with the tenant set its filter was limited to.
-pub(super) fn forwarded_ticket(
-    ticket: &[u8],
-    filter: &RowFilter,
-) -> Result<serde_json::Value, Status> {
-    let mut request: serde_json::Value = if ticket.trim_ascii_start().starts_with(b"{") {
-        serde_json::from_slice(ticket)
-            .map_err(|error| Status::invalid_argument(error.to_string()))?
-    } else {
-        serde_json::json!({ "collection": String::from_utf8_lossy(ticket).trim() })
-    };
-    if let Some(tenants) = filter.tenants() {
-        request["tenants"] = serde_json::json!(tenants);
-    }
-    request["shard"] = serde_json::json!(true);
-    Ok(request)
 }

@@ -3,14 +3,19 @@
 //! the read-only tables of catalog `trimatch`, schema `live`, and every
 //! statement reads all of its tables at one logical time.
 //!
-//! [`TrimatchFlight`] authenticates every call and hands the Flight SQL ones
-//! (a protobuf `Any` of the Flight SQL protocol as ticket or command, or a
-//! Flight SQL action) to `SqlService`, whose Flight service is
-//! arrow-flight's, built from the [`FlightSqlService`] methods here. The
-//! caller travels in the request's extensions. Statements are planned and
-//! run by DataFusion (`statement`) over the collections as tables
-//! (`tables`), read through the pipeline (`reads`); the catalog
-//! commands are answered in `catalog`.
+//! The Flight service (`serve::flight`) passes every call through the access
+//! gate and hands the Flight SQL ones (a protobuf `Any` of the Flight SQL
+//! protocol as ticket or command, or a Flight SQL action) to [`SqlService`],
+//! whose Flight service is arrow-flight's, built from the
+//! [`FlightSqlService`] methods here. The caller travels in the request's
+//! extensions ([`with_principal`]). Statements are planned and run by
+//! DataFusion (`statement`) over the collections as tables (`tables`), read
+//! through the cluster reader; the catalog commands are answered in
+//! `catalog`.
+//!
+//! May use: `serve::reader`, `serve::gate` (the tenant scope of a table's
+//! scan), `serve::metrics` (rows scanned), `serve::auth` (the principal's
+//! type) and `output`; never `serve::flight`.
 //!
 //! A statement may pin its time with the `x-trimatch-as-of` request header
 //! (milliseconds, within the retained history; ADBC sets headers with the
@@ -18,9 +23,10 @@
 //! `trimatch.as_of` and `trimatch.offsets`, as DoGet's does.
 
 mod catalog;
-mod reads;
 mod statement;
 mod tables;
+
+use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -44,71 +50,64 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use trimatch_dataflows::Time;
 
-use super::service::{with_metadata, FlightStream, TrimatchFlight};
+use crate::output::with_snapshot_metadata;
 use crate::serve::auth::Principal;
+use crate::serve::metrics::Metrics;
+use crate::serve::reader::ClusterReader;
+use crate::serve::ReplyStream as FlightStream;
 use catalog::CatalogAnswer;
 pub use statement::SqlSettings;
-use statement::{plan, sql_error, StatementHandle};
+use statement::{plan, sql_error, PlannedStatement, StatementHandle};
 
 /// The request header that pins a statement's time.
 pub const AS_OF_HEADER: &str = "x-trimatch-as-of";
 
 /// The Flight SQL actions (the others, transactions and Substrait, are not offered).
-pub(super) const SQL_ACTIONS: [&str; 2] = ["CreatePreparedStatement", "ClosePreparedStatement"];
+pub const SQL_ACTIONS: [&str; 2] = ["CreatePreparedStatement", "ClosePreparedStatement"];
 
 /// Whether a ticket or a descriptor's command is a Flight SQL one: a
 /// protobuf `Any` of the Flight SQL protocol. trimatch's own tickets (a
 /// collection name, a JSON object) never carry that type URL.
-pub(super) fn is_sql_command(bytes: &[u8]) -> bool {
+pub fn is_sql_command(bytes: &[u8]) -> bool {
     Any::decode(bytes).is_ok_and(|any| {
         any.type_url
             .starts_with("type.googleapis.com/arrow.flight.protocol.sql.")
     })
 }
 
-/// The Flight SQL side of the service, for one call.
-pub(super) struct SqlService {
-    flight: TrimatchFlight,
+/// The Flight SQL adapter.
+pub struct SqlService {
+    reader: ClusterReader,
+    metrics: Arc<Metrics>,
+    settings: SqlSettings,
 }
 
-impl TrimatchFlight {
-    /// A Flight SQL call of `principal`: the SQL service, and the request
-    /// carrying the principal to it.
-    pub(super) fn sql_call<T>(
-        &self,
-        principal: &Principal,
-        mut request: Request<T>,
-    ) -> (SqlService, Request<T>) {
-        request.extensions_mut().insert(principal.clone());
-        (
-            SqlService {
-                flight: self.clone(),
-            },
-            request,
-        )
+impl SqlService {
+    /// Statements read through `reader`, count the rows their scans copy in
+    /// `metrics`, and run with `settings`.
+    pub fn new(reader: ClusterReader, metrics: Arc<Metrics>, settings: SqlSettings) -> Self {
+        SqlService {
+            reader,
+            metrics,
+            settings,
+        }
     }
+}
 
-    /// Counts and audits a Flight SQL call.
-    pub(super) fn sql_done<T>(
-        &self,
-        principal: &Principal,
-        started: std::time::Instant,
-        result: Result<T, Status>,
-    ) -> Result<T, Status> {
-        self.record("sql", &result, started);
-        self.audit(principal, "sql", None, None, &result);
-        result
-    }
+/// `request`, carrying the authenticated `principal` to the SQL adapter.
+pub fn with_principal<T>(mut request: Request<T>, principal: &Principal) -> Request<T> {
+    request.extensions_mut().insert(principal.clone());
+    request
 }
 
 /// What a write is told.
-pub(super) fn read_only() -> Status {
+fn read_only() -> Status {
     Status::invalid_argument(
         "trimatch's collections are read-only; documents come in through the Kafka input topics",
     )
 }
 
-/// The authenticated caller, which [`TrimatchFlight`] put in the request.
+/// The authenticated caller, which the Flight service put in the request.
 fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
     request
         .extensions()
@@ -177,6 +176,22 @@ fn batches_stream(
 }
 
 impl SqlService {
+    /// Plans `statement` as `principal` may run it.
+    async fn plan(
+        &self,
+        principal: &Principal,
+        statement: &StatementHandle,
+    ) -> Result<PlannedStatement, Status> {
+        plan(
+            &self.reader,
+            &self.metrics,
+            principal,
+            statement,
+            &self.settings,
+        )
+        .await
+    }
+
     /// The FlightInfo of a statement: its result's schema (planning, not
     /// running it), and the ticket that runs it.
     async fn statement_info(
@@ -186,7 +201,7 @@ impl SqlService {
         ticket: Vec<u8>,
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
-        let planned = plan(&self.flight, principal, statement, &self.flight.sql).await?;
+        let planned = self.plan(principal, statement).await?;
         flight_info(&planned.schema(), ticket, descriptor)
     }
 
@@ -197,9 +212,9 @@ impl SqlService {
         principal: &Principal,
         statement: &StatementHandle,
     ) -> Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
-        let planned = plan(&self.flight, principal, statement, &self.flight.sql).await?;
-        let offsets = self.flight.offsets_at(planned.as_of).await?;
-        let schema = with_metadata(planned.schema(), planned.as_of, &offsets);
+        let planned = self.plan(principal, statement).await?;
+        let offsets = self.reader.offsets_at(planned.as_of).await?;
+        let schema = with_snapshot_metadata(planned.schema(), planned.as_of, &offsets);
         let batches = planned
             .frame
             .execute_stream()
@@ -268,7 +283,7 @@ impl FlightSqlService for SqlService {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let principal = principal(&request)?;
         let statement = StatementHandle::new(query.query, pinned_as_of(request.metadata())?);
-        let planned = plan(&self.flight, &principal, &statement, &self.flight.sql).await?;
+        let planned = self.plan(&principal, &statement).await?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: statement.encode().into(),
             dataset_schema: schema_bytes(&planned.schema())?,

@@ -16,10 +16,10 @@ use arrow_flight::sql::{
 use tonic::Status;
 use trimatch_dataflows::OutputCollection;
 
-use super::super::authorize::may_read;
 use super::statement::{CATALOG, SCHEMA};
 use crate::output::columns::schema;
 use crate::serve::auth::Principal;
+use crate::serve::gate::may_read;
 
 /// The one table type.
 const TABLE_TYPE: &str = "TABLE";

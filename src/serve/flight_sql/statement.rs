@@ -34,10 +34,11 @@ use serde::{Deserialize, Serialize};
 use tonic::Status;
 use trimatch_dataflows::{OutputCollection, Time};
 
-use super::super::authorize::may_read;
-use super::super::service::TrimatchFlight;
 use super::tables::{CollectionTable, StatementReads};
 use crate::serve::auth::Principal;
+use crate::serve::gate::may_read;
+use crate::serve::metrics::Metrics;
+use crate::serve::reader::ClusterReader;
 
 /// The catalog and schema every collection is a table of (SPEC §10).
 pub const CATALOG: &str = "trimatch";
@@ -218,19 +219,18 @@ fn readable_tables(principal: &Principal) -> Vec<OutputCollection> {
 /// Plans `statement` as `principal` may run it, over the collections at
 /// one time.
 pub(super) async fn plan(
-    flight: &TrimatchFlight,
+    reader: &ClusterReader,
+    metrics: &Arc<Metrics>,
     principal: &Principal,
     statement: &StatementHandle,
     settings: &SqlSettings,
 ) -> Result<PlannedStatement, Status> {
-    let requested = statement.as_of;
-    let as_of = flight
-        .blocking(move |pipeline| pipeline.resolve_as_of(requested))
-        .await?;
+    let as_of = reader.resolve_as_of(statement.as_of)?;
     let tables = readable_tables(principal);
     let context = session(settings)?;
     let reads = Arc::new(StatementReads::new(
-        flight.clone(),
+        reader.clone(),
+        metrics.clone(),
         principal.clone(),
         as_of,
         settings.memory_limit,
