@@ -34,8 +34,9 @@ use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::progress::frontier::AntichainRef;
 use timely::worker::Worker;
 
-use crate::graph::{three_way_match, Collection, Documents, KeyedArrangement, MatchOutputs};
+use crate::graph::{three_way_match, Documents, MatchOutputs};
 use crate::model::*;
+use crate::operators::{Collection, KeyedArrangement};
 use crate::rows::*;
 use serde::{Deserialize, Serialize};
 

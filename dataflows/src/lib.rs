@@ -4,7 +4,7 @@
 //! * [`decode`] — JSON → validated documents, with reasons for every rejection (SPEC §1.3);
 //! * [`rules`] — the matching rules of SPEC §2, the decisions of §6 and the suggestions of §7 as pure functions;
 //! * [`graph`] — the incremental three-way-match dataflow;
-//! * [`running_sum`] — an operator for running totals in order, whose cost per change does not grow with the group;
+//! * [`operators`] — the generic operators the graph is built from (left join, running sums, counted sums, …);
 //! * [`rows`] — the output rows of SPEC §3;
 //! * [`engine`] — one timely worker's handle: upserts in, snapshots and changes out.
 //!
@@ -16,9 +16,9 @@ pub mod decode;
 pub mod engine;
 pub mod graph;
 pub mod model;
+pub mod operators;
 pub mod rows;
 pub mod rules;
-pub mod running_sum;
 
 pub use engine::{
     Change, ChangeSink, MatchConfig, Matcher, OutputCollection, ReadError, Row, ShardCheckpoint,

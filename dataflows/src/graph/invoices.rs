@@ -8,8 +8,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::resolutions::ResolvedException;
-use super::{reduce_arranged, Collection, KeyedArrangement};
 use crate::model::*;
+use crate::operators::{reduce_arranged, Collection, KeyedArrangement};
 use crate::rows::*;
 use crate::rules::{self, Raised};
 

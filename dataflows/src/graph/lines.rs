@@ -20,11 +20,10 @@ use differential_dataflow::operators::CountTotal;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::{Collection, KeyedArrangement};
 use crate::model::*;
+use crate::operators::{running_sums, Collection, KeyedArrangement};
 use crate::rows::{ExceptionType, PoLineRow};
 use crate::rules::LineQuantities;
-use crate::running_sum::running_sums;
 
 /// A PO line: its PO's key and its `line_no`.
 pub type LineKey = (Fingerprint, u32);

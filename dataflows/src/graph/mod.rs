@@ -29,27 +29,18 @@ pub mod lines;
 pub mod payments;
 pub mod resolutions;
 pub mod suggestions;
-pub mod sums;
 
 use std::sync::Arc;
 
-use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
-use differential_dataflow::VecCollection;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::model::*;
+use crate::operators::{left_join, Collection, KeyedArrangement};
 use crate::rows::*;
 use crate::rules;
 use invoices::{duplicates, exception_row, exception_summary_rows, invoice_match_rows};
 use lines::LineOutputs;
-
-/// A collection of the graph, at logical time [`Time`], with integer multiplicities.
-pub type Collection<'s, D> = VecCollection<'s, Time, D, isize>;
-
-/// An arrangement keyed by `K` with values `V`.
-pub type KeyedArrangement<'s, K, V> = Arranged<'s, TraceAgent<ValSpine<K, V, Time, isize>>>;
 
 /// The present documents the graph matches.
 pub struct Documents<'s> {
@@ -249,63 +240,4 @@ fn invoice_contexts<'s>(
             },
         )
     })
-}
-
-/// `reduce_named`, returning the output's arrangement (keyed like the input)
-/// rather than a collection of it: an output that is read or joined by that
-/// same key is then held once, not arranged a second time downstream.
-fn reduce_arranged<'s, K, V, V2, L>(
-    collection: Collection<'s, (K, V)>,
-    name: &str,
-    logic: L,
-) -> KeyedArrangement<'s, K, V2>
-where
-    K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
-    V: differential_dataflow::ExchangeData,
-    V2: differential_dataflow::ExchangeData,
-    L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static,
-{
-    collection
-        .arrange_by_key_named(&format!("Arrange: {name}"))
-        .reduce_abelian::<_, ValBuilder<K, V2, Time, isize>, ValSpine<K, V2, Time, isize>, _, _>(
-            name,
-            logic,
-            |updates, key, outputs| {
-                updates.clear();
-                updates.extend(
-                    outputs
-                        .drain(..)
-                        .map(|(value, time, diff)| ((key.clone(), value), time, diff)),
-                );
-            },
-        )
-}
-
-/// Every `(key, value)` of `left` with the value `right` holds for its key, or
-/// `None`. `right` must hold at most one value per key (it does here: both
-/// sides it is used with are keyed by document identity).
-///
-/// Written with one join: the pairs without a match are `left` minus the
-/// left sides of the matched pairs. `antijoin` would arrange `left` (and the
-/// keys of `right`) a second time.
-fn left_join<'s, K, V, W>(
-    left: &KeyedArrangement<'s, K, V>,
-    right: &KeyedArrangement<'s, K, W>,
-) -> Collection<'s, (K, V, Option<W>)>
-where
-    K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
-    V: differential_dataflow::ExchangeData,
-    W: differential_dataflow::ExchangeData,
-{
-    let matched = left.clone().join_core(right.clone(), |key, value, other| {
-        Some((key.clone(), value.clone(), other.clone()))
-    });
-    let unmatched = left
-        .clone()
-        .as_collection(|key, value| (key.clone(), value.clone()))
-        .concat(matched.clone().map(|(key, value, _)| (key, value)).negate())
-        .map(|(key, value)| (key, value, None));
-    matched
-        .map(|(key, value, other)| (key, value, Some(other)))
-        .concat(unmatched)
 }

@@ -12,12 +12,11 @@ use differential_dataflow::operators::CountTotal;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::sums::CountedSum;
-use super::{left_join, reduce_arranged, Collection, KeyedArrangement};
 use pruning::{comparable_lengths, AmountBuckets};
 
 mod pruning;
 use crate::model::*;
+use crate::operators::{left_join, reduce_arranged, Collection, CountedSum, KeyedArrangement};
 use crate::rows::*;
 use crate::rules::{self, Closeness};
 

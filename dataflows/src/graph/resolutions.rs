@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{left_join, Collection};
 use crate::model::*;
+use crate::operators::{left_join, Collection};
 use crate::rows::ResolutionRecord;
 use crate::rules::{self, Raised};
 

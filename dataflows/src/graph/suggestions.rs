@@ -8,9 +8,8 @@ use differential_dataflow::operators::CountTotal;
 use rust_decimal::Decimal;
 
 use super::lines::PoLineFacts;
-use super::sums::CountedSum;
-use super::{Collection, KeyedArrangement};
 use crate::model::*;
+use crate::operators::{Collection, CountedSum, KeyedArrangement};
 use crate::rows::{PoLineRow, PoSuggestionRow};
 use crate::rules::{self, OpenPo, PoCandidate, UnmatchedInvoice};
 

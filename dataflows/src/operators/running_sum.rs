@@ -35,7 +35,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
-use crate::graph::Collection;
+use super::collection::Collection;
 use crate::model::Time;
 
 /// The updates of one time not yet complete, with a capability to emit at it.
@@ -56,6 +56,54 @@ struct Slot {
 /// Per change: O(log n) to place it among the entries (of all keys on this
 /// worker), plus one step for each later entry of its key whose total
 /// changes (each of which is an output change).
+///
+/// # Examples
+///
+/// ```
+/// use differential_dataflow::input::Input;
+/// use rust_decimal::Decimal;
+/// use timely::dataflow::operators::capture::{Capture, Extract};
+/// use trimatch_dataflows::operators::running_sums;
+///
+/// // Per account, the balance through each (day, amount) entry.
+/// let captured = timely::execute_directly(|worker| {
+///     let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
+///         let (input, entries) = scope.new_collection::<(char, (u32, i64)), isize>();
+///         let balances = running_sums(
+///             "balances",
+///             entries,
+///             |&(_, amount): &(u32, i64)| Decimal::from(amount),
+///             |&account: &char, &(day, _): &(u32, i64)| Some((account, day)),
+///         );
+///         (input, balances.inner.capture())
+///     });
+///     input.insert(('a', (1, 10)));
+///     input.insert(('a', (3, 5)));
+///     input.insert(('b', (2, 7)));
+///     // A back-dated entry moves the balances after it, and only those.
+///     input.advance_to(1);
+///     input.insert(('a', (2, 1)));
+///     captured
+/// });
+///
+/// // Every change, as (time, update, diff).
+/// let mut changes: Vec<_> = captured.extract().into_iter().flat_map(|(_, batch)| batch)
+///     .map(|(update, time, diff)| (time, update, diff))
+///     .collect();
+/// changes.sort();
+/// let total = Decimal::from;
+/// assert_eq!(
+///     changes,
+///     [
+///         (0, (('a', 1), total(10)), 1),
+///         (0, (('a', 3), total(15)), 1),
+///         (0, (('b', 2), total(7)), 1),
+///         (1, (('a', 2), total(11)), 1),
+///         (1, (('a', 3), total(15)), -1),
+///         (1, (('a', 3), total(16)), 1),
+///     ]
+/// );
+/// ```
 pub fn running_sums<'s, K, V, R>(
     name: &str,
     entries: Collection<'s, (K, V)>,
