@@ -436,8 +436,8 @@ fn payment(object: &JsonObject<'_>) -> Result<Payment> {
 }
 
 /// One of SPEC §2's exception types, by its wire name; `path` names the field.
-fn exception_type_named(name: &str, path: &str) -> Result<crate::rows::ExceptionType> {
-    crate::rows::ExceptionType::from_name(name).ok_or_else(|| {
+fn exception_type_named(name: &str, path: &str) -> Result<ExceptionType> {
+    ExceptionType::from_name(name).ok_or_else(|| {
         DecodeError::new(
             path,
             format!(

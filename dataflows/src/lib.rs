@@ -1,6 +1,6 @@
 //! trimatch's matching engine.
 //!
-//! * [`model`] — the input documents of SPEC §1.2 and the keys the graph uses;
+//! * [`model`] — the input documents of SPEC §1.2, the exception types of §2 and the keys the graph uses;
 //! * [`decode`] — JSON → validated documents, with reasons for every rejection (SPEC §1.3);
 //! * [`rules`] — the matching rules of SPEC §2, the decisions of §6 and the suggestions of §7 as pure functions;
 //! * [`graph`] — the incremental three-way-match dataflow;

@@ -1,5 +1,6 @@
-//! The input documents of SPEC §1.2 as validated Rust values, and the identifiers
-//! the matching graph keys them by.
+//! The input documents of SPEC §1.2 as validated Rust values, the coded
+//! values they carry and the exception types of SPEC §2 ([`codes`]), and the
+//! identifiers the matching graph keys them by ([`keys`]).
 //!
 //! Documents are immutable once decoded and travel through the dataflow behind an
 //! [`Arc`], so joins clone a pointer rather than a document. Text fields are
@@ -7,15 +8,14 @@
 //! [`Fingerprint`]s — 128-bit hashes of the identity strings, in [`keys`] — so
 //! that joins and arrangements compare and hash 16 bytes instead of strings.
 
-use std::fmt;
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::rows::ExceptionType;
-
+pub mod codes;
 pub mod keys;
+pub use codes::*;
 pub use keys::*;
 
 /// Logical time: milliseconds since the Unix epoch at ingestion (SPEC §4).
@@ -29,78 +29,6 @@ pub type Time = u64;
 /// merge, and with several text fields per row the reference counts and the
 /// pointer chases to compare were a third of a worker's time.
 pub type Text = smol_str::SmolStr;
-
-/// A three-letter ISO 4217 currency code (validated upper-case ASCII).
-#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Currency(pub [u8; 3]);
-
-impl Currency {
-    /// The code as text.
-    pub fn as_str(&self) -> &str {
-        // Constructed only from three ASCII upper-case letters.
-        std::str::from_utf8(&self.0).unwrap_or("???")
-    }
-}
-impl fmt::Debug for Currency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-impl fmt::Display for Currency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// `status` of a purchase order.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum PoStatus {
-    Open,
-    Closed,
-    Cancelled,
-}
-impl PoStatus {
-    /// The wire spelling.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            PoStatus::Open => "open",
-            PoStatus::Closed => "closed",
-            PoStatus::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// `kind` of an invoice document.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum InvoiceKind {
-    Invoice,
-    CreditMemo,
-}
-impl InvoiceKind {
-    /// The wire spelling.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            InvoiceKind::Invoice => "invoice",
-            InvoiceKind::CreditMemo => "credit_memo",
-        }
-    }
-}
-
-/// `status` of an invoice document.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum InvoiceStatus {
-    Active,
-    Cancelled,
-}
-impl InvoiceStatus {
-    /// The wire spelling.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            InvoiceStatus::Active => "active",
-            InvoiceStatus::Cancelled => "cancelled",
-        }
-    }
-}
 
 /// A purchase order (topic `purchase_orders`). Lines are sorted by `line_no`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -254,22 +182,6 @@ impl MatchPolicy {
     }
 }
 
-/// `decision` of an exception resolution.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Decision {
-    Accept,
-    Reject,
-}
-impl Decision {
-    /// The wire spelling.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Decision::Accept => "accept",
-            Decision::Reject => "reject",
-        }
-    }
-}
-
 /// An analyst's decision on one exception (topic `exception_resolutions`,
 /// SPEC §6). It applies to the raised exception with the same key, if any.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -297,22 +209,6 @@ impl ExceptionResolution {
             self.exception_type,
             self.po_line_no,
         )
-    }
-}
-
-/// `status` of a payment.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum PaymentStatus {
-    Active,
-    Void,
-}
-impl PaymentStatus {
-    /// The wire spelling.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            PaymentStatus::Active => "active",
-            PaymentStatus::Void => "void",
-        }
     }
 }
 

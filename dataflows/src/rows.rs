@@ -4,137 +4,13 @@
 //! [`Decimal`]s (the serving layer widens them to `Decimal128(38, 10)`), dates
 //! are days since the epoch (`Date32`), counts are unsigned.
 
-use std::fmt;
-
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Currency, InvoiceKind, PoStatus, Text};
+use crate::model::{Currency, ExceptionType, InvoiceKind, PoStatus, Severity, Text};
 
 mod payments;
 pub use payments::*;
-
-/// The exception types of SPEC §2.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum ExceptionType {
-    PoNotFound,
-    PoClosed,
-    VendorMismatch,
-    CurrencyMismatch,
-    DuplicateInvoice,
-    TotalMismatch,
-    LineNotOnPo,
-    PriceVariance,
-    ReceiptMissing,
-    QtyExceedsReceived,
-    QtyExceedsOrdered,
-}
-
-/// How much an exception matters: blocking ones keep an invoice from `matched`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Severity {
-    Blocking,
-    Warning,
-}
-
-impl Severity {
-    /// The wire spelling.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Severity::Blocking => "blocking",
-            Severity::Warning => "warning",
-        }
-    }
-}
-
-impl ExceptionType {
-    /// Every exception type, in SPEC order.
-    pub const ALL: [ExceptionType; 11] = [
-        ExceptionType::PoNotFound,
-        ExceptionType::PoClosed,
-        ExceptionType::VendorMismatch,
-        ExceptionType::CurrencyMismatch,
-        ExceptionType::DuplicateInvoice,
-        ExceptionType::TotalMismatch,
-        ExceptionType::LineNotOnPo,
-        ExceptionType::PriceVariance,
-        ExceptionType::ReceiptMissing,
-        ExceptionType::QtyExceedsReceived,
-        ExceptionType::QtyExceedsOrdered,
-    ];
-
-    /// The wire spelling, e.g. `PRICE_VARIANCE`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ExceptionType::PoNotFound => "PO_NOT_FOUND",
-            ExceptionType::PoClosed => "PO_CLOSED",
-            ExceptionType::VendorMismatch => "VENDOR_MISMATCH",
-            ExceptionType::CurrencyMismatch => "CURRENCY_MISMATCH",
-            ExceptionType::DuplicateInvoice => "DUPLICATE_INVOICE",
-            ExceptionType::TotalMismatch => "TOTAL_MISMATCH",
-            ExceptionType::LineNotOnPo => "LINE_NOT_ON_PO",
-            ExceptionType::PriceVariance => "PRICE_VARIANCE",
-            ExceptionType::ReceiptMissing => "RECEIPT_MISSING",
-            ExceptionType::QtyExceedsReceived => "QTY_EXCEEDS_RECEIVED",
-            ExceptionType::QtyExceedsOrdered => "QTY_EXCEEDS_ORDERED",
-        }
-    }
-
-    /// The type with this wire spelling.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == name)
-    }
-
-    /// Whether the type is raised for a PO line (it has a `po_line_no`).
-    pub fn is_line_level(&self) -> bool {
-        matches!(
-            self,
-            ExceptionType::LineNotOnPo
-                | ExceptionType::PriceVariance
-                | ExceptionType::ReceiptMissing
-                | ExceptionType::QtyExceedsReceived
-                | ExceptionType::QtyExceedsOrdered
-        )
-    }
-
-    /// Only `TOTAL_MISMATCH` is a warning; every other type blocks.
-    pub fn severity(&self) -> Severity {
-        match self {
-            ExceptionType::TotalMismatch => Severity::Warning,
-            _ => Severity::Blocking,
-        }
-    }
-
-    /// The types the quantity rules raise (over `billed_to_date`).
-    pub const QUANTITY: [ExceptionType; 3] = [
-        ExceptionType::ReceiptMissing,
-        ExceptionType::QtyExceedsReceived,
-        ExceptionType::QtyExceedsOrdered,
-    ];
-
-    /// Whether a document of `kind` can raise this type (SPEC §2): an
-    /// invoice any; a credit memo only `PO_NOT_FOUND`, `VENDOR_MISMATCH`,
-    /// `CURRENCY_MISMATCH`, `LINE_NOT_ON_PO` and `TOTAL_MISMATCH`.
-    pub fn applies_to(&self, kind: InvoiceKind) -> bool {
-        match kind {
-            InvoiceKind::Invoice => true,
-            InvoiceKind::CreditMemo => matches!(
-                self,
-                ExceptionType::PoNotFound
-                    | ExceptionType::VendorMismatch
-                    | ExceptionType::CurrencyMismatch
-                    | ExceptionType::LineNotOnPo
-                    | ExceptionType::TotalMismatch
-            ),
-        }
-    }
-}
-
-impl fmt::Display for ExceptionType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// `status` of an invoice in `invoice_matches`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

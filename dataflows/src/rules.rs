@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::decimal::compare_products;
 use crate::model::{
-    Decision, ExceptionResolution, Invoice, PoStatus, PurchaseOrder, Text, Tolerances,
+    Decision, ExceptionResolution, ExceptionType, Invoice, PoStatus, PurchaseOrder, Text,
+    Tolerances,
 };
-use crate::rows::{ExceptionType, MatchedBy, Resolution, ResolutionRecord};
+use crate::rows::{MatchedBy, Resolution, ResolutionRecord};
 
 mod payments;
 pub use payments::*;

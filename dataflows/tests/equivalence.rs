@@ -14,9 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use differential_dataflow::consolidation::consolidate_updates;
 use trimatch_dataflows::engine::{Change, MatchConfig, ReadError};
 use trimatch_dataflows::model::*;
-use trimatch_dataflows::rows::{
-    ExceptionType, MatchStatus, MatchedBy, PaymentExceptionType, Resolution,
-};
+use trimatch_dataflows::rows::{MatchStatus, MatchedBy, PaymentExceptionType, Resolution};
 
 use common::history::{History, HOT_PO};
 use common::oracle::{evaluate, without_details};

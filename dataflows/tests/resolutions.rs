@@ -5,8 +5,8 @@
 mod common;
 
 use serde_json::json;
-use trimatch_dataflows::model::DocumentKind;
-use trimatch_dataflows::rows::{ExceptionType::*, MatchStatus, Resolution};
+use trimatch_dataflows::model::{DocumentKind, ExceptionType::*};
+use trimatch_dataflows::rows::{MatchStatus, Resolution};
 
 use common::fixtures::*;
 use common::*;

@@ -5,7 +5,8 @@
 mod common;
 
 use serde_json::{json, Value};
-use trimatch_dataflows::rows::{ExceptionType::*, MatchStatus, Severity};
+use trimatch_dataflows::model::{ExceptionType::*, Severity};
+use trimatch_dataflows::rows::MatchStatus;
 
 use common::fixtures::*;
 use common::*;

@@ -6,8 +6,8 @@
 mod common;
 
 use serde_json::{json, Value};
-use trimatch_dataflows::model::{keys_of_tenant, DocumentKind};
-use trimatch_dataflows::rows::{ExceptionType::*, MatchStatus};
+use trimatch_dataflows::model::{keys_of_tenant, DocumentKind, ExceptionType::*};
+use trimatch_dataflows::rows::MatchStatus;
 
 use common::fixtures::*;
 use common::*;

@@ -17,8 +17,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Map, Value};
 use trimatch_dataflows::decode::{decode_document, identity_fields, json_object};
-use trimatch_dataflows::model::DocumentKind;
-use trimatch_dataflows::rows::ExceptionType;
+use trimatch_dataflows::model::{DocumentKind, ExceptionType};
 
 use super::client::{read_ticket, ticket};
 use super::connection::Connection;

@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use trimatch_dataflows::model::{
-    Allocation, Currency, Decision, Document, ExceptionResolution, GoodsReceipt, Invoice,
-    InvoiceKind, InvoiceLine, InvoiceStatus, MatchPolicy, Payment, PaymentStatus, PoLine, PoStatus,
-    PurchaseOrder, ReceiptLine, Text,
+    Allocation, Currency, Decision, Document, ExceptionResolution, ExceptionType, GoodsReceipt,
+    Invoice, InvoiceKind, InvoiceLine, InvoiceStatus, MatchPolicy, Payment, PaymentStatus, PoLine,
+    PoStatus, PurchaseOrder, ReceiptLine, Text,
 };
-use trimatch_dataflows::rows::{DeadLetterRow, ExceptionType, PartitionHealth, SourceProgressRow};
+use trimatch_dataflows::rows::{DeadLetterRow, PartitionHealth, SourceProgressRow};
 use trimatch_dataflows::SourceRow;
 
 /// The version of the encoding (and of the manifest's meaning). 3: invoice

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use trimatch_dataflows::model::{
-    Allocation, Currency, Decision, Document, ExceptionResolution, GoodsReceipt, Invoice,
-    InvoiceKind, InvoiceStatus, MatchPolicy, Payment, PaymentStatus, PoLine, PoStatus,
+    Allocation, Currency, Decision, Document, ExceptionResolution, ExceptionType, GoodsReceipt,
+    Invoice, InvoiceKind, InvoiceStatus, MatchPolicy, Payment, PaymentStatus, PoLine, PoStatus,
     PurchaseOrder, ReceiptLine,
 };
-use trimatch_dataflows::rows::{DeadLetterRow, ExceptionType, PartitionHealth, SourceProgressRow};
+use trimatch_dataflows::rows::{DeadLetterRow, PartitionHealth, SourceProgressRow};
 use trimatch_dataflows::SourceRow;
 use trimatch_state::codec::{CodecError, Decoder, Encoder};
 

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::*;
 use crate::operators::{running_sums, Collection, KeyedArrangement};
-use crate::rows::{ExceptionType, PoLineRow};
+use crate::rows::PoLineRow;
 use crate::rules::LineQuantities;
 
 /// A PO line: its PO's key and its `line_no`.

@@ -4,8 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Currency;
-use crate::rows::ExceptionType;
+use super::codes::{Currency, ExceptionType};
 
 /// A 128-bit fingerprint of an identity (e.g. `tenant_id` + `po_number`).
 ///

@@ -5,8 +5,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::Severity;
-use crate::model::{Currency, Text};
+use crate::model::{Currency, Severity, Text};
 
 /// `payment_status` of an invoice in `invoice_matches`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -10,7 +10,6 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 use trimatch_dataflows::model::*;
-use trimatch_dataflows::rows::ExceptionType;
 
 use super::Feed;
 
