@@ -15,7 +15,7 @@ use arrow_flight::Ticket;
 use futures::StreamExt;
 use serde_json::json;
 use support::*;
-use trimatch_connectors::source::owner;
+use trimatch_connectors::ownership::owner;
 use trimatch_dataflows::model::DocumentKind;
 use trimatch_workload::{GeneratedMessage, Workload, WorkloadConfig};
 

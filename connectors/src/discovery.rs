@@ -24,7 +24,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::{ResumePoint, SourceConfig, StartPosition};
 use crate::dead_letter;
-use crate::source::{owner, SourceError};
+use crate::error::SourceError;
+use crate::ownership::owner;
 
 /// How long one request to the brokers may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

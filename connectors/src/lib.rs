@@ -9,6 +9,8 @@
 //! * [`source`] — one worker's consumer: batches of changes, dead letters and
 //!   per-partition progress, with exact offsets (SPEC §4);
 //! * `discovery` — metadata, new partitions and start offsets, off the worker thread;
+//! * [`ownership`] — which worker reads which partition;
+//! * [`SourceError`] — why a source cannot run;
 //! * [`dead_letter`] — the optional dead-letter topic;
 //! * `poll` — the consumer poll that keeps each error's partition;
 //! * [`tenants`] — bounded runs in passes over the tenants: the filter, the
@@ -24,13 +26,16 @@ pub mod config;
 pub mod dead_letter;
 mod discovery;
 pub mod envelope;
+mod error;
 pub mod metrics;
+pub mod ownership;
 mod poll;
 pub mod retention;
 pub mod source;
 pub mod tenants;
 
 pub use config::{Envelope, ResumePoint, SourceConfig, StartPosition, TopicConfig};
+pub use error::SourceError;
 pub use metrics::SourceMetrics;
-pub use source::{KafkaSource, SourceBatch, SourceChange, SourceError};
+pub use source::{KafkaSource, SourceBatch, SourceChange};
 pub use tenants::{TenantCensus, TenantFilter};

@@ -8,9 +8,10 @@ use std::sync::atomic::Ordering;
 
 use trimatch_dataflows::model::Text;
 
-use super::{owner, KafkaSource};
+use super::KafkaSource;
 use crate::config::{ResumePoint, StartPosition};
 use crate::dead_letter::Rejected;
+use crate::ownership::owner;
 
 /// A rejected message waiting to be produced to the dead-letter topic.
 pub(super) struct UnsentDeadLetter {

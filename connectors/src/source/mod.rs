@@ -4,8 +4,8 @@
 //!
 //! * **Assignment.** Partitions are assigned manually — no consumer group, no
 //!   rebalancing in the data path. A partition belongs to worker
-//!   `(hash(topic) + partition) % peers`, so the owner of a partition never
-//!   changes when partitions or topics are added.
+//!   `(hash(topic) + partition) % peers` ([`crate::ownership::owner`]), so the
+//!   owner of a partition never changes when partitions or topics are added.
 //! * **Offsets.** Start offsets are resolved to numbers once, at start, so a run
 //!   is reproducible (see `discovery`); the source tracks, per partition, the
 //!   first offset not yet handed over (`next_offset`), and never hands over an
@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientConfig;
 use trimatch_dataflows::model::{Document, Fingerprint};
@@ -34,6 +33,7 @@ use crate::config::SourceConfig;
 use crate::dead_letter::DeadLetterProducer;
 use crate::discovery::{Discovery, DiscoveryEvent};
 use crate::envelope::{decode_message, Decoded};
+use crate::error::SourceError;
 use crate::metrics::SourceMetrics;
 use crate::poll::{poll, ConsumerError};
 use crate::tenants::{CensusTally, TenantFilter};
@@ -43,29 +43,6 @@ mod partition;
 mod positions;
 use handover::UnsentDeadLetter;
 use partition::{resumed_after_reset, PartitionState, WARNING_INTERVAL};
-
-/// Why a source cannot run.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("topic {topic:?} does not exist on the brokers at {brokers} (create it, fix the topic name, or pass --wait-for-topics)")]
-    MissingTopic { topic: String, brokers: String },
-    #[error("start position names {topic}:{partition}, which is not an input partition")]
-    UnknownStartPartition { topic: String, partition: i32 },
-    #[error(
-        "the brokers at {brokers} are Kafka cluster {found}, but the checkpoint's offsets are of \
-         cluster {expected}: point --brokers at that cluster, or start with --reset-state to \
-         discard the checkpoint and read this one from --start"
-    )]
-    OtherCluster {
-        brokers: String,
-        expected: String,
-        found: String,
-    },
-    #[error("Kafka client error: {0}")]
-    Kafka(#[from] KafkaError),
-    #[error("cannot start a thread: {0}")]
-    Thread(String),
-}
 
 /// One decoded document change: the identity key, the new version (`None`
 /// deletes), and the source offset (which decides ties within a batch).
@@ -90,12 +67,6 @@ impl SourceBatch {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.dead_letters.is_empty() && self.progress.is_empty()
     }
-}
-
-/// The worker that owns `partition` of `topic` among `peers` workers.
-pub fn owner(topic: &str, partition: i32, peers: usize) -> usize {
-    let topic_hash = xxhash_rust::xxh3::xxh3_64(topic.as_bytes());
-    (topic_hash.wrapping_add(partition as u64) % peers as u64) as usize
 }
 
 /// How often cached high watermarks are re-read while messages flow.
@@ -413,27 +384,4 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::owner;
-
-    #[test]
-    fn ownership_is_stable_and_spreads_partitions() {
-        for peers in 1..5 {
-            for partition in 0..16 {
-                assert!(owner("invoices", partition, peers) < peers);
-                assert_eq!(
-                    owner("invoices", partition, peers),
-                    owner("invoices", partition, peers)
-                );
-            }
-            // Consecutive partitions of a topic go to consecutive workers.
-            let owners: std::collections::BTreeSet<usize> = (0..peers as i32)
-                .map(|p| owner("invoices", p, peers))
-                .collect();
-            assert_eq!(owners.len(), peers);
-        }
-    }
 }

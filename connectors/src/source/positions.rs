@@ -15,8 +15,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use trimatch_dataflows::model::Text;
 
 use super::partition::{PartitionState, STALL_CLEARS_AFTER};
-use super::{KafkaSource, SourceError};
+use super::KafkaSource;
 use crate::discovery::NewPartition;
+use crate::error::SourceError;
 
 impl KafkaSource {
     /// Pauses (or resumes) fetching on every owned partition that is not
