@@ -2,6 +2,7 @@
 //! invoices from their Kafka timestamp to their row, and a loop of one-tenant
 //! snapshots that times each DoGet.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,11 @@ use arrow_flight::decode::DecodedPayload;
 use arrow_flight::Ticket;
 use futures::StreamExt;
 
-use super::load::{wall_clock_ms, Awaited};
+use super::measure::wall_clock_ms;
+
+/// New invoices sent and not yet seen by the subscriber: (tenant, invoice_id)
+/// → Kafka timestamp (ms).
+pub(crate) type Awaited = Arc<Mutex<HashMap<(String, String), i64>>>;
 
 /// Connects to the Flight service, retrying while it starts.
 async fn connect(addr: SocketAddr) -> Result<arrow_flight::FlightClient> {

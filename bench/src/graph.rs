@@ -12,6 +12,7 @@ use trimatch_connectors::envelope::{decode_upsert, Upsert};
 use trimatch_dataflows::{MatchConfig, Matcher};
 use trimatch_workload::{GeneratedMessage, Present, Workload, WorkloadConfig};
 
+use super::measure::resident_set;
 use super::operator_profile::OperatorProfile;
 
 /// The shape of a graph benchmark run.
@@ -116,7 +117,7 @@ pub fn time_graph(
     steady: Arc<Vec<Upsert>>,
     operator_profile: bool,
 ) -> GraphTiming {
-    let (rss_before_bytes, _) = super::resident_set();
+    let (rss_before_bytes, _) = resident_set();
     let config = timely::Config::process(workers.max(1));
     let guards = timely::execute(config, move |worker| {
         let profile = operator_profile.then(|| OperatorProfile::install(worker));
@@ -127,7 +128,7 @@ pub fn time_graph(
             apply(&mut matcher, worker, chunk, index, peers, &mut time);
         }
         finish(&mut matcher, worker, time);
-        let (rss_after_preload, _) = super::resident_set();
+        let (rss_after_preload, _) = resident_set();
         if let Some(profile) = &profile {
             for (name, updates) in profile.arranged_updates().into_iter().take(25) {
                 eprintln!("worker {index}: {updates:>10} updates  {name}");

@@ -21,7 +21,7 @@ use serde::Serialize;
 use trimatch_dataflows::model::*;
 use trimatch_dataflows::{MatchConfig, Matcher};
 
-use super::percentile;
+use super::measure::percentile;
 
 /// The shape of a group-size run.
 #[derive(Clone, Debug, Serialize)]

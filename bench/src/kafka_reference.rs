@@ -10,7 +10,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use trimatch_workload::GeneratedMessage;
 use trimatch_workload::{ProduceLimits, WorkloadProducer};
 
-use super::load::{wall_clock_ms, Latencies};
+use super::measure::{wall_clock_ms, Latencies};
 
 /// A consumer of every partition of `topics` from `offset`, configured like
 /// the pipeline's sources (no group membership, short fetch waits).

@@ -13,6 +13,8 @@
 //! * [`payments`] — payments per second through the graph at a 1M-invoice
 //!   state, and the latency of one payment for a vendor with 100 … 10,000
 //!   open invoices.
+//! * [`measure`] — what they measure with: wall-clock time, latency
+//!   percentiles, the resident set.
 //!
 //! Both write a JSON report and print a human summary that names the machine.
 //! Benchmarks report; the test suite never times anything.
@@ -23,6 +25,7 @@ pub mod graph;
 pub mod group_size;
 mod kafka_reference;
 pub mod load;
+pub mod measure;
 pub mod operator_profile;
 pub mod payments;
 pub mod restart;
@@ -363,42 +366,9 @@ impl Machine {
     }
 }
 
-/// This process's resident set size and its peak, in bytes (Linux `/proc/self/status`).
-pub fn resident_set() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Percentile `p` (0–100) of `sorted` values, nearest rank; `None` if empty.
-pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let values: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&values, 50.0), Some(50.0));
-        assert_eq!(percentile(&values, 99.0), Some(99.0));
-        assert_eq!(percentile(&values, 100.0), Some(100.0));
-        assert_eq!(percentile(&[7.0], 95.0), Some(7.0));
-        assert_eq!(percentile(&[], 50.0), None);
-    }
 
     #[test]
     fn the_machine_is_described() {

@@ -17,7 +17,6 @@
 //! The broker is a separate process given by `--brokers` (a real Kafka or
 //! tansu), or librdkafka's in-process mock cluster when none is given.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,9 +31,9 @@ use trimatch_workload::{GeneratedMessage, Present, Workload, WorkloadConfig};
 use trimatch_workload::{ProduceLimits, WorkloadProducer};
 
 use super::broker::BenchBroker;
-use super::flight_clients::{snapshot_loop, subscribe_invoices};
+use super::flight_clients::{snapshot_loop, subscribe_invoices, Awaited};
 use super::kafka_reference::{bare_consumer_latency, bare_consumer_rate};
-use super::{percentile, resident_set};
+use super::measure::{resident_set, Latencies, Tail};
 use trimatch::pipeline::{Pipeline, PipelineConfig};
 
 /// The shape of a load run.
@@ -58,55 +57,6 @@ pub struct LoadConfig {
     /// Share of messages that change a tenant's match policy.
     pub policy_share: f64,
     pub seed: u64,
-}
-
-/// A distribution of latencies, in milliseconds.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Latencies {
-    pub samples: usize,
-    pub p50_ms: Option<f64>,
-    pub p95_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-    pub max_ms: Option<f64>,
-}
-
-impl Latencies {
-    pub(super) fn of(mut values: Vec<f64>) -> Latencies {
-        values.sort_by(f64::total_cmp);
-        Latencies {
-            samples: values.len(),
-            p50_ms: percentile(&values, 50.0),
-            p95_ms: percentile(&values, 95.0),
-            p99_ms: percentile(&values, 99.0),
-            max_ms: values.last().copied(),
-        }
-    }
-
-    /// "p50 …, p99 …, max … (n samples)", or with p95 in place of p99.
-    fn describe(&self, tail: Tail) -> String {
-        if self.samples == 0 {
-            return "no samples".to_string();
-        }
-        let (name, value) = match tail {
-            Tail::P95 => ("p95", self.p95_ms),
-            Tail::P99 => ("p99", self.p99_ms),
-        };
-        let ms = |value: Option<f64>| value.unwrap_or(f64::NAN);
-        format!(
-            "p50 {:.1} ms, {name} {:.1} ms, max {:.1} ms ({} samples)",
-            ms(self.p50_ms),
-            ms(value),
-            ms(self.max_ms),
-            self.samples
-        )
-    }
-}
-
-/// Which tail quantile a summary line shows.
-#[derive(Clone, Copy)]
-enum Tail {
-    P95,
-    P99,
 }
 
 /// What a load run measured.
@@ -151,10 +101,6 @@ pub struct LoadReport {
     pub snapshot_rows: f64,
     pub peak_rss_bytes: u64,
 }
-
-/// New invoices sent and not yet seen by the subscriber: (tenant, invoice_id)
-/// → Kafka timestamp (ms).
-pub(super) type Awaited = Arc<Mutex<HashMap<(String, String), i64>>>;
 
 /// The (tenant_id, invoice_id) of an invoice message with a value, from its key.
 fn invoice_identity(message: &GeneratedMessage) -> Option<(String, String)> {
@@ -394,12 +340,6 @@ fn bucket_quantile(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
         cumulative += count;
         (total > 0 && cumulative >= rank).then_some(*bound)
     })
-}
-
-pub(super) fn wall_clock_ms() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |elapsed| elapsed.as_secs_f64() * 1000.0)
 }
 
 /// The human summary of a load report.

@@ -22,7 +22,7 @@ use trimatch_workload::{Present, Workload, WorkloadConfig};
 use super::graph::{decode_all, time_graph};
 use super::group_size::{blanket_po, blanket_receipt, invoice_on, time_probes};
 use super::group_size::{BLANKET_PO, FIRST_DAY, TENANT, VENDOR};
-use super::percentile;
+use super::measure::percentile;
 
 /// The shape of a payments run.
 #[derive(Clone, Debug, Serialize)]
