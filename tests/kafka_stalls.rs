@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::*;
 use trimatch::pipeline::Pipeline;
-use trimatch_connectors::source::owner;
+use trimatch_connectors::ownership::owner;
 use trimatch_dataflows::model::DocumentKind;
 use trimatch_dataflows::rows::PartitionHealth;
 use trimatch_dataflows::{OutputCollection, Row};
