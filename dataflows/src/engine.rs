@@ -74,8 +74,31 @@ pub type Change = (Row, Time, isize);
 
 /// Receives the changes one worker's shards of the outputs undergo, one batch
 /// per (collection, time) as the graph produces them. Subscriptions are built on it.
-/// The sink takes the changes (draining the vector), so they are not cloned twice.
-pub type ChangeSink = Box<dyn FnMut(&mut Vec<Change>)>;
+pub trait ChangeSink {
+    /// Whether the changes of `collection` are wanted now. Rows are built
+    /// only for collections that are, so an output nobody reads costs
+    /// nothing more than its arrangement. The answer may change at any
+    /// time; a batch in progress may be reported in part.
+    fn wants(&self, collection: OutputCollection) -> bool;
+
+    /// Takes changes of one collection (draining the vector, so they are not
+    /// cloned twice).
+    fn take(&mut self, changes: &mut Vec<Change>);
+}
+
+/// A closure is a sink that wants every collection's changes.
+impl<F: FnMut(&mut Vec<Change>)> ChangeSink for F {
+    fn wants(&self, _collection: OutputCollection) -> bool {
+        true
+    }
+
+    fn take(&mut self, changes: &mut Vec<Change>) {
+        self(changes)
+    }
+}
+
+/// The change sink as the dataflow's operators share it.
+type SharedSink = Rc<RefCell<Box<dyn ChangeSink>>>;
 
 /// Why a read was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -160,7 +183,11 @@ impl Matcher {
     /// Builds the graph on `worker`. Every worker of the computation must build it,
     /// in the same order relative to other dataflows. `changes`, if given, sees
     /// every change to this worker's shard of the outputs.
-    pub fn build(worker: &mut Worker, config: &MatchConfig, changes: Option<ChangeSink>) -> Self {
+    pub fn build(
+        worker: &mut Worker,
+        config: &MatchConfig,
+        changes: Option<Box<dyn ChangeSink>>,
+    ) -> Self {
         let mut input = UpsertInput::new();
         let mut source_input = SourceRowInput::new();
         let probe = ProbeHandle::new();
@@ -244,6 +271,7 @@ impl Matcher {
                 payment_suggestions,
             } = three_way_match(documents, default_tolerances);
             let po_lines = publish_arranged(
+                OutputCollection::PoLines,
                 po_lines,
                 |_, line| Some(Row::PoLine(line.to_row())),
                 RowsPerValue::MayRepeat,
@@ -251,6 +279,7 @@ impl Matcher {
                 &changes,
             );
             let invoice_matches = publish_arranged(
+                OutputCollection::InvoiceMatches,
                 invoice_matches,
                 |_, (row, _)| Some(Row::InvoiceMatch(row.clone())),
                 RowsPerValue::MayRepeat,
@@ -258,6 +287,7 @@ impl Matcher {
                 &changes,
             );
             let payment_matches = publish_arranged(
+                OutputCollection::PaymentMatches,
                 payment_matches,
                 |_, (row, _)| Some(Row::PaymentMatch(row.clone())),
                 RowsPerValue::MayRepeat,
@@ -266,55 +296,56 @@ impl Matcher {
             );
             let traces: [(OutputCollection, Box<dyn OutputTrace>); 10] = [
                 (OutputCollection::InvoiceMatches, Box::new(invoice_matches)),
-                (
+                publish(
                     OutputCollection::MatchExceptions,
-                    Box::new(publish(match_exceptions, Row::Exception, &probe, &changes)),
+                    match_exceptions,
+                    Row::Exception,
+                    &probe,
+                    &changes,
                 ),
                 (OutputCollection::PoLines, Box::new(po_lines)),
-                (
+                publish(
                     OutputCollection::ExceptionSummary,
-                    Box::new(publish(
-                        exception_summary,
-                        Row::ExceptionSummary,
-                        &probe,
-                        &changes,
-                    )),
+                    exception_summary,
+                    Row::ExceptionSummary,
+                    &probe,
+                    &changes,
                 ),
-                (
+                publish(
                     OutputCollection::PoSuggestions,
-                    Box::new(publish(po_suggestions, Row::PoSuggestion, &probe, &changes)),
+                    po_suggestions,
+                    Row::PoSuggestion,
+                    &probe,
+                    &changes,
                 ),
                 (OutputCollection::PaymentMatches, Box::new(payment_matches)),
-                (
+                publish(
                     OutputCollection::PaymentExceptions,
-                    Box::new(publish(
-                        payment_exceptions,
-                        Row::PaymentException,
-                        &probe,
-                        &changes,
-                    )),
+                    payment_exceptions,
+                    Row::PaymentException,
+                    &probe,
+                    &changes,
                 ),
-                (
+                publish(
                     OutputCollection::PaymentSuggestions,
-                    Box::new(publish(
-                        payment_suggestions,
-                        Row::PaymentSuggestion,
-                        &probe,
-                        &changes,
-                    )),
+                    payment_suggestions,
+                    Row::PaymentSuggestion,
+                    &probe,
+                    &changes,
                 ),
-                (
+                publish(
                     OutputCollection::DeadLetters,
-                    Box::new(publish(dead_letters, Row::DeadLetter, &probe, &changes)),
+                    dead_letters,
+                    Row::DeadLetter,
+                    &probe,
+                    &changes,
                 ),
-                (
+                publish(
                     OutputCollection::SourceProgress,
-                    Box::new(publish(
-                        source_progress,
-                        Row::SourceProgress,
-                        &probe,
-                        &changes,
-                    )),
+                    source_progress,
+                    Row::SourceProgress,
+                    &probe,
+                    &changes,
                 ),
             ];
             (
@@ -432,24 +463,29 @@ impl Matcher {
     }
 }
 
-/// Arranges an output by tenant and publishes it (see [`publish_arranged`]).
+/// Arranges an output by tenant and publishes it (see [`publish_arranged`]):
+/// the collection with the trace its reads are served from.
 fn publish<'s, R>(
+    output: OutputCollection,
     collection: Collection<'s, (Text, R)>,
     to_row: fn(R) -> Row,
     probe: &ProbeHandle<Time>,
-    changes: &Option<Rc<RefCell<ChangeSink>>>,
-) -> ByTenant<R>
+    changes: &Option<SharedSink>,
+) -> (OutputCollection, Box<dyn OutputTrace>)
 where
     R: differential_dataflow::ExchangeData,
+    R: read::OutputValue,
 {
     let arranged = collection.arrange_by_key();
-    publish_arranged(
+    let trace: ByTenant<R> = publish_arranged(
+        output,
         arranged,
         move |_, row| Some(to_row(row.clone())),
         RowsPerValue::Distinct,
         probe,
         changes,
-    )
+    );
+    (output, Box::new(trace))
 }
 
 /// Whether two values of an arranged output can make the same row.
@@ -465,16 +501,18 @@ enum RowsPerValue {
 }
 
 /// Reports the changes of an arranged output's rows (`to_row` picks and builds
-/// them from the arrangement's values) to `changes`, and attaches the output
-/// to the probe that says when a time is complete. The probe sits after the
-/// change sink, so once a time is complete every change at or before it has
-/// been reported, on every worker. Returns the trace that reads are served from.
+/// them from the arrangement's values) to `changes` while it wants
+/// `output`'s (rows are not built otherwise), and attaches the output to the
+/// probe that says when a time is complete. The probe sits after the change
+/// sink, so once a time is complete every change at or before it has been
+/// reported, on every worker. Returns the trace that reads are served from.
 fn publish_arranged<'s, K, V>(
+    output: OutputCollection,
     arranged: KeyedArrangement<'s, K, V>,
     to_row: impl Fn(&K, &V) -> Option<Row> + 'static,
     rows: RowsPerValue,
     probe: &ProbeHandle<Time>,
-    changes: &Option<Rc<RefCell<ChangeSink>>>,
+    changes: &Option<SharedSink>,
 ) -> TraceAgent<ValSpine<K, V, Time, isize>>
 where
     K: differential_dataflow::ExchangeData,
@@ -483,9 +521,16 @@ where
     match changes.clone() {
         Some(sink) => {
             let mut buffer: Vec<Change> = Vec::new();
+            let wanted = sink.clone();
             arranged
                 .clone()
-                .flat_map_ref(to_row)
+                .flat_map_ref(move |key, value| {
+                    if wanted.borrow().wants(output) {
+                        to_row(key, value)
+                    } else {
+                        None
+                    }
+                })
                 .inspect_batch(move |_, updates| {
                     buffer.clear();
                     buffer.extend(updates.iter().cloned());
@@ -494,7 +539,7 @@ where
                         differential_dataflow::consolidation::consolidate_updates(&mut buffer);
                     }
                     if !buffer.is_empty() {
-                        (sink.borrow_mut())(&mut buffer);
+                        sink.borrow_mut().take(&mut buffer);
                     }
                 })
                 .inner
