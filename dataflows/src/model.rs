@@ -21,6 +21,20 @@ pub use keys::*;
 /// Logical time: milliseconds since the Unix epoch at ingestion (SPEC §4).
 pub type Time = u64;
 
+/// The wall clock as a [`Time`]: `Time::now()`, with this trait in scope, is
+/// the one reading of it (0 before the epoch).
+pub trait WallClock {
+    fn now() -> Self;
+}
+
+impl WallClock for Time {
+    fn now() -> Time {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as Time)
+    }
+}
+
 /// Immutable text. Strings of up to 23 bytes — identifiers, codes, most
 /// names — are stored inline, so cloning one is a copy and comparing one
 /// reads no other memory; longer strings are shared behind a reference count.

@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+use trimatch_dataflows::model::WallClock;
 use trimatch_dataflows::Time;
 
 /// A worker's source of batch times.
@@ -22,7 +23,7 @@ pub(super) struct LogicalClock {
 
 impl LogicalClock {
     pub(super) fn new() -> LogicalClock {
-        LogicalClock::with_wall_clock(|| trimatch_connectors::source::now_ms().max(0) as Time)
+        LogicalClock::with_wall_clock(Time::now)
     }
 
     /// A clock that gives no time before `first` (after a restore: times keep

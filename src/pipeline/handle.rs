@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trimatch_connectors::SourceMetrics;
+use trimatch_dataflows::model::WallClock;
 use trimatch_dataflows::rows::PartitionHealth;
 use trimatch_dataflows::Time;
 
 use super::counters::PipelineCounters;
 use super::durability::Durability;
 use super::subscriptions::Hub;
-use super::{CheckpointMetrics, PipelineHandle, Restored, ReadFailure};
+use super::{CheckpointMetrics, PipelineHandle, ReadFailure, Restored};
 
 /// How often complete times are published to subscribers.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(2);
@@ -132,7 +133,7 @@ impl PipelineHandle {
         let timeout = self.shared.stall_timeout;
         match self.newest_complete() {
             Some(newest) => {
-                let now = trimatch_connectors::source::now_ms().max(0) as Time;
+                let now = Time::now();
                 let behind = Duration::from_millis(now.saturating_sub(newest));
                 (behind > timeout).then(|| {
                     format!(

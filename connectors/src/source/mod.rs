@@ -21,13 +21,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientConfig;
-use trimatch_dataflows::model::{Document, Fingerprint};
+use trimatch_dataflows::model::{Document, Fingerprint, WallClock};
 use trimatch_dataflows::rows::{DeadLetterRow, SourceProgressRow};
+use trimatch_dataflows::Time;
 
 use crate::config::SourceConfig;
 use crate::dead_letter::DeadLetterProducer;
@@ -378,10 +379,8 @@ impl KafkaSource {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, as Kafka timestamps and the rows that
+/// carry them (`rejected_at`) count them.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
+    Time::now() as i64
 }

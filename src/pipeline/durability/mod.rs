@@ -31,6 +31,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Result;
+use trimatch_dataflows::model::WallClock;
 use trimatch_dataflows::{ReadError, ShardCheckpoint, Time};
 use trimatch_state::{Checkpoint, ClusterShape, Expected, Manifest, StateDir};
 
@@ -226,7 +227,7 @@ impl Durability {
             .map(|index| checkpoint.shards.swap_remove(index));
         let mut restored = self.restored.lock().expect("restore lock");
         let restored = *restored.get_or_insert_with(|| {
-            let now = trimatch_connectors::source::now_ms().max(0) as Time;
+            let now = Time::now();
             self.metrics.restored_as_of.store(as_of, Ordering::Relaxed);
             Restored {
                 unchanged_since: unchanged_since.min(as_of),
@@ -251,7 +252,7 @@ impl Durability {
     /// input (the latest is `input_time`), with room for the workers to see
     /// the request.
     pub(super) fn request_final_checkpoint(&self, input_time: Time) -> Time {
-        let now = trimatch_connectors::source::now_ms().max(0) as Time;
+        let now = Time::now();
         let at = now.max(input_time) + FINAL_CHECKPOINT_DELAY_MS;
         let _ = self
             .final_at

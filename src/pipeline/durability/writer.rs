@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
+use trimatch_dataflows::model::WallClock;
 use trimatch_dataflows::Time;
 use trimatch_state::codec::FORMAT_VERSION;
 use trimatch_state::{
@@ -96,7 +97,7 @@ impl Writer {
                 written_by: env!("CARGO_PKG_VERSION").to_string(),
                 as_of,
                 unchanged_since,
-                written_at_ms: trimatch_connectors::source::now_ms(),
+                written_at_ms: Time::now() as i64,
                 shape: self.shape.clone(),
                 kafka_cluster_id,
                 topics: self.topics.clone(),
@@ -117,10 +118,9 @@ impl Writer {
         match self.dir.write(&checkpoint) {
             Ok(stats) => {
                 metrics.last_as_of.store(as_of, Ordering::Relaxed);
-                metrics.last_written_at_ms.store(
-                    trimatch_connectors::source::now_ms().max(0) as u64,
-                    Ordering::Relaxed,
-                );
+                metrics
+                    .last_written_at_ms
+                    .store(Time::now(), Ordering::Relaxed);
                 metrics
                     .last_duration_micros
                     .store((stats.seconds * 1e6) as u64, Ordering::Relaxed);
