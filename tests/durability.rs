@@ -147,7 +147,10 @@ fn a_restart_from_a_checkpoint_goes_on_exactly_where_the_clean_stop_left_off() {
                 &Default::default(),
             )
             .unwrap_err();
-        assert!(matches!(error, ReadFailure::AcrossRestart { .. }), "{error}");
+        assert!(
+            matches!(error, ReadFailure::AcrossRestart { .. }),
+            "{error}"
+        );
         assert!(
             error.to_string().contains("restored from the checkpoint"),
             "{error}"

@@ -12,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::serve::auth::{AuthConfig, Authenticator, JwtConfig};
-use crate::serve::reader::{PeerLink, PeerTls};
 use crate::serve::http::HttpAccess;
+use crate::serve::reader::{PeerLink, PeerTls};
 use crate::serve::tls::{ServerTls, TlsFiles};
 
 #[derive(Args, Clone, Debug, Default)]

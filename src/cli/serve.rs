@@ -16,9 +16,9 @@ use super::progress::{start_with_restore_progress, CatchUpProgress};
 use super::security::SecurityArgs;
 use super::{parse_envelope, parse_setting, parse_start, shutdown_signal};
 use crate::pipeline::{ClusterConfig, DurabilityConfig, PipelineConfig, PipelineHandle};
-use crate::serve::{flight, flight_sql};
 use crate::serve::http;
 use crate::serve::metrics::Metrics;
+use crate::serve::{flight, flight_sql};
 
 /// Where the input topics are and what they hold.
 #[derive(Args)]

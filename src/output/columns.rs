@@ -304,10 +304,7 @@ pub(crate) fn cell(row: &Row, column: usize) -> Cell<'_> {
 /// list the same columns, so only a programming error gets here.
 #[cold]
 fn no_such_column(row: &Row, column: usize) -> ! {
-    unreachable!(
-        "{} has no column {column}",
-        row.collection().name()
-    )
+    unreachable!("{} has no column {column}", row.collection().name())
 }
 
 /// A decimal as the `Decimal128(38, 10)` integer: the value times 10^10.

@@ -203,35 +203,35 @@ impl Hub {
     /// Sends `subscriber` its share of `ready` and the progress
     /// `complete + 1`; whether it stays subscribed.
     fn deliver(&self, subscriber: &Subscriber, ready: &[Change], complete: Time) -> bool {
-            if subscriber.state.closed.load(Ordering::SeqCst) {
-                return false;
-            }
-            let mut changes: Vec<Change> = ready
-                .iter()
-                .filter(|(row, time, _)| {
-                    *time > subscriber.from
-                        && row.collection() == subscriber.collection
-                        && subscriber.filter.matches(row)
-                })
-                .cloned()
-                .collect();
-            // In time order, and within a time retractions before insertions,
-            // so an update reads as "- old, + new".
-            changes.sort_by_key(|(_, time, diff)| (*time, *diff));
-            // The changes, and one for the progress time.
-            let events = changes.len() + 1;
-            let backlog = subscriber.state.backlog.fetch_add(events, Ordering::SeqCst) + events;
-            if backlog > self.backlog_limit {
-                subscriber.state.overflowed.store(true, Ordering::SeqCst);
-                return false;
-            }
-            if !changes.is_empty() && subscriber.sender.send(Published::Changes(changes)).is_err() {
-                return false;
-            }
-            subscriber
-                .sender
-                .send(Published::Progress(complete + 1))
-                .is_ok()
+        if subscriber.state.closed.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut changes: Vec<Change> = ready
+            .iter()
+            .filter(|(row, time, _)| {
+                *time > subscriber.from
+                    && row.collection() == subscriber.collection
+                    && subscriber.filter.matches(row)
+            })
+            .cloned()
+            .collect();
+        // In time order, and within a time retractions before insertions,
+        // so an update reads as "- old, + new".
+        changes.sort_by_key(|(_, time, diff)| (*time, *diff));
+        // The changes, and one for the progress time.
+        let events = changes.len() + 1;
+        let backlog = subscriber.state.backlog.fetch_add(events, Ordering::SeqCst) + events;
+        if backlog > self.backlog_limit {
+            subscriber.state.overflowed.store(true, Ordering::SeqCst);
+            return false;
+        }
+        if !changes.is_empty() && subscriber.sender.send(Published::Changes(changes)).is_err() {
+            return false;
+        }
+        subscriber
+            .sender
+            .send(Published::Progress(complete + 1))
+            .is_ok()
     }
 }
 
@@ -305,7 +305,10 @@ mod tests {
         assert!(!sink.wants(OutputCollection::MatchExceptions));
         input_time.store(7, Ordering::SeqCst);
         let mut subscription = hub.subscribe(OutputCollection::MatchExceptions, Arc::default());
-        assert_eq!(subscription.published_through, 7, "changes up to 7 may be missing");
+        assert_eq!(
+            subscription.published_through, 7,
+            "changes up to 7 may be missing"
+        );
         assert!(sink.wants(OutputCollection::MatchExceptions));
         assert!(!sink.wants(OutputCollection::PoLines));
         let change = |time: Time| (exception_row(), time, 1);

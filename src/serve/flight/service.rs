@@ -19,6 +19,7 @@ use trimatch_dataflows::OutputCollection;
 
 use super::encode::{feed_stream, snapshot_stream};
 use crate::output::columns::{change_schema, schema};
+use crate::pipeline::PipelineHandle;
 use crate::serve::auth::{Authenticator, Principal};
 use crate::serve::flight_sql::{self, SqlService, SqlSettings, SQL_ACTIONS};
 use crate::serve::gate::{authorize, authorize_admin, may_read, scoped, AccessGate, CallRecord};
@@ -26,7 +27,6 @@ use crate::serve::metrics::Metrics;
 use crate::serve::reader::{ClusterReader, PeerLink};
 use crate::serve::tickets::{collection, parse_ticket, QueryError, SnapshotQuery, Ticket as Query};
 use crate::serve::ReplyStream;
-use crate::pipeline::PipelineHandle;
 
 /// The Flight service.
 #[derive(Clone)]
@@ -88,7 +88,8 @@ impl TrimatchFlight {
         started: Instant,
         result: Result<T, Status>,
     ) -> Result<T, Status> {
-        self.gate.record(call(principal, "sql", None, started), &result);
+        self.gate
+            .record(call(principal, "sql", None, started), &result);
         result
     }
 

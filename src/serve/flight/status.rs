@@ -15,28 +15,29 @@ pub(super) async fn status_json(
     reader: &ClusterReader,
     metrics: &Metrics,
 ) -> Result<serde_json::Value, Status> {
-        let pipeline = reader.pipeline().clone();
-        let input_topics: serde_json::Map<String, serde_json::Value> = metrics
-            .input_topics()
-            .into_iter()
-            .map(|topic| {
-                let lows: serde_json::Map<String, serde_json::Value> = topic
-                    .low_watermarks
-                    .iter()
-                    .map(|(partition, low)| (partition.to_string(), json!(low)))
-                    .collect();
-                (
-                    topic.topic.clone(),
-                    json!({
-                        "cleanup_policy": topic.cleanup_policy,
-                        "compacted": topic.is_compacted(),
-                        "low_watermarks": lows,
-                        "history_deleted": topic.history_deleted(),
-                    }),
-                )
-            })
-            .collect();
-        reader.blocking(move |_| {
+    let pipeline = reader.pipeline().clone();
+    let input_topics: serde_json::Map<String, serde_json::Value> = metrics
+        .input_topics()
+        .into_iter()
+        .map(|topic| {
+            let lows: serde_json::Map<String, serde_json::Value> = topic
+                .low_watermarks
+                .iter()
+                .map(|(partition, low)| (partition.to_string(), json!(low)))
+                .collect();
+            (
+                topic.topic.clone(),
+                json!({
+                    "cleanup_policy": topic.cleanup_policy,
+                    "compacted": topic.is_compacted(),
+                    "low_watermarks": lows,
+                    "history_deleted": topic.history_deleted(),
+                }),
+            )
+        })
+        .collect();
+    reader
+        .blocking(move |_| {
             let newest = pipeline.newest_complete();
             let mut row_counts = serde_json::Map::new();
             if let Some(newest) = newest {
@@ -102,4 +103,4 @@ pub(super) async fn status_json(
             }))
         })
         .await
-    }
+}

@@ -151,10 +151,8 @@ impl ClusterReader {
                 ..query
             })
             .await?;
-        let mut shards: Vec<BoxStream<'static, (usize, Result<FeedEvent, Status>)>> = vec![local
-            .events
-            .map(|event| (0, event))
-            .boxed()];
+        let mut shards: Vec<BoxStream<'static, (usize, Result<FeedEvent, Status>)>> =
+            vec![local.events.map(|event| (0, event)).boxed()];
         for (index, (process, stream)) in peers.into_iter().enumerate() {
             let peer = self.cluster.peers[process].clone();
             let events = stream.into_inner().filter_map(move |message| {

@@ -185,10 +185,7 @@ impl ClusterReader {
         let mut local = snapshot.rows;
         let mut remote = Vec::new();
         if !shard && self.cluster.is_cluster() {
-            let shards = self
-                .cluster
-                .shards(ticket, &filter, snapshot.as_of)
-                .await?;
+            let shards = self.cluster.shards(ticket, &filter, snapshot.as_of).await?;
             remote = shards.batches;
             offsets.extend(shards.offsets);
         }
@@ -290,9 +287,9 @@ fn status_of(failure: ReadFailure, retention: Duration) -> Status {
         ReadFailure::Read(ReadError::NotComplete { as_of, newest }) => Status::out_of_range(
             format!("as_of {as_of} is not complete yet; the newest complete time is {newest}"),
         ),
-        ReadFailure::Starting => Status::unavailable(
-            "trimatch is starting: no time is complete yet; retry shortly",
-        ),
+        ReadFailure::Starting => {
+            Status::unavailable("trimatch is starting: no time is complete yet; retry shortly")
+        }
         ReadFailure::Stopped(reason) => {
             Status::unavailable(format!("the pipeline has stopped: {reason}"))
         }

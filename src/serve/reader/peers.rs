@@ -112,9 +112,10 @@ impl Cluster {
                 .schema()
                 .and_then(|schema| schema.metadata().get(OFFSETS_KEY))
             {
-                let offsets: BTreeMap<String, i64> = serde_json::from_str(text).map_err(|error| {
-                    peer_unavailable(process, peer, &format!("unreadable offsets ({error})"))
-                })?;
+                let offsets: BTreeMap<String, i64> =
+                    serde_json::from_str(text).map_err(|error| {
+                        peer_unavailable(process, peer, &format!("unreadable offsets ({error})"))
+                    })?;
                 shards.offsets.extend(offsets);
             }
         }
