@@ -1,9 +1,9 @@
 //! The counters the workers write as they run: freshness (a message's Kafka
 //! timestamp → its change visible to readers). Serving reads them when
-//! Prometheus scrapes (`serve::metrics`); the per-partition source counters
-//! live with the sources (`trimatch_connectors::SourceMetrics`).
+//! Prometheus scrapes (`serve::metrics`, which writes the exposition); the
+//! per-partition source counters live with the sources
+//! (`trimatch_connectors::SourceMetrics`).
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -41,6 +41,11 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// The sum of the observations (seconds, to the microsecond).
+    pub fn sum(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
     /// The bucket bounds (seconds) and how many observations fell in each
     /// (not cumulative); observations above the last bound are not included.
     pub fn buckets(&self) -> Vec<(f64, u64)> {
@@ -49,32 +54,6 @@ impl Histogram {
             .zip(&self.buckets)
             .map(|(bound, bucket)| (*bound, bucket.load(Ordering::Relaxed)))
             .collect()
-    }
-
-    /// Writes the histogram in the Prometheus text format.
-    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        let separator = if labels.is_empty() { "" } else { "," };
-        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {count}"
-        );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {count}");
     }
 }
 

@@ -20,7 +20,7 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, CONTENT_TYPE};
 use super::tls::{ServerTls, TlsListener};
 use crate::pipeline::PipelineHandle;
 
@@ -126,11 +126,7 @@ async fn scrape(
     let text = tokio::task::spawn_blocking(move || endpoints.metrics.render(&endpoints.pipeline))
         .await
         .unwrap_or_else(|error| format!("# scrape failed: {error}\n"));
-    (
-        StatusCode::OK,
-        [("content-type", "text/plain; version=0.0.4")],
-        text,
-    )
+    (StatusCode::OK, [("content-type", CONTENT_TYPE)], text)
 }
 
 /// Alive: the job has not failed and its workers are not stuck.
