@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Currency, ExceptionType, InvoiceKind, PoStatus, Severity, Text};
 
+mod fraction;
 mod payments;
+pub use fraction::nearest_f64;
 pub use payments::*;
 
 /// `status` of an invoice in `invoice_matches`.
@@ -203,12 +205,9 @@ pub struct PoSuggestionRow {
 }
 
 impl PoSuggestionRow {
-    /// The score, rounded to a float.
+    /// The score: the exact fraction rounded once to a float (SPEC §7).
     pub fn score(&self) -> f64 {
-        use rust_decimal::prelude::ToPrimitive;
-        (self.score_numerator / self.score_denominator)
-            .to_f64()
-            .unwrap_or(0.0)
+        nearest_f64(self.score_numerator, self.score_denominator)
     }
 }
 
