@@ -481,3 +481,81 @@ fn a_checkpoint_is_refused_against_another_kafka_cluster() {
     assert!(pipeline.error().is_none());
     pipeline.shutdown().unwrap();
 }
+
+/// `trimatch serve` on `state_dir` with fresh ports, run to its end: its
+/// exit status and its log.
+fn serve_to_the_end(broker: &Tansu, state_dir: &Path, extra: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_trimatch"))
+        .args(["serve", "--brokers", &broker.address, "--workers", "1"])
+        .args([
+            "--flight-addr",
+            &free_addr(),
+            "--metrics-addr",
+            &free_addr(),
+        ])
+        .args(["--state-dir", state_dir.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[test]
+fn one_process_owns_a_state_directory_and_damage_everywhere_stops_the_start() {
+    use support::secured::serve;
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [1, 1, 1, 1, 1, 1]);
+    produce(&broker.address, &history(52, 300));
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let args = [
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+        "--checkpoint-interval-seconds",
+        "1",
+    ];
+    let served = serve(&broker, dir.path(), &args, None);
+    let holder = served.process.id();
+
+    // A second process on the same directory is refused, naming the first,
+    // and touches nothing of it (the audit's shared-directory reproduction).
+    let (started, log) = serve_to_the_end(&broker, &state_dir, &[]);
+    assert!(!started, "{log}");
+    assert!(
+        log.contains("is in use by another process")
+            && log.contains(&format!("trimatch process {holder} on")),
+        "{log}"
+    );
+    wait_for("a checkpoint", Duration::from_secs(30), || {
+        std::fs::read_dir(&state_dir).unwrap().any(|entry| {
+            let name = entry.unwrap().file_name().to_string_lossy().to_string();
+            name.starts_with("checkpoint-") && name.ends_with(".redb")
+        })
+    });
+    drop(served);
+
+    // Every checkpoint damaged: the start is refused instead of silently
+    // reading the topics again, unless the operator says so.
+    for entry in std::fs::read_dir(&state_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(".redb") {
+            std::fs::write(&path, b"not a checkpoint any more").unwrap();
+        }
+    }
+    let (started, log) = serve_to_the_end(&broker, &state_dir, &[]);
+    assert!(!started, "{log}");
+    assert!(
+        log.contains("none can be restored") && log.contains("--allow-replay-on-damage"),
+        "{log}"
+    );
+    let replaying = serve(
+        &broker,
+        dir.path(),
+        &[&args[..], &["--allow-replay-on-damage"]].concat(),
+        None,
+    );
+    drop(replaying);
+}

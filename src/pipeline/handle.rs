@@ -103,6 +103,12 @@ impl PipelineHandle {
                 stalled.join(", ")
             ));
         }
+        if let Some(overdue) = self
+            .checkpoints()
+            .and_then(|checkpoints| checkpoints.overdue(Time::now()))
+        {
+            return Some(overdue);
+        }
         if !self.shared.progress.is_ready() {
             return Some(format!(
                 "catching up to the high watermarks seen at start ({lag} messages behind), \

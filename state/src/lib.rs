@@ -13,5 +13,5 @@ mod store;
 
 pub use store::{
     load, read_manifest, Checkpoint, ClusterShape, Expected, Manifest, PartitionCheckpoint,
-    ShardSummary, StateDir, StateError, WriteStats, CHUNK_ROWS, KEEP_GENERATIONS,
+    ShardSummary, StateDir, StateDirLock, StateError, WriteStats, CHUNK_ROWS, KEEP_GENERATIONS,
 };

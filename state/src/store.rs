@@ -60,6 +60,11 @@ pub enum StateError {
          read the topics again from --start"
     )]
     NoIntactCheckpoint { dir: PathBuf, reasons: String },
+    #[error(
+        "the state directory {dir} is in use by another process ({holder}); one process owns a \
+         state directory: stop that one, or give this one its own --state-dir"
+    )]
+    InUse { dir: PathBuf, holder: String },
 }
 
 fn store_error(path: &Path, error: impl std::fmt::Display) -> StateError {
@@ -181,6 +186,69 @@ pub struct WriteStats {
     pub documents: u64,
 }
 
+/// The file in a state directory that its process holds locked.
+const LOCK_FILE: &str = "LOCK";
+
+/// A state directory held by this process: while it lives, another process
+/// asking for the same directory is refused (an advisory lock on its
+/// `LOCK` file, which the operating system releases when the process ends,
+/// however it ends). The file names the holder, for the refusal's message.
+#[derive(Debug)]
+pub struct StateDirLock {
+    _file: fs::File,
+}
+
+impl StateDirLock {
+    /// Takes `dir` (creating it if needed) for this process, or says who
+    /// holds it.
+    pub fn take(dir: &Path) -> Result<StateDirLock, StateError> {
+        use std::io::{Read, Seek, Write};
+        let io = |source| StateError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io)?;
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(StateError::InUse {
+                    dir: dir.to_path_buf(),
+                    holder: holder.trim().to_string(),
+                });
+            }
+            Err(fs::TryLockError::Error(error)) => return Err(io(error)),
+        }
+        let holder = format!(
+            "trimatch process {} on {}, since {}",
+            std::process::id(),
+            hostname(),
+            chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        file.write_all(holder.as_bytes()).map_err(io)?;
+        Ok(StateDirLock { _file: file })
+    }
+}
+
+/// This host's name, for a lock's holder line.
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "this host".to_string())
+}
+
 /// A state directory.
 #[derive(Clone, Debug)]
 pub struct StateDir {
@@ -274,11 +342,25 @@ impl StateDir {
         let path = self.dir.join(&name);
         let partial = self.dir.join(format!("{name}{PARTIAL_SUFFIX}"));
         let _ = fs::remove_file(&partial);
-        let database = Database::create(&partial).map_err(|error| store_error(&partial, error))?;
-        let documents = write_generation(&database, checkpoint, self.commit_pause)
-            .map_err(|error| store_error(&partial, error))?;
-        drop(database);
-        fs::rename(&partial, &path).map_err(|error| self.io(error))?;
+        let written = Database::create(&partial)
+            .map_err(|error| store_error(&partial, error))
+            .and_then(|database| {
+                write_generation(&database, checkpoint, self.commit_pause)
+                    .map_err(|error| store_error(&partial, error))
+            })
+            .and_then(|documents| {
+                fs::rename(&partial, &path).map_err(|error| self.io(error))?;
+                Ok(documents)
+            });
+        let documents = match written {
+            Ok(documents) => documents,
+            Err(error) => {
+                // A failed write leaves nothing behind: on a full disk, the
+                // half-written file is the space the next write needs.
+                let _ = fs::remove_file(&partial);
+                return Err(error);
+            }
+        };
         // The rename is durable once the directory is.
         if let Ok(directory) = fs::File::open(&self.dir) {
             let _ = directory.sync_all();

@@ -9,7 +9,7 @@ use trimatch_dataflows::{ShardCheckpoint, SourceRow};
 use trimatch_state::codec::FORMAT_VERSION;
 use trimatch_state::{
     Checkpoint, ClusterShape, Expected, Manifest, PartitionCheckpoint, ShardSummary, StateDir,
-    StateError, CHUNK_ROWS, KEEP_GENERATIONS,
+    StateDirLock, StateError, CHUNK_ROWS, KEEP_GENERATIONS,
 };
 
 fn shape() -> ClusterShape {
@@ -170,4 +170,42 @@ fn a_half_written_generation_is_ignored_and_removed() {
     let dir = StateDir::open(temp.path()).unwrap();
     assert!(!partial.exists());
     assert_eq!(dir.generations().unwrap().len(), 1);
+}
+
+#[test]
+fn a_failed_write_leaves_no_half_written_file() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = StateDir::open(temp.path()).unwrap();
+    // The generation's own name is taken by a directory, so the write
+    // fails at its last step, the rename, as a full disk fails it earlier.
+    std::fs::create_dir(temp.path().join(format!("checkpoint-{:020}.redb", 700))).unwrap();
+    std::fs::write(
+        temp.path()
+            .join(format!("checkpoint-{:020}.redb", 700))
+            .join("x"),
+        b"x",
+    )
+    .unwrap();
+    assert!(dir.write(&checkpoint(700, 10)).is_err());
+    let partials: Vec<_> = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|name| name.ends_with(".partial"))
+        .collect();
+    assert!(partials.is_empty(), "{partials:?}");
+}
+
+#[test]
+fn a_second_holder_of_a_state_directory_is_refused_naming_the_first() {
+    let temp = tempfile::tempdir().unwrap();
+    let first = StateDirLock::take(temp.path()).unwrap();
+    let refused = StateDirLock::take(temp.path()).unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains("in use by another process")
+            && message.contains(&format!("trimatch process {}", std::process::id())),
+        "{message}"
+    );
+    drop(first);
+    StateDirLock::take(temp.path()).expect("free again once the holder is gone");
 }

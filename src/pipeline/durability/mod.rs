@@ -46,16 +46,27 @@ use super::ReadFailure;
 pub struct DurabilityConfig {
     pub state_dir: PathBuf,
     pub interval: Duration,
+    /// Readiness fails once no checkpoint has been written for this long
+    /// (durability is failing: a full disk, a lost volume).
+    pub max_age: Duration,
+    /// When the state directory holds checkpoints and none is usable (all
+    /// damaged), start empty and read the topics from `--start` instead of
+    /// refusing to start.
+    pub allow_replay_on_damage: bool,
     /// Fault injection for tests: each checkpoint write pauses this long
     /// before it commits (see `StateDir::with_commit_pause`).
     pub fault_commit_pause: Duration,
 }
 
 impl DurabilityConfig {
+    /// Checkpoints every `interval`; readiness allows five intervals, and at
+    /// least five minutes, without one.
     pub fn new(state_dir: impl Into<PathBuf>, interval: Duration) -> Self {
         DurabilityConfig {
             state_dir: state_dir.into(),
             interval,
+            max_age: (interval * 5).max(Duration::from_secs(300)),
+            allow_replay_on_damage: false,
             fault_commit_pause: Duration::ZERO,
         }
     }
@@ -82,6 +93,33 @@ pub struct CheckpointMetrics {
     pub restored_documents: AtomicU64,
     pub restore_micros: AtomicU64,
     pub restored_as_of: AtomicU64,
+    /// When the state directory was opened (ms since the epoch): a
+    /// checkpoint's age counts from here until the first one is written.
+    pub opened_at_ms: AtomicU64,
+    /// Readiness's bound on a checkpoint's age (ms; 0: none).
+    pub max_age_ms: AtomicU64,
+}
+
+impl CheckpointMetrics {
+    /// Why readiness fails for durability at `now` (ms since the epoch), if
+    /// it does: no checkpoint written for longer than the bound.
+    pub fn overdue(&self, now: u64) -> Option<String> {
+        let max = self.max_age_ms.load(Ordering::Relaxed);
+        let since = self
+            .last_written_at_ms
+            .load(Ordering::Relaxed)
+            .max(self.opened_at_ms.load(Ordering::Relaxed));
+        let age = now.saturating_sub(since);
+        (max > 0 && age > max).then(|| {
+            format!(
+                "no checkpoint written for {} s, more than --ready-max-checkpoint-age-seconds {} \
+                 ({} writes failed; see the log and trimatch_checkpoint_failures_total)",
+                age / 1000,
+                max / 1000,
+                self.failures.load(Ordering::Relaxed)
+            )
+        })
+    }
 }
 
 /// The state a new run was restored from: the checkpoint's time `T`; the
@@ -155,8 +193,36 @@ impl Durability {
         let dir = StateDir::open(&config.state_dir)?.with_commit_pause(config.fault_commit_pause);
         let candidates = dir.manifests(&expected)?;
         let started = std::time::Instant::now();
-        let loaded = dir.load_newest_intact(&candidates, progress)?;
+        let loaded = match dir.load_newest_intact(&candidates, progress) {
+            Ok(loaded) => loaded,
+            Err(error) if config.allow_replay_on_damage => {
+                tracing::warn!("{error}; --allow-replay-on-damage: starting empty");
+                None
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let stored = dir.generations()?.len();
+        if loaded.is_none() && stored > 0 {
+            // Checkpoints are there and none could be read (each was
+            // reported): going on would silently replay from --start.
+            if !config.allow_replay_on_damage {
+                anyhow::bail!(
+                    "{} holds {stored} checkpoints and none can be restored (see the errors \
+                     above); start with --allow-replay-on-damage to read the topics again from \
+                     --start keeping them, or --reset-state to discard them",
+                    dir.path().display()
+                );
+            }
+            tracing::warn!(
+                stored,
+                "no checkpoint can be restored; --allow-replay-on-damage: starting empty"
+            );
+        }
         let metrics = std::sync::Arc::new(CheckpointMetrics::default());
+        metrics.opened_at_ms.store(Time::now(), Ordering::Relaxed);
+        metrics
+            .max_age_ms
+            .store(config.max_age.as_millis() as u64, Ordering::Relaxed);
         if let Some(checkpoint) = &loaded {
             let documents: usize = checkpoint.shards.iter().map(|s| s.documents.len()).sum();
             metrics
@@ -264,3 +330,36 @@ impl Durability {
 /// How far after the latest input time the shutdown checkpoint is taken: a
 /// worker must see the request before its input passes that time.
 const FINAL_CHECKPOINT_DELAY_MS: u64 = 200;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_fails_once_no_checkpoint_was_written_for_longer_than_the_bound() {
+        let metrics = CheckpointMetrics::default();
+        metrics.opened_at_ms.store(1_000_000, Ordering::Relaxed);
+        metrics.max_age_ms.store(300_000, Ordering::Relaxed);
+        assert_eq!(
+            metrics.overdue(1_200_000),
+            None,
+            "within the bound after start"
+        );
+        let overdue = metrics
+            .overdue(1_400_001)
+            .expect("none written since start");
+        assert!(
+            overdue.contains("no checkpoint written for 400 s"),
+            "{overdue}"
+        );
+        metrics
+            .last_written_at_ms
+            .store(1_350_000, Ordering::Relaxed);
+        assert_eq!(metrics.overdue(1_400_001), None, "a write resets the age");
+        metrics.failures.store(7, Ordering::Relaxed);
+        let overdue = metrics.overdue(1_700_000).unwrap();
+        assert!(overdue.contains("7 writes failed"), "{overdue}");
+        metrics.max_age_ms.store(0, Ordering::Relaxed);
+        assert_eq!(metrics.overdue(u64::MAX), None, "no bound");
+    }
+}
