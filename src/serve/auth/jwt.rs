@@ -3,15 +3,19 @@
 //! provider ([`IdentityProvider`]: HS256 with a shared secret, or RS256 with
 //! the keys of a JWKS file), whose role and tenant scope come from
 //! configurable claims. `jsonwebtoken` checks signatures, expiry (with a
-//! minute of leeway for clock skew), issuer and audience.
+//! minute of leeway for clock skew), issuer and audience; a token whose
+//! header lists critical extensions (`crit`, RFC 7515 §4.1.11) is refused,
+//! since trimatch understands none. The JWKS file is read again when it
+//! changes (checked at most every [`JWKS_CHECK_INTERVAL`]), so a provider's
+//! key rotation needs no restart.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::{AuthError, Principal, Role, TenantScope};
 
@@ -34,14 +38,7 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(cluster_token: Option<&str>, ttl: Duration) -> Sessions {
-        let key: [u8; 32] = match cluster_token {
-            Some(token) => Sha256::new()
-                .chain_update(b"trimatch session key\0")
-                .chain_update(token.as_bytes())
-                .finalize()
-                .into(),
-            None => super::tokens::random::<32>(),
-        };
+        let key = super::tokens::process_key(cluster_token, "trimatch session key");
         Sessions {
             encoding: EncodingKey::from_secret(&key),
             decoding: DecodingKey::from_secret(&key),
@@ -115,11 +112,85 @@ pub struct JwtConfig {
     pub role_claim: String,
 }
 
+/// How often the JWKS file is looked at for a change.
+pub const JWKS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Verifies an identity provider's JWTs (see [`JwtConfig`]).
 pub struct IdentityProvider {
     config: JwtConfig,
     secret: Option<DecodingKey>,
-    keys: Option<JwkSet>,
+    keys: Option<JwksFile>,
+}
+
+/// A JWKS file and the keys last read from it.
+struct JwksFile {
+    path: PathBuf,
+    state: Mutex<JwksState>,
+}
+
+struct JwksState {
+    keys: Arc<JwkSet>,
+    /// The file's modification time and length when `keys` were read.
+    read: (Option<SystemTime>, u64),
+    checked: Instant,
+}
+
+impl JwksFile {
+    fn load(path: &std::path::Path) -> anyhow::Result<(JwkSet, (Option<SystemTime>, u64))> {
+        use anyhow::Context;
+        let stamp = file_stamp(path);
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the JWKS file {}", path.display()))?;
+        let keys = serde_json::from_str::<JwkSet>(&text).with_context(|| {
+            format!(
+                "{} is not a JWKS document ({{\"keys\": [...]}})",
+                path.display()
+            )
+        })?;
+        Ok((keys, stamp))
+    }
+
+    fn new(path: PathBuf) -> anyhow::Result<Self> {
+        let (keys, read) = Self::load(&path)?;
+        Ok(JwksFile {
+            path,
+            state: Mutex::new(JwksState {
+                keys: Arc::new(keys),
+                read,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// The keys, read again first if the file changed since they were. A
+    /// file that no longer parses is reported and the keys in use are kept.
+    fn keys(&self) -> Arc<JwkSet> {
+        let mut state = self.state.lock().expect("jwks lock");
+        if state.checked.elapsed() >= JWKS_CHECK_INTERVAL {
+            state.checked = Instant::now();
+            if file_stamp(&self.path) != state.read {
+                match Self::load(&self.path) {
+                    Ok((keys, read)) => {
+                        tracing::info!(file = %self.path.display(), keys = keys.keys.len(), "the JWKS file changed; its keys are read again");
+                        state.keys = Arc::new(keys);
+                        state.read = read;
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %format!("{error:#}"), "the JWKS file changed but cannot be read; the keys read before stay in use")
+                    }
+                }
+            }
+        }
+        state.keys.clone()
+    }
+}
+
+/// What tells that a file changed: its modification time and length.
+fn file_stamp(path: &std::path::Path) -> (Option<SystemTime>, u64) {
+    match std::fs::metadata(path) {
+        Ok(metadata) => (metadata.modified().ok(), metadata.len()),
+        Err(_) => (None, 0),
+    }
 }
 
 impl IdentityProvider {
@@ -141,21 +212,17 @@ impl IdentityProvider {
             }
             None => None,
         };
-        let keys = match &config.jwks_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the JWKS file {}", path.display()))?;
-                Some(serde_json::from_str::<JwkSet>(&text).with_context(|| {
-                    format!(
-                        "{} is not a JWKS document ({{\"keys\": [...]}})",
-                        path.display()
-                    )
-                })?)
-            }
-            None => None,
-        };
+        let keys = config.jwks_file.clone().map(JwksFile::new).transpose()?;
         if secret.is_none() && keys.is_none() {
             anyhow::bail!("JWT authentication needs --jwt-hs256-secret-file or --jwt-jwks-file");
+        }
+        if config.issuer.is_none() {
+            tracing::warn!(
+                "JWTs are accepted from any issuer: set --jwt-issuer to the identity provider's"
+            );
+        }
+        if config.audience.is_none() {
+            tracing::warn!("JWTs are accepted for any audience: set --jwt-audience to the one the identity provider issues trimatch's tokens for");
         }
         Ok(IdentityProvider {
             config,
@@ -169,6 +236,12 @@ impl IdentityProvider {
         let refused = |why: String| AuthError::Jwt(format!("the JWT is refused: {why}"));
         let header =
             jsonwebtoken::decode_header(token).map_err(|error| refused(describe(&error)))?;
+        if let Some(critical) = critical_extensions(token) {
+            return Err(refused(format!(
+                "its header lists critical extensions (crit: {critical}) and trimatch \
+                 understands none (RFC 7515 §4.1.11)"
+            )));
+        }
         let key = match header.alg {
             Algorithm::HS256 => self.secret.clone().ok_or_else(|| {
                 refused(
@@ -176,9 +249,15 @@ impl IdentityProvider {
                 )
             })?,
             Algorithm::RS256 => {
-                let keys = self.keys.as_ref().ok_or_else(|| {
-                    refused("RS256 tokens are not accepted here (no --jwt-jwks-file)".to_string())
-                })?;
+                let keys = self
+                    .keys
+                    .as_ref()
+                    .ok_or_else(|| {
+                        refused(
+                            "RS256 tokens are not accepted here (no --jwt-jwks-file)".to_string(),
+                        )
+                    })?
+                    .keys();
                 let jwk = match &header.kid {
                     Some(kid) => keys.find(kid),
                     None if keys.keys.len() == 1 => keys.keys.first(),
@@ -271,6 +350,27 @@ fn principal_of(
     })
 }
 
+/// The `crit` member of a token's header, if it has one.
+fn critical_extensions(token: &str) -> Option<Value> {
+    use base64::Engine as _;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()?;
+    let mut header: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    header.remove("crit")
+}
+
+/// The subject a token claims, without checking its signature: what
+/// authentication failures are counted under.
+pub fn unverified_subject(token: &str) -> Option<String> {
+    let claims = unverified_claims(token)?;
+    claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
 /// A token's claims without checking its signature (to tell the kinds apart).
 fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
     use base64::Engine as _;
@@ -311,6 +411,46 @@ mod tests {
                            "trimatch_tenants": "*"});
         let error = provider.verify(&token(secret, early)).unwrap_err();
         assert!(error.to_string().contains("not valid yet"), "{error}");
+    }
+
+    #[test]
+    fn a_token_with_critical_extensions_is_refused() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let (provider, _dir) = provider(secret);
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({"sub": "carol", "iss": "https://idp.example", "exp": now + 600,
+                            "trimatch_tenants": "*"});
+        assert!(provider.verify(&token(secret, claims.clone())).is_ok());
+        // The same claims and key, with `crit` in a header we sign by hand.
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"alg":"HS256","typ":"JWT","crit":["exp-ext"],"exp-ext":1}"#);
+        let payload = b64.encode(serde_json::to_vec(&claims).unwrap());
+        let signing_input = format!("{header}.{payload}");
+        let tag = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes()),
+            signing_input.as_bytes(),
+        );
+        let critical = format!("{signing_input}.{}", b64.encode(tag.as_ref()));
+        let error = provider.verify(&critical).unwrap_err();
+        assert!(error.to_string().contains("critical extensions"), "{error}");
+    }
+
+    #[test]
+    fn a_changed_jwks_file_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, r#"{"keys": []}"#).unwrap();
+        let file = JwksFile::new(path.clone()).unwrap();
+        assert!(file.keys().keys.is_empty());
+        let jwk =
+            r#"{"keys": [{"kty": "oct", "kid": "k1", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}"#;
+        std::fs::write(&path, jwk).unwrap();
+        file.state.lock().unwrap().checked -= JWKS_CHECK_INTERVAL;
+        assert_eq!(file.keys().keys.len(), 1, "the new key is read");
+        std::fs::write(&path, "not json, and longer than before").unwrap();
+        file.state.lock().unwrap().checked -= JWKS_CHECK_INTERVAL;
+        assert_eq!(file.keys().keys.len(), 1, "a broken file keeps the keys");
     }
 
     fn provider(secret: &str) -> (IdentityProvider, tempfile::TempDir) {

@@ -1,10 +1,16 @@
-//! Refuses authentication from an address that failed too often lately, so
-//! that tokens cannot be guessed at the speed of the network: after
-//! [`MAX_FAILURES`] failures within [`WINDOW`], calls from that address are
-//! refused (RESOURCE_EXHAUSTED) until the window has passed. IPv6 addresses
-//! count by their /64 network (one host usually has a whole /64). Calls
-//! already past the check when the limit is reached still finish: at most as
-//! many extra tries as there are concurrent calls.
+//! Refuses authentication for an identity that failed too often lately from
+//! one address, so that a token cannot be guessed at the speed of the
+//! network: after [`MAX_FAILURES`] failures within [`WINDOW`], calls from
+//! that address claiming that identity (a token id, a Basic name, a JWT
+//! subject: what the credential says before it is verified) are refused
+//! (RESOURCE_EXHAUSTED) until the window has passed.
+//!
+//! Failures count per (address, claimed identity), never per address alone:
+//! behind an ingress or a NAT every user shares one address, and one client
+//! failing must not lock the others out. IPv6 addresses count by their /64
+//! network (one host usually has a whole /64). Calls already past the check
+//! when the limit is reached still finish: at most as many extra tries as
+//! there are concurrent calls.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,23 +24,27 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 /// and the addresses failing now are the ones kept.
 const MAX_ADDRESSES: usize = 16 * 1024;
 
-/// Failures per address in the current window.
+/// The longest claimed identity kept (a longer one is cut).
+const MAX_CLAIM_BYTES: usize = 128;
+
+/// Failures per (address, claimed identity) in the current window.
 #[derive(Default)]
 pub struct FailureLimiter {
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    failures: Mutex<HashMap<(IpAddr, String), (Instant, u32)>>,
 }
 
 impl FailureLimiter {
-    /// How long `peer` must still wait, if it is refused now.
-    pub fn refused(&self, peer: IpAddr) -> Option<Duration> {
+    /// How long `peer` must still wait to try `claimed` again, if it is
+    /// refused now.
+    pub fn refused(&self, peer: IpAddr, claimed: &str) -> Option<Duration> {
         let failures = self.failures.lock().expect("limiter lock");
-        let (since, count) = failures.get(&counted_as(peer))?;
+        let (since, count) = failures.get(&counted_as(peer, claimed))?;
         let elapsed = since.elapsed();
         (*count >= MAX_FAILURES && elapsed < WINDOW).then(|| WINDOW - elapsed)
     }
 
-    /// Counts a failure of `peer`.
-    pub fn failed(&self, peer: IpAddr) {
+    /// Counts a failure of `peer` claiming `claimed`.
+    pub fn failed(&self, peer: IpAddr, claimed: &str) {
         let mut failures = self.failures.lock().expect("limiter lock");
         if failures.len() >= MAX_ADDRESSES {
             failures.retain(|_, (since, _)| since.elapsed() < WINDOW);
@@ -46,7 +56,7 @@ impl FailureLimiter {
             }
         }
         let entry = failures
-            .entry(counted_as(peer))
+            .entry(counted_as(peer, claimed))
             .or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= WINDOW {
             *entry = (Instant::now(), 0);
@@ -55,8 +65,18 @@ impl FailureLimiter {
     }
 }
 
+/// The key failures are counted under: the address (IPv6 by its /64) and
+/// the claimed identity, cut to [`MAX_CLAIM_BYTES`].
+fn counted_as(peer: IpAddr, claimed: &str) -> (IpAddr, String) {
+    let mut end = claimed.len().min(MAX_CLAIM_BYTES);
+    while !claimed.is_char_boundary(end) {
+        end -= 1;
+    }
+    (network_of(peer), claimed[..end].to_string())
+}
+
 /// The address failures are counted under: IPv6 by its /64.
-fn counted_as(peer: IpAddr) -> IpAddr {
+fn network_of(peer: IpAddr) -> IpAddr {
     match peer {
         IpAddr::V4(_) => peer,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -76,13 +96,13 @@ mod tests {
     fn one_ipv6_network_counts_as_one_address() {
         let limiter = FailureLimiter::default();
         for host in 0..MAX_FAILURES {
-            limiter.failed(format!("2001:db8:1:2::{host:x}").parse().unwrap());
+            limiter.failed(format!("2001:db8:1:2::{host:x}").parse().unwrap(), "x");
         }
         assert!(limiter
-            .refused("2001:db8:1:2::ffff".parse().unwrap())
+            .refused("2001:db8:1:2::ffff".parse().unwrap(), "x")
             .is_some());
         assert!(limiter
-            .refused("2001:db8:1:3::1".parse().unwrap())
+            .refused("2001:db8:1:3::1".parse().unwrap(), "x")
             .is_none());
     }
 
@@ -91,10 +111,13 @@ mod tests {
         let limiter = FailureLimiter::default();
         let attacker: IpAddr = "10.9.9.9".parse().unwrap();
         for _ in 0..MAX_FAILURES {
-            limiter.failed(attacker);
+            limiter.failed(attacker, "x");
         }
         for index in 0..MAX_ADDRESSES as u32 + 10 {
-            limiter.failed(IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + index)));
+            limiter.failed(
+                IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + index)),
+                "x",
+            );
         }
         let remembered = limiter.failures.lock().unwrap().len();
         assert!(remembered <= MAX_ADDRESSES, "{remembered}");

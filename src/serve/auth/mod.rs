@@ -187,6 +187,8 @@ pub enum AuthError {
         "the API token behind this session was revoked; authenticate again with a valid token"
     )]
     Revoked,
+    #[error("the role or tenants of the API token behind this session changed after it began; authenticate again (Handshake) to start a session with the token's new rights")]
+    RightsChanged,
     #[error("{0}")]
     Jwt(String),
 }
@@ -253,6 +255,12 @@ impl Authenticator {
         })
     }
 
+    /// The key this process (and every process of its cluster) uses for
+    /// `purpose`; see [`tokens::process_key`].
+    pub fn process_key(&self, purpose: &str) -> [u8; 32] {
+        tokens::process_key(self.cluster_token.as_deref(), purpose)
+    }
+
     /// How many API tokens the token file holds.
     pub fn token_count(&self) -> usize {
         self.tokens.read().expect("token lock").tokens.len()
@@ -290,7 +298,7 @@ impl Authenticator {
         if !self.is_enabled() {
             return Ok(Principal::anonymous());
         }
-        self.limited(peer, || self.principal_of(metadata))
+        self.limited(peer, metadata, || self.principal_of(metadata))
     }
 
     /// A Handshake: the caller's principal and a session token for later calls.
@@ -307,24 +315,28 @@ impl Authenticator {
         Ok((principal, token))
     }
 
-    /// Runs `check` unless `peer` has failed too often lately; counts a failure.
+    /// Runs `check` unless `peer` has failed too often lately with the
+    /// identity `metadata` claims; counts a failure.
     fn limited(
         &self,
         peer: Option<IpAddr>,
+        metadata: &MetadataMap,
         check: impl FnOnce() -> Result<Principal, AuthError>,
     ) -> Result<Principal, Status> {
-        if let Some((peer, wait)) = peer.and_then(|peer| Some((peer, self.limiter.refused(peer)?)))
+        let claimed = claimed_identity(metadata);
+        if let Some((peer, wait)) =
+            peer.and_then(|peer| Some((peer, self.limiter.refused(peer, &claimed)?)))
         {
             return Err(Status::resource_exhausted(format!(
-                "too many failed authentications from {peer}; retry in {} s",
+                "too many failed authentications as {claimed} from {peer}; retry in {} s",
                 wait.as_secs().max(1)
             )));
         }
         check().map_err(|error| {
             if let Some(peer) = peer {
-                self.limiter.failed(peer);
+                self.limiter.failed(peer, &claimed);
             }
-            tracing::warn!(target: "trimatch::audit", peer = ?peer, reason = %error, "authentication failed");
+            tracing::warn!(target: "trimatch::audit", peer = ?peer, claimed = %claimed, reason = %error, "authentication failed");
             Status::from(error)
         })
     }
@@ -386,9 +398,13 @@ impl Authenticator {
         }
         if Sessions::is_session_token(token) {
             let principal = self.sessions.verify(token)?;
+            // A session has its token's rights as they are now: none if the
+            // token was revoked, and none if its role or tenants changed.
             if let Some(id) = &principal.token_id {
-                if !self.tokens.read().expect("token lock").has_id(id) {
-                    return Err(AuthError::Revoked);
+                let tokens = self.tokens.read().expect("token lock");
+                let now = tokens.with_id(id).ok_or(AuthError::Revoked)?.principal();
+                if now.role != principal.role || now.tenants != principal.tenants {
+                    return Err(AuthError::RightsChanged);
                 }
             }
             return Ok(principal);
@@ -399,6 +415,42 @@ impl Authenticator {
                 "the bearer token is neither an API token (tmt_…) nor a session token, and no identity provider is configured for JWTs (--jwt-hs256-secret-file or --jwt-jwks-file)".to_string(),
             )),
         }
+    }
+}
+
+/// Who a call's credentials say they are, before they are verified: the
+/// key failures are counted under (see `limiter`). Never the secret: an API
+/// token's id, a Basic name, a JWT's or session's subject.
+fn claimed_identity(metadata: &MetadataMap) -> String {
+    let Some(header) = metadata
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+    else {
+        return "no credentials".to_string();
+    };
+    let Some((scheme, credentials)) = header.trim().split_once(' ') else {
+        return "an unknown scheme".to_string();
+    };
+    let credentials = credentials.trim();
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => base64_any_padding()
+            .decode(credentials)
+            .ok()
+            .and_then(|bytes| {
+                let text = String::from_utf8(bytes).ok()?;
+                Some(format!("basic:{}", text.split_once(':')?.0))
+            })
+            .unwrap_or_else(|| "basic".to_string()),
+        "bearer" => match credentials
+            .strip_prefix(tokens::PREFIX)
+            .and_then(|rest| rest.split('_').next())
+        {
+            Some(id) => format!("token:{id}"),
+            None => jwt::unverified_subject(credentials)
+                .map(|subject| format!("subject:{subject}"))
+                .unwrap_or_else(|| "bearer".to_string()),
+        },
+        _ => "an unknown scheme".to_string(),
     }
 }
 
@@ -534,7 +586,7 @@ mod tests {
     }
 
     #[test]
-    fn repeated_failures_from_one_address_are_refused_for_a_while() {
+    fn repeated_failures_of_one_identity_from_one_address_are_refused_for_a_while() {
         let (auth, token) = with_token(Role::Reader, &["acme"]);
         let peer: IpAddr = "10.1.2.3".parse().unwrap();
         let other: IpAddr = "10.1.2.4".parse().unwrap();
@@ -544,13 +596,24 @@ mod tests {
                 .unwrap_err();
             assert_eq!(status.code(), tonic::Code::Unauthenticated);
         }
-        let good = metadata(&format!("Bearer {token}"));
-        let status = auth.authenticate(&good, Some(peer)).unwrap_err();
+        let status = auth
+            .authenticate(&metadata("Bearer tmt_00000000_nope"), Some(peer))
+            .unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-        assert!(status
-            .message()
-            .contains("too many failed authentications from 10.1.2.3"));
+        assert!(
+            status
+                .message()
+                .contains("too many failed authentications as token:00000000 from 10.1.2.3"),
+            "{status:?}"
+        );
+        // Another identity from the same address (behind one NAT, say) is
+        // not locked out by those failures, and neither is another address.
+        let good = metadata(&format!("Bearer {token}"));
+        assert!(auth.authenticate(&good, Some(peer)).is_ok());
         assert!(auth.authenticate(&good, Some(other)).is_ok());
+        assert!(auth
+            .authenticate(&metadata("Bearer tmt_00000000_nope"), Some(other))
+            .is_err_and(|status| status.code() == tonic::Code::Unauthenticated));
     }
 
     #[test]

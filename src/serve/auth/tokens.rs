@@ -32,7 +32,7 @@ use subtle::ConstantTimeEq;
 
 use super::{Principal, Role, TenantScope};
 
-const PREFIX: &str = "tmt_";
+pub(super) const PREFIX: &str = "tmt_";
 
 /// One principal's token, as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -130,9 +130,9 @@ impl TokenFile {
             .filter(|entry| entry.matches(token))
     }
 
-    /// Whether the token with this id is still in the file.
-    pub fn has_id(&self, id: &str) -> bool {
-        self.tokens.iter().any(|entry| entry.id == id)
+    /// The entry of the token with this id, if it is still in the file.
+    pub fn with_id(&self, id: &str) -> Option<&TokenEntry> {
+        self.tokens.iter().find(|entry| entry.id == id)
     }
 
     /// Adds a token named `name` to the file at `path` (created, readable by
@@ -155,7 +155,7 @@ impl TokenFile {
         }
         let id = loop {
             let id = hex(&random::<4>());
-            if !file.has_id(&id) {
+            if file.with_id(&id).is_none() {
                 break id;
             }
         };
@@ -224,6 +224,23 @@ fn hash(salt: &[u8], token: &str) -> [u8; 32] {
 }
 
 /// `N` bytes from the operating system's random source.
+/// A 32-byte key for `purpose`: derived from the cluster token when there is
+/// one, so that every process of a cluster holds the same key (a session
+/// token or a statement handle made by one is good at all), else random for
+/// this process's life.
+pub fn process_key(cluster_token: Option<&str>, purpose: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    match cluster_token {
+        Some(token) => Sha256::new()
+            .chain_update(purpose.as_bytes())
+            .chain_update(b"\0")
+            .chain_update(token.as_bytes())
+            .finalize()
+            .into(),
+        None => random::<32>(),
+    }
+}
+
 pub(super) fn random<const N: usize>() -> [u8; N] {
     let mut bytes = [0; N];
     getrandom::fill(&mut bytes).expect("the operating system's random source");
