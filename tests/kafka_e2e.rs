@@ -23,6 +23,13 @@ use trimatch_dataflows::{OutputCollection, Row};
 use trimatch_workload::{Workload, WorkloadConfig};
 
 #[test]
+fn an_oversized_message_is_dead_lettered_on_a_real_broker() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [1, 1, 1, 1, 1, 1]);
+    an_oversized_message_is_dead_lettered_and_its_partition_goes_on(&broker.address);
+}
+
+#[test]
 fn generated_history_through_a_real_broker_equals_plain_evaluation() {
     let broker = Tansu::start();
     create_input_topics(&broker.address, [3, 2, 3, 1, 1, 1]);

@@ -178,6 +178,12 @@ fn waiting_for_a_missing_topic_picks_it_up_with_its_partitions() {
 }
 
 #[test]
+fn an_oversized_message_is_dead_lettered_on_the_mock_cluster() {
+    let mock = mock_with_input_topics(1);
+    an_oversized_message_is_dead_lettered_and_its_partition_goes_on(&mock.bootstrap_servers());
+}
+
+#[test]
 fn rejected_messages_go_to_the_dead_letter_topic_with_their_origin() {
     let mock = mock_with_input_topics(2);
     mock.create_topic("trimatch_dead_letters", 1, 1).unwrap();

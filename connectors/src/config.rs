@@ -189,7 +189,22 @@ pub struct SourceConfig {
     /// (while not paused) is reported as stalled: the broker is failing to
     /// serve it, whatever the cause.
     pub stall_after: Duration,
+    /// The largest message (key and value) applied; a larger one is
+    /// dead-lettered with its size (SPEC §1.3: every consumed message is
+    /// applied or dead-lettered). The consumer fetches up to
+    /// [`FETCH_MAX_BYTES`] per partition, so that a message over this bound
+    /// still arrives to be dead-lettered instead of blocking its partition.
+    pub max_message_bytes: usize,
 }
+
+/// What the consumer fetches at most per partition and per request, and so
+/// the largest message it can take off a partition at all: far above any
+/// broker's default message size (1 MiB on Kafka), so a message a broker
+/// accepted arrives, and is applied or dead-lettered.
+pub const FETCH_MAX_BYTES: usize = 64 << 20;
+
+/// The default of [`SourceConfig::max_message_bytes`].
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 impl SourceConfig {
     /// The four input topics under their default names, upsert envelope,
@@ -213,6 +228,7 @@ impl SourceConfig {
             max_batch: 10_000,
             metadata_refresh: Duration::from_secs(10),
             stall_after: Duration::from_secs(20),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 

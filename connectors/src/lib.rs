@@ -34,7 +34,10 @@ pub mod retention;
 pub mod source;
 pub mod tenants;
 
-pub use config::{Envelope, ResumePoint, SourceConfig, StartPosition, TopicConfig};
+pub use config::{
+    Envelope, ResumePoint, SourceConfig, StartPosition, TopicConfig, DEFAULT_MAX_MESSAGE_BYTES,
+    FETCH_MAX_BYTES,
+};
 pub use error::SourceError;
 pub use metrics::SourceMetrics;
 pub use source::{KafkaSource, SourceBatch, SourceChange};

@@ -516,3 +516,82 @@ pub fn run_python_check(python: &str, script: &str, envs: &[(&str, String)]) -> 
     assert!(stdout.trim_end().ends_with("OK"), "{stdout}");
     stdout
 }
+
+/// The audit's oversized-message reproduction, on the broker at `brokers`
+/// (whose input topics exist, one partition each): a purchase order of
+/// 5 MiB at offset 0 of `purchase_orders/0`, ten valid ones behind it, and a
+/// bounded run with `--max-message-bytes` 1 MiB. The big one is dead-lettered
+/// with its size, the ten are applied, and the partition ends where it
+/// should (consumed = applied + dead-lettered).
+pub fn an_oversized_message_is_dead_lettered_and_its_partition_goes_on(brokers: &str) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let orders: Vec<GeneratedMessage> = history(81, 2_000)
+        .into_iter()
+        .filter(|message| message.kind == DocumentKind::PurchaseOrder && !message.malformed)
+        .take(10)
+        .collect();
+    assert_eq!(orders.len(), 10);
+    let mut big: serde_json::Value =
+        serde_json::from_slice(orders[0].value.as_ref().unwrap()).unwrap();
+    big["po_number"] = "PO-HUGE".into();
+    big["note"] = "x".repeat(5 << 20).into();
+    let big_value = serde_json::to_vec(&big).unwrap();
+    let mut big_key: serde_json::Value =
+        serde_json::from_slice(orders[0].key.as_ref().unwrap()).unwrap();
+    big_key["po_number"] = "PO-HUGE".into();
+    let big_key = serde_json::to_vec(&big_key).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.max.bytes", (8 << 20).to_string())
+        .create()
+        .unwrap();
+    let topic = DocumentKind::PurchaseOrder.default_topic();
+    producer
+        .send(
+            BaseRecord::to(topic)
+                .partition(0)
+                .key(&big_key)
+                .payload(&big_value),
+        )
+        .map_err(|(error, _)| error)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    produce(brokers, &orders);
+
+    let mut source = source_config(brokers);
+    source.until_end = true;
+    source.max_message_bytes = 1 << 20;
+    let pipeline = Pipeline::start(pipeline_config(source, 1)).unwrap();
+    let metrics = pipeline.metrics();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(pipeline.join()));
+    let state = finished
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the bounded run ends: the partition is not stuck behind the big message")
+        .unwrap();
+    let letters: Vec<(String, i32, i64, String)> = state.collections
+        [&OutputCollection::DeadLetters]
+        .iter()
+        .filter_map(|row| match row {
+            Row::DeadLetter(letter) => Some((
+                letter.topic.to_string(),
+                letter.partition,
+                letter.offset,
+                letter.reason.to_string(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        letters.iter().any(|(t, p, o, reason)| t == topic
+            && *p == 0
+            && *o == 0
+            && reason.contains("bytes, more than the 1048576 a message may have")),
+        "{letters:?}"
+    );
+    let counters = metrics.snapshot();
+    let orders_partition = &counters[&(topic.to_string(), 0)];
+    assert_eq!(orders_partition.consumed, 11);
+    assert_eq!(orders_partition.applied, 10);
+    assert_eq!(orders_partition.dead_lettered, 1);
+}

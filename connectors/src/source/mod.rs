@@ -26,11 +26,12 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientConfig;
+use trimatch_dataflows::decode::DecodeError;
 use trimatch_dataflows::model::{Document, Fingerprint, WallClock};
 use trimatch_dataflows::rows::{DeadLetterRow, SourceProgressRow};
 use trimatch_dataflows::Time;
 
-use crate::config::SourceConfig;
+use crate::config::{SourceConfig, FETCH_MAX_BYTES};
 use crate::dead_letter::DeadLetterProducer;
 use crate::discovery::{Discovery, DiscoveryEvent};
 use crate::envelope::{decode_message, Decoded};
@@ -121,9 +122,22 @@ impl KafkaSource {
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", &config.brokers);
         let mut consumer_settings = client.clone();
+        // Fetch sizes (librdkafka's defaults are 1 MiB a partition): a
+        // broker that does not return an oversized first batch anyway
+        // (KIP-74; tansu does not) would otherwise leave a larger message
+        // unfetched, and its partition stuck behind it. What arrives over
+        // `max_message_bytes` is dead-lettered below.
+        let fetch = FETCH_MAX_BYTES.to_string();
         consumer_settings
             .set("fetch.wait.max.ms", "10")
-            .set("topic.metadata.refresh.interval.ms", "10000");
+            .set("topic.metadata.refresh.interval.ms", "10000")
+            .set("fetch.message.max.bytes", &fetch)
+            .set("message.max.bytes", &fetch)
+            .set("fetch.max.bytes", &fetch)
+            .set(
+                "receive.message.max.bytes",
+                (FETCH_MAX_BYTES + (1 << 20)).to_string(),
+            );
         // Pass-through settings (SASL, SSL, tuning) override the defaults above...
         for (key, value) in &config.client_settings {
             client.set(key, value);
@@ -281,7 +295,20 @@ impl KafkaSource {
             if let Some(timestamp) = message.timestamp_ms() {
                 batch.message_timestamps.push(timestamp);
             }
-            match decode_message(topic.kind, topic.envelope, message.key(), message.payload()) {
+            let size =
+                message.key().map_or(0, <[u8]>::len) + message.payload().map_or(0, <[u8]>::len);
+            let decoded = if size > self.config.max_message_bytes {
+                Err(DecodeError::new(
+                    "message",
+                    format!(
+                        "{size} bytes, more than the {} a message may have (--max-message-bytes)",
+                        self.config.max_message_bytes
+                    ),
+                ))
+            } else {
+                decode_message(topic.kind, topic.envelope, message.key(), message.payload())
+            };
+            match decoded {
                 Ok(Decoded::Change(upsert)) => {
                     state.uncommitted.applied += 1;
                     let tenant = upsert.identity.first().map_or("", String::as_str);
@@ -308,12 +335,15 @@ impl KafkaSource {
                     state.uncommitted.dead_lettered += 1;
                     let reason = reason.to_string();
                     if self.dead_letters.is_some() {
+                        // An oversized message's value is not copied: the
+                        // dead-letter topic would refuse it too.
+                        let copied = size <= self.config.max_message_bytes;
                         self.unsent_dead_letters.push(UnsentDeadLetter {
                             topic: state.topic.clone(),
                             partition: state.partition,
                             offset,
                             key: message.key().map(<[u8]>::to_vec),
-                            value: message.payload().map(<[u8]>::to_vec),
+                            value: message.payload().filter(|_| copied).map(<[u8]>::to_vec),
                             reason: reason.clone(),
                         });
                     }
