@@ -127,6 +127,14 @@ pub struct ServeArgs {
     /// Also produce rejected messages to this topic.
     #[arg(long, env = "TRIMATCH_DEAD_LETTER_TOPIC")]
     dead_letter_topic: Option<String>,
+    /// The largest input message (key and value, in bytes) applied; a larger
+    /// one is dead-lettered with its size. Messages up to 64 MiB are fetched
+    /// (so that one over this bound is dead-lettered, not stuck in its
+    /// partition).
+    #[arg(long, env = "TRIMATCH_MAX_MESSAGE_BYTES",
+          default_value_t = trimatch_connectors::DEFAULT_MAX_MESSAGE_BYTES,
+          value_parser = max_message_bytes)]
+    max_message_bytes: usize,
     /// Wait for missing input topics instead of failing.
     #[arg(long, env = "TRIMATCH_WAIT_FOR_TOPICS")]
     wait_for_topics: bool,
@@ -144,12 +152,40 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIMATCH_RETENTION_SECONDS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_SECONDS))]
     retention_seconds: u64,
+    /// Flight: DoGet and subscription streams open at once, in all; more are
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TRIMATCH_MAX_STREAMS", default_value_t = 1024, value_parser = at_least_one)]
+    max_streams: usize,
+    /// Flight: streams one caller (an API token, a JWT subject) may hold
+    /// open at once.
+    #[arg(long, env = "TRIMATCH_MAX_STREAMS_PER_CALLER", default_value_t = 64, value_parser = at_least_one)]
+    max_streams_per_caller: usize,
     /// Flight SQL: the most memory (MiB) one statement may hold, the rows it
     /// reads plus its joins, aggregates and sorts; a statement that needs
     /// more fails with RESOURCE_EXHAUSTED instead of growing the process.
     #[arg(long, env = "TRIMATCH_SQL_MEMORY_LIMIT_MB", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..))]
     sql_memory_limit_mb: u64,
+    /// Flight SQL: how long (seconds) a statement may plan and run, to its
+    /// last batch; past it the statement stops with DEADLINE_EXCEEDED.
+    #[arg(long, env = "TRIMATCH_SQL_DEADLINE_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    sql_deadline_seconds: u64,
+    /// Flight SQL: statements that may plan or run at once; more are refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TRIMATCH_SQL_MAX_RUNNING", default_value_t = 16, value_parser = at_least_one)]
+    sql_max_running: usize,
+    /// Flight SQL: statements one caller (an API token, a JWT subject) may
+    /// plan or run at once.
+    #[arg(long, env = "TRIMATCH_SQL_MAX_RUNNING_PER_CALLER", default_value_t = 4, value_parser = at_least_one)]
+    sql_max_running_per_caller: usize,
+    /// Flight SQL: threads of the pool statements run on, apart from the
+    /// threads that serve Flight, the health endpoints and ingestion.
+    #[arg(long, env = "TRIMATCH_SQL_THREADS", default_value_t = 2, value_parser = at_least_one)]
+    sql_threads: usize,
+    /// Flight SQL: the longest statement text accepted, in bytes.
+    #[arg(long, env = "TRIMATCH_SQL_MAX_STATEMENT_BYTES", default_value_t = 64 * 1024, value_parser = at_least_one)]
+    sql_max_statement_bytes: usize,
     /// Cluster mode: how many processes run the computation (timely's cluster).
     #[arg(long, env = "TRIMATCH_PROCESSES", default_value_t = 1)]
     processes: usize,
@@ -185,6 +221,17 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIMATCH_READY_MAX_LAG", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     ready_max_lag: u64,
+    /// /readyz fails once no checkpoint has been written for this many
+    /// seconds (default: five checkpoint intervals, at least 300), as when
+    /// the disk under --state-dir is full.
+    #[arg(long, env = "TRIMATCH_READY_MAX_CHECKPOINT_AGE_SECONDS", requires = "state_dir",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    ready_max_checkpoint_age_seconds: Option<u64>,
+    /// When --state-dir holds checkpoints and none can be restored (all
+    /// damaged), start empty and read the topics from --start, keeping them,
+    /// instead of refusing to start.
+    #[arg(long, env = "TRIMATCH_ALLOW_REPLAY_ON_DAMAGE", requires = "state_dir")]
+    allow_replay_on_damage: bool,
     /// Fault injection for tests: each checkpoint write pauses this long
     /// before it commits (so a test can kill the process during one).
     #[arg(long, hide = true, default_value_t = 0, value_name = "MS")]
@@ -207,6 +254,15 @@ pub struct ServeArgs {
     total_tolerance_abs: rust_decimal::Decimal,
 }
 
+/// `--max-message-bytes`: 1 byte up to what the consumer fetches.
+fn max_message_bytes(text: &str) -> std::result::Result<usize, String> {
+    let limit = trimatch_connectors::FETCH_MAX_BYTES;
+    match text.parse::<usize>() {
+        Ok(bytes) if (1..=limit).contains(&bytes) => Ok(bytes),
+        _ => Err(format!("must be a number of bytes from 1 to {limit}")),
+    }
+}
+
 pub fn run(args: ServeArgs) -> Result<()> {
     let mut source = SourceConfig::new(&args.topics.brokers);
     source.topics = args.topics.topics(&args.envelopes);
@@ -215,6 +271,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     source.dead_letter_topic = args.dead_letter_topic;
     source.wait_for_topics = args.wait_for_topics;
     source.client_settings = args.topics.client_settings;
+    source.max_message_bytes = args.max_message_bytes;
     let inspection = TopicInspection {
         brokers: source.brokers.clone(),
         topics: source
@@ -269,12 +326,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 .load(args.flight_addr, args.metrics_addr, args.processes)?,
         )
     };
+    // Held until this function returns: no other process may use the
+    // state directory meanwhile.
+    let mut _state_dir_lock = None;
     if let Some(state_dir) = &args.state_dir {
-        prepare_state_dir(state_dir, args.reset_state, args.start.is_some())?;
+        _state_dir_lock = Some(prepare_state_dir(
+            state_dir,
+            args.reset_state,
+            args.start.is_some(),
+        )?);
         let mut durability = DurabilityConfig::new(
             state_dir,
             Duration::from_secs(args.checkpoint_interval_seconds),
         );
+        if let Some(seconds) = args.ready_max_checkpoint_age_seconds {
+            durability.max_age = Duration::from_secs(seconds);
+        }
+        durability.allow_replay_on_damage = args.allow_replay_on_damage;
         durability.fault_commit_pause = Duration::from_millis(args.fault_checkpoint_pause_ms);
         config.durability = Some(durability);
     }
@@ -315,9 +383,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let service = flight::TrimatchFlight::new(handle.clone(), retention)
             .with_peers(args.flight_peers.clone(), args.process_id, security.peer_link.clone())
             .with_metrics(request_metrics)
+            .with_stream_limits(args.max_streams, args.max_streams_per_caller)
             .with_auth(security.auth.clone(), security.audit)
             .with_sql(flight_sql::SqlSettings {
                 memory_limit: (args.sql_memory_limit_mb as usize).saturating_mul(1 << 20),
+                deadline: Duration::from_secs(args.sql_deadline_seconds),
+                max_running: args.sql_max_running,
+                max_running_per_caller: args.sql_max_running_per_caller,
+                threads: args.sql_threads,
+                max_statement_bytes: args.sql_max_statement_bytes,
             });
         let flight = flight::serve_service(flight_listener, security.flight_tls.clone(), service, stopped(&stop));
         tracing::info!(
@@ -450,9 +524,15 @@ async fn failed(handle: PipelineHandle) {
     }
 }
 
-/// `--reset-state` empties the state directory; otherwise an explicit
-/// `--start` is refused while it holds a checkpoint.
-fn prepare_state_dir(dir: &std::path::Path, reset: bool, start_given: bool) -> Result<()> {
+/// Takes the state directory for this process (refused if another holds
+/// it); `--reset-state` empties it; otherwise an explicit `--start` is
+/// refused while it holds a checkpoint.
+fn prepare_state_dir(
+    dir: &std::path::Path,
+    reset: bool,
+    start_given: bool,
+) -> Result<trimatch_state::StateDirLock> {
+    let lock = trimatch_state::StateDirLock::take(dir)?;
     let state = trimatch_state::StateDir::open(dir)?;
     if reset {
         let removed = state.reset()?;
@@ -461,7 +541,7 @@ fn prepare_state_dir(dir: &std::path::Path, reset: bool, start_given: bool) -> R
             dir = %dir.display(),
             "--reset-state: discarded the checkpoints; reading the topics from --start"
         );
-        return Ok(());
+        return Ok(lock);
     }
     if start_given && !state.generations()?.is_empty() {
         bail!(
@@ -471,5 +551,5 @@ fn prepare_state_dir(dir: &std::path::Path, reset: bool, start_given: bool) -> R
             dir.display()
         );
     }
-    Ok(())
+    Ok(lock)
 }

@@ -60,6 +60,23 @@ impl Subscription {
     pub fn overflowed(&self) -> bool {
         self.state.overflowed.load(Ordering::SeqCst)
     }
+
+    /// A handle that tells whether the hub cut this subscriber off, for the
+    /// task that writes to its client (and may be blocked on a client that
+    /// does not read).
+    pub fn cut_off(&self) -> CutOff {
+        CutOff(self.state.clone())
+    }
+}
+
+/// Whether the hub cut a subscriber off; see [`Subscription::cut_off`].
+#[derive(Clone)]
+pub struct CutOff(Arc<SubscriberState>);
+
+impl CutOff {
+    pub fn is_set(&self) -> bool {
+        self.0.overflowed.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Subscription {

@@ -22,6 +22,13 @@ use crate::pipeline::PipelineHandle;
 use crate::serve::tls::{self, ServerTls};
 pub use service::TrimatchFlight;
 
+/// How often an idle connection is pinged, and how long a ping may go
+/// unanswered before the connection is closed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Concurrent HTTP/2 streams (calls) on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// Serves Flight on `addr` until `shutdown` completes.
 pub async fn serve(
     addr: SocketAddr,
@@ -45,7 +52,15 @@ pub async fn serve_service(
     let service = FlightServiceServer::new(service)
         .max_encoding_message_size(64 * 1024 * 1024)
         .max_decoding_message_size(64 * 1024 * 1024);
-    let router = tonic::transport::Server::builder().add_service(service);
+    let router = tonic::transport::Server::builder()
+        // A peer that vanished (a dropped connection, a sleeping laptop) is
+        // found by a ping it does not answer, and its streams end.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
+        // Per connection; per caller, the gate bounds open streams.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .add_service(service);
     match tls {
         Some(tls) => {
             let incoming = tls::incoming(tls::accept(listener, tls));

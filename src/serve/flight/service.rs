@@ -4,7 +4,7 @@
 //! through the cluster reader; calls that carry a Flight SQL command or
 //! action are handed to the Flight SQL adapter with the caller attached.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arrow_flight::flight_service_server::FlightService;
@@ -21,7 +21,7 @@ use super::encode::{feed_stream, snapshot_stream};
 use crate::output::columns::{change_schema, schema};
 use crate::pipeline::PipelineHandle;
 use crate::serve::auth::{Authenticator, Principal};
-use crate::serve::flight_sql::{self, SqlService, SqlSettings, SQL_ACTIONS};
+use crate::serve::flight_sql::{self, SqlEngine, SqlService, SqlSettings, SQL_ACTIONS};
 use crate::serve::gate::{authorize, authorize_admin, may_read, scoped, AccessGate, CallRecord};
 use crate::serve::metrics::Metrics;
 use crate::serve::reader::{ClusterReader, PeerLink};
@@ -35,6 +35,9 @@ pub struct TrimatchFlight {
     gate: AccessGate,
     /// How Flight SQL statements run.
     sql: SqlSettings,
+    /// What the SQL calls share, made at the first one (when the reader,
+    /// the metrics and the key are final).
+    sql_engine: Arc<OnceLock<Arc<SqlEngine>>>,
 }
 
 impl TrimatchFlight {
@@ -43,23 +46,34 @@ impl TrimatchFlight {
             reader: ClusterReader::new(pipeline, retention),
             gate: AccessGate::default(),
             sql: SqlSettings::default(),
+            sql_engine: Arc::default(),
         }
     }
 
     /// Runs Flight SQL statements with `settings`.
     pub fn with_sql(mut self, settings: SqlSettings) -> Self {
+        self.sql_engine = Arc::default();
         self.sql = settings;
         self
     }
 
     /// Authenticates every call with `auth`; with `audit`, logs each one.
     pub fn with_auth(mut self, auth: Arc<Authenticator>, audit: bool) -> Self {
+        self.sql_engine = Arc::default();
         self.gate = self.gate.with_auth(auth, audit);
+        self
+    }
+
+    /// Allows `total` DoGet and subscription streams open at once, and
+    /// `per_caller` for one caller.
+    pub fn with_stream_limits(mut self, total: usize, per_caller: usize) -> Self {
+        self.gate = self.gate.with_stream_limits(total, per_caller);
         self
     }
 
     /// Counts requests in `metrics` (the ones `/metrics` renders).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.sql_engine = Arc::default();
         self.gate = self.gate.with_metrics(metrics);
         self
     }
@@ -67,18 +81,38 @@ impl TrimatchFlight {
     /// Answers reads with the shards of the processes at `peers` too,
     /// reached through `link`.
     pub fn with_peers(mut self, peers: Vec<String>, process: usize, link: PeerLink) -> Self {
+        self.sql_engine = Arc::default();
         self.reader = self.reader.with_peers(peers, process, link);
         self
     }
 
     /// The Flight SQL adapter, for one call of `principal`.
-    fn sql<T>(&self, principal: &Principal, request: Request<T>) -> (SqlService, Request<T>) {
-        let service = SqlService::new(
-            self.reader.clone(),
-            self.gate.metrics().clone(),
-            self.sql.clone(),
-        );
-        (service, flight_sql::with_principal(request, principal))
+    fn sql<T>(
+        &self,
+        principal: &Principal,
+        request: Request<T>,
+    ) -> Result<(SqlService, Request<T>), Status> {
+        let engine = match self.sql_engine.get() {
+            Some(engine) => engine.clone(),
+            None => {
+                let engine = SqlEngine::new(
+                    self.reader.clone(),
+                    self.gate.metrics().clone(),
+                    self.sql.clone(),
+                    &self.gate.process_key(SqlEngine::HANDLE_KEY_PURPOSE),
+                )
+                .map_err(|error| {
+                    Status::unavailable(format!("the SQL pool could not start: {error}"))
+                })?;
+                // Two first calls at once: one engine is kept, the other dropped.
+                let _ = self.sql_engine.set(Arc::new(engine));
+                self.sql_engine.get().expect("just set").clone()
+            }
+        };
+        Ok((
+            SqlService::new(engine),
+            flight_sql::with_principal(request, principal),
+        ))
     }
 
     /// Records a call handed to the Flight SQL adapter.
@@ -312,7 +346,7 @@ impl FlightService for TrimatchFlight {
         let started = Instant::now();
         let principal = self.gate.caller(&request)?;
         if flight_sql::is_sql_command(&request.get_ref().cmd) {
-            let (sql, request) = self.sql(&principal, request);
+            let (sql, request) = self.sql(&principal, request)?;
             let result = sql.get_flight_info(request).await;
             return self.sql_done(&principal, started, result);
         }
@@ -362,7 +396,7 @@ impl FlightService for TrimatchFlight {
         let started = Instant::now();
         let principal = self.gate.caller(&request)?;
         if flight_sql::is_sql_command(&request.get_ref().ticket) {
-            let (sql, request) = self.sql(&principal, request);
+            let (sql, request) = self.sql(&principal, request)?;
             let result = sql.do_get(request).await;
             return self.sql_done(&principal, started, result);
         }
@@ -376,7 +410,19 @@ impl FlightService for TrimatchFlight {
             _ => "do_get",
         };
         let result = match query {
-            Ok(query) => self.read(query, &ticket).await,
+            Ok(query) => match self.gate.open_stream(&principal) {
+                Ok(slot) => self.read(query, &ticket).await.map(|(stream, rows)| {
+                    // The slot is held as long as the stream is.
+                    let stream = stream
+                        .map(move |message| {
+                            let _held = &slot;
+                            message
+                        })
+                        .boxed();
+                    (stream, rows)
+                }),
+                Err(status) => Err(status),
+            },
             Err(status) => Err(status),
         };
         let rows = result.as_ref().ok().and_then(|(_, rows)| *rows);
@@ -398,7 +444,7 @@ impl FlightService for TrimatchFlight {
         // the SQL adapter refuses every other put (the tables are read-only).
         let started = Instant::now();
         let principal = self.gate.caller(&request)?;
-        let (sql, request) = self.sql(&principal, request);
+        let (sql, request) = self.sql(&principal, request)?;
         let result = sql.do_put(request).await;
         self.sql_done(&principal, started, result)
     }
@@ -420,7 +466,7 @@ impl FlightService for TrimatchFlight {
         let started = Instant::now();
         let principal = self.gate.caller(&request)?;
         if SQL_ACTIONS.contains(&request.get_ref().r#type.as_str()) {
-            let (sql, request) = self.sql(&principal, request);
+            let (sql, request) = self.sql(&principal, request)?;
             let result = sql.do_action(request).await;
             return self.sql_done(&principal, started, result);
         }

@@ -23,6 +23,10 @@
 //! `trimatch.as_of` and `trimatch.offsets`, as DoGet's does.
 
 mod catalog;
+mod functions;
+mod handle;
+mod limits;
+mod parameters;
 mod statement;
 mod tables;
 
@@ -52,12 +56,16 @@ use trimatch_dataflows::Time;
 
 use crate::output::with_snapshot_metadata;
 use crate::serve::auth::Principal;
+use crate::serve::gate::{SlotKind, SlotPermit, Slots};
 use crate::serve::metrics::Metrics;
 use crate::serve::reader::ClusterReader;
 use crate::serve::ReplyStream as FlightStream;
 use catalog::CatalogAnswer;
-pub use statement::SqlSettings;
-use statement::{plan, sql_error, PlannedStatement, StatementHandle};
+use handle::{HandleKey, StatementHandle};
+pub use handle::{MAX_HANDLE_BYTES, MAX_PARAMETER_BYTES};
+pub use limits::SqlSettings;
+use limits::{deadline_exceeded, SqlPool};
+use statement::{plan, sql_error, PlannedStatement};
 
 /// The request header that pins a statement's time.
 pub const AS_OF_HEADER: &str = "x-trimatch-as-of";
@@ -75,23 +83,72 @@ pub fn is_sql_command(bytes: &[u8]) -> bool {
     })
 }
 
-/// The Flight SQL adapter.
-pub struct SqlService {
+/// What every SQL call of one server shares: where statements read, their
+/// settings, the pool they run on, the count of those running, and the key
+/// that seals their handles.
+pub struct SqlEngine {
     reader: ClusterReader,
     metrics: Arc<Metrics>,
     settings: SqlSettings,
+    pool: SqlPool,
+    /// Statements planning or running, in all and per caller.
+    admission: Arc<Slots>,
+    key: HandleKey,
 }
 
-impl SqlService {
+impl SqlEngine {
     /// Statements read through `reader`, count the rows their scans copy in
-    /// `metrics`, and run with `settings`.
-    pub fn new(reader: ClusterReader, metrics: Arc<Metrics>, settings: SqlSettings) -> Self {
-        SqlService {
+    /// `metrics`, run with `settings`, and seal their handles with
+    /// `handle_secret` (see `handle`).
+    pub fn new(
+        reader: ClusterReader,
+        metrics: Arc<Metrics>,
+        settings: SqlSettings,
+        handle_secret: &[u8; 32],
+    ) -> std::io::Result<Self> {
+        Ok(SqlEngine {
+            pool: SqlPool::new(settings.threads)?,
+            admission: Slots::new(
+                STATEMENT_SLOTS,
+                settings.max_running,
+                settings.max_running_per_caller,
+            ),
+            key: HandleKey::new(handle_secret),
             reader,
             metrics,
             settings,
-        }
+        })
     }
+
+    /// The purpose the handle secret is derived for (see
+    /// `Authenticator::process_key`).
+    pub const HANDLE_KEY_PURPOSE: &'static str = HandleKey::PURPOSE;
+}
+
+/// Statement slots, as refusals name them.
+const STATEMENT_SLOTS: SlotKind = SlotKind {
+    things: "statements",
+    state: "running",
+    total_flag: "--sql-max-running",
+    caller_flag: "--sql-max-running-per-caller",
+};
+
+/// The Flight SQL adapter, for the calls of one request.
+pub struct SqlService {
+    engine: Arc<SqlEngine>,
+}
+
+impl SqlService {
+    pub fn new(engine: Arc<SqlEngine>) -> Self {
+        SqlService { engine }
+    }
+}
+
+/// A planned statement holding its slot until it has run.
+struct Admitted {
+    planned: PlannedStatement,
+    permit: SlotPermit,
+    deadline: tokio::time::Instant,
 }
 
 /// `request`, carrying the authenticated `principal` to the SQL adapter.
@@ -176,20 +233,49 @@ fn batches_stream(
 }
 
 impl SqlService {
-    /// Plans `statement` as `principal` may run it.
+    /// Admits `statement` and plans it as `principal` may run it, on the SQL
+    /// pool and within the deadline.
     async fn plan(
         &self,
         principal: &Principal,
         statement: &StatementHandle,
-    ) -> Result<PlannedStatement, Status> {
-        plan(
-            &self.reader,
-            &self.metrics,
-            principal,
-            statement,
-            &self.settings,
-        )
-        .await
+    ) -> Result<Admitted, Status> {
+        let permit = self.engine.admission.take(principal)?;
+        let limit = self.engine.settings.deadline;
+        let deadline = tokio::time::Instant::now() + limit;
+        let (engine, principal, statement) =
+            (self.engine.clone(), principal.clone(), statement.clone());
+        let planned = self
+            .engine
+            .pool
+            .run(async move {
+                let planning = plan(
+                    &engine.reader,
+                    &engine.metrics,
+                    &principal,
+                    &statement,
+                    &engine.settings,
+                );
+                tokio::time::timeout_at(deadline, planning)
+                    .await
+                    .unwrap_or_else(|_| Err(deadline_exceeded(limit)))
+            })
+            .await?;
+        Ok(Admitted {
+            planned,
+            permit,
+            deadline,
+        })
+    }
+
+    /// The handle `bytes` hold, if this server sealed it for `principal`.
+    fn open(&self, bytes: &[u8], principal: &Principal) -> Result<StatementHandle, Status> {
+        StatementHandle::open(bytes, &self.engine.key, principal)
+    }
+
+    /// `statement` sealed for `principal`.
+    fn seal(&self, statement: &StatementHandle, principal: &Principal) -> prost::bytes::Bytes {
+        statement.seal(&self.engine.key, principal).into()
     }
 
     /// The FlightInfo of a statement: its result's schema (planning, not
@@ -201,26 +287,53 @@ impl SqlService {
         ticket: Vec<u8>,
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
-        let planned = self.plan(principal, statement).await?;
-        flight_info(&planned.schema(), ticket, descriptor)
+        let admitted = self.plan(principal, statement).await?;
+        flight_info(&admitted.planned.schema(), ticket, descriptor)
     }
 
     /// Runs a statement: the schema (with `trimatch.as_of` and
-    /// `trimatch.offsets`), then the result's batches as DataFusion makes them.
+    /// `trimatch.offsets`), then the result's batches as DataFusion makes
+    /// them on the SQL pool, until the last one, the deadline, or the
+    /// client going away (which cancels the statement).
     async fn run(
         &self,
         principal: &Principal,
         statement: &StatementHandle,
     ) -> Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
-        let planned = self.plan(principal, statement).await?;
-        let offsets = self.reader.offsets_at(planned.as_of).await?;
+        let Admitted {
+            planned,
+            permit,
+            deadline,
+        } = self.plan(principal, statement).await?;
+        let offsets = self.engine.reader.offsets_at(planned.as_of).await?;
         let schema = with_snapshot_metadata(planned.schema(), planned.as_of, &offsets);
-        let batches = planned
-            .frame
-            .execute_stream()
-            .await
-            .map_err(|error| sql_error(error, &[]))?
-            .map_err(|error| FlightError::Tonic(Box::new(sql_error(error, &[]))))
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch, Status>>(2);
+        let limit = self.engine.settings.deadline;
+        self.engine.pool.spawn(async move {
+            let _slot = permit;
+            let running = async {
+                let mut batches = planned
+                    .frame
+                    .execute_stream()
+                    .await
+                    .map_err(|error| sql_error(error, &[]))?;
+                while let Some(batch) = batches.next().await {
+                    let batch = batch.map_err(|error| sql_error(error, &[]))?;
+                    if sender.send(Ok(batch)).await.is_err() {
+                        break; // the client went away
+                    }
+                }
+                Ok(())
+            };
+            let outcome = tokio::time::timeout_at(deadline, running)
+                .await
+                .unwrap_or_else(|_| Err(deadline_exceeded(limit)));
+            if let Err(status) = outcome {
+                let _ = sender.send(Err(status)).await;
+            }
+        });
+        let batches = tokio_stream::wrappers::ReceiverStream::new(receiver)
+            .map_err(|status| FlightError::Tonic(Box::new(status)))
             .boxed();
         Ok(batches_stream(schema, batches))
     }
@@ -238,7 +351,7 @@ impl FlightSqlService for SqlService {
         let principal = principal(&request)?;
         let statement = StatementHandle::new(query.query, pinned_as_of(request.metadata())?);
         let ticket = TicketStatementQuery {
-            statement_handle: statement.encode().into(),
+            statement_handle: self.seal(&statement, &principal),
         }
         .as_any()
         .encode_to_vec();
@@ -251,8 +364,9 @@ impl FlightSqlService for SqlService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let statement = StatementHandle::decode(&ticket.statement_handle)?;
-        self.run(&principal(&request)?, &statement).await
+        let principal = principal(&request)?;
+        let statement = self.open(&ticket.statement_handle, &principal)?;
+        self.run(&principal, &statement).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -261,7 +375,7 @@ impl FlightSqlService for SqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = principal(&request)?;
-        let statement = StatementHandle::decode(&query.prepared_statement_handle)?;
+        let statement = self.open(&query.prepared_statement_handle, &principal)?;
         let ticket = query.as_any().encode_to_vec();
         self.statement_info(&principal, &statement, ticket, request.into_inner())
             .await
@@ -272,8 +386,9 @@ impl FlightSqlService for SqlService {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let statement = StatementHandle::decode(&query.prepared_statement_handle)?;
-        self.run(&principal(&request)?, &statement).await
+        let principal = principal(&request)?;
+        let statement = self.open(&query.prepared_statement_handle, &principal)?;
+        self.run(&principal, &statement).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -283,9 +398,9 @@ impl FlightSqlService for SqlService {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let principal = principal(&request)?;
         let statement = StatementHandle::new(query.query, pinned_as_of(request.metadata())?);
-        let planned = self.plan(&principal, &statement).await?;
+        let Admitted { planned, .. } = self.plan(&principal, &statement).await?;
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: statement.encode().into(),
+            prepared_statement_handle: self.seal(&statement, &principal),
             dataset_schema: schema_bytes(&planned.schema())?,
             parameter_schema: schema_bytes(&planned.parameter_schema()?)?,
         })
@@ -300,29 +415,21 @@ impl FlightSqlService for SqlService {
         principal(&request).map(|_| ())
     }
 
-    /// Binds parameters: the new handle holds them (the client sends it back).
+    /// Binds parameters (the first row the client sends; see `parameters`):
+    /// the new handle holds them, and the client sends it back.
     async fn do_put_prepared_statement_query(
         &self,
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        principal(&request)?;
-        let statement = StatementHandle::decode(&query.prepared_statement_handle)?;
-        let batches: Vec<RecordBatch> =
-            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-                request.into_inner().map_err(FlightError::from),
-            )
-            .try_collect()
-            .await
-            .map_err(|error| {
-                Status::invalid_argument(format!("the parameters are not Arrow data: {error}"))
-            })?;
-        let bound = match batches.iter().find(|batch| batch.num_rows() > 0) {
-            Some(batch) => statement.bind(batch)?,
+        let principal = principal(&request)?;
+        let statement = self.open(&query.prepared_statement_handle, &principal)?;
+        let bound = match parameters::first_parameter_batch(request.into_inner()).await? {
+            Some(batch) => statement.bind(&batch)?,
             None => statement,
         };
         Ok(DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(bound.encode().into()),
+            prepared_statement_handle: Some(self.seal(&bound, &principal)),
         })
     }
 

@@ -9,20 +9,15 @@
 //!   configured size (no spilling to disk), and what the scans copy counts
 //!   against the same limit; a statement that would pass it fails with
 //!   RESOURCE_EXHAUSTED.
-//! * A statement travels between calls as a [`StatementHandle`], a small
-//!   JSON object holding its text, its bound parameters and its pinned time:
-//!   nothing is kept on the server, so a client that never closes a prepared
-//!   statement leaks nothing, and any process of a cluster can answer.
+//! * Readers call DataFusion's functions less those whose output size they
+//!   would choose (`functions`), and a statement's text is at most
+//!   `max_statement_bytes`.
+//! * A statement travels between calls as a sealed [`StatementHandle`]
+//!   (`handle`).
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::record_batch::RecordBatch;
-use arrow_ipc::reader::StreamReader;
-use arrow_ipc::writer::StreamWriter;
-use base64::Engine as _;
-use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -30,10 +25,12 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-use serde::{Deserialize, Serialize};
 use tonic::Status;
 use trimatch_dataflows::{OutputCollection, Time};
 
+use super::functions;
+use super::handle::StatementHandle;
+use super::limits::SqlSettings;
 use super::tables::{CollectionTable, StatementReads};
 use crate::serve::auth::Principal;
 use crate::serve::gate::may_read;
@@ -43,101 +40,6 @@ use crate::serve::reader::ClusterReader;
 /// The catalog and schema every collection is a table of (SPEC §10).
 pub const CATALOG: &str = "trimatch";
 pub const SCHEMA: &str = "live";
-
-/// How Flight SQL statements run.
-#[derive(Clone, Debug)]
-pub struct SqlSettings {
-    /// Bytes one statement may hold: the rows its scans copy plus what its
-    /// operators (joins, aggregates, sorts) reserve.
-    pub memory_limit: usize,
-}
-
-impl Default for SqlSettings {
-    fn default() -> Self {
-        SqlSettings {
-            memory_limit: 1 << 30,
-        }
-    }
-}
-
-/// A statement as a client holds it between calls (prepared-statement
-/// handles and statement tickets are this, as JSON).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub(super) struct StatementHandle {
-    pub sql: String,
-    /// The bound parameters: a one-row record batch in Arrow IPC stream
-    /// format, base64.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<String>,
-    /// The time the statement reads (default: the newest complete one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub as_of: Option<Time>,
-}
-
-impl StatementHandle {
-    pub fn new(sql: String, as_of: Option<Time>) -> Self {
-        StatementHandle {
-            sql,
-            parameters: None,
-            as_of,
-        }
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a statement handle serializes")
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
-        serde_json::from_slice(bytes).map_err(|error| {
-            Status::invalid_argument(format!(
-                "not a statement handle of this server ({error}); prepare the statement again"
-            ))
-        })
-    }
-
-    /// This statement with `batch`'s one row as its parameters, in order.
-    pub fn bind(mut self, batch: &RecordBatch) -> Result<Self, Status> {
-        if batch.num_rows() != 1 {
-            return Err(Status::invalid_argument(format!(
-                "parameters come as one row, one column per placeholder; got {} rows \
-                 (run the statement once per set of parameters)",
-                batch.num_rows()
-            )));
-        }
-        let mut bytes = Vec::new();
-        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema()).map_err(internal)?;
-        writer.write(batch).map_err(internal)?;
-        writer.finish().map_err(internal)?;
-        drop(writer);
-        self.parameters = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
-        Ok(self)
-    }
-
-    /// The bound parameters, `$1` first.
-    fn parameter_values(&self) -> Result<Vec<ScalarValue>, Status> {
-        let Some(encoded) = &self.parameters else {
-            return Ok(Vec::new());
-        };
-        let bad = |error: &dyn std::fmt::Display| {
-            Status::invalid_argument(format!(
-                "the statement's bound parameters are unreadable: {error}"
-            ))
-        };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .map_err(|error| bad(&error))?;
-        let mut reader =
-            StreamReader::try_new(Cursor::new(bytes), None).map_err(|error| bad(&error))?;
-        let Some(batch) = reader.next().transpose().map_err(|error| bad(&error))? else {
-            return Ok(Vec::new());
-        };
-        batch
-            .columns()
-            .iter()
-            .map(|column| ScalarValue::try_from_array(column, 0).map_err(|error| bad(&error)))
-            .collect()
-    }
-}
 
 fn internal(error: impl std::fmt::Display) -> Status {
     Status::internal(error.to_string())
@@ -225,6 +127,14 @@ pub(super) async fn plan(
     statement: &StatementHandle,
     settings: &SqlSettings,
 ) -> Result<PlannedStatement, Status> {
+    if statement.sql.len() > settings.max_statement_bytes {
+        return Err(Status::invalid_argument(format!(
+            "the statement is {} bytes long, more than the {} accepted \
+             (--sql-max-statement-bytes)",
+            statement.sql.len(),
+            settings.max_statement_bytes
+        )));
+    }
     let as_of = reader.resolve_as_of(statement.as_of)?;
     let tables = readable_tables(principal);
     let context = session(settings)?;
@@ -280,6 +190,7 @@ fn session(settings: &SqlSettings) -> Result<SessionContext, Status> {
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_scalar_functions(functions::scalar_functions())
         .build();
     Ok(SessionContext::new_with_state(state))
 }
@@ -294,6 +205,9 @@ pub(super) fn sql_error(error: DataFusionError, tables: &[OutputCollection]) -> 
         }
     }
     let message = error.to_string();
+    if let Some(refusal) = functions::refusal(&message) {
+        return refusal;
+    }
     match error.find_root() {
         DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         _ if message.contains("DDL not supported")
@@ -331,30 +245,5 @@ mod tests {
             "SELECT '?' AS q FROM t WHERE a = $1 AND b = $2 -- why?\n"
         );
         assert_eq!(number_placeholders("SELECT 1").unwrap(), "SELECT 1");
-    }
-
-    #[test]
-    fn a_handle_round_trips_with_its_parameters() {
-        let batch = RecordBatch::try_from_iter([(
-            "0",
-            Arc::new(arrow::array::StringArray::from(vec!["acme"])) as arrow::array::ArrayRef,
-        )])
-        .unwrap();
-        let handle = StatementHandle::new("SELECT $1".into(), Some(7))
-            .bind(&batch)
-            .unwrap();
-        let decoded = StatementHandle::decode(&handle.encode()).unwrap();
-        assert_eq!(decoded, handle);
-        assert_eq!(
-            decoded.parameter_values().unwrap(),
-            vec![ScalarValue::Utf8(Some("acme".into()))]
-        );
-        let two_rows = RecordBatch::try_from_iter([(
-            "0",
-            Arc::new(arrow::array::Int64Array::from(vec![1, 2])) as arrow::array::ArrayRef,
-        )])
-        .unwrap();
-        assert!(StatementHandle::default().bind(&two_rows).is_err());
-        assert!(StatementHandle::decode(b"not json").is_err());
     }
 }

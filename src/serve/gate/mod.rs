@@ -1,13 +1,15 @@
 //! The access gate: every call of either adapter passes it before it reads.
 //! It says who is calling (through `serve::auth`), what they may read
 //! (`scope`: tenant scope, admin-only collections, shard reads; SPEC §9),
-//! and leaves each call's record: the request metrics and, with
-//! `--audit-log`, one audit line.
+//! how much they may hold at once (`slots`: open streams here, SQL
+//! statements in `serve::flight_sql`), and leaves each call's record: the
+//! request metrics and, with `--audit-log`, one audit line.
 //!
 //! May use: `serve::auth` (credentials), `serve::tickets` (the queries it
 //! scopes), `serve::metrics` (request counters) and `output::filter`.
 
 mod scope;
+mod slots;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,6 +22,18 @@ use trimatch_dataflows::OutputCollection;
 use crate::serve::auth::{Authenticator, Principal};
 use crate::serve::metrics::Metrics;
 pub use scope::{authorize, authorize_admin, may_read, scoped};
+pub use slots::{caller_of, SlotKind, SlotPermit, Slots};
+
+/// Stream slots, as refusals name them.
+const STREAM_SLOTS: SlotKind = SlotKind {
+    things: "streams",
+    state: "open",
+    total_flag: "--max-streams",
+    caller_flag: "--max-streams-per-caller",
+};
+
+/// Streams open at once by default: in all, and per caller.
+pub const DEFAULT_MAX_STREAMS: (usize, usize) = (1024, 64);
 
 /// Authentication, authorization and the record of each call.
 #[derive(Clone)]
@@ -28,6 +42,8 @@ pub struct AccessGate {
     /// One log line per authenticated request (`--audit-log`).
     audit: bool,
     metrics: Arc<Metrics>,
+    /// DoGet and subscription streams open, in all and per caller.
+    streams: Arc<Slots>,
 }
 
 /// What one call did, for its record.
@@ -49,6 +65,7 @@ impl Default for AccessGate {
             auth: Arc::new(Authenticator::disabled()),
             audit: false,
             metrics: Metrics::new(),
+            streams: Slots::new(STREAM_SLOTS, DEFAULT_MAX_STREAMS.0, DEFAULT_MAX_STREAMS.1),
         }
     }
 }
@@ -67,9 +84,26 @@ impl AccessGate {
         self
     }
 
+    /// Allows `total` streams open at once, and `per_caller` for one caller.
+    pub fn with_stream_limits(mut self, total: usize, per_caller: usize) -> Self {
+        self.streams = Slots::new(STREAM_SLOTS, total, per_caller);
+        self
+    }
+
+    /// A slot for one more of `principal`'s streams, held while it is open.
+    pub fn open_stream(&self, principal: &Principal) -> Result<SlotPermit, Status> {
+        self.streams.take(principal)
+    }
+
     /// Where requests are counted.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The key this process uses for `purpose` (see
+    /// [`Authenticator::process_key`]).
+    pub fn process_key(&self, purpose: &str) -> [u8; 32] {
+        self.auth.process_key(purpose)
     }
 
     /// The principal behind a call, or UNAUTHENTICATED.

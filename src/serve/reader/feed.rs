@@ -24,7 +24,7 @@ use super::peers::{peer_unavailable, PEER_COMPLETION_WAIT};
 use super::ClusterReader;
 use crate::output::columns::{change_batch, change_schema};
 use crate::output::{with_snapshot_metadata, BATCH_ROWS};
-use crate::pipeline::subscriptions::{Published, Subscription};
+use crate::pipeline::subscriptions::{CutOff, Published, Subscription};
 use crate::serve::tickets::SubscribeQuery;
 
 /// A feed forwards a progress time at least this often while idle.
@@ -114,6 +114,7 @@ impl ClusterReader {
             schema: schema.clone(),
             covered,
             progress_sent: 0,
+            cut_off: subscription.cut_off(),
         };
         let initial: Vec<Change> = rows.into_iter().map(|row| (row, covered, 1)).collect();
         tokio::spawn(async move {
@@ -213,14 +214,38 @@ struct FeedSender {
     /// Every change at a time up to this one was in the first events.
     covered: Time,
     progress_sent: Time,
+    /// Set when the hub cut the subscriber off for falling behind.
+    cut_off: CutOff,
 }
 
-/// The reader of the feed has gone.
+/// The reader of the feed has gone, or was cut off.
 struct Gone;
 
+/// How often a send blocked on a client that does not read looks whether
+/// the hub has cut the subscriber off meanwhile.
+const CUT_OFF_CHECK: Duration = Duration::from_millis(500);
+
+/// How long the status that ends a feed waits for room with the client.
+const FINAL_STATUS_WAIT: Duration = Duration::from_secs(10);
+
 impl FeedSender {
+    /// Sends `event` once the client has room for it. A client that does
+    /// not read keeps this waiting while the hub's backlog for it grows;
+    /// once the hub cuts it off (SPEC §5), the wait ends and so does the
+    /// feed, freeing what was queued for it.
     async fn send(&mut self, event: Result<FeedEvent, Status>) -> Result<(), Gone> {
-        self.sender.send(event).await.map_err(|_| Gone)
+        let sending = self.sender.send(event);
+        tokio::pin!(sending);
+        loop {
+            tokio::select! {
+                sent = &mut sending => return sent.map_err(|_| Gone),
+                _ = tokio::time::sleep(CUT_OFF_CHECK) => {
+                    if self.cut_off.is_set() {
+                        return Err(Gone);
+                    }
+                }
+            }
+        }
     }
 
     async fn changes(&mut self, changes: &[Change]) -> Result<(), Gone> {
@@ -298,6 +323,8 @@ impl FeedSender {
         } else {
             Status::unavailable("the pipeline stopped")
         };
-        let _ = self.send(Err(status)).await;
+        // A client that reads gets the status after what it has not read
+        // yet; one that does not read is not waited for long.
+        let _ = tokio::time::timeout(FINAL_STATUS_WAIT, self.sender.send(Err(status))).await;
     }
 }
