@@ -466,7 +466,7 @@ fn readers_are_refused_admin_collections_shards_and_bad_credentials_are_unauthen
             "{status:?}"
         );
         let mut right = connection(&served, Some(&reader)).connect().await.unwrap();
-        snapshot(&mut right, &json!("po_lines"))
+        snapshot(&mut right, &json!({"collection": "po_lines"}))
             .await
             .expect("a valid token is not throttled by another identity's failures");
     });
