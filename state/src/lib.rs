@@ -9,9 +9,11 @@
 //! restore feeds the engine and the sources, is the pipeline's business.
 
 pub mod codec;
+mod lock;
 mod store;
 
+pub use lock::StateDirLock;
 pub use store::{
     load, read_manifest, Checkpoint, ClusterShape, Expected, Manifest, PartitionCheckpoint,
-    ShardSummary, StateDir, StateDirLock, StateError, WriteStats, CHUNK_ROWS, KEEP_GENERATIONS,
+    ShardSummary, StateDir, StateError, WriteStats, CHUNK_ROWS, KEEP_GENERATIONS,
 };

@@ -20,6 +20,7 @@
 //! May use: its token file, the JWT library and the clock; nothing else of
 //! trimatch (the CLI's `auth` command reads and writes its token file).
 
+mod credentials;
 pub mod jwt;
 mod limiter;
 pub mod tokens;
@@ -31,12 +32,13 @@ use std::path::PathBuf;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
+pub use credentials::base64_any_padding;
+use credentials::{claimed_identity, Credentials};
 pub use jwt::{IdentityProvider, JwtConfig, Sessions};
 use limiter::FailureLimiter;
 pub use tokens::{TokenEntry, TokenFile};
@@ -342,40 +344,14 @@ impl Authenticator {
     }
 
     fn principal_of(&self, metadata: &MetadataMap) -> Result<Principal, AuthError> {
-        let header = metadata
-            .get("authorization")
-            .ok_or(AuthError::Missing)?
-            .to_str()
-            .map_err(|_| AuthError::UnknownScheme("a value that is not ASCII".to_string()))?
-            .trim();
-        // What was sent is never echoed whole: it may be a secret without its scheme.
-        let Some((scheme, credentials)) = header.split_once(' ') else {
-            return Err(AuthError::UnknownScheme(
-                "a value without a scheme".to_string(),
-            ));
-        };
-        let credentials = credentials.trim();
-        match scheme.to_ascii_lowercase().as_str() {
-            "basic" => self.basic(credentials),
-            "bearer" => self.bearer(credentials),
-            other if other.len() <= 16 && other.chars().all(|c| c.is_ascii_alphabetic()) => {
-                Err(AuthError::UnknownScheme(format!("the scheme {other:?}")))
-            }
-            _ => Err(AuthError::UnknownScheme("an unknown scheme".to_string())),
+        match Credentials::parse(metadata)? {
+            Credentials::Basic { name, token } => self.basic(&name, &token),
+            Credentials::Bearer(token) => self.bearer(&token),
         }
     }
 
-    /// `Basic base64(name:token)`; the padding may be left out (Go clients,
-    /// ADBC among them, omit it).
-    fn basic(&self, credentials: &str) -> Result<Principal, AuthError> {
-        let bytes = base64_any_padding()
-            .decode(credentials)
-            .map_err(|error| AuthError::BadBasic(error.to_string()))?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| AuthError::BadBasic("not UTF-8".to_string()))?;
-        let (name, token) = text
-            .split_once(':')
-            .ok_or_else(|| AuthError::BadBasic("no ':' between name and token".to_string()))?;
+    /// Basic credentials: the token of the token file's entry `name`.
+    fn basic(&self, name: &str, token: &str) -> Result<Principal, AuthError> {
         let tokens = self.tokens.read().expect("token lock");
         match tokens.verify(token) {
             Some(entry) if entry.name == name => Ok(entry.principal()),
@@ -418,54 +394,10 @@ impl Authenticator {
     }
 }
 
-/// Who a call's credentials say they are, before they are verified: the
-/// key failures are counted under (see `limiter`). Never the secret: an API
-/// token's id, a Basic name, a JWT's or session's subject.
-fn claimed_identity(metadata: &MetadataMap) -> String {
-    let Some(header) = metadata
-        .get("authorization")
-        .and_then(|value| value.to_str().ok())
-    else {
-        return "no credentials".to_string();
-    };
-    let Some((scheme, credentials)) = header.trim().split_once(' ') else {
-        return "an unknown scheme".to_string();
-    };
-    let credentials = credentials.trim();
-    match scheme.to_ascii_lowercase().as_str() {
-        "basic" => base64_any_padding()
-            .decode(credentials)
-            .ok()
-            .and_then(|bytes| {
-                let text = String::from_utf8(bytes).ok()?;
-                Some(format!("basic:{}", text.split_once(':')?.0))
-            })
-            .unwrap_or_else(|| "basic".to_string()),
-        "bearer" => match credentials
-            .strip_prefix(tokens::PREFIX)
-            .and_then(|rest| rest.split('_').next())
-        {
-            Some(id) => format!("token:{id}"),
-            None => jwt::unverified_subject(credentials)
-                .map(|subject| format!("subject:{subject}"))
-                .unwrap_or_else(|| "bearer".to_string()),
-        },
-        _ => "an unknown scheme".to_string(),
-    }
-}
-
-/// Standard base64 that accepts input with or without its `=` padding.
-pub fn base64_any_padding() -> base64::engine::GeneralPurpose {
-    base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     fn metadata(header: &str) -> MetadataMap {
         let mut map = MetadataMap::new();
