@@ -36,41 +36,62 @@ impl Cluster {
     /// A cluster whose processes also get `args` (`{process}` in them is the
     /// process id); `dir` holds its files.
     fn start_with(brokers: [&str; 2], dir: tempfile::TempDir, args: &[String]) -> Cluster {
-        let hostfile = dir.path().join("hosts");
-        std::fs::write(&hostfile, format!("{}\n{}\n", free_addr(), free_addr())).unwrap();
-        let flights = [free_addr(), free_addr()];
-        let metrics = [free_addr(), free_addr()];
+        let plan = ClusterPlan::new(dir.path(), args);
         let processes = (0..2)
-            .map(|process| {
-                KillOnDrop::new(
-                    Command::new(env!("CARGO_BIN_EXE_trimatch"))
-                        .args(["serve", "--brokers", brokers[process], "--workers", "2"])
-                        .args(["--processes", "2", "--process-id", &process.to_string()])
-                        .args(["--hostfile", hostfile.to_str().unwrap()])
-                        .args(["--flight-peers", &flights.join(",")])
-                        .args([
-                            "--flight-addr",
-                            &flights[process],
-                            "--metrics-addr",
-                            &metrics[process],
-                        ])
-                        .args(
-                            args.iter()
-                                .map(|arg| arg.replace("{process}", &process.to_string())),
-                        )
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::piped())
-                        .spawn()
-                        .unwrap(),
-                )
-            })
+            .map(|process| KillOnDrop::new(plan.command(process, brokers[process]).spawn().unwrap()))
             .collect();
         Cluster {
-            flights,
-            metrics,
+            flights: plan.flights,
+            metrics: plan.metrics,
             processes,
             _dir: dir,
         }
+    }
+}
+
+/// The addresses and arguments of a two-process cluster, before any of it
+/// runs.
+struct ClusterPlan {
+    hostfile: std::path::PathBuf,
+    /// Each process's cluster (timely) address.
+    addresses: [String; 2],
+    flights: [String; 2],
+    metrics: [String; 2],
+    /// Each process's `--workers` (2 unless a test starts one differently).
+    workers: [usize; 2],
+    args: Vec<String>,
+}
+
+impl ClusterPlan {
+    fn new(dir: &std::path::Path, args: &[String]) -> ClusterPlan {
+        let hostfile = dir.join("hosts");
+        let addresses = [free_addr(), free_addr()];
+        std::fs::write(&hostfile, format!("{}\n{}\n", addresses[0], addresses[1])).unwrap();
+        ClusterPlan {
+            hostfile,
+            addresses,
+            flights: [free_addr(), free_addr()],
+            metrics: [free_addr(), free_addr()],
+            workers: [2, 2],
+            args: args.to_vec(),
+        }
+    }
+
+    /// `trimatch serve` as process `process`, reading from `brokers`, its
+    /// standard error piped.
+    fn command(&self, process: usize, brokers: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trimatch"));
+        command
+            .args(["serve", "--brokers", brokers])
+            .args(["--workers", &self.workers[process].to_string()])
+            .args(["--processes", "2", "--process-id", &process.to_string()])
+            .args(["--hostfile", self.hostfile.to_str().unwrap()])
+            .args(["--flight-peers", &self.flights.join(",")])
+            .args(["--flight-addr", &self.flights[process], "--metrics-addr", &self.metrics[process]])
+            .args(self.args.iter().map(|arg| arg.replace("{process}", &process.to_string())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
     }
 }
 
@@ -455,13 +476,138 @@ fn when_one_process_dies_the_other_exits_too() {
         },
     );
     let status = status.unwrap();
-    assert!(!status.success(), "{status:?}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut survivor.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{status:?}: {stderr}");
+    assert!(stderr.contains("lost cluster process 1"), "{stderr}");
+}
+
+/// A cluster with a token, of which only process 0 runs yet, and the file
+/// process 0 logs to.
+struct HalfCluster {
+    plan: ClusterPlan,
+    first: KillOnDrop,
+    log: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl HalfCluster {
+    fn start(broker: &str, workers: [usize; 2]) -> HalfCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("cluster.token");
+        std::fs::write(&token, "the cluster's secret, long enough\n").unwrap();
+        let mut plan = ClusterPlan::new(
+            dir.path(),
+            &["--cluster-token-file".into(), token.to_str().unwrap().into()],
+        );
+        plan.workers = workers;
+        let log = dir.path().join("process-0.log");
+        let first = KillOnDrop::new(
+            plan.command(0, broker)
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let port = plan.addresses[0].clone();
+        wait_for("process 0's cluster port", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(&port).is_ok()
+        });
+        HalfCluster {
+            plan,
+            first,
+            log,
+            dir,
+        }
+    }
+}
+
+/// The cluster port takes only processes of the cluster (SPEC §9). While
+/// process 0 waits for process 1, garbage, a port scanner's connect-and-close,
+/// timely's own "I am process 1" and a TLS client that claims to be process 1
+/// without the token each reach it. Each is dropped with a log line, process 0
+/// lives on, and the real process 1 then joins.
+#[test]
+fn strangers_on_the_cluster_port_are_dropped_and_the_real_peer_joins() {
+    use std::io::{Read, Write};
+    use trimatch::pipeline::cluster::{self, ClusterLink, ClusterToken, DialError, HandshakeError};
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [2, 2, 2, 1, 1, 1]);
+    let mut half = HalfCluster::start(&broker.address, [2, 2]);
+    let port = half.plan.addresses[0].clone();
+    // The server ends each stranger's connection (end of stream or reset,
+    // not our read timing out).
+    let let_go = |bytes: &[u8]| {
+        let mut stream = std::net::TcpStream::connect(&port).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream.write_all(bytes).unwrap();
+        let mut answer = Vec::new();
+        if let Err(error) = stream.read_to_end(&mut answer) {
+            assert!(
+                !matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                "the stranger was not let go: {error}"
+            );
+        }
+    };
+    let_go(&[0xa5; 16]);
+    drop(std::net::TcpStream::connect(&port).unwrap());
+    let_go(&1u64.to_be_bytes());
+    let impostor = ClusterLink {
+        process: 1,
+        addresses: half.plan.addresses.to_vec(),
+        shape: cluster::Shape {
+            processes: 2,
+            workers: 2,
+            topics: Vec::new(),
+        },
+        token: Some(ClusterToken("a guess at the cluster's secret".into())),
+    };
+    let refused = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(cluster::dial(&impostor, 0))
+        .map(drop);
     assert!(
-        stderr.contains("panicked") || stderr.contains("failed"),
-        "{stderr}"
+        matches!(refused, Err(DialError::Handshake(HandshakeError::Stranger(_)))),
+        "{refused:?}"
     );
+    assert!(half.first.try_wait().unwrap().is_none(), "process 0 ended");
+
+    let _second = KillOnDrop::new(half.plan.command(1, &broker.address).spawn().unwrap());
+    for metrics in &half.plan.metrics {
+        wait_ready("the cluster", metrics, Duration::from_secs(60));
+    }
+    assert!(half.first.try_wait().unwrap().is_none(), "process 0 ended");
+    let log = std::fs::read_to_string(&half.log).unwrap();
+    assert!(
+        log.matches("dropped a connection to the cluster port").count() >= 4,
+        "{log}"
+    );
+    assert!(log.contains("does not prove the cluster token"), "{log}");
+    drop(half.dir);
+}
+
+/// Processes started for different clusters (here: 2 and 3 workers) find out
+/// in the handshake, and both stop saying how they differ.
+#[test]
+fn processes_started_differently_refuse_each_other() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [2, 2, 2, 1, 1, 1]);
+    let mut half = HalfCluster::start(&broker.address, [2, 3]);
+    let mut second = KillOnDrop::new(half.plan.command(1, &broker.address).spawn().unwrap());
+    for (process, child) in [&mut *half.first, &mut *second].into_iter().enumerate() {
+        let mut status = None;
+        wait_for("a refused process to exit", Duration::from_secs(30), || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        assert!(!status.unwrap().success(), "process {process}");
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    let log = std::fs::read_to_string(&half.log).unwrap();
+    for text in [&stderr, &log] {
+        assert!(text.contains("started differently"), "{text}");
+        assert!(text.contains("workers: 3") && text.contains("workers: 2"), "{text}");
+    }
 }
 
 /// With security on, the processes reach each other over TLS with the

@@ -106,6 +106,11 @@ pub struct Security {
 }
 
 impl SecurityArgs {
+    /// Whether --insecure-no-auth was given.
+    pub fn insecure_no_auth(&self) -> bool {
+        self.insecure_no_auth
+    }
+
     /// Checks the options against the addresses served and loads every file
     /// they name. Refuses a non-loopback address without authentication.
     pub fn load(

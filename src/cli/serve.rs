@@ -15,6 +15,7 @@ use super::bounded::run_bounded;
 use super::progress::{start_with_restore_progress, CatchUpProgress};
 use super::security::SecurityArgs;
 use super::{parse_envelope, parse_setting, parse_start, shutdown_signal};
+use crate::pipeline::cluster::ClusterToken;
 use crate::pipeline::{ClusterConfig, DurabilityConfig, PipelineConfig, PipelineHandle};
 use crate::serve::http;
 use crate::serve::metrics::Metrics;
@@ -326,6 +327,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 .load(args.flight_addr, args.metrics_addr, args.processes)?,
         )
     };
+    if let (Some(cluster), Some(security)) = (&mut config.cluster, &security) {
+        cluster.token = security.peer_link.cluster_token.clone().map(ClusterToken);
+        check_cluster_protection(cluster, args.security.insecure_no_auth())?;
+    }
     // Held until this function returns: no other process may use the
     // state directory meanwhile.
     let mut _state_dir_lock = None;
@@ -420,6 +425,44 @@ pub fn run(args: ServeArgs) -> Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(2));
     let stopped = pipeline.shutdown_within(SHUTDOWN_GRACE);
     outcome.and(stopped)
+}
+
+/// A cluster's processes prove the cluster token to each other: without one,
+/// anyone who reaches a cluster port could join the computation, so only a
+/// cluster on loopback addresses (or with --insecure-no-auth) runs without.
+fn check_cluster_protection(cluster: &ClusterConfig, insecure: bool) -> Result<()> {
+    if cluster.token.is_some() {
+        return Ok(());
+    }
+    let exposed: Vec<&String> = cluster
+        .addresses
+        .iter()
+        .filter(|address| {
+            std::net::ToSocketAddrs::to_socket_addrs(address.as_str())
+                .map(|mut resolved| resolved.any(|address| !address.ip().is_loopback()))
+                .unwrap_or(true)
+        })
+        .collect();
+    if exposed.is_empty() {
+        tracing::warn!(
+            "the cluster's processes do not authenticate each other (no --cluster-token-file): any local \
+             process could join the computation"
+        );
+        return Ok(());
+    }
+    if insecure {
+        tracing::warn!(
+            ?exposed,
+            "the cluster's processes do not authenticate each other (no --cluster-token-file, \
+             --insecure-no-auth): anyone who reaches these addresses could join the computation"
+        );
+        return Ok(());
+    }
+    bail!(
+        "refusing to run a cluster on {exposed:?} without --cluster-token-file: the processes prove that \
+         token to each other, and without it anyone who reaches a cluster port could join the computation \
+         and read its data (give the same secret to every process, or pass --insecure-no-auth)"
+    )
 }
 
 /// Asks the broker, in the background, whether the input topics still hold

@@ -37,6 +37,7 @@
 //! the newest batch time and returned. A bounded run may go in passes over
 //! the tenants, holding one share of the state at a time ([`passes`]).
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
@@ -44,12 +45,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
+use timely::communication::allocator::AllocatorBuilder;
 use timely::communication::initialize::WorkerGuards;
 use trimatch_connectors::{SourceConfig, SourceMetrics};
 use trimatch_dataflows::{MatchConfig, OutputCollection, ReadError, Row, Time};
 
 mod catch_up;
 mod clock;
+pub mod cluster;
 pub mod counters;
 pub mod durability;
 mod handle;
@@ -100,8 +103,10 @@ pub struct PipelineConfig {
 pub struct ClusterConfig {
     /// This process's index, from 0.
     pub process: usize,
-    /// `host:port` of every process's timely listener, in process order.
+    /// `host:port` of every process's cluster listener, in process order.
     pub addresses: Vec<String>,
+    /// The secret the processes prove to each other (see [`cluster`]).
+    pub token: Option<cluster::ClusterToken>,
 }
 
 impl ClusterConfig {
@@ -126,6 +131,7 @@ impl ClusterConfig {
         Ok(ClusterConfig {
             process,
             addresses: addresses.into_iter().take(processes).collect(),
+            token: None,
         })
     }
 }
@@ -171,21 +177,40 @@ impl PipelineConfig {
         global - process * self.workers.max(1)
     }
 
-    fn timely_config(&self) -> timely::Config {
+    /// Timely's channels between the workers: in this process, or (cluster
+    /// mode) also to the other processes over [`cluster`]'s connections.
+    /// In a cluster, a lost peer fails the job through `shared`.
+    fn communication(
+        &self,
+        shared: &Arc<Shared>,
+    ) -> Result<(Vec<AllocatorBuilder>, Box<dyn Any + Send>)> {
         let workers = self.workers.max(1);
-        match &self.cluster {
-            None => timely::Config::process(workers),
-            Some(cluster) => timely::Config {
-                communication: timely::CommunicationConfig::Cluster {
-                    threads: workers,
-                    process: cluster.process,
-                    addresses: cluster.addresses.clone(),
-                    report: false,
-                    zerocopy: false,
-                },
-                worker: timely::WorkerConfig::default(),
+        let Some(cluster) = &self.cluster else {
+            return timely::CommunicationConfig::Process(workers)
+                .try_build()
+                .map_err(|error| anyhow!("cannot start timely's channels: {error}"));
+        };
+        let link = cluster::ClusterLink {
+            process: cluster.process,
+            addresses: cluster.addresses.clone(),
+            shape: cluster::Shape {
+                processes: cluster.addresses.len(),
+                workers,
+                topics: self.expected_checkpoint().topics,
             },
-        }
+            token: cluster.token.clone(),
+        };
+        let shared = shared.clone();
+        let on_lost: cluster::LostPeer = Arc::new(move |why: String| {
+            if shared.stop.load(Ordering::SeqCst) {
+                tracing::info!("{why}");
+                true
+            } else {
+                shared.fail(why);
+                false
+            }
+        });
+        cluster::build(&link, workers, on_lost)
     }
 }
 
@@ -356,29 +381,36 @@ impl Pipeline {
         }
         let receivers = Arc::new(Mutex::new(receivers));
         let worker_shared = shared.clone();
-        let timely_config = config.timely_config();
-        let guards = timely::execute(timely_config, move |worker| {
-            let local = config.local_index(worker.index());
-            let requests = receivers.lock().expect("receivers lock")[local]
-                .take()
-                .expect("each worker takes its own receiver");
-            let index = worker.index();
-            // A panicking worker fails the job like an erroring one: the
-            // cause is recorded, `/healthz` fails, and `serve` exits, so an
-            // orchestrator restarts the process. (In a cluster, a lost peer
-            // makes the survivors' workers panic in timely's channels.)
-            let run = std::panic::AssertUnwindSafe(|| {
-                run_worker(worker, &config, &worker_shared, requests)
-            });
-            match std::panic::catch_unwind(run) {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => worker_shared.fail(format!("worker {index} failed: {error:#}")),
-                Err(panic) => worker_shared.fail(format!(
-                    "worker {index} panicked: {}",
-                    panic_message(panic.as_ref())
-                )),
-            }
-        })
+        let (allocators, transport) = config.communication(&shared)?;
+        let guards = timely::execute::execute_from(
+            allocators,
+            transport,
+            timely::WorkerConfig::default(),
+            move |worker| {
+                let local = config.local_index(worker.index());
+                let requests = receivers.lock().expect("receivers lock")[local]
+                    .take()
+                    .expect("each worker takes its own receiver");
+                let index = worker.index();
+                // A panicking worker fails the job like an erroring one: the
+                // cause is recorded, `/healthz` fails, and `serve` exits, so an
+                // orchestrator restarts the process. (In a cluster, a lost peer
+                // is reported by `cluster`'s pumps instead.)
+                let run = std::panic::AssertUnwindSafe(|| {
+                    run_worker(worker, &config, &worker_shared, requests)
+                });
+                match std::panic::catch_unwind(run) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        worker_shared.fail(format!("worker {index} failed: {error:#}"))
+                    }
+                    Err(panic) => worker_shared.fail(format!(
+                        "worker {index} panicked: {}",
+                        panic_message(panic.as_ref())
+                    )),
+                }
+            },
+        )
         .map_err(|error| anyhow!("cannot start timely workers: {error}"))?;
         let handle = PipelineHandle {
             shared,

@@ -15,14 +15,11 @@
 //! [`MAX_AGE`] after they were made, and are at most [`MAX_HANDLE_BYTES`].
 //!
 //! The bound parameters inside a verified handle were written by this
-//! server from a batch it had already decoded, so reading them back reads
-//! no client bytes.
-
-use std::io::Cursor;
+//! server from a batch it had already decoded. They are read back through
+//! the same bounded, checked decoder as a client's DoPut
+//! ([`super::parameters`]) all the same.
 
 use arrow::record_batch::RecordBatch;
-use arrow_ipc::reader::StreamReader;
-use arrow_ipc::writer::StreamWriter;
 use base64::Engine as _;
 use datafusion::common::ScalarValue;
 use ring::hmac;
@@ -57,8 +54,8 @@ impl HandleKey {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub(super) struct StatementHandle {
     pub sql: String,
-    /// The bound parameters: a one-row record batch in Arrow IPC stream
-    /// format, base64.
+    /// The bound parameters: a one-row record batch as framed Arrow IPC
+    /// messages ([`super::parameters::frame`]), base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<String>,
     /// The time the statement reads (default: the newest complete one).
@@ -132,11 +129,7 @@ impl StatementHandle {
                 batch.num_rows()
             )));
         }
-        let mut bytes = Vec::new();
-        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema()).map_err(internal)?;
-        writer.write(batch).map_err(internal)?;
-        writer.finish().map_err(internal)?;
-        drop(writer);
+        let bytes = super::parameters::frame(batch)?;
         if bytes.len() > MAX_PARAMETER_BYTES {
             return Err(Status::invalid_argument(format!(
                 "the parameters take {} bytes, more than the {MAX_PARAMETER_BYTES} accepted",
@@ -148,15 +141,19 @@ impl StatementHandle {
     }
 
     /// The bound parameters, `$1` first.
-    pub fn parameter_values(&self) -> Result<Vec<ScalarValue>, Status> {
+    pub async fn parameter_values(&self) -> Result<Vec<ScalarValue>, Status> {
         let Some(encoded) = &self.parameters else {
             return Ok(Vec::new());
         };
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(internal)?;
-        let mut reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(internal)?;
-        let Some(batch) = reader.next().transpose().map_err(internal)? else {
+        let messages = super::parameters::unframe(&bytes)?;
+        let batch = super::parameters::first_parameter_batch(futures::stream::iter(
+            messages.into_iter().map(Ok),
+        ))
+        .await?;
+        let Some(batch) = batch else {
             return Ok(Vec::new());
         };
         batch
@@ -209,7 +206,7 @@ mod tests {
         let opened = StatementHandle::open(&sealed, &key, &alice).unwrap();
         assert_eq!(opened, handle);
         assert_eq!(
-            opened.parameter_values().unwrap(),
+            futures::executor::block_on(opened.parameter_values()).unwrap(),
             vec![ScalarValue::Utf8(Some("acme".into()))]
         );
         let refused = |bytes: &[u8], key: &HandleKey, who: &Principal| {

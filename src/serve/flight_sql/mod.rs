@@ -24,6 +24,8 @@
 
 mod catalog;
 mod functions;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod limits;
 mod parameters;

@@ -10,6 +10,11 @@
 //! * Each message's header is checked by the flatbuffer verifier before
 //!   use, and decoding runs under `catch_unwind`: bytes that make Arrow's
 //!   decoder panic are INVALID_ARGUMENT, never a failed task.
+//!
+//! A bound statement keeps its parameters as these same messages
+//! ([`frame`]), and reading them back ([`unframe`], then
+//! [`first_parameter_batch`]) goes through the same checks, so no bytes are
+//! ever handed to Arrow's unbounded stream reader.
 
 use std::panic::AssertUnwindSafe;
 
@@ -38,6 +43,60 @@ pub async fn first_parameter_batch(
 ) -> Result<Option<RecordBatch>, Status> {
     let read = read_until_a_row(messages).await?;
     decode(read).await
+}
+
+/// `batch` as the IPC messages a client would send for it (schema, then
+/// the batch), framed one after the other: for each, the header's length
+/// (u32, little-endian), the header, the body's length, the body.
+pub fn frame(batch: &RecordBatch) -> Result<Vec<u8>, Status> {
+    let messages: Vec<FlightData> = futures::executor::block_on(
+        arrow_flight::encode::FlightDataEncoderBuilder::new()
+            .build(stream::iter([Ok(batch.clone())]))
+            .try_collect(),
+    )
+    .map_err(|error| Status::internal(format!("cannot encode the parameters: {error}")))?;
+    let mut framed = Vec::new();
+    for message in messages {
+        for part in [&message.data_header, &message.data_body] {
+            framed.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            framed.extend_from_slice(part);
+        }
+    }
+    Ok(framed)
+}
+
+/// The messages [`frame`] wrote; INVALID_ARGUMENT for bytes that are not
+/// whole frames. Lengths are checked against what is there before anything
+/// is copied.
+pub fn unframe(mut framed: &[u8]) -> Result<Vec<FlightData>, Status> {
+    let mut messages = Vec::new();
+    while !framed.is_empty() {
+        let header = take_frame(&mut framed)?;
+        let body = take_frame(&mut framed)?;
+        messages.push(FlightData {
+            data_header: header.to_vec().into(),
+            data_body: body.to_vec().into(),
+            ..FlightData::default()
+        });
+    }
+    Ok(messages)
+}
+
+/// The next frame of `framed`, which moves past it.
+fn take_frame<'a>(framed: &mut &'a [u8]) -> Result<&'a [u8], Status> {
+    let (length, rest) = framed
+        .split_first_chunk::<4>()
+        .ok_or_else(|| unreadable("a frame is cut short"))?;
+    let length = u32::from_le_bytes(*length) as usize;
+    if length > rest.len() {
+        return Err(unreadable(format!(
+            "a frame says {length} bytes where {} are left",
+            rest.len()
+        )));
+    }
+    let (part, rest) = rest.split_at(length);
+    *framed = rest;
+    Ok(part)
 }
 
 /// The messages up to and with the first record batch that has a row.

@@ -163,7 +163,7 @@ pub(super) async fn plan(
         .sql_with_options(&sql, read_only)
         .await
         .map_err(|error| sql_error(error, &tables))?;
-    let parameters = statement.parameter_values()?;
+    let parameters = statement.parameter_values().await?;
     if !parameters.is_empty() {
         frame = frame
             .with_param_values(parameters)
