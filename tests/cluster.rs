@@ -38,7 +38,9 @@ impl Cluster {
     fn start_with(brokers: [&str; 2], dir: tempfile::TempDir, args: &[String]) -> Cluster {
         let plan = ClusterPlan::new(dir.path(), args);
         let processes = (0..2)
-            .map(|process| KillOnDrop::new(plan.command(process, brokers[process]).spawn().unwrap()))
+            .map(|process| {
+                KillOnDrop::new(plan.command(process, brokers[process]).spawn().unwrap())
+            })
             .collect();
         Cluster {
             flights: plan.flights,
@@ -87,8 +89,17 @@ impl ClusterPlan {
             .args(["--processes", "2", "--process-id", &process.to_string()])
             .args(["--hostfile", self.hostfile.to_str().unwrap()])
             .args(["--flight-peers", &self.flights.join(",")])
-            .args(["--flight-addr", &self.flights[process], "--metrics-addr", &self.metrics[process]])
-            .args(self.args.iter().map(|arg| arg.replace("{process}", &process.to_string())))
+            .args([
+                "--flight-addr",
+                &self.flights[process],
+                "--metrics-addr",
+                &self.metrics[process],
+            ])
+            .args(
+                self.args
+                    .iter()
+                    .map(|arg| arg.replace("{process}", &process.to_string())),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         command
@@ -498,7 +509,10 @@ impl HalfCluster {
         std::fs::write(&token, "the cluster's secret, long enough\n").unwrap();
         let mut plan = ClusterPlan::new(
             dir.path(),
-            &["--cluster-token-file".into(), token.to_str().unwrap().into()],
+            &[
+                "--cluster-token-file".into(),
+                token.to_str().unwrap().into(),
+            ],
         );
         plan.workers = workers;
         let log = dir.path().join("process-0.log");
@@ -538,12 +552,17 @@ fn strangers_on_the_cluster_port_are_dropped_and_the_real_peer_joins() {
     // not our read timing out).
     let let_go = |bytes: &[u8]| {
         let mut stream = std::net::TcpStream::connect(&port).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         stream.write_all(bytes).unwrap();
         let mut answer = Vec::new();
         if let Err(error) = stream.read_to_end(&mut answer) {
             assert!(
-                !matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                !matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
                 "the stranger was not let go: {error}"
             );
         }
@@ -566,7 +585,10 @@ fn strangers_on_the_cluster_port_are_dropped_and_the_real_peer_joins() {
         .block_on(cluster::dial(&impostor, 0))
         .map(drop);
     assert!(
-        matches!(refused, Err(DialError::Handshake(HandshakeError::Stranger(_)))),
+        matches!(
+            refused,
+            Err(DialError::Handshake(HandshakeError::Stranger(_)))
+        ),
         "{refused:?}"
     );
     assert!(half.first.try_wait().unwrap().is_none(), "process 0 ended");
@@ -578,7 +600,9 @@ fn strangers_on_the_cluster_port_are_dropped_and_the_real_peer_joins() {
     assert!(half.first.try_wait().unwrap().is_none(), "process 0 ended");
     let log = std::fs::read_to_string(&half.log).unwrap();
     assert!(
-        log.matches("dropped a connection to the cluster port").count() >= 4,
+        log.matches("dropped a connection to the cluster port")
+            .count()
+            >= 4,
         "{log}"
     );
     assert!(log.contains("does not prove the cluster token"), "{log}");
@@ -606,7 +630,10 @@ fn processes_started_differently_refuse_each_other() {
     let log = std::fs::read_to_string(&half.log).unwrap();
     for text in [&stderr, &log] {
         assert!(text.contains("started differently"), "{text}");
-        assert!(text.contains("workers: 3") && text.contains("workers: 2"), "{text}");
+        assert!(
+            text.contains("workers: 3") && text.contains("workers: 2"),
+            "{text}"
+        );
     }
 }
 

@@ -22,11 +22,32 @@ use trimatch_connectors::StartPosition;
 use trimatch_dataflows::{OutputCollection, Row};
 use trimatch_workload::{Workload, WorkloadConfig};
 
+/// Why a message the broker served is refused for its size.
+const SIZE_REFUSED: &str = "bytes, more than the 1048576 a message may have";
+
 #[test]
 fn an_oversized_message_is_dead_lettered_on_a_real_broker() {
     let broker = Tansu::start();
     create_input_topics(&broker.address, [1, 1, 1, 1, 1, 1]);
-    an_oversized_message_is_dead_lettered_and_its_partition_goes_on(&broker.address);
+    an_oversized_message_is_dead_lettered_and_its_partition_goes_on(
+        &broker.address,
+        3 << 20,
+        SIZE_REFUSED,
+    );
+}
+
+/// The audit's case: a 5 MiB purchase order, which tansu accepts and then
+/// never returns to a fetch. It is dead-lettered by its offset, and the ten
+/// orders behind it are applied.
+#[test]
+fn a_message_the_broker_never_serves_is_dead_lettered_by_its_offset() {
+    let broker = Tansu::start();
+    create_input_topics(&broker.address, [1, 1, 1, 1, 1, 1]);
+    an_oversized_message_is_dead_lettered_and_its_partition_goes_on(
+        &broker.address,
+        5 << 20,
+        "the broker returned no record at offset 0",
+    );
 }
 
 #[test]

@@ -180,7 +180,11 @@ fn waiting_for_a_missing_topic_picks_it_up_with_its_partitions() {
 #[test]
 fn an_oversized_message_is_dead_lettered_on_the_mock_cluster() {
     let mock = mock_with_input_topics(1);
-    an_oversized_message_is_dead_lettered_and_its_partition_goes_on(&mock.bootstrap_servers());
+    an_oversized_message_is_dead_lettered_and_its_partition_goes_on(
+        &mock.bootstrap_servers(),
+        3 << 20,
+        "bytes, more than the 1048576 a message may have",
+    );
 }
 
 #[test]

@@ -195,6 +195,13 @@ pub struct SourceConfig {
     /// [`FETCH_MAX_BYTES`] per partition, so that a message over this bound
     /// still arrives to be dead-lettered instead of blocking its partition.
     pub max_message_bytes: usize,
+    /// A partition whose next record the broker keeps not returning, while
+    /// it answers and holds later records, for this long (with no consumer
+    /// error meanwhile) has that record dead-lettered by its offset, and
+    /// reading goes on after it; `None` waits for good. A broker that
+    /// cannot serve a record (tansu never returns one of 5 MiB or more)
+    /// would otherwise stop its partition for ever (SPEC §1.3).
+    pub skip_unfetchable_after: Option<Duration>,
 }
 
 /// What the consumer fetches at most per partition and per request, and so
@@ -229,6 +236,7 @@ impl SourceConfig {
             metadata_refresh: Duration::from_secs(10),
             stall_after: Duration::from_secs(20),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            skip_unfetchable_after: Some(Duration::from_secs(60)),
         }
     }
 

@@ -136,6 +136,16 @@ pub struct ServeArgs {
           default_value_t = trimatch_connectors::DEFAULT_MAX_MESSAGE_BYTES,
           value_parser = max_message_bytes)]
     max_message_bytes: usize,
+    /// When the broker keeps not returning a partition's next record for
+    /// this long (while it answers and holds later ones, and no consumer
+    /// error is seen), that record is dead-lettered by its offset and
+    /// reading goes on after it; 0 waits for good.
+    #[arg(
+        long,
+        env = "TRIMATCH_SKIP_UNFETCHABLE_AFTER_SECONDS",
+        default_value_t = 60
+    )]
+    skip_unfetchable_after_seconds: u64,
     /// Wait for missing input topics instead of failing.
     #[arg(long, env = "TRIMATCH_WAIT_FOR_TOPICS")]
     wait_for_topics: bool,
@@ -273,6 +283,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     source.wait_for_topics = args.wait_for_topics;
     source.client_settings = args.topics.client_settings;
     source.max_message_bytes = args.max_message_bytes;
+    source.skip_unfetchable_after = (args.skip_unfetchable_after_seconds > 0)
+        .then(|| Duration::from_secs(args.skip_unfetchable_after_seconds));
     let inspection = TopicInspection {
         brokers: source.brokers.clone(),
         topics: source

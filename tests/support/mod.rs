@@ -519,12 +519,20 @@ pub fn run_python_check(python: &str, script: &str, envs: &[(&str, String)]) -> 
 
 /// The audit's oversized-message reproduction, on the broker at `brokers`
 /// (whose input topics exist, one partition each): a purchase order of
-/// 3 MiB (the audit's was 5 MiB; the mock cluster keeps at most 5 MB a
-/// partition) at offset 0 of `purchase_orders/0`, ten valid ones behind it, and a
-/// bounded run with `--max-message-bytes` 1 MiB. The big one is dead-lettered
-/// with its size, the ten are applied, and the partition ends where it
+/// `size` at offset 0 of `purchase_orders/0`, ten valid ones behind it, and
+/// a bounded run with `--max-message-bytes` 1 MiB (and unserved records
+/// skipped after 5 s). The big one is dead-lettered with a reason that
+/// contains `reason`, the ten are applied, and the partition ends where it
 /// should (consumed = applied + dead-lettered).
-pub fn an_oversized_message_is_dead_lettered_and_its_partition_goes_on(brokers: &str) {
+///
+/// 3 MiB arrives and is refused for its size (the mock cluster keeps at most
+/// 5 MB a partition); the audit's 5 MiB is never returned by tansu, and is
+/// dead-lettered unread by its offset.
+pub fn an_oversized_message_is_dead_lettered_and_its_partition_goes_on(
+    brokers: &str,
+    size: usize,
+    reason: &str,
+) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let orders: Vec<GeneratedMessage> = history(81, 2_000)
         .into_iter()
@@ -535,7 +543,7 @@ pub fn an_oversized_message_is_dead_lettered_and_its_partition_goes_on(brokers: 
     let mut big: serde_json::Value =
         serde_json::from_slice(orders[0].value.as_ref().unwrap()).unwrap();
     big["po_number"] = "PO-HUGE".into();
-    big["note"] = "x".repeat(3 << 20).into();
+    big["note"] = "x".repeat(size).into();
     let big_value = serde_json::to_vec(&big).unwrap();
     let mut big_key: serde_json::Value =
         serde_json::from_slice(orders[0].key.as_ref().unwrap()).unwrap();
@@ -562,6 +570,7 @@ pub fn an_oversized_message_is_dead_lettered_and_its_partition_goes_on(brokers: 
     let mut source = source_config(brokers);
     source.until_end = true;
     source.max_message_bytes = 1 << 20;
+    source.skip_unfetchable_after = Some(Duration::from_secs(5));
     let pipeline = Pipeline::start(pipeline_config(source, 1)).unwrap();
     let metrics = pipeline.metrics();
     let (done, finished) = std::sync::mpsc::channel();
@@ -584,10 +593,10 @@ pub fn an_oversized_message_is_dead_lettered_and_its_partition_goes_on(brokers: 
         })
         .collect();
     assert!(
-        letters.iter().any(|(t, p, o, reason)| t == topic
+        letters.iter().any(|(t, p, o, letter_reason)| t == topic
             && *p == 0
             && *o == 0
-            && reason.contains("bytes, more than the 1048576 a message may have")),
+            && letter_reason.contains(reason)),
         "{letters:?}"
     );
     let counters = metrics.snapshot();

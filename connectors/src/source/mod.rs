@@ -97,6 +97,9 @@ pub struct KafkaSource {
     last_refresh: Instant,
     /// When the last warning about an error naming no partition was logged.
     last_client_warning: Option<Instant>,
+    /// When a consumer error not tied to a partition was last seen (the
+    /// brokers not answering, say).
+    last_client_error: Option<Instant>,
     /// Whether the caller asked for the partitions to be paused (backpressure).
     paused: bool,
     /// Rejected messages polled and not yet sealed: they go to the
@@ -172,6 +175,7 @@ impl KafkaSource {
             partitions: HashMap::new(),
             last_refresh: Instant::now(),
             last_client_warning: None,
+            last_client_error: None,
             paused: false,
             unsent_dead_letters: Vec::new(),
             already_dead_lettered: HashSet::new(),
@@ -227,7 +231,7 @@ impl KafkaSource {
         };
         if self.last_refresh.elapsed() >= due {
             self.last_refresh = Instant::now();
-            self.refresh_positions(received == 0);
+            self.refresh_positions(received == 0, batch);
         }
         if let Some(producer) = &self.dead_letters {
             producer.poll();
@@ -380,6 +384,7 @@ impl KafkaSource {
         let Some(state) = state else {
             self.metrics.count_client_error(&error.code);
             let now = Instant::now();
+            self.last_client_error = Some(now);
             if self
                 .last_client_warning
                 .is_none_or(|last| now.duration_since(last) >= WARNING_INTERVAL)

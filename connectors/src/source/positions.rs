@@ -1,8 +1,9 @@
 //! Where each owned partition reads from and how far: the assignment at the
 //! start offsets (and a bounded run's end), pausing for backpressure and at
 //! the end, and the periodic refresh that re-reads high watermarks, steps
-//! over offsets that carry no message, finishes a bounded run's partitions
-//! and notices a partition that has stopped making progress.
+//! over offsets that carry no message, finishes a bounded run's partitions,
+//! notices a partition that has stopped making progress, and steps over a
+//! record the broker will not serve.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -13,9 +14,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use trimatch_dataflows::model::Text;
+use trimatch_dataflows::rows::DeadLetterRow;
 
 use super::partition::{PartitionState, STALL_CLEARS_AFTER};
-use super::KafkaSource;
+use super::{now_ms, KafkaSource, SourceBatch, UnsentDeadLetter};
 use crate::discovery::NewPartition;
 use crate::error::SourceError;
 
@@ -45,13 +47,19 @@ impl KafkaSource {
     }
 
     /// Re-reads cached high watermarks; when `idle` (everything polled has been
-    /// handed over) also moves positions past gaps such as transaction markers.
-    pub(super) fn refresh_positions(&mut self, idle: bool) {
+    /// handed over) also moves positions past gaps such as transaction
+    /// markers, and past a record the broker does not serve (dead-lettered
+    /// into `batch`).
+    pub(super) fn refresh_positions(&mut self, idle: bool, batch: &mut SourceBatch) {
         let positions = if idle {
             self.consumer.position().ok()
         } else {
             None
         };
+        let brokers_answer = self
+            .last_client_error
+            .is_none_or(|at| at.elapsed() >= STALL_CLEARS_AFTER);
+        let mut unfetchable = Vec::new();
         let mut finished = Vec::new();
         for state in self.partitions.values_mut().flat_map(BTreeMap::values_mut) {
             if let Some(high) = cached_high_watermark(&self.consumer, &state.topic, state.partition)
@@ -87,6 +95,17 @@ impl KafkaSource {
                     self.config.stall_after.as_secs(),
                     state.high_watermark - state.next_offset
                 ));
+                let waited = state.last_progress.elapsed();
+                if idle
+                    && quiet
+                    && brokers_answer
+                    && self
+                        .config
+                        .skip_unfetchable_after
+                        .is_some_and(|after| waited >= after)
+                {
+                    unfetchable.push(skip_unfetchable(state, waited, batch));
+                }
             }
             let position = positions.as_ref().and_then(|list| {
                 list.find_partition(&state.topic, state.partition)
@@ -111,6 +130,20 @@ impl KafkaSource {
                 state.done = true;
                 finished.push((state.topic.clone(), state.partition));
             }
+        }
+        for letter in &unfetchable {
+            let next = Offset::Offset(letter.offset + 1);
+            if let Err(error) = self.consumer.seek(
+                &letter.topic,
+                letter.partition,
+                next,
+                std::time::Duration::ZERO,
+            ) {
+                tracing::warn!(%error, topic = %letter.topic, partition = letter.partition, "could not move past an unserved record");
+            }
+        }
+        if self.dead_letters.is_some() {
+            self.unsent_dead_letters.extend(unfetchable);
         }
         self.pause(&finished);
     }
@@ -182,6 +215,49 @@ impl KafkaSource {
             }
         }
         Ok(())
+    }
+}
+
+/// Dead-letters the record at `state`'s next offset, which the broker has
+/// not returned for `waited` although it holds later ones, and moves past
+/// it; the dead letter for the dead-letter topic (no key or value: none
+/// arrived).
+fn skip_unfetchable(
+    state: &mut PartitionState,
+    waited: std::time::Duration,
+    batch: &mut SourceBatch,
+) -> UnsentDeadLetter {
+    let offset = state.next_offset;
+    let reason = format!(
+        "the broker returned no record at offset {offset} for {} s while it answered and held \
+         records up to offset {}: a record it does not serve (tansu, for one, never returns a \
+         record of 5 MiB or more), dead-lettered unread so that the partition goes on",
+        waited.as_secs(),
+        state.high_watermark - 1
+    );
+    tracing::warn!(topic = %state.topic, partition = state.partition, offset, "{reason}");
+    batch.dead_letters.push(DeadLetterRow::bounded(
+        state.topic.clone(),
+        state.partition,
+        offset,
+        None,
+        &reason,
+        now_ms(),
+    ));
+    state.uncommitted.consumed += 1;
+    state.uncommitted.dead_lettered += 1;
+    state.next_offset = offset + 1;
+    state.dirty = true;
+    state.unstall();
+    state.last_progress = Instant::now();
+    state.checked_offset = state.next_offset;
+    UnsentDeadLetter {
+        topic: state.topic.clone(),
+        partition: state.partition,
+        offset,
+        key: None,
+        value: None,
+        reason,
     }
 }
 
