@@ -234,6 +234,12 @@ impl FeedSender {
     /// once the hub cuts it off (SPEC §5), the wait ends and so does the
     /// feed, freeing what was queued for it.
     async fn send(&mut self, event: Result<FeedEvent, Status>) -> Result<(), Gone> {
+        // The common case, a client that keeps up, costs no timer.
+        let event = match self.sender.try_send(event) {
+            Ok(()) => return Ok(()),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Err(Gone),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => event,
+        };
         let sending = self.sender.send(event);
         tokio::pin!(sending);
         loop {
