@@ -27,6 +27,7 @@ mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
+mod ipc_check;
 mod limits;
 mod parameters;
 mod statement;

@@ -7,9 +7,11 @@
 //! * What is read is at most [`MAX_PARAMETER_BYTES`] in
 //!   [`MAX_MESSAGES`] messages; more is INVALID_ARGUMENT before any of it
 //!   is decoded.
-//! * Each message's header is checked by the flatbuffer verifier before
-//!   use, and decoding runs under `catch_unwind`: bytes that make Arrow's
-//!   decoder panic are INVALID_ARGUMENT, never a failed task.
+//! * Each message is checked before Arrow's decoder sees it
+//!   ([`IpcChecker`]: flat scalar columns, buffers where and as large as
+//!   their types need), and decoding runs under `catch_unwind` as well:
+//!   bytes that would make it panic are INVALID_ARGUMENT, never a failed
+//!   task.
 //!
 //! A bound statement keeps its parameters as these same messages
 //! ([`frame`]), and reading them back ([`unframe`], then
@@ -26,6 +28,7 @@ use futures::{stream, FutureExt, Stream, StreamExt, TryStreamExt};
 use tonic::Status;
 
 pub use super::handle::MAX_PARAMETER_BYTES;
+use super::ipc_check::IpcChecker;
 
 /// The most IPC messages read before the first batch with a row.
 pub const MAX_MESSAGES: usize = 64;
@@ -105,6 +108,7 @@ async fn read_until_a_row(
 ) -> Result<Vec<FlightData>, Status> {
     let mut read = Vec::new();
     let mut bytes = 0usize;
+    let mut checker = IpcChecker::default();
     while let Some(message) = messages.next().await {
         let message = message?;
         bytes += message.data_header.len() + message.data_body.len();
@@ -119,24 +123,13 @@ async fn read_until_a_row(
                 "no batch with a row in the first {MAX_MESSAGES} messages"
             )));
         }
-        let has_a_row = has_a_row(&message)?;
+        let has_a_row = checker.check(&message).map_err(unreadable)?;
         read.push(message);
         if has_a_row {
             break;
         }
     }
     Ok(read)
-}
-
-/// Whether `message` is a record batch of at least one row.
-fn has_a_row(message: &FlightData) -> Result<bool, Status> {
-    if message.data_header.is_empty() {
-        return Ok(false);
-    }
-    let header = arrow_ipc::root_as_message(&message.data_header).map_err(unreadable)?;
-    Ok(header
-        .header_as_record_batch()
-        .is_some_and(|batch| batch.length() > 0))
 }
 
 /// The first batch with a row of `read`, decoded.
