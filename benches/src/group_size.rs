@@ -99,6 +99,7 @@ pub(crate) fn blanket_po() -> PurchaseOrder {
         status: PoStatus::Open,
         receipt_required: true,
         lines: vec![PoLine {
+            category: None,
             line_no: 1,
             sku: None,
             quantity: Decimal::from(1_000_000_000),

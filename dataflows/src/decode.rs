@@ -112,6 +112,10 @@ pub fn identity_fields(
                 let line = optional_line_number(object, field, path)?;
                 return Ok(line.map(|n| n.to_string()).unwrap_or_default());
             }
+            if kind.is_optional_text_identity(field) {
+                let text = optional_identifier(object, field, path)?;
+                return Ok(text.map(|text| text.to_string()).unwrap_or_default());
+            }
             let text = identifier(object, field, path)?;
             if *field == "exception_type" {
                 exception_type_named(&text, &fields::field_path(path, field))?;
@@ -134,6 +138,9 @@ pub fn identity_text(kind: DocumentKind, field: &str, value: Json<'_>) -> Option
             .and_then(|number| number.parse::<u32>().ok())
             .map(|n| n.to_string());
     }
+    if kind.is_optional_text_identity(field) && value.is_null() {
+        return Some(String::new());
+    }
     value.as_str().map(|text| text.into_owned())
 }
 
@@ -143,7 +150,11 @@ pub fn document_identity(document: &Document) -> Vec<String> {
         Document::PurchaseOrder(po) => vec![po.tenant_id.to_string(), po.po_number.to_string()],
         Document::GoodsReceipt(gr) => vec![gr.tenant_id.to_string(), gr.receipt_id.to_string()],
         Document::Invoice(inv) => vec![inv.tenant_id.to_string(), inv.invoice_id.to_string()],
-        Document::MatchPolicy(policy) => vec![policy.tenant_id.to_string()],
+        Document::MatchPolicy(policy) => vec![
+            policy.tenant_id.to_string(),
+            policy.vendor_id.as_deref().unwrap_or_default().to_string(),
+            policy.category.as_deref().unwrap_or_default().to_string(),
+        ],
         Document::ExceptionResolution(resolution) => vec![
             resolution.tenant_id.to_string(),
             resolution.invoice_id.to_string(),
@@ -231,6 +242,7 @@ fn purchase_order(object: &JsonObject<'_>) -> Result<PurchaseOrder> {
         Ok(PoLine {
             line_no,
             sku: optional_identifier(line, "sku", path)?,
+            category: optional_identifier(line, "category", path)?,
             quantity: decimal(line, "quantity", path, QUANTITY)?,
             unit_price: decimal(line, "unit_price", path, PRICE)?,
         })
@@ -330,12 +342,19 @@ fn invoice(object: &JsonObject<'_>) -> Result<Invoice> {
 }
 
 fn match_policy(object: &JsonObject<'_>) -> Result<MatchPolicy> {
+    let tolerance = |field| optional_decimal(object, field, "", TOLERANCE);
     Ok(MatchPolicy {
         tenant_id: identifier(object, "tenant_id", "")?,
-        price_tolerance_pct: optional_decimal(object, "price_tolerance_pct", "", TOLERANCE)?,
-        price_tolerance_abs: optional_decimal(object, "price_tolerance_abs", "", TOLERANCE)?,
-        qty_tolerance_pct: optional_decimal(object, "qty_tolerance_pct", "", TOLERANCE)?,
-        total_tolerance_abs: optional_decimal(object, "total_tolerance_abs", "", TOLERANCE)?,
+        vendor_id: optional_identifier(object, "vendor_id", "")?,
+        category: optional_identifier(object, "category", "")?,
+        price_tolerance_pct: tolerance("price_tolerance_pct")?,
+        price_tolerance_abs: tolerance("price_tolerance_abs")?,
+        price_tolerance_max_abs: tolerance("price_tolerance_max_abs")?,
+        qty_tolerance_pct: tolerance("qty_tolerance_pct")?,
+        qty_tolerance_abs: tolerance("qty_tolerance_abs")?,
+        total_tolerance_abs: tolerance("total_tolerance_abs")?,
+        amount_tolerance_pct: tolerance("amount_tolerance_pct")?,
+        amount_tolerance_abs: tolerance("amount_tolerance_abs")?,
     })
 }
 

@@ -61,6 +61,8 @@ pub struct PurchaseOrder {
 pub struct PoLine {
     pub line_no: u32,
     pub sku: Option<Text>,
+    /// The item category or commodity code policies may be scoped to (§12.1).
+    pub category: Option<Text>,
     pub quantity: Decimal,
     pub unit_price: Decimal,
 }
@@ -163,36 +165,35 @@ impl Invoice {
     }
 }
 
-/// A tenant's tolerance policy (topic `match_policies`); absent fields fall back
-/// to the global default field by field.
+/// A tolerance policy (topic `match_policies`, SPEC §2 and §12.1): the
+/// tenant's, or scoped to a vendor, an item category, or both. Absent fields
+/// fall back level by level ([`Tolerances::resolve`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MatchPolicy {
     pub tenant_id: Text,
+    /// The vendor the policy is for; `None`: every vendor.
+    pub vendor_id: Option<Text>,
+    /// The PO line category the policy is for; `None`: every line.
+    pub category: Option<Text>,
     pub price_tolerance_pct: Option<Decimal>,
     pub price_tolerance_abs: Option<Decimal>,
+    pub price_tolerance_max_abs: Option<Decimal>,
     pub qty_tolerance_pct: Option<Decimal>,
+    pub qty_tolerance_abs: Option<Decimal>,
     pub total_tolerance_abs: Option<Decimal>,
+    pub amount_tolerance_pct: Option<Decimal>,
+    pub amount_tolerance_abs: Option<Decimal>,
 }
 
 impl MatchPolicy {
-    /// The document's identity key.
+    /// The document's identity key: (tenant, vendor, category), the
+    /// tenant's key for a tenant policy.
     pub fn key(&self) -> Fingerprint {
-        tenant_key(&self.tenant_id)
-    }
-    /// This policy with its missing fields taken from `default`.
-    pub fn resolve(&self, default: &Tolerances) -> Tolerances {
-        Tolerances {
-            price_tolerance_pct: self
-                .price_tolerance_pct
-                .unwrap_or(default.price_tolerance_pct),
-            price_tolerance_abs: self
-                .price_tolerance_abs
-                .unwrap_or(default.price_tolerance_abs),
-            qty_tolerance_pct: self.qty_tolerance_pct.unwrap_or(default.qty_tolerance_pct),
-            total_tolerance_abs: self
-                .total_tolerance_abs
-                .unwrap_or(default.total_tolerance_abs),
-        }
+        policy_key(
+            &self.tenant_id,
+            self.vendor_id.as_deref(),
+            self.category.as_deref(),
+        )
     }
 }
 
@@ -261,23 +262,74 @@ impl Payment {
     }
 }
 
-/// A fully resolved policy: the tolerances the rules of SPEC §2 apply.
+/// A fully resolved policy: the tolerances the rules of SPEC §2 and §12
+/// apply to one invoice (header) or one invoice line.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Tolerances {
     pub price_tolerance_pct: Decimal,
     pub price_tolerance_abs: Decimal,
+    /// The cap on the price allowance, if any (§12.1).
+    pub price_tolerance_max_abs: Option<Decimal>,
     pub qty_tolerance_pct: Decimal,
+    pub qty_tolerance_abs: Decimal,
     pub total_tolerance_abs: Decimal,
+    pub amount_tolerance_pct: Decimal,
+    pub amount_tolerance_abs: Decimal,
 }
 
 impl Default for Tolerances {
-    /// The SPEC's global default: exact prices and quantities, totals to the cent.
+    /// The SPEC's global default: exact prices and quantities, totals to
+    /// the cent, no cap.
     fn default() -> Self {
         Tolerances {
             price_tolerance_pct: Decimal::ZERO,
             price_tolerance_abs: Decimal::ZERO,
+            price_tolerance_max_abs: None,
             qty_tolerance_pct: Decimal::ZERO,
+            qty_tolerance_abs: Decimal::ZERO,
             total_tolerance_abs: Decimal::new(1, 2),
+            amount_tolerance_pct: Decimal::ZERO,
+            amount_tolerance_abs: Decimal::ZERO,
+        }
+    }
+}
+
+impl Tolerances {
+    /// SPEC §12.1's field-by-field resolution: each field from the first of
+    /// `levels` (most specific first; absent levels are `None`) that gives
+    /// it, else from `default`.
+    ///
+    /// ```
+    /// # use trimatch_dataflows::model::*;
+    /// # use rust_decimal::Decimal;
+    /// let vendor = MatchPolicy { price_tolerance_pct: Some(Decimal::new(5, 0)), ..Default::default() };
+    /// let category = MatchPolicy { price_tolerance_max_abs: Some(Decimal::new(50, 0)), ..Default::default() };
+    /// let line = Tolerances::resolve([None, Some(&vendor), Some(&category), None], &Tolerances::default());
+    /// assert_eq!(line.price_tolerance_pct, Decimal::new(5, 0));
+    /// assert_eq!(line.price_tolerance_max_abs, Some(Decimal::new(50, 0)));
+    /// ```
+    pub fn resolve<'a>(
+        levels: impl IntoIterator<Item = Option<&'a MatchPolicy>> + Clone,
+        default: &Tolerances,
+    ) -> Tolerances {
+        let field = |get: fn(&MatchPolicy) -> Option<Decimal>| {
+            levels.clone().into_iter().flatten().find_map(get)
+        };
+        Tolerances {
+            price_tolerance_pct: field(|p| p.price_tolerance_pct)
+                .unwrap_or(default.price_tolerance_pct),
+            price_tolerance_abs: field(|p| p.price_tolerance_abs)
+                .unwrap_or(default.price_tolerance_abs),
+            price_tolerance_max_abs: field(|p| p.price_tolerance_max_abs)
+                .or(default.price_tolerance_max_abs),
+            qty_tolerance_pct: field(|p| p.qty_tolerance_pct).unwrap_or(default.qty_tolerance_pct),
+            qty_tolerance_abs: field(|p| p.qty_tolerance_abs).unwrap_or(default.qty_tolerance_abs),
+            total_tolerance_abs: field(|p| p.total_tolerance_abs)
+                .unwrap_or(default.total_tolerance_abs),
+            amount_tolerance_pct: field(|p| p.amount_tolerance_pct)
+                .unwrap_or(default.amount_tolerance_pct),
+            amount_tolerance_abs: field(|p| p.amount_tolerance_abs)
+                .unwrap_or(default.amount_tolerance_abs),
         }
     }
 }
@@ -320,7 +372,7 @@ impl DocumentKind {
             DocumentKind::PurchaseOrder => &["tenant_id", "po_number"],
             DocumentKind::GoodsReceipt => &["tenant_id", "receipt_id"],
             DocumentKind::Invoice => &["tenant_id", "invoice_id"],
-            DocumentKind::MatchPolicy => &["tenant_id"],
+            DocumentKind::MatchPolicy => &["tenant_id", "vendor_id", "category"],
             DocumentKind::ExceptionResolution => {
                 &["tenant_id", "invoice_id", "exception_type", "po_line_no"]
             }
@@ -333,6 +385,16 @@ impl DocumentKind {
     pub fn is_line_number_identity(&self, field: &str) -> bool {
         *self == DocumentKind::ExceptionResolution && field == "po_line_no"
     }
+    /// Whether identity field `field` of this kind is an optional text (a
+    /// policy's `vendor_id` and `category`). In identity values it is its
+    /// text, or empty for null; a key may leave it out.
+    pub fn is_optional_text_identity(&self, field: &str) -> bool {
+        *self == DocumentKind::MatchPolicy && (field == "vendor_id" || field == "category")
+    }
+    /// Whether a key may leave identity field `field` out (it is then null).
+    pub fn is_optional_identity(&self, field: &str) -> bool {
+        self.is_line_number_identity(field) || self.is_optional_text_identity(field)
+    }
     /// The identity key of the document with these identity field values
     /// (in the order of [`identity_fields`](Self::identity_fields)).
     pub fn key_of(&self, identity: &[&str]) -> Fingerprint {
@@ -340,7 +402,11 @@ impl DocumentKind {
             (DocumentKind::PurchaseOrder, [tenant, id]) => po_key(tenant, id),
             (DocumentKind::GoodsReceipt, [tenant, id]) => receipt_key(tenant, id),
             (DocumentKind::Invoice, [tenant, id]) => invoice_key(tenant, id),
-            (DocumentKind::MatchPolicy, [tenant]) => tenant_key(tenant),
+            (DocumentKind::MatchPolicy, [tenant, vendor, category]) => policy_key(
+                tenant,
+                Some(*vendor).filter(|text| !text.is_empty()),
+                Some(*category).filter(|text| !text.is_empty()),
+            ),
             (DocumentKind::Payment, [tenant, id]) => payment_key(tenant, id),
             (DocumentKind::ExceptionResolution, [tenant, invoice, exception_type, line]) => {
                 // The identity values come from the decoders, which validated

@@ -63,32 +63,42 @@ fn show(value: Decimal) -> Decimal {
     value.normalize()
 }
 
-/// `price_allowance(p) = max(price_tolerance_abs, p × price_tolerance_pct / 100)`:
-/// whether `invoice_price − po_price` exceeds it. Exact: `d > abs ∧ 100·d > p·pct`.
+/// `price_allowance(p) = max(price_tolerance_abs, p × price_tolerance_pct / 100)`,
+/// capped at `price_tolerance_max_abs` when the policy has a cap (§12.1):
+/// whether `invoice_price − po_price` exceeds it. Exact: `d > cap ∨ (d > abs
+/// ∧ 100·d > p·pct)`.
 pub fn price_exceeds_allowance(
     po_price: Decimal,
     invoice_price: Decimal,
     tolerances: &Tolerances,
 ) -> bool {
     let difference = invoice_price - po_price;
-    difference > tolerances.price_tolerance_abs
-        && compare_products(
-            difference,
-            Decimal::ONE_HUNDRED,
-            po_price,
-            tolerances.price_tolerance_pct,
-        ) == Ordering::Greater
+    let over_cap = tolerances
+        .price_tolerance_max_abs
+        .is_some_and(|cap| difference > cap);
+    over_cap
+        || (difference > tolerances.price_tolerance_abs
+            && compare_products(
+                difference,
+                Decimal::ONE_HUNDRED,
+                po_price,
+                tolerances.price_tolerance_pct,
+            ) == Ordering::Greater)
 }
 
-/// `quantity > qty_limit(base) = base × (1 + qty_tolerance_pct / 100)`.
-/// Exact: `100·quantity > base·(100 + pct)`.
+/// `quantity > qty_limit(base) = base + max(base × qty_tolerance_pct / 100,
+/// qty_tolerance_abs)` (§12.1; for `base > 0` and no absolute tolerance,
+/// §2's `base × (1 + pct / 100)`). Exact: `quantity − base > abs ∧
+/// 100·(quantity − base) > base·pct`.
 pub fn exceeds_qty_limit(quantity: Decimal, base: Decimal, tolerances: &Tolerances) -> bool {
-    compare_products(
-        quantity,
-        Decimal::ONE_HUNDRED,
-        base,
-        Decimal::ONE_HUNDRED + tolerances.qty_tolerance_pct,
-    ) == Ordering::Greater
+    let excess = quantity - base;
+    excess > tolerances.qty_tolerance_abs
+        && compare_products(
+            excess,
+            Decimal::ONE_HUNDRED,
+            base,
+            tolerances.qty_tolerance_pct,
+        ) == Ordering::Greater
 }
 
 /// The header exceptions that depend on the invoice, its PO (if it exists) and
@@ -162,10 +172,11 @@ pub fn header_exceptions(
 
 /// The line exceptions that need only the invoice and its PO: `LINE_NOT_ON_PO`
 /// (both kinds) and `PRICE_VARIANCE` (invoices, unless the currencies differ).
-pub fn line_exceptions(
+/// `tolerances` gives a line's tolerances from its PO line's category.
+pub fn line_exceptions<'t>(
     invoice: &Invoice,
     po: &PurchaseOrder,
-    tolerances: &Tolerances,
+    tolerances: impl Fn(Option<&str>) -> &'t Tolerances,
     out: &mut Vec<Raised>,
 ) {
     let check_price =
@@ -184,7 +195,11 @@ pub fn line_exceptions(
             )),
             Some(po_line) => {
                 if check_price
-                    && price_exceeds_allowance(po_line.unit_price, line.unit_price, tolerances)
+                    && price_exceeds_allowance(
+                        po_line.unit_price,
+                        line.unit_price,
+                        tolerances(po_line.category.as_deref()),
+                    )
                 {
                     out.push(Raised::line(
                         ExceptionType::PriceVariance,
@@ -209,6 +224,8 @@ pub fn line_exceptions(
 pub struct LineQuantities {
     pub po_line_no: u32,
     pub receipt_required: bool,
+    /// The PO line's category, which picks the line's tolerances (§12.1).
+    pub category: Option<Text>,
     pub ordered_qty: Decimal,
     pub received_qty: Decimal,
     /// Signed sum over active invoices and credit memos ordered at or before this one.
@@ -224,6 +241,7 @@ pub fn quantity_exceptions(line: &LineQuantities, tolerances: &Tolerances, out: 
         ordered_qty,
         received_qty,
         billed_to_date,
+        ..
     } = *line;
     if receipt_required {
         if received_qty <= Decimal::ZERO {
@@ -293,6 +311,7 @@ mod tests {
             price_tolerance_abs: d(price_abs),
             qty_tolerance_pct: d(qty_pct),
             total_tolerance_abs: d("0.01"),
+            ..Tolerances::default()
         }
     }
 
@@ -334,6 +353,39 @@ mod tests {
             d("100"),
             &Tolerances::default()
         ));
+    }
+
+    #[test]
+    fn a_cap_binds_only_below_the_allowance() {
+        // 10 % of 1,000.00 = 100.00, capped at 50.00.
+        let capped = Tolerances {
+            price_tolerance_max_abs: Some(d("50")),
+            ..tolerances("10", "0", "0")
+        };
+        assert!(!price_exceeds_allowance(d("1000"), d("1050"), &capped));
+        assert!(price_exceeds_allowance(d("1000"), d("1050.01"), &capped));
+        // 10 % of 100.00 = 10.00, under the cap: the cap does not bind.
+        assert!(!price_exceeds_allowance(d("100"), d("110"), &capped));
+        assert!(price_exceeds_allowance(d("100"), d("110.01"), &capped));
+    }
+
+    #[test]
+    fn qty_tolerance_abs_is_the_larger_allowance_and_applies_at_zero() {
+        let policy = Tolerances {
+            qty_tolerance_abs: d("2"),
+            ..tolerances("0", "0", "5")
+        };
+        // 5 % of 100 = 5 beats 2.
+        assert!(!exceeds_qty_limit(d("105"), d("100"), &policy));
+        assert!(exceeds_qty_limit(d("105.0001"), d("100"), &policy));
+        // 5 % of 10 = 0.5 loses to 2.
+        assert!(!exceeds_qty_limit(d("12"), d("10"), &policy));
+        assert!(exceeds_qty_limit(d("12.0001"), d("10"), &policy));
+        // Nothing accepted yet (q = 0), and a negative q: the limit is q + 2.
+        assert!(!exceeds_qty_limit(d("2"), d("0"), &policy));
+        assert!(exceeds_qty_limit(d("2.0001"), d("0"), &policy));
+        assert!(!exceeds_qty_limit(d("-1"), d("-3"), &policy));
+        assert!(exceeds_qty_limit(d("-0.9999"), d("-3"), &policy));
     }
 }
 

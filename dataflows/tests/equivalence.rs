@@ -45,6 +45,9 @@ fn run_history(workers: usize, seed: u64, batches: usize, hot: bool) -> Coverage
         coverage.hot_line_invoices = coverage
             .hot_line_invoices
             .max(hot_line_invoices(&documents));
+        if batch % 10 == 9 {
+            coverage.observe_policy_levels(&documents, &expected, &default);
+        }
         assert_eq!(
             actual, expected,
             "workers={workers} seed={seed}: outputs differ from the plain evaluation after batch {batch}"
@@ -126,6 +129,20 @@ struct Coverage {
     payment_suggestions: usize,
     /// The most active invoices and credit memos on the hot line at once.
     hot_line_invoices: usize,
+    /// The levels of SPEC §12.1 (1: vendor and category … 4: tenant) whose
+    /// policies decided at least one exception: without them, the plain
+    /// evaluation raises or releases something.
+    deciding_levels: BTreeSet<u8>,
+}
+
+/// A policy's level in SPEC §12.1's resolution order.
+fn level_of(policy: &MatchPolicy) -> u8 {
+    match (policy.vendor_id.is_some(), policy.category.is_some()) {
+        (true, true) => 1,
+        (true, false) => 2,
+        (false, true) => 3,
+        (false, false) => 4,
+    }
 }
 
 /// How many active invoices and credit memos bill line 1 of the hot PO.
@@ -144,6 +161,31 @@ fn hot_line_invoices(documents: &BTreeMap<Fingerprint, Document>) -> usize {
 }
 
 impl Coverage {
+    /// Which levels' policies decide an exception of `expected`, the plain
+    /// evaluation of `documents`.
+    fn observe_policy_levels(
+        &mut self,
+        documents: &BTreeMap<Fingerprint, Document>,
+        expected: &Snapshot,
+        default: &Tolerances,
+    ) {
+        for level in 1..=4 {
+            if self.deciding_levels.contains(&level) {
+                continue;
+            }
+            let without: BTreeMap<Fingerprint, Document> = documents
+                .iter()
+                .filter(|(_, document)| {
+                    !matches!(document, Document::MatchPolicy(policy) if level_of(policy) == level)
+                })
+                .map(|(key, document)| (*key, document.clone()))
+                .collect();
+            if evaluate(&without, default).match_exceptions != expected.match_exceptions {
+                self.deciding_levels.insert(level);
+            }
+        }
+    }
+
     fn observe(&mut self, snapshot: &Snapshot) {
         self.exception_types.extend(
             snapshot
@@ -180,7 +222,13 @@ impl Coverage {
             all.suggestions.extend(run.suggestions);
             all.payment_exceptions.extend(run.payment_exceptions);
             all.payment_suggestions += run.payment_suggestions;
+            all.deciding_levels.extend(run.deciding_levels);
         }
+        assert_eq!(
+            all.deciding_levels,
+            BTreeSet::from([1, 2, 3, 4]),
+            "the policy levels that decided an exception"
+        );
         let missing: Vec<_> = ExceptionType::ALL
             .into_iter()
             .filter(|kind| !all.exception_types.contains(kind))

@@ -78,11 +78,12 @@ fn every_topic_has_a_json_schema_naming_its_required_fields() {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        // A line-number identity (a resolution's po_line_no) may be absent: null.
+        // An optional identity (a resolution's po_line_no, a policy's
+        // vendor_id and category) may be absent: null.
         for field in kind
             .identity_fields()
             .iter()
-            .filter(|field| !kind.is_line_number_identity(field))
+            .filter(|field| !kind.is_optional_identity(field))
         {
             assert!(
                 required.contains(field),

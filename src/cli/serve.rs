@@ -260,6 +260,18 @@ pub struct ServeArgs {
     /// Global default policy: quantity tolerance in percent.
     #[arg(long, env = "TRIMATCH_QTY_TOLERANCE_PCT", default_value = "0", value_parser = parse_tolerance)]
     qty_tolerance_pct: rust_decimal::Decimal,
+    /// Global default policy: the cap on the price allowance (none by default).
+    #[arg(long, env = "TRIMATCH_PRICE_TOLERANCE_MAX_ABS", value_parser = parse_tolerance)]
+    price_tolerance_max_abs: Option<rust_decimal::Decimal>,
+    /// Global default policy: absolute quantity tolerance.
+    #[arg(long, env = "TRIMATCH_QTY_TOLERANCE_ABS", default_value = "0", value_parser = parse_tolerance)]
+    qty_tolerance_abs: rust_decimal::Decimal,
+    /// Global default policy: amount tolerance in percent (amount lines).
+    #[arg(long, env = "TRIMATCH_AMOUNT_TOLERANCE_PCT", default_value = "0", value_parser = parse_tolerance)]
+    amount_tolerance_pct: rust_decimal::Decimal,
+    /// Global default policy: absolute amount tolerance (amount lines).
+    #[arg(long, env = "TRIMATCH_AMOUNT_TOLERANCE_ABS", default_value = "0", value_parser = parse_tolerance)]
+    amount_tolerance_abs: rust_decimal::Decimal,
     /// Global default policy: absolute tolerance on an invoice's stated total.
     #[arg(long, env = "TRIMATCH_TOTAL_TOLERANCE_ABS", default_value = "0.01", value_parser = parse_tolerance)]
     total_tolerance_abs: rust_decimal::Decimal,
@@ -304,8 +316,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     config.matching.default_tolerances = Tolerances {
         price_tolerance_pct: args.price_tolerance_pct,
         price_tolerance_abs: args.price_tolerance_abs,
+        price_tolerance_max_abs: args.price_tolerance_max_abs,
         qty_tolerance_pct: args.qty_tolerance_pct,
+        qty_tolerance_abs: args.qty_tolerance_abs,
         total_tolerance_abs: args.total_tolerance_abs,
+        amount_tolerance_pct: args.amount_tolerance_pct,
+        amount_tolerance_abs: args.amount_tolerance_abs,
     };
     if args.processes > 1 {
         let hostfile = args

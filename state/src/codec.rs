@@ -25,8 +25,9 @@ use trimatch_dataflows::SourceRow;
 
 /// The version of the encoding (and of the manifest's meaning). 3: invoice
 /// and payment keys carry their tenant's prefix, as PO keys do (a checkpoint
-/// stores the keys it was fed with).
-pub const FORMAT_VERSION: u32 = 3;
+/// stores the keys it was fed with). 4: policies have a scope (vendor,
+/// category) and the fields of SPEC §12.1; PO lines a category.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -107,6 +108,7 @@ impl Encoder {
                 for line in &po.lines {
                     self.unsigned(line.line_no as u64);
                     self.optional_text(line.sku.as_deref());
+                    self.optional_text(line.category.as_deref());
                     self.decimal(line.quantity);
                     self.decimal(line.unit_price);
                 }
@@ -147,10 +149,20 @@ impl Encoder {
             Document::MatchPolicy(policy) => {
                 self.bytes.push(3);
                 self.text(&policy.tenant_id);
-                self.optional_decimal(policy.price_tolerance_pct);
-                self.optional_decimal(policy.price_tolerance_abs);
-                self.optional_decimal(policy.qty_tolerance_pct);
-                self.optional_decimal(policy.total_tolerance_abs);
+                self.optional_text(policy.vendor_id.as_deref());
+                self.optional_text(policy.category.as_deref());
+                for field in [
+                    policy.price_tolerance_pct,
+                    policy.price_tolerance_abs,
+                    policy.price_tolerance_max_abs,
+                    policy.qty_tolerance_pct,
+                    policy.qty_tolerance_abs,
+                    policy.total_tolerance_abs,
+                    policy.amount_tolerance_pct,
+                    policy.amount_tolerance_abs,
+                ] {
+                    self.optional_decimal(field);
+                }
             }
             Document::ExceptionResolution(resolution) => {
                 self.bytes.push(4);
@@ -344,6 +356,7 @@ impl<'a> Decoder<'a> {
                     Ok(PoLine {
                         line_no: d.small()?,
                         sku: d.optional(Self::text)?,
+                        category: d.optional(Self::text)?,
                         quantity: d.decimal()?,
                         unit_price: d.decimal()?,
                     })
@@ -390,10 +403,16 @@ impl<'a> Decoder<'a> {
             })),
             3 => Document::MatchPolicy(Arc::new(MatchPolicy {
                 tenant_id: self.text()?,
+                vendor_id: self.optional(Self::text)?,
+                category: self.optional(Self::text)?,
                 price_tolerance_pct: self.optional(Self::decimal)?,
                 price_tolerance_abs: self.optional(Self::decimal)?,
+                price_tolerance_max_abs: self.optional(Self::decimal)?,
                 qty_tolerance_pct: self.optional(Self::decimal)?,
+                qty_tolerance_abs: self.optional(Self::decimal)?,
                 total_tolerance_abs: self.optional(Self::decimal)?,
+                amount_tolerance_pct: self.optional(Self::decimal)?,
+                amount_tolerance_abs: self.optional(Self::decimal)?,
             })),
             4 => Document::ExceptionResolution(Arc::new(ExceptionResolution {
                 tenant_id: self.text()?,

@@ -29,6 +29,7 @@ fn documents() -> Vec<Document> {
             status: PoStatus::Cancelled,
             receipt_required: true,
             lines: vec![PoLine {
+                category: Some("packaging".into()),
                 line_no: 3,
                 sku: Some("a much longer sku than twenty-three bytes".into()),
                 quantity: dec("-0.0001"),
@@ -63,6 +64,16 @@ fn documents() -> Vec<Document> {
         Document::MatchPolicy(Arc::new(MatchPolicy {
             tenant_id: "t".into(),
             price_tolerance_pct: Some(dec("2.5")),
+            ..MatchPolicy::default()
+        })),
+        Document::MatchPolicy(Arc::new(MatchPolicy {
+            tenant_id: "t".into(),
+            vendor_id: Some("V-17".into()),
+            category: Some("packaging".into()),
+            price_tolerance_max_abs: Some(dec("50")),
+            qty_tolerance_abs: Some(dec("0.000001")),
+            amount_tolerance_pct: Some(dec("3")),
+            amount_tolerance_abs: Some(dec("12.5")),
             ..MatchPolicy::default()
         })),
         Document::ExceptionResolution(Arc::new(ExceptionResolution {

@@ -39,8 +39,9 @@ pub fn decode_upsert(
 }
 
 /// A JSON-object key beside a value must name the same document. An
-/// optional identity field (a resolution's `po_line_no`) may be left out of
-/// the key when the document's is null.
+/// optional identity field (a resolution's `po_line_no`, a policy's
+/// `vendor_id` and `category`) may be left out of the key when the
+/// document's is null.
 fn check_key_agrees(
     kind: DocumentKind,
     key: &JsonObject<'_>,
@@ -50,7 +51,7 @@ fn check_key_agrees(
         let in_key = key.get(field);
         let agrees = match in_key {
             Some(in_key) => identity_text(kind, field, in_key).is_some_and(|text| text == *value),
-            None if kind.is_line_number_identity(field) => value.is_empty(),
+            None if kind.is_optional_identity(field) => value.is_empty(),
             None => {
                 return Err(DecodeError::new(
                     format!("key.{field}"),

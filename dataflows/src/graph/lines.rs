@@ -148,6 +148,8 @@ impl PoLineFacts {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct LineReceipts {
     receipt_required: bool,
+    /// The PO line's category: which policies its invoice lines read (§12.1).
+    category: Option<Text>,
     ordered_qty: Decimal,
     received_qty: Decimal,
 }
@@ -189,6 +191,7 @@ pub fn po_lines<'s>(
             let line = facts.line();
             let receipts = LineReceipts {
                 receipt_required: facts.po.receipt_required,
+                category: line.category.clone(),
                 ordered_qty: line.quantity,
                 received_qty: facts.totals.received_qty,
             };
@@ -207,6 +210,7 @@ pub fn po_lines<'s>(
                 let quantities = LineQuantities {
                     po_line_no: *line_no,
                     receipt_required: receipts.receipt_required,
+                    category: receipts.category.clone(),
                     ordered_qty: receipts.ordered_qty,
                     received_qty: receipts.received_qty,
                     billed_to_date: *billed_to_date,

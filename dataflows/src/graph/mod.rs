@@ -7,7 +7,8 @@
 //! sort by tenant; see [`po_key`]).
 //!
 //! Read top to bottom, the graph follows the SPEC:
-//! 1. the effective policy of every active invoice, and its PO (or none);
+//! 1. every invoice's header policies, every active one's PO (or none), and
+//!    the effective policy of each of its lines (SPEC §12.1, [`policies`]);
 //! 2. header and price exceptions, local to an invoice and its PO;
 //! 3. per PO line: `received_qty`, `billed_qty`, the `po_lines` rows, and
 //!    each invoice line's `billed_to_date` ([`lines`]);
@@ -27,6 +28,7 @@
 pub mod invoices;
 pub mod lines;
 pub mod payments;
+pub mod policies;
 pub mod resolutions;
 pub mod suggestions;
 
@@ -41,6 +43,7 @@ use crate::rows::*;
 use crate::rules;
 use invoices::{duplicates, exception_row, exception_summary_rows, invoice_match_rows};
 use lines::LineOutputs;
+use policies::{HeaderPolicies, InvoiceTolerances, Policies};
 
 /// The present documents the graph matches.
 pub struct Documents<'s> {
@@ -75,7 +78,8 @@ pub struct MatchOutputs<'s> {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct InvoiceContext {
     pub invoice: Arc<Invoice>,
-    pub tolerances: Tolerances,
+    /// The header's and each line's effective tolerances (§12.1).
+    pub tolerances: InvoiceTolerances,
     /// The PO the invoice names, if it exists.
     pub po: Option<Arc<PurchaseOrder>>,
 }
@@ -97,15 +101,29 @@ pub fn three_way_match<'s>(
     let active_invoices = invoices.clone().filter(|(_, invoice)| invoice.is_active());
     let purchase_orders = purchase_orders.arrange_by_key_named("purchase orders");
 
-    // 1. Every invoice with its effective tolerances; every active one with its PO, if any.
-    let tenant_tolerances = tenant_tolerances(match_policies, default_tolerances);
-    let with_tolerances =
-        effective_tolerances(invoices.clone(), &tenant_tolerances, default_tolerances);
+    // 1. Every invoice with its header policies; every active one with its
+    //    PO, if any, and the effective policy of each of its lines.
+    let policies = policies::by_scope(match_policies);
+    let with_header = policies::with_header_policies(
+        invoices.clone().map(|(id, invoice)| {
+            (
+                invoice.tenant_id.clone(),
+                invoice.vendor_id.clone(),
+                (id, invoice),
+            )
+        }),
+        &policies,
+        "invoices",
+    )
+    .map(|((id, invoice), header)| (id, (invoice, header)));
+    let with_tolerances = with_header.clone().map(move |(id, (invoice, header))| {
+        (id, (invoice, header.tolerances(&default_tolerances)))
+    });
     let contexts = invoice_contexts(
-        with_tolerances
-            .clone()
-            .filter(|(_, (invoice, _))| invoice.is_active()),
+        with_header.filter(|(_, (invoice, _))| invoice.is_active()),
         &purchase_orders,
+        &policies,
+        default_tolerances,
     );
 
     // 2. Exceptions local to an invoice and its PO.
@@ -114,11 +132,12 @@ pub fn three_way_match<'s>(
         rules::header_exceptions(
             &context.invoice,
             context.po.as_deref(),
-            &context.tolerances,
+            &context.tolerances.header,
             &mut raised,
         );
         if let Some(po) = &context.po {
-            rules::line_exceptions(&context.invoice, po, &context.tolerances, &mut raised);
+            let tolerances = |category: Option<&str>| context.tolerances.line(category);
+            rules::line_exceptions(&context.invoice, po, tolerances, &mut raised);
         }
         raised
             .into_iter()
@@ -131,12 +150,12 @@ pub fn three_way_match<'s>(
         billed_lines,
     } = lines::po_lines(&purchase_orders, goods_receipts, active_invoices.clone());
 
-    // 4. Quantity exceptions of each billed line, under its invoice's
-    //    tolerances. Per change: a join by invoice, O(the invoice's lines).
+    // 4. Quantity exceptions of each billed line, under its own tolerances. Per change: a join by invoice, O(the invoice's lines).
     let contexts = contexts.arrange_by_key_named("invoice contexts");
     let quantity_exceptions = billed_lines.join_core(contexts, |id, quantities, context| {
         let mut raised = Vec::new();
-        rules::quantity_exceptions(quantities, &context.tolerances, &mut raised);
+        let tolerances = context.tolerances.line(quantities.category.as_deref());
+        rules::quantity_exceptions(quantities, tolerances, &mut raised);
         let id = *id;
         let invoice = context.invoice.clone();
         raised.into_iter().map(move |r| (id, (invoice.clone(), r)))
@@ -167,7 +186,7 @@ pub fn three_way_match<'s>(
         payments,
         applications,
         &invoice_rows,
-        &tenant_tolerances,
+        &policies,
         default_tolerances,
     );
     MatchOutputs {
@@ -187,50 +206,34 @@ pub fn three_way_match<'s>(
     }
 }
 
-/// Each tenant's policy resolved field by field over `default`, keyed by
-/// tenant (a tenant without a policy has no entry: it uses `default`).
-fn tenant_tolerances<'s>(
-    match_policies: Collection<'s, (Fingerprint, Arc<MatchPolicy>)>,
-    default: Tolerances,
-) -> KeyedArrangement<'s, Fingerprint, Tolerances> {
-    match_policies
-        .map(move |(tenant, policy)| (tenant, policy.resolve(&default)))
-        .arrange_by_key_named("policies")
-}
-
-/// Each present invoice paired with its tenant's tolerances, or `default`
-/// for a tenant without a policy. (Cancelled invoices need them too: their `payment_status` reads
-/// `total_tolerance_abs`.)
-///
-/// Per change: an invoice change is one lookup of its tenant's policy; a
-/// policy change re-pairs every invoice of its tenant, once —
-/// O(invoices of the tenant), which SPEC §2 makes inherent (every invoice is
-/// re-checked under the new tolerances).
-fn effective_tolerances<'s>(
-    invoices: Collection<'s, (Fingerprint, Arc<Invoice>)>,
-    tenant_tolerances: &KeyedArrangement<'s, Fingerprint, Tolerances>,
-    default: Tolerances,
-) -> Collection<'s, (Fingerprint, (Arc<Invoice>, Tolerances))> {
-    let by_tenant = invoices
-        .map(|(id, invoice)| (tenant_key(&invoice.tenant_id), (id, invoice)))
-        .arrange_by_key_named("invoices by tenant");
-    left_join(&by_tenant, tenant_tolerances)
-        .map(move |(_, (id, invoice), tolerances)| (id, (invoice, tolerances.unwrap_or(default))))
-}
-
-/// Each active invoice with its tolerances and the PO it names (or `None`).
+/// Each active invoice with its PO (or `None`) and its tolerances.
 ///
 /// Per change: an invoice change is one lookup of its PO; a PO change (an
 /// amendment) re-pairs every active invoice naming it — O(invoices on the
-/// PO), inherent: their price and header checks read the PO's lines.
+/// PO), inherent: their price and header checks read the PO's lines (and
+/// the categories of its lines pick their policies). The line policies:
+/// [`policies::invoice_tolerances`].
 fn invoice_contexts<'s>(
-    with_tolerances: Collection<'s, (Fingerprint, (Arc<Invoice>, Tolerances))>,
+    with_header: Collection<'s, (Fingerprint, (Arc<Invoice>, HeaderPolicies))>,
     purchase_orders: &KeyedArrangement<'s, Fingerprint, Arc<PurchaseOrder>>,
+    policies: &Policies<'s>,
+    default: Tolerances,
 ) -> Collection<'s, (Fingerprint, InvoiceContext)> {
-    let by_po = with_tolerances
-        .map(|(id, (invoice, tolerances))| (invoice.po_key(), (id, invoice, tolerances)))
+    let by_po = with_header
+        .map(|(id, (invoice, header))| (invoice.po_key(), (id, invoice, header)))
         .arrange_by_key_named("invoices by PO");
-    left_join(&by_po, purchase_orders).map(|(_, (id, invoice, tolerances), po)| {
+    let paired = left_join(&by_po, purchase_orders);
+    let on_a_po = paired
+        .clone()
+        .flat_map(|(_, (id, invoice, header), po)| Some((id, (invoice, po?, header))));
+    let line_tolerances = policies::invoice_tolerances(on_a_po, policies, default)
+        .arrange_by_key_named("invoice tolerances");
+    let contexts = paired
+        .map(|(_, (id, invoice, header), po)| (id, (invoice, header, po)))
+        .arrange_by_key_named("invoices with their PO");
+    left_join(&contexts, &line_tolerances).map(move |(id, (invoice, header, po), tolerances)| {
+        let tolerances =
+            tolerances.unwrap_or_else(|| InvoiceTolerances::uniform(header.tolerances(&default)));
         (
             id,
             InvoiceContext {

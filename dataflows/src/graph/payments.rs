@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use pruning::{comparable_lengths, AmountBuckets};
 
 mod pruning;
+use super::policies::{with_header_policies, Policies};
 use crate::model::*;
 use crate::operators::{left_join, reduce_arranged, Collection, CountedSum, KeyedArrangement};
 use crate::rows::*;
@@ -195,13 +196,14 @@ struct PaymentCandidate {
 
 /// `payment_matches`, `payment_exceptions` and `payment_suggestions`, given
 /// the applications, every present invoice's row (keyed by invoice) with its
-/// `total_tolerance_abs`, and each tenant's tolerances (`default_tolerances`
-/// for a tenant without a policy).
+/// `total_tolerance_abs`, and the policies (a payment's `total_tolerance_abs`
+/// is its vendor's, else its tenant's, else `default_tolerances`': §12.1's
+/// header levels).
 pub(super) fn payment_outputs<'s>(
     payments: Collection<'s, (Fingerprint, Arc<Payment>)>,
     applications: Applications<'s>,
     rows_by_invoice: &KeyedArrangement<'s, Fingerprint, (InvoiceMatchRow, Decimal)>,
-    tenant_tolerances: &KeyedArrangement<'s, Fingerprint, Tolerances>,
+    policies: &Policies<'s>,
     default_tolerances: Tolerances,
 ) -> PaymentOutputs<'s> {
     let Applications { applied, unknown } = applications;
@@ -288,12 +290,8 @@ pub(super) fn payment_outputs<'s>(
         .concat(against_invoices)
         .map(|row| (row.tenant_id.clone(), row));
 
-    let payment_suggestions = payment_suggestions(
-        &matches,
-        rows_by_invoice,
-        tenant_tolerances,
-        default_tolerances,
-    );
+    let payment_suggestions =
+        payment_suggestions(&matches, rows_by_invoice, policies, default_tolerances);
 
     PaymentOutputs {
         payment_matches: matches,
@@ -320,27 +318,25 @@ pub(super) fn payment_outputs<'s>(
 fn payment_suggestions<'s>(
     matches: &KeyedArrangement<'s, Fingerprint, (PaymentMatchRow, Arc<Payment>)>,
     rows_by_invoice: &KeyedArrangement<'s, Fingerprint, (InvoiceMatchRow, Decimal)>,
-    tenant_tolerances: &KeyedArrangement<'s, Fingerprint, Tolerances>,
+    policies: &Policies<'s>,
     default_tolerances: Tolerances,
 ) -> Collection<'s, (Text, PaymentSuggestionRow)> {
-    let waiting_by_tenant = matches
-        .clone()
-        .flat_map_ref(|key, (row, payment)| {
-            let reference = payment
-                .reference
-                .as_deref()
-                .map(normalize_document_number)
-                .filter(|reference| !reference.is_empty())
-                .filter(|_| row.status == PaymentApplication::Unapplied)?;
-            Some((
-                tenant_key(&payment.tenant_id),
-                (*key, reference, payment.clone()),
-            ))
-        })
-        .arrange_by_key_named("unapplied payments by tenant");
-    let waiting = left_join(&waiting_by_tenant, tenant_tolerances).flat_map(
-        move |(_, (key, reference, payment), tolerances)| {
-            let tolerance = tolerances.unwrap_or(default_tolerances).total_tolerance_abs;
+    let waiting = matches.clone().flat_map_ref(|key, (row, payment)| {
+        let reference = payment
+            .reference
+            .as_deref()
+            .map(normalize_document_number)
+            .filter(|reference| !reference.is_empty())
+            .filter(|_| row.status == PaymentApplication::Unapplied)?;
+        Some((
+            payment.tenant_id.clone(),
+            payment.vendor_id.clone(),
+            (*key, reference, payment.clone()),
+        ))
+    });
+    let waiting = with_header_policies(waiting, policies, "unapplied payments").flat_map(
+        move |((key, reference, payment), header)| {
+            let tolerance = header.tolerances(&default_tolerances).total_tolerance_abs;
             let buckets = AmountBuckets::for_tolerance(tolerance);
             let group =
                 vendor_currency_key(&payment.tenant_id, &payment.vendor_id, payment.currency);

@@ -34,6 +34,19 @@ impl Fingerprint {
 pub fn tenant_key(tenant_id: &str) -> Fingerprint {
     Fingerprint::of(1, &[tenant_id])
 }
+/// Identity of a match policy: (`tenant_id`, `vendor_id`, `category`),
+/// either optional. A tenant policy's is its tenant's key, as before scopes
+/// existed.
+pub fn policy_key(tenant_id: &str, vendor_id: Option<&str>, category: Option<&str>) -> Fingerprint {
+    match (vendor_id, category) {
+        (None, None) => tenant_key(tenant_id),
+        (vendor, category) => Fingerprint::of(
+            10,
+            &[tenant_id, vendor.unwrap_or(""), category.unwrap_or("")],
+        ),
+    }
+}
+
 /// Identity of a purchase order: (`tenant_id`, `po_number`). Its top bits
 /// are its tenant's ([`keys_of_tenant`]): `po_lines` is served from the
 /// per-PO arrangement.

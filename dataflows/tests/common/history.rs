@@ -15,6 +15,7 @@ use super::Feed;
 
 const TENANTS: [&str; 2] = ["acme", "globex"];
 const VENDORS: [&str; 2] = ["V-1", "V-2"];
+const CATEGORIES: [&str; 2] = ["packaging", "lab-equipment"];
 /// Short numbers that collide as duplicates, and long ones one or two edits
 /// apart for payment references (SPEC §8's similarity needs 5 characters
 /// or more to forgive an edit).
@@ -96,6 +97,10 @@ impl History {
                     .rng
                     .random_bool(0.5)
                     .then(|| Text::from(format!("SKU-{line_no}"))),
+                category: self
+                    .rng
+                    .random_bool(0.7)
+                    .then(|| Text::from(*CATEGORIES.choose(&mut self.rng).expect("categories"))),
                 quantity: self.decimal(20, 1),
                 unit_price: Decimal::new(self.rng.random_range(100..=500), 2),
             })
@@ -267,17 +272,35 @@ impl History {
         }
     }
 
+    /// A policy of any scope (SPEC §12.1): the tenant's, a vendor's, a
+    /// category's or a vendor's for a category, each field given or not, so
+    /// that resolution falls back field by field and level by level; caps
+    /// that bind and ones that do not.
     fn match_policy(&mut self) -> MatchPolicy {
         let field = |rng: &mut SmallRng, max: i64| {
-            rng.random_bool(0.6)
+            rng.random_bool(0.5)
                 .then(|| Decimal::new(rng.random_range(0..=max), 2))
         };
+        let vendor_id = self
+            .rng
+            .random_bool(0.5)
+            .then(|| Text::from(self.pick(&VENDORS)));
+        let category = self
+            .rng
+            .random_bool(0.5)
+            .then(|| Text::from(*CATEGORIES.choose(&mut self.rng).expect("categories")));
         MatchPolicy {
             tenant_id: self.pick(&TENANTS).into(),
+            vendor_id,
+            category,
             price_tolerance_pct: field(&mut self.rng, 500),
             price_tolerance_abs: field(&mut self.rng, 20),
+            price_tolerance_max_abs: field(&mut self.rng, 40),
             qty_tolerance_pct: field(&mut self.rng, 1000),
+            qty_tolerance_abs: field(&mut self.rng, 300),
             total_tolerance_abs: field(&mut self.rng, 200),
+            amount_tolerance_pct: field(&mut self.rng, 1000),
+            amount_tolerance_abs: field(&mut self.rng, 200),
         }
     }
 

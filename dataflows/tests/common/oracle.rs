@@ -81,27 +81,54 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
         }
         entries
     };
-    let tolerances_of = |tenant: &str| -> Tolerances {
-        match policies.iter().find(|policy| &*policy.tenant_id == tenant) {
-            None => *default,
-            Some(policy) => Tolerances {
-                price_tolerance_pct: policy
-                    .price_tolerance_pct
-                    .unwrap_or(default.price_tolerance_pct),
-                price_tolerance_abs: policy
-                    .price_tolerance_abs
-                    .unwrap_or(default.price_tolerance_abs),
-                qty_tolerance_pct: policy
-                    .qty_tolerance_pct
-                    .unwrap_or(default.qty_tolerance_pct),
-                total_tolerance_abs: policy
-                    .total_tolerance_abs
-                    .unwrap_or(default.total_tolerance_abs),
-            },
+    // §12.1: the policy with exactly this scope, if present.
+    let policy_at = |tenant: &str, vendor: Option<&str>, category: Option<&str>| {
+        policies
+            .iter()
+            .find(|policy| {
+                &*policy.tenant_id == tenant
+                    && policy.vendor_id.as_deref() == vendor
+                    && policy.category.as_deref() == category
+            })
+            .copied()
+    };
+    // §12.1: the effective policy of a line on a PO line of `category`
+    // (levels 1–4), or of a header (`None`: levels 2 and 4), field by field.
+    let effective = |tenant: &str, vendor: &str, category: Option<&str>| -> Tolerances {
+        let mut levels: Vec<Option<&MatchPolicy>> = Vec::new();
+        if let Some(category) = category {
+            levels.push(policy_at(tenant, Some(vendor), Some(category)));
+        }
+        levels.push(policy_at(tenant, Some(vendor), None));
+        if let Some(category) = category {
+            levels.push(policy_at(tenant, None, Some(category)));
+        }
+        levels.push(policy_at(tenant, None, None));
+        let first = |field: &dyn Fn(&MatchPolicy) -> Option<Decimal>| {
+            levels.iter().flatten().find_map(|policy| field(policy))
+        };
+        Tolerances {
+            price_tolerance_pct: first(&|p| p.price_tolerance_pct)
+                .unwrap_or(default.price_tolerance_pct),
+            price_tolerance_abs: first(&|p| p.price_tolerance_abs)
+                .unwrap_or(default.price_tolerance_abs),
+            price_tolerance_max_abs: first(&|p| p.price_tolerance_max_abs)
+                .or(default.price_tolerance_max_abs),
+            qty_tolerance_pct: first(&|p| p.qty_tolerance_pct).unwrap_or(default.qty_tolerance_pct),
+            qty_tolerance_abs: first(&|p| p.qty_tolerance_abs).unwrap_or(default.qty_tolerance_abs),
+            total_tolerance_abs: first(&|p| p.total_tolerance_abs)
+                .unwrap_or(default.total_tolerance_abs),
+            amount_tolerance_pct: first(&|p| p.amount_tolerance_pct)
+                .unwrap_or(default.amount_tolerance_pct),
+            amount_tolerance_abs: first(&|p| p.amount_tolerance_abs)
+                .unwrap_or(default.amount_tolerance_abs),
         }
     };
     let hundred = Decimal::from(100);
-    let qty_limit = |q: Decimal, t: &Tolerances| q * (Decimal::ONE + t.qty_tolerance_pct / hundred);
+    // §12.1: q + max(q × pct / 100, abs), for every q.
+    let qty_limit = |q: Decimal, t: &Tolerances| {
+        q + (q * t.qty_tolerance_pct / hundred).max(t.qty_tolerance_abs)
+    };
 
     let mut snapshot = Snapshot::default();
     let applications = apply_payments(&payments, &invoices);
@@ -129,7 +156,7 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
     for invoice in &invoices {
         let mut raised: Vec<RaisedByOracle> = Vec::new();
         if invoice.status == InvoiceStatus::Active {
-            let t = tolerances_of(&invoice.tenant_id);
+            let t = effective(&invoice.tenant_id, &invoice.vendor_id, None);
             let is_invoice = invoice.kind == InvoiceKind::Invoice;
             let po = find_po(&invoice.tenant_id, &invoice.po_number);
             if po.is_none() {
@@ -184,9 +211,17 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
                     if !is_invoice {
                         continue;
                     }
-                    let allowance = t
+                    let t = effective(
+                        &invoice.tenant_id,
+                        &invoice.vendor_id,
+                        po_line.category.as_deref(),
+                    );
+                    let mut allowance = t
                         .price_tolerance_abs
                         .max(po_line.unit_price * t.price_tolerance_pct / hundred);
+                    if let Some(cap) = t.price_tolerance_max_abs {
+                        allowance = allowance.min(cap);
+                    }
                     if !currency_mismatch && line.unit_price - po_line.unit_price > allowance {
                         raised.push((
                             ExceptionType::PriceVariance,
@@ -305,7 +340,7 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
             payment_status: payment_status_of(
                 paid_on(&applications, invoice),
                 gross_of(invoice),
-                tolerances_of(&invoice.tenant_id).total_tolerance_abs,
+                effective(&invoice.tenant_id, &invoice.vendor_id, None).total_tolerance_abs,
             ),
         });
         for ((exception_type, po_line_no, expected, actual), resolution) in
@@ -352,9 +387,12 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
         .collect();
 
     snapshot.po_suggestions = po_suggestions(&pos, &invoices, &snapshot);
-    payment_outputs(&payments, &applications, &mut snapshot, &|tenant: &str| {
-        tolerances_of(tenant).total_tolerance_abs
-    });
+    payment_outputs(
+        &payments,
+        &applications,
+        &mut snapshot,
+        &|tenant: &str, vendor: &str| effective(tenant, vendor, None).total_tolerance_abs,
+    );
 
     snapshot.invoice_matches.sort();
     snapshot.match_exceptions.sort();

@@ -134,7 +134,7 @@ pub(super) fn payment_outputs(
     payments: &[&Payment],
     applications: &[Application<'_>],
     snapshot: &mut Snapshot,
-    tolerance_of: &dyn Fn(&str) -> Decimal,
+    tolerance_of: &dyn Fn(&str, &str) -> Decimal,
 ) {
     let row_of = |snapshot: &Snapshot, invoice: &Invoice| -> InvoiceMatchRow {
         snapshot
@@ -291,7 +291,7 @@ pub(super) fn payment_outputs(
                 continue;
             }
             let difference = (row.gross_amount - row.paid_amount) - payment.amount;
-            if difference.abs() > tolerance_of(&row.tenant_id) {
+            if difference.abs() > tolerance_of(&payment.tenant_id, &payment.vendor_id) {
                 continue;
             }
             candidates.push((distance, length, row.invoice_id.clone(), difference));
