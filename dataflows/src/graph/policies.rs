@@ -113,6 +113,9 @@ pub enum CategoryLevel {
     Category,
 }
 
+/// An active invoice, the PO it names, and its header policies.
+pub type InvoiceOnPo = (Arc<Invoice>, Arc<PurchaseOrder>, HeaderPolicies);
+
 /// Each active invoice on a present PO, with its header policies and the
 /// PO, as `(invoice id, its tolerances)`.
 ///
@@ -121,13 +124,7 @@ pub enum CategoryLevel {
 /// a category-scoped policy change meets the invoices asking for its key
 /// (above), each re-gathered in O(its categories).
 pub fn invoice_tolerances<'s>(
-    invoices: Collection<
-        's,
-        (
-            Fingerprint,
-            (Arc<Invoice>, Arc<PurchaseOrder>, HeaderPolicies),
-        ),
-    >,
+    invoices: Collection<'s, (Fingerprint, InvoiceOnPo)>,
     policies: &Policies<'s>,
     default: Tolerances,
 ) -> Collection<'s, (Fingerprint, InvoiceTolerances)> {
