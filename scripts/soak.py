@@ -142,7 +142,13 @@ def rss_mib():
 
 
 def scrape():
-    text = urllib.request.urlopen(f"http://{args.metrics}/metrics", timeout=10).read().decode()
+    """The figures /metrics gives, or None when it does not answer in 30 s
+    (counted: a scrape that times out is a finding of the soak)."""
+    try:
+        text = urllib.request.urlopen(f"http://{args.metrics}/metrics", timeout=30).read().decode()
+    except OSError:
+        count("metrics scrapes timed out")
+        return None
     def total(name):
         return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
     return {
@@ -161,11 +167,15 @@ for thread in threads:
 
 samples = []
 started = time.time()
-previous = scrape()
+previous = None
+while previous is None:
+    previous = scrape()
 print(f"{'minute':>7} {'RSS MiB':>9} {'rows':>10} {'lag':>8} {'freshness s':>12}", flush=True)
 while time.time() - started < args.duration:
     time.sleep(min(args.interval, max(0.0, args.duration - (time.time() - started))))
     now = scrape()
+    if now is None:
+        continue
     served = now["freshness_count"] - previous["freshness_count"]
     freshness = (now["freshness_sum"] - previous["freshness_sum"]) / served if served else None
     sample = {"seconds": round(time.time() - started), "rss_mib": rss_mib(), "rows": now["rows"],
@@ -179,12 +189,15 @@ stop.set()
 alive = os.path.exists(f"/proc/{args.pid}")
 with open(args.log, errors="replace") as log:
     panics = sum("panicked" in line for line in log)
+failures = []
+if len(samples) < 2:
+    failures.append("fewer than two samples")
+    samples = samples * 2 or [{"seconds": 0, "rss_mib": 1, "rows": 0, "lag": 0, "freshness_mean_s": None}] * 2
 half = samples[len(samples) // 2:]
 grown_rows = half[-1]["rows"] - half[0]["rows"]
 growth = half[-1]["rss_mib"] / half[0]["rss_mib"] - 1
 rows_growth = half[-1]["rows"] / max(half[0]["rows"], 1) - 1
 worst_freshness = max((s["freshness_mean_s"] or 0) for s in samples)
-failures = []
 if not alive:
     failures.append("the server is not running")
 if panics:
@@ -193,6 +206,8 @@ if (1 + growth) > (1 + max(rows_growth, 0)) * (1 + args.max_growth):
     failures.append(f"RSS grew {growth:.0%} over the second half while the rows grew {rows_growth:.0%}")
 if worst_freshness > args.max_freshness:
     failures.append(f"mean freshness reached {worst_freshness:.2f} s")
+if counts.get("metrics scrapes timed out"):
+    failures.append(f"{counts['metrics scrapes timed out']} /metrics scrapes took over 30 s")
 if counts.get("sql refusals missing"):
     failures.append("a refused function ran")
 report = {"samples": samples, "readers": counts, "panics": panics, "alive": alive,
