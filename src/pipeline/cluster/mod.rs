@@ -5,9 +5,9 @@
 //! the process, and then everything is trusted. So this process owns the
 //! sockets and timely never touches the network:
 //!
-//! 1. [`links::connect_all`] listens on this process's hostfile address and
+//! 1. `links::connect_all` listens on this process's hostfile address and
 //!    dials the processes before it (timely's order). Every connection is
-//!    TLS 1.3 ([`transport`]), then a [`handshake`] in which both sides prove
+//!    TLS 1.3 (`transport`), then a `handshake` in which both sides prove
 //!    they hold the cluster token, bound to that TLS session, and check that
 //!    they were started for the same cluster (processes, workers, topics).
 //!    A connection that fails any of it (a port scanner, garbage, a stranger
@@ -15,7 +15,7 @@
 //!    goes on; a peer that proves the token but was started for another
 //!    cluster stops the start with both configurations in the error.
 //! 2. For each peer, timely gets one end of a `UnixStream` pair
-//!    (`initialize_networking_from_sockets`), and [`pump`] copies between
+//!    (`initialize_networking_from_sockets`), and `pump` copies between
 //!    the other end and the TLS connection.
 //! 3. A peer lost later is seen by the pump, which reports it ([`LostPeer`])
 //!    and keeps timely's end open: timely's channels would otherwise panic

@@ -34,7 +34,7 @@ pub fn open_sealed_parameters(framed: &[u8]) -> Result<(), Status> {
     open_handle(&sealed)
 }
 
-/// `framed` ([`parameters::frame`]'s format) as the messages of a DoPut
+/// `framed` (`parameters::frame`'s format) as the messages of a DoPut
 /// that binds parameters, read and bound as the service does.
 pub fn bind_parameters(framed: &[u8]) -> Result<(), Status> {
     let messages = parameters::unframe(framed)?;
@@ -61,7 +61,7 @@ pub fn framed_example() -> Vec<u8> {
 }
 
 /// The `parameters` fuzz target's input: its first byte picks what the
-/// rest is — even: framed messages ([`parameters::frame`]'s format); odd:
+/// rest is — even: framed messages (`parameters::frame`'s format); odd:
 /// byte edits (two bytes of position, one of value) to a real binding, so
 /// that most inputs get past the framing into Arrow's decoder.
 pub fn parameters_input(data: &[u8]) -> Result<(), Status> {
