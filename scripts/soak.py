@@ -2,7 +2,9 @@
 `trimatch serve` while it ingests, for --duration seconds.
 
 The readers are clients nobody here wrote (pyarrow.flight, ADBC Flight SQL):
-* snapshot readers: DoGet of four collections, a round a second;
+* snapshot readers: DoGet of one tenant's rows of four collections, a
+  round a second (a dashboard's reads; whole-collection reads of a
+  million rows every second saturate a 2-core machine by themselves);
 * subscribers that read for 20 s, stall (read nothing) for 60 s and resume,
   and subscribe again when the server has cut them off (SPEC §5);
 * one subscriber that never reads at all;
@@ -59,12 +61,13 @@ def ticket(obj):
     return flight.Ticket(json.dumps(obj).encode() if isinstance(obj, dict) else obj.encode())
 
 
-def snapshot_reader():
+def snapshot_reader(tenant):
     client = flight.connect(f"grpc://{args.flight}")
     while not stop.is_set():
         for name in ["invoice_matches", "match_exceptions", "exception_summary", "po_suggestions"]:
             try:
-                table = client.do_get(ticket(name)).read_all()
+                query = {"collection": name, "filter": {"tenant_id": tenant}}
+                table = client.do_get(ticket(query)).read_all()
                 count("snapshots")
                 count("snapshot rows", table.num_rows)
             except flight.FlightError as error:
@@ -159,9 +162,10 @@ def scrape():
     }
 
 
-threads = [threading.Thread(target=f, daemon=True) for f in
-           [snapshot_reader, snapshot_reader, stalling_subscriber, stalling_subscriber,
-            idle_subscriber, sql_client]]
+threads = [threading.Thread(target=snapshot_reader, args=(tenant,), daemon=True)
+           for tenant in ["tenant-000", "tenant-001"]]
+threads += [threading.Thread(target=f, daemon=True) for f in
+            [stalling_subscriber, stalling_subscriber, idle_subscriber, sql_client]]
 for thread in threads:
     thread.start()
 
