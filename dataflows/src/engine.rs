@@ -177,7 +177,14 @@ pub struct Matcher {
     /// A checkpoint time whose state must stay readable until it is taken.
     checkpoint_hold: Option<Time>,
     probe: ProbeHandle<Time>,
+    live_rows: LiveRows,
 }
+
+/// Rows per output collection in this worker's shard, kept as the outputs'
+/// batches are formed (each batch's diffs added), so they cost nothing to
+/// read: the counts as of the newest time this worker has processed, which
+/// may be ahead of the newest complete time (a gauge, not a read).
+type LiveRows = Rc<RefCell<BTreeMap<OutputCollection, i64>>>;
 
 impl Matcher {
     /// Builds the graph on `worker`. Every worker of the computation must build it,
@@ -194,6 +201,7 @@ impl Matcher {
         let worker_index = worker.index();
         let dead_letter_slots = (config.dead_letter_capacity / worker.peers()).max(1) as u64;
         let changes = changes.map(|sink| Rc::new(RefCell::new(sink)));
+        let live_rows = LiveRows::default();
         let default_tolerances = config.default_tolerances;
         let (traces, documents, bookkeeping) = worker.dataflow::<Time, _, _>(|scope| {
             let upserts = scope.input_from(&mut input);
@@ -277,6 +285,7 @@ impl Matcher {
                 RowsPerValue::MayRepeat,
                 &probe,
                 &changes,
+                &live_rows,
             );
             let invoice_matches = publish_arranged(
                 OutputCollection::InvoiceMatches,
@@ -285,6 +294,7 @@ impl Matcher {
                 RowsPerValue::MayRepeat,
                 &probe,
                 &changes,
+                &live_rows,
             );
             let payment_matches = publish_arranged(
                 OutputCollection::PaymentMatches,
@@ -293,6 +303,7 @@ impl Matcher {
                 RowsPerValue::MayRepeat,
                 &probe,
                 &changes,
+                &live_rows,
             );
             let traces: [(OutputCollection, Box<dyn OutputTrace>); 10] = [
                 (OutputCollection::InvoiceMatches, Box::new(invoice_matches)),
@@ -302,6 +313,7 @@ impl Matcher {
                     Row::Exception,
                     &probe,
                     &changes,
+                    &live_rows,
                 ),
                 (OutputCollection::PoLines, Box::new(po_lines)),
                 publish(
@@ -310,6 +322,7 @@ impl Matcher {
                     Row::ExceptionSummary,
                     &probe,
                     &changes,
+                    &live_rows,
                 ),
                 publish(
                     OutputCollection::PoSuggestions,
@@ -317,6 +330,7 @@ impl Matcher {
                     Row::PoSuggestion,
                     &probe,
                     &changes,
+                    &live_rows,
                 ),
                 (OutputCollection::PaymentMatches, Box::new(payment_matches)),
                 publish(
@@ -325,6 +339,7 @@ impl Matcher {
                     Row::PaymentException,
                     &probe,
                     &changes,
+                    &live_rows,
                 ),
                 publish(
                     OutputCollection::PaymentSuggestions,
@@ -332,6 +347,7 @@ impl Matcher {
                     Row::PaymentSuggestion,
                     &probe,
                     &changes,
+                    &live_rows,
                 ),
                 publish(
                     OutputCollection::DeadLetters,
@@ -339,6 +355,7 @@ impl Matcher {
                     Row::DeadLetter,
                     &probe,
                     &changes,
+                    &live_rows,
                 ),
                 publish(
                     OutputCollection::SourceProgress,
@@ -346,6 +363,7 @@ impl Matcher {
                     Row::SourceProgress,
                     &probe,
                     &changes,
+                    &live_rows,
                 ),
             ];
             (
@@ -367,6 +385,7 @@ impl Matcher {
             bookkeeping,
             checkpoint_hold: None,
             probe,
+            live_rows,
         }
     }
 
@@ -429,6 +448,15 @@ impl Matcher {
         self.source_input.flush();
     }
 
+    /// Rows per collection in this worker's shard as of the newest time it
+    /// has processed (see [`LiveRows`]); free to call after every step.
+    pub fn live_rows(&self) -> Vec<(OutputCollection, i64)> {
+        let rows = self.live_rows.borrow();
+        rows.iter()
+            .map(|(collection, rows)| (*collection, *rows))
+            .collect()
+    }
+
     /// Whether every output reflects all upserts at times `<= time`, on every worker.
     pub fn is_complete(&self, time: Time) -> bool {
         !self.probe.less_equal(&time)
@@ -471,6 +499,7 @@ fn publish<'s, R>(
     to_row: fn(R) -> Row,
     probe: &ProbeHandle<Time>,
     changes: &Option<SharedSink>,
+    live_rows: &LiveRows,
 ) -> (OutputCollection, Box<dyn OutputTrace>)
 where
     R: differential_dataflow::ExchangeData,
@@ -484,6 +513,7 @@ where
         RowsPerValue::Distinct,
         probe,
         changes,
+        live_rows,
     );
     (output, Box::new(trace))
 }
@@ -505,7 +535,10 @@ enum RowsPerValue {
 /// `output`'s (rows are not built otherwise), and attaches the output to the
 /// probe that says when a time is complete. The probe sits after the change
 /// sink, so once a time is complete every change at or before it has been
-/// reported, on every worker. Returns the trace that reads are served from.
+/// reported, on every worker. Keeps the output's row count in `live_rows`
+/// (one addition per update of its batches). Returns the trace that reads
+/// are served from.
+#[allow(clippy::too_many_arguments)]
 fn publish_arranged<'s, K, V>(
     output: OutputCollection,
     arranged: KeyedArrangement<'s, K, V>,
@@ -513,11 +546,21 @@ fn publish_arranged<'s, K, V>(
     rows: RowsPerValue,
     probe: &ProbeHandle<Time>,
     changes: &Option<SharedSink>,
+    live_rows: &LiveRows,
 ) -> TraceAgent<ValSpine<K, V, Time, isize>>
 where
     K: differential_dataflow::ExchangeData,
     V: differential_dataflow::ExchangeData,
 {
+    let tally = Rc::clone(live_rows);
+    tally.borrow_mut().insert(output, 0);
+    arranged
+        .clone()
+        .as_collection(|_, _| ())
+        .inspect_batch(move |_, updates| {
+            let net: isize = updates.iter().map(|(_, _, diff)| diff).sum();
+            *tally.borrow_mut().entry(output).or_default() += net as i64;
+        });
     match changes.clone() {
         Some(sink) => {
             let mut buffer: Vec<Change> = Vec::new();

@@ -1,11 +1,14 @@
 //! The counters the workers write as they run: freshness (a message's Kafka
-//! timestamp → its change visible to readers). Serving reads them when
+//! timestamp → its change visible to readers) and rows per output collection.
+//! Serving reads them when
 //! Prometheus scrapes (`serve::metrics`, which writes the exposition); the
 //! per-partition source counters live with the sources
 //! (`trimatch_connectors::SourceMetrics`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+
+use trimatch_dataflows::OutputCollection;
 
 /// A histogram with fixed bucket bounds (seconds).
 #[derive(Debug)]
@@ -67,12 +70,41 @@ pub const LATENCY_BOUNDS: &[f64] = &[
 pub struct PipelineCounters {
     /// Kafka message timestamp → the change visible to readers.
     pub freshness: Histogram,
+    /// Rows per output collection (in [`OutputCollection::ALL`] order) on
+    /// this process's workers: each worker adds the change of its shard's
+    /// count after every step, so a scrape reads atomics, never the workers.
+    rows: [AtomicI64; OutputCollection::ALL.len()],
 }
 
 impl PipelineCounters {
     pub fn new() -> Arc<Self> {
         Arc::new(PipelineCounters {
             freshness: Histogram::new(LATENCY_BOUNDS),
+            rows: Default::default(),
         })
+    }
+
+    /// Adds `change` to the rows of `collection`.
+    pub fn add_rows(&self, collection: OutputCollection, change: i64) {
+        self.rows[Self::slot(collection)].fetch_add(change, Ordering::Relaxed);
+    }
+
+    /// Rows per output collection on this process's workers, as of the newest
+    /// time each has processed.
+    pub fn rows(&self) -> Vec<(OutputCollection, u64)> {
+        OutputCollection::ALL
+            .into_iter()
+            .map(|collection| {
+                let rows = self.rows[Self::slot(collection)].load(Ordering::Relaxed);
+                (collection, rows.max(0) as u64)
+            })
+            .collect()
+    }
+
+    fn slot(collection: OutputCollection) -> usize {
+        OutputCollection::ALL
+            .iter()
+            .position(|c| *c == collection)
+            .expect("ALL holds every collection")
     }
 }

@@ -6,7 +6,7 @@
 //! end. The parent module states the time and consistency rules; each rule
 //! lives in the step named here.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -93,6 +93,8 @@ struct PipelineWorker<'w> {
     /// After a restore: the state is unchanged from the restored checkpoint's
     /// time (carried into checkpoints taken before any new batch).
     restored_unchanged_since: Time,
+    /// The row counts this worker last added to the shared counters.
+    published_rows: BTreeMap<OutputCollection, i64>,
 }
 
 /// How long a stopping worker waits for its last checkpoint's time to complete.
@@ -193,6 +195,7 @@ impl<'w> PipelineWorker<'w> {
             next_compaction: Instant::now() + COMPACTION_INTERVAL,
             checkpoints,
             restored_unchanged_since,
+            published_rows: BTreeMap::new(),
         })
     }
 
@@ -439,9 +442,17 @@ impl<'w> PipelineWorker<'w> {
     }
 
     /// Publishes the newest time this worker sees complete and, once heard,
-    /// the time by which every worker had caught up (readiness), and records
-    /// the freshness of every batch whose time has become complete.
+    /// the time by which every worker had caught up (readiness), its rows
+    /// per collection, and records the freshness of every batch whose time
+    /// has become complete.
     fn publish_progress(&mut self) {
+        for (collection, rows) in self.matcher.live_rows() {
+            let published = self.published_rows.entry(collection).or_default();
+            if rows != *published {
+                self.shared.counters.add_rows(collection, rows - *published);
+                *published = rows;
+            }
+        }
         if let Some(newest) = self.matcher.newest_complete() {
             self.shared.progress.record_complete(self.index, newest);
         }

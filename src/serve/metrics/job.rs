@@ -5,7 +5,6 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -16,15 +15,11 @@ use trimatch_connectors::metrics::{PartitionSnapshot, SourceMetrics};
 use trimatch_connectors::retention::TopicRetention;
 use trimatch_dataflows::model::{Time, WallClock};
 use trimatch_dataflows::rows::PartitionHealth;
-use trimatch_dataflows::OutputCollection;
 
 use crate::pipeline::counters::PipelineCounters;
 use crate::pipeline::{CheckpointMetrics, PipelineHandle};
 
 use super::encode::*;
-
-/// Rows per collection.
-pub(super) type RowCounts = Vec<(OutputCollection, u64)>;
 
 /// What the broker said of the input topics' history (nothing until asked).
 #[derive(Debug)]
@@ -324,53 +319,20 @@ impl Collector for Checkpoints {
     }
 }
 
-/// Rows per output collection at the newest complete time, counted at most
-/// every 5 seconds: a count scans the collection's arrangement.
-pub(super) struct Rows {
-    pub(super) pipeline: PipelineHandle,
-    pub(super) cache: Arc<Mutex<Option<(Instant, RowCounts)>>>,
-}
-
-impl fmt::Debug for Rows {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rows").field("cache", &self.cache).finish()
-    }
-}
-
-impl Rows {
-    fn counts(&self) -> RowCounts {
-        let mut cache = self.cache.lock().expect("rows cache lock");
-        if let Some((at, rows)) = cache.as_ref() {
-            if at.elapsed() < Duration::from_secs(5) {
-                return rows.clone();
-            }
-        }
-        let Some(newest) = self.pipeline.newest_complete() else {
-            return Vec::new();
-        };
-        let rows: RowCounts = OutputCollection::ALL
-            .into_iter()
-            .filter_map(|collection| {
-                self.pipeline
-                    .count(collection, newest)
-                    .ok()
-                    .map(|rows| (collection, rows))
-            })
-            .collect();
-        *cache = Some((Instant::now(), rows.clone()));
-        rows
-    }
-}
+/// Rows per output collection, as the workers keep them (see
+/// [`PipelineCounters::rows`]): a scrape reads counters, never the workers.
+#[derive(Debug)]
+pub(super) struct Rows(pub(super) Arc<PipelineCounters>);
 
 impl Collector for Rows {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let mut family = encoder.encode_descriptor(
             "trimatch_rows",
-            "Rows per output collection at the newest complete time.",
+            "Rows per output collection on this process's workers, as of the newest time each has processed.",
             None,
             MetricType::Gauge,
         )?;
-        for (collection, rows) in self.counts() {
+        for (collection, rows) in self.0.rows() {
             ConstGauge::new(rows)
                 .encode(family.encode_family(&[("collection", collection.name())])?)?;
         }

@@ -44,7 +44,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -87,8 +87,6 @@ pub struct Metrics {
     sql_rows_scanned: Counter,
     /// What the broker said of the input topics' history at start.
     input_topics: Arc<Mutex<Vec<TopicRetention>>>,
-    /// Rows per collection as of the last count (see [`Rows`]).
-    rows_cache: Arc<Mutex<Option<(Instant, RowCounts)>>>,
 }
 
 impl Default for Metrics {
@@ -106,7 +104,6 @@ impl Default for Metrics {
             )),
             sql_rows_scanned: Counter::default(),
             input_topics: Arc::default(),
-            rows_cache: Arc::default(),
         }
     }
 }
@@ -153,10 +150,7 @@ impl Metrics {
             Some(Box::new(Source(pipeline.metrics()))),
             Some(Box::new(Job(pipeline.clone()))),
             checkpoints,
-            Some(Box::new(Rows {
-                pipeline: pipeline.clone(),
-                cache: Arc::clone(&self.rows_cache),
-            })),
+            Some(Box::new(Rows(Arc::clone(pipeline.counters())))),
             Some(Box::new(Freshness(Arc::clone(pipeline.counters())))),
         ];
         self.encode(job.into_iter().flatten())

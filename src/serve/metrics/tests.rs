@@ -10,7 +10,7 @@ use trimatch_dataflows::rows::PartitionHealth;
 use trimatch_dataflows::OutputCollection;
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::pipeline::counters::PipelineCounters;
