@@ -98,8 +98,10 @@ pub(crate) fn blanket_po() -> PurchaseOrder {
         currency: Currency(*b"USD"),
         status: PoStatus::Open,
         receipt_required: true,
+        match_level: None,
         lines: vec![PoLine {
             category: None,
+            match_level: None,
             line_no: 1,
             sku: None,
             quantity: Decimal::from(1_000_000_000),
@@ -117,6 +119,7 @@ pub(crate) fn blanket_receipt() -> GoodsReceipt {
         lines: vec![ReceiptLine {
             po_line_no: 1,
             quantity: Decimal::from(1_000_000_000),
+            accepted_quantity: Decimal::ZERO,
         }],
     }
 }

@@ -33,6 +33,12 @@ const RECEIPT_QUANTITY: DecimalRule = DecimalRule {
     max_fraction_digits: 4,
     sign: SignRule::NonZero,
 };
+/// A receipt line's `accepted_quantity` (§12.2): its sign and size are
+/// checked against the line's `quantity`.
+const ACCEPTED_QUANTITY: DecimalRule = DecimalRule {
+    max_fraction_digits: 4,
+    sign: SignRule::Any,
+};
 const PRICE: DecimalRule = DecimalRule {
     max_fraction_digits: 6,
     sign: SignRule::NonNegative,
@@ -230,6 +236,7 @@ fn purchase_order(object: &JsonObject<'_>) -> Result<PurchaseOrder> {
             .as_bool()
             .ok_or_else(|| wrong_type("receipt_required", "true or false", value))?,
     };
+    let po_match_level = match_level(object, "")?;
     let mut seen = SeenLineNumbers::default();
     let mut lines = lines_of(object, |line, path| {
         let line_no = line_number(line, "line_no", path)?;
@@ -243,6 +250,7 @@ fn purchase_order(object: &JsonObject<'_>) -> Result<PurchaseOrder> {
             line_no,
             sku: optional_identifier(line, "sku", path)?,
             category: optional_identifier(line, "category", path)?,
+            match_level: match_level(line, path)?,
             quantity: decimal(line, "quantity", path, QUANTITY)?,
             unit_price: decimal(line, "unit_price", path, PRICE)?,
         })
@@ -255,8 +263,47 @@ fn purchase_order(object: &JsonObject<'_>) -> Result<PurchaseOrder> {
         currency,
         status,
         receipt_required,
+        match_level: po_match_level,
         lines,
     })
+}
+
+/// An optional `match_level` (§12.2) of a PO or of one of its lines.
+fn match_level(object: &JsonObject<'_>, parent: &str) -> Result<Option<MatchLevel>> {
+    match optional_str(object, "match_level", parent)?.as_deref() {
+        None => Ok(None),
+        Some(name) => MatchLevel::from_name(name).map(Some).ok_or_else(|| {
+            unknown_value(
+                &field_path(parent, "match_level"),
+                name,
+                "two_way, three_way or four_way",
+            )
+        }),
+    }
+}
+
+/// A receipt line's `accepted_quantity` (§12.2): absent is 0 (not inspected
+/// yet); otherwise the sign of `quantity` or zero, and no larger than it.
+fn accepted_quantity(line: &JsonObject<'_>, parent: &str, quantity: Decimal) -> Result<Decimal> {
+    let Some(accepted) = optional_decimal(line, "accepted_quantity", parent, ACCEPTED_QUANTITY)?
+    else {
+        return Ok(Decimal::ZERO);
+    };
+    let problem =
+        if !accepted.is_zero() && accepted.is_sign_negative() != quantity.is_sign_negative() {
+            Some("must have the sign of quantity (or be 0)")
+        } else if accepted.abs() > quantity.abs() {
+            Some("must not be larger than quantity")
+        } else {
+            None
+        };
+    match problem {
+        Some(problem) => Err(DecodeError::new(
+            field_path(parent, "accepted_quantity"),
+            format!("{problem}: {accepted} against quantity {quantity}"),
+        )),
+        None => Ok(accepted),
+    }
 }
 
 fn goods_receipt(object: &JsonObject<'_>) -> Result<GoodsReceipt> {
@@ -276,9 +323,12 @@ fn goods_receipt(object: &JsonObject<'_>) -> Result<GoodsReceipt> {
         }
     };
     let lines = lines_of(object, |line, path| {
+        let po_line_no = line_number(line, "po_line_no", path)?;
+        let quantity = decimal(line, "quantity", path, RECEIPT_QUANTITY)?;
         Ok(ReceiptLine {
-            po_line_no: line_number(line, "po_line_no", path)?,
-            quantity: decimal(line, "quantity", path, RECEIPT_QUANTITY)?,
+            po_line_no,
+            quantity,
+            accepted_quantity: accepted_quantity(line, path, quantity)?,
         })
     })?;
     Ok(GoodsReceipt {

@@ -53,6 +53,8 @@ pub struct PurchaseOrder {
     pub currency: Currency,
     pub status: PoStatus,
     pub receipt_required: bool,
+    /// The PO's match level (§12.2); `None`: from `receipt_required`.
+    pub match_level: Option<MatchLevel>,
     pub lines: Vec<PoLine>,
 }
 
@@ -63,11 +65,24 @@ pub struct PoLine {
     pub sku: Option<Text>,
     /// The item category or commodity code policies may be scoped to (§12.1).
     pub category: Option<Text>,
+    /// The line's own match level (§12.2); `None`: the PO's.
+    pub match_level: Option<MatchLevel>,
     pub quantity: Decimal,
     pub unit_price: Decimal,
 }
 
 impl PurchaseOrder {
+    /// The effective match level of `line` (§12.2): the line's, else the
+    /// PO's, else `three_way` when receipts are required, else `two_way`.
+    pub fn match_level(&self, line: &PoLine) -> MatchLevel {
+        line.match_level
+            .or(self.match_level)
+            .unwrap_or(if self.receipt_required {
+                MatchLevel::ThreeWay
+            } else {
+                MatchLevel::TwoWay
+            })
+    }
     /// The document's identity key.
     pub fn key(&self) -> Fingerprint {
         po_key(&self.tenant_id, &self.po_number)
@@ -100,6 +115,9 @@ pub struct GoodsReceipt {
 pub struct ReceiptLine {
     pub po_line_no: u32,
     pub quantity: Decimal,
+    /// What inspection accepted of `quantity` (§12.2): the same sign, at most
+    /// its size; 0 until inspected.
+    pub accepted_quantity: Decimal,
 }
 
 impl GoodsReceipt {

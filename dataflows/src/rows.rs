@@ -7,7 +7,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Currency, ExceptionType, InvoiceKind, PoStatus, Severity, Text};
+use crate::model::{Currency, ExceptionType, InvoiceKind, MatchLevel, PoStatus, Severity, Text};
 
 mod fraction;
 mod payments;
@@ -146,6 +146,10 @@ pub struct PoLineRow {
     pub received_qty: Decimal,
     pub billed_qty: Decimal,
     pub invoice_count: u32,
+    /// §12.2's effective level and §12.1's category of the line.
+    pub match_level: MatchLevel,
+    pub category: Option<Text>,
+    pub accepted_qty: Decimal,
 }
 
 /// A row of `exception_summary`: one per (tenant, exception type) with exceptions.

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::decimal::compare_products;
 use crate::model::{
-    Decision, ExceptionResolution, ExceptionType, Invoice, PoStatus, PurchaseOrder, Text,
-    Tolerances,
+    Decision, ExceptionResolution, ExceptionType, Invoice, MatchLevel, PoStatus, PurchaseOrder,
+    Text, Tolerances,
 };
 use crate::rows::{MatchedBy, Resolution, ResolutionRecord};
 
@@ -223,27 +223,32 @@ pub fn line_exceptions<'t>(
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LineQuantities {
     pub po_line_no: u32,
-    pub receipt_required: bool,
+    /// The PO line's effective match level (§12.2).
+    pub match_level: MatchLevel,
     /// The PO line's category, which picks the line's tolerances (§12.1).
     pub category: Option<Text>,
     pub ordered_qty: Decimal,
     pub received_qty: Decimal,
+    /// What inspection accepted on the PO line (§12.2).
+    pub accepted_qty: Decimal,
     /// Signed sum over active invoices and credit memos ordered at or before this one.
     pub billed_to_date: Decimal,
 }
 
-/// `RECEIPT_MISSING`, `QTY_EXCEEDS_RECEIVED` and `QTY_EXCEEDS_ORDERED` for one
-/// line of an active `kind = invoice`.
+/// `RECEIPT_MISSING`, `QTY_EXCEEDS_RECEIVED` (three- and four-way lines),
+/// `QTY_EXCEEDS_ACCEPTED` (four-way) and `QTY_EXCEEDS_ORDERED` for one line
+/// of an active `kind = invoice`.
 pub fn quantity_exceptions(line: &LineQuantities, tolerances: &Tolerances, out: &mut Vec<Raised>) {
     let LineQuantities {
         po_line_no,
-        receipt_required,
+        match_level,
         ordered_qty,
         received_qty,
+        accepted_qty,
         billed_to_date,
         ..
     } = *line;
-    if receipt_required {
+    if match_level.checks_receipts() {
         if received_qty <= Decimal::ZERO {
             out.push(Raised::line(
                 ExceptionType::ReceiptMissing,
@@ -265,6 +270,22 @@ pub fn quantity_exceptions(line: &LineQuantities, tolerances: &Tolerances, out: 
                     "Billed to date {} on line {po_line_no} exceeds the received quantity {}.",
                     show(billed_to_date),
                     show(received_qty)
+                ),
+            ));
+        }
+        if match_level == MatchLevel::FourWay
+            && received_qty > Decimal::ZERO
+            && exceeds_qty_limit(billed_to_date, accepted_qty, tolerances)
+        {
+            out.push(Raised::line(
+                ExceptionType::QtyExceedsAccepted,
+                po_line_no,
+                Some(accepted_qty),
+                Some(billed_to_date),
+                format!(
+                    "Billed to date {} on line {po_line_no} exceeds the quantity inspection accepted ({}).",
+                    show(billed_to_date),
+                    show(accepted_qty)
                 ),
             ));
         }

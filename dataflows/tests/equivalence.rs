@@ -133,6 +133,8 @@ struct Coverage {
     /// policies decided at least one exception: without them, the plain
     /// evaluation raises or releases something.
     deciding_levels: BTreeSet<u8>,
+    /// The effective match levels (§12.2) of the PO lines seen.
+    match_levels: BTreeSet<MatchLevel>,
 }
 
 /// A policy's level in SPEC §12.1's resolution order.
@@ -195,6 +197,8 @@ impl Coverage {
         );
         self.statuses
             .extend(snapshot.invoice_matches.iter().map(|row| row.status));
+        self.match_levels
+            .extend(snapshot.po_lines.iter().map(|row| row.match_level));
         self.resolutions.extend(
             snapshot
                 .match_exceptions
@@ -223,7 +227,13 @@ impl Coverage {
             all.payment_exceptions.extend(run.payment_exceptions);
             all.payment_suggestions += run.payment_suggestions;
             all.deciding_levels.extend(run.deciding_levels);
+            all.match_levels.extend(run.match_levels);
         }
+        assert_eq!(
+            all.match_levels,
+            BTreeSet::from(MatchLevel::ALL),
+            "the match levels of the PO lines"
+        );
         assert_eq!(
             all.deciding_levels,
             BTreeSet::from([1, 2, 3, 4]),

@@ -82,6 +82,10 @@ pub fn schema(collection: OutputCollection) -> SchemaRef {
             decimal("received_qty", false),
             decimal("billed_qty", false),
             Field::new("invoice_count", UInt32, false),
+            text("match_level"),
+            Field::new("category", Utf8, true),
+            // Null on amount lines (SPEC §12.3).
+            decimal("accepted_qty", true),
         ],
         OutputCollection::ExceptionSummary => vec![
             text("tenant_id"),
@@ -224,6 +228,9 @@ pub(crate) fn cell(row: &Row, column: usize) -> Cell<'_> {
             9 => Decimal(Some(r.received_qty)),
             10 => Decimal(Some(r.billed_qty)),
             11 => UInt32(r.invoice_count),
+            12 => text(r.match_level.as_str()),
+            13 => Text(r.category.as_deref()),
+            14 => Decimal(Some(r.accepted_qty)),
             _ => no_such_column(row, column),
         },
         Row::ExceptionSummary(r) => match column {

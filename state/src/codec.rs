@@ -17,8 +17,8 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use trimatch_dataflows::model::{
     Allocation, Currency, Decision, Document, ExceptionResolution, ExceptionType, GoodsReceipt,
-    Invoice, InvoiceKind, InvoiceLine, InvoiceStatus, MatchPolicy, Payment, PaymentStatus, PoLine,
-    PoStatus, PurchaseOrder, ReceiptLine, Text,
+    Invoice, InvoiceKind, InvoiceLine, InvoiceStatus, MatchLevel, MatchPolicy, Payment,
+    PaymentStatus, PoLine, PoStatus, PurchaseOrder, ReceiptLine, Text,
 };
 use trimatch_dataflows::rows::{DeadLetterRow, PartitionHealth, SourceProgressRow};
 use trimatch_dataflows::SourceRow;
@@ -26,8 +26,9 @@ use trimatch_dataflows::SourceRow;
 /// The version of the encoding (and of the manifest's meaning). 3: invoice
 /// and payment keys carry their tenant's prefix, as PO keys do (a checkpoint
 /// stores the keys it was fed with). 4: policies have a scope (vendor,
-/// category) and the fields of SPEC §12.1; PO lines a category.
-pub const FORMAT_VERSION: u32 = 4;
+/// category) and the fields of SPEC §12.1; PO lines a category. 5: POs and
+/// PO lines have a match level, receipt lines an accepted quantity (§12.2).
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -79,6 +80,15 @@ impl Encoder {
             }
         }
     }
+    fn optional_match_level(&mut self, level: Option<MatchLevel>) {
+        match level {
+            None => self.bytes.push(0),
+            Some(level) => {
+                self.bytes.push(1);
+                self.bytes.push(level as u8);
+            }
+        }
+    }
     fn decimal(&mut self, value: Decimal) {
         self.bytes.push(value.scale() as u8);
         self.signed(value.mantissa());
@@ -104,11 +114,13 @@ impl Encoder {
                 self.bytes.extend_from_slice(&po.currency.0);
                 self.bytes.push(po.status as u8);
                 self.bytes.push(po.receipt_required as u8);
+                self.optional_match_level(po.match_level);
                 self.unsigned(po.lines.len() as u64);
                 for line in &po.lines {
                     self.unsigned(line.line_no as u64);
                     self.optional_text(line.sku.as_deref());
                     self.optional_text(line.category.as_deref());
+                    self.optional_match_level(line.match_level);
                     self.decimal(line.quantity);
                     self.decimal(line.unit_price);
                 }
@@ -123,6 +135,7 @@ impl Encoder {
                 for line in &receipt.lines {
                     self.unsigned(line.po_line_no as u64);
                     self.decimal(line.quantity);
+                    self.decimal(line.accepted_quantity);
                 }
             }
             Document::Invoice(invoice) => {
@@ -307,6 +320,9 @@ impl<'a> Decoder<'a> {
         let mantissa = self.signed()?;
         Decimal::try_from_i128_with_scale(mantissa, scale).map_err(|_| CodecError::BadScale(scale))
     }
+    fn match_level(&mut self) -> Result<MatchLevel, CodecError> {
+        self.tag("match level", &MatchLevel::ALL)
+    }
     fn currency(&mut self) -> Result<Currency, CodecError> {
         let bytes = self.take(3)?;
         Ok(Currency([bytes[0], bytes[1], bytes[2]]))
@@ -352,11 +368,13 @@ impl<'a> Decoder<'a> {
                     &[PoStatus::Open, PoStatus::Closed, PoStatus::Cancelled],
                 )?,
                 receipt_required: self.tag("bool", &[false, true])?,
+                match_level: self.optional(Self::match_level)?,
                 lines: self.lines(|d| {
                     Ok(PoLine {
                         line_no: d.small()?,
                         sku: d.optional(Self::text)?,
                         category: d.optional(Self::text)?,
+                        match_level: d.optional(Self::match_level)?,
                         quantity: d.decimal()?,
                         unit_price: d.decimal()?,
                     })
@@ -371,6 +389,7 @@ impl<'a> Decoder<'a> {
                     Ok(ReceiptLine {
                         po_line_no: d.small()?,
                         quantity: d.decimal()?,
+                        accepted_quantity: d.decimal()?,
                     })
                 })?,
             })),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use trimatch_dataflows::model::{
     Allocation, Currency, Decision, Document, ExceptionResolution, ExceptionType, GoodsReceipt,
-    Invoice, InvoiceKind, InvoiceStatus, MatchPolicy, Payment, PaymentStatus, PoLine, PoStatus,
-    PurchaseOrder, ReceiptLine,
+    Invoice, InvoiceKind, InvoiceStatus, MatchLevel, MatchPolicy, Payment, PaymentStatus, PoLine,
+    PoStatus, PurchaseOrder, ReceiptLine,
 };
 use trimatch_dataflows::rows::{DeadLetterRow, PartitionHealth, SourceProgressRow};
 use trimatch_dataflows::SourceRow;
@@ -28,8 +28,10 @@ fn documents() -> Vec<Document> {
             currency: Currency(*b"EUR"),
             status: PoStatus::Cancelled,
             receipt_required: true,
+            match_level: Some(MatchLevel::TwoWay),
             lines: vec![PoLine {
                 category: Some("packaging".into()),
+                match_level: Some(MatchLevel::FourWay),
                 line_no: 3,
                 sku: Some("a much longer sku than twenty-three bytes".into()),
                 quantity: dec("-0.0001"),
@@ -44,6 +46,7 @@ fn documents() -> Vec<Document> {
             lines: vec![ReceiptLine {
                 po_line_no: u32::MAX,
                 quantity: dec("-5"),
+                accepted_quantity: dec("-4.5"),
             }],
         })),
         Document::Invoice(Arc::new(Invoice {

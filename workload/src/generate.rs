@@ -2,7 +2,9 @@
 //! lines, receipts (partial, and returns), invoices (clean matches, price and
 //! quantity variances, duplicates, credit memos, cancellations), analysts'
 //! resolutions of their exceptions (`generate/resolutions.rs`), payments
-//! (`generate/payments.rs`), updates and deletes,
+//! (`generate/payments.rs`), tolerance policies at every scope
+//! (`generate/policies.rs`), four-way POs whose receipts carry inspection
+//! results, updates and deletes,
 //! documents that arrive before the ones they refer to, and an adjustable
 //! share of bad messages. Deterministic for a given seed.
 //!
@@ -19,6 +21,7 @@ use trimatch_dataflows::model::DocumentKind;
 
 mod malformed;
 mod payments;
+mod policies;
 mod resolutions;
 
 /// The shape of a workload.
@@ -88,6 +91,9 @@ struct PoModel {
     billed: Vec<Decimal>,
     status: &'static str,
     receipt_required: bool,
+    /// `Some("four_way")` for one PO in eight: its receipts carry inspection
+    /// results, some partial (SPEC §12.2).
+    match_level: Option<&'static str>,
     receipts: Vec<String>,
     invoices: Vec<InvoiceModel>,
 }
@@ -218,6 +224,7 @@ impl Workload {
             lines,
             status: "open",
             receipt_required: rng.random_range(0..10) != 0,
+            match_level: (rng.random_range(0..8) == 0).then_some("four_way"),
             receipts: Vec::new(),
             invoices: Vec::new(),
         };
@@ -263,7 +270,20 @@ impl Workload {
                 Decimal::ONE
             };
             po.received[position] += quantity;
-            lines.push(json!({"po_line_no": line_no, "quantity": quantity.to_string()}));
+            let mut line = json!({"po_line_no": line_no, "quantity": quantity.to_string()});
+            if po.match_level == Some("four_way") && quantity > Decimal::ZERO {
+                // Inspection accepts all of a delivery, part of it, or has
+                // not looked yet (no accepted_quantity).
+                let accepted = match rng.random_range(0..10) {
+                    0..=6 => Some(quantity),
+                    7 | 8 => Some((quantity / Decimal::TWO).floor()),
+                    _ => None,
+                };
+                if let Some(accepted) = accepted {
+                    line["accepted_quantity"] = accepted.to_string().into();
+                }
+            }
+            lines.push(line);
         }
         po.receipts.push(receipt_id.clone());
         let day = rng.random_range(1..=28);
@@ -441,68 +461,6 @@ impl Workload {
             None => po_message(&model.id, po),
         }
     }
-
-    /// A policy of the tenant, its vendors, the PO line categories or both
-    /// (SPEC §12.1), with fields left out now and then so that resolution
-    /// falls back level by level; a quarter are deletions.
-    fn policy(&mut self, tenant: usize) -> GeneratedMessage {
-        let tenant_id = self.tenants[tenant].id.clone();
-        let vendor = format!(
-            "V-{:03}",
-            self.rng
-                .random_range(0..self.config.vendors_per_tenant.max(1))
-        );
-        let category = CATEGORIES[self.rng.random_range(0..CATEGORIES.len())];
-        let (vendor, category) = match self.rng.random_range(0..4) {
-            0 => (None, None),
-            1 => (Some(vendor), None),
-            2 => (None, Some(category)),
-            _ => (Some(vendor), Some(category)),
-        };
-        let key = json!({"tenant_id": tenant_id, "vendor_id": vendor, "category": category});
-        if self.rng.random_range(0..4) == 0 {
-            return tombstone(DocumentKind::MatchPolicy, key);
-        }
-        let mut value = json!({"tenant_id": tenant_id});
-        if let Some(vendor) = &vendor {
-            value["vendor_id"] = vendor.clone().into();
-        }
-        if let Some(category) = category {
-            value["category"] = category.into();
-        }
-        let fields: [(&str, String); 6] = [
-            (
-                "price_tolerance_pct",
-                self.rng.random_range(0..=5).to_string(),
-            ),
-            ("price_tolerance_abs", "0.05".to_string()),
-            (
-                "price_tolerance_max_abs",
-                format!("{}.00", self.rng.random_range(0..=3)),
-            ),
-            (
-                "qty_tolerance_pct",
-                self.rng.random_range(0..=10).to_string(),
-            ),
-            (
-                "qty_tolerance_abs",
-                self.rng.random_range(0..=2).to_string(),
-            ),
-            ("total_tolerance_abs", "1.00".to_string()),
-        ];
-        for (field, text) in fields {
-            // A tenant policy gives most fields; a scoped one some.
-            let given = if vendor.is_none() && category.is_none() {
-                4
-            } else {
-                2
-            };
-            if self.rng.random_range(0..5) < given {
-                value[field] = text.into();
-            }
-        }
-        document(DocumentKind::MatchPolicy, key, value)
-    }
 }
 
 /// The PO line categories: a line's is `CATEGORIES[line_no % 4]`, and every
@@ -544,7 +502,7 @@ fn po_message(tenant_id: &str, po: &PoModel) -> GeneratedMessage {
         json!({"tenant_id": tenant_id, "po_number": po.number}),
         json!({"tenant_id": tenant_id, "po_number": po.number, "vendor_id": po.vendor,
                "currency": po.currency, "status": po.status, "receipt_required": po.receipt_required,
-               "lines": lines}),
+               "match_level": po.match_level, "lines": lines}),
     )
 }
 
@@ -593,6 +551,7 @@ mod tests {
         };
         let mut kinds = std::collections::BTreeMap::new();
         let (mut tombstones, mut malformed, mut credit_memos, mut cancelled) = (0, 0, 0, 0);
+        let (mut four_way, mut inspected) = (0, 0);
         for message in Workload::new(config).take(20_000) {
             let decoded = decode_upsert(
                 message.kind,
@@ -617,7 +576,10 @@ mod tests {
             tombstones += usize::from(message.value.is_none());
             credit_memos += usize::from(text.contains("credit_memo"));
             cancelled += usize::from(text.contains("\"cancelled\""));
+            four_way += usize::from(text.contains("four_way"));
+            inspected += usize::from(text.contains("accepted_quantity"));
         }
+        assert!(four_way > 50 && inspected > 50, "{four_way} {inspected}");
         assert_eq!(kinds.len(), 6, "{kinds:?}");
         for count in [tombstones, malformed, credit_memos, cancelled] {
             assert!(

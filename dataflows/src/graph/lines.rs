@@ -3,7 +3,7 @@
 //!
 //! Every quantity here is kept per PO line, and no change reads a line's whole
 //! history:
-//! * `received_qty`, `billed_qty` and `invoice_count` are sums, carried as the
+//! * `received_qty`, `accepted_qty`, `billed_qty` and `invoice_count` are sums, carried as the
 //!   *differences* of one collection ([`LineTotals`]), so that differential
 //!   adds them up as it consolidates and `count_total` reports one total per
 //!   line — O(1) per PO, receipt or invoice line;
@@ -44,7 +44,7 @@ pub struct BillingEntry {
 
 /// The sums over one PO line, as a difference type: the present PO's line
 /// contributes one to `ordered_lines`, a receipt line its quantity to
-/// `received_qty`, an active invoice or credit memo line its signed quantity
+/// `received_qty` and its accepted quantity to `accepted_qty`, an active invoice or credit memo line its signed quantity
 /// to `billed_qty` and one to `invoice_count`. Differential adds the
 /// contributions of a line up; every line of a present PO has totals (its
 /// `ordered_lines` is 1), so its row needs no left join.
@@ -54,6 +54,7 @@ pub struct BillingEntry {
 pub struct LineTotals {
     pub ordered_lines: i64,
     pub received_qty: Decimal,
+    pub accepted_qty: Decimal,
     pub billed_qty: Decimal,
     pub invoice_count: i64,
 }
@@ -62,6 +63,7 @@ impl IsZero for LineTotals {
     fn is_zero(&self) -> bool {
         self.ordered_lines == 0
             && self.received_qty.is_zero()
+            && self.accepted_qty.is_zero()
             && self.billed_qty.is_zero()
             && self.invoice_count == 0
     }
@@ -71,6 +73,7 @@ impl Semigroup for LineTotals {
     fn plus_equals(&mut self, other: &Self) {
         self.ordered_lines += other.ordered_lines;
         self.received_qty += other.received_qty;
+        self.accepted_qty += other.accepted_qty;
         self.billed_qty += other.billed_qty;
         self.invoice_count += other.invoice_count;
     }
@@ -86,6 +89,7 @@ impl Abelian for LineTotals {
     fn negate(&mut self) {
         self.ordered_lines = -self.ordered_lines;
         self.received_qty = -self.received_qty;
+        self.accepted_qty = -self.accepted_qty;
         self.billed_qty = -self.billed_qty;
         self.invoice_count = -self.invoice_count;
     }
@@ -99,6 +103,7 @@ impl Multiply<isize> for LineTotals {
         LineTotals {
             ordered_lines: self.ordered_lines * *count as i64,
             received_qty: self.received_qty * factor,
+            accepted_qty: self.accepted_qty * factor,
             billed_qty: self.billed_qty * factor,
             invoice_count: self.invoice_count * *count as i64,
         }
@@ -147,11 +152,13 @@ impl PoLineFacts {
 /// What the quantity rules need of a PO line besides `billed_to_date`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct LineReceipts {
-    receipt_required: bool,
+    /// The line's effective match level (§12.2).
+    match_level: MatchLevel,
     /// The PO line's category: which policies its invoice lines read (§12.1).
     category: Option<Text>,
     ordered_qty: Decimal,
     received_qty: Decimal,
+    accepted_qty: Decimal,
 }
 
 /// What the graph derives per PO line.
@@ -190,10 +197,11 @@ pub fn po_lines<'s>(
         .map(|(po_key, facts)| {
             let line = facts.line();
             let receipts = LineReceipts {
-                receipt_required: facts.po.receipt_required,
+                match_level: facts.po.match_level(line),
                 category: line.category.clone(),
                 ordered_qty: line.quantity,
                 received_qty: facts.totals.received_qty,
+                accepted_qty: facts.totals.accepted_qty,
             };
             ((po_key, line.line_no), receipts)
         })
@@ -209,10 +217,11 @@ pub fn po_lines<'s>(
             |(_, line_no), (invoice, billed_to_date), receipts| {
                 let quantities = LineQuantities {
                     po_line_no: *line_no,
-                    receipt_required: receipts.receipt_required,
+                    match_level: receipts.match_level,
                     category: receipts.category.clone(),
                     ordered_qty: receipts.ordered_qty,
                     received_qty: receipts.received_qty,
+                    accepted_qty: receipts.accepted_qty,
                     billed_to_date: *billed_to_date,
                 };
                 Some((*invoice, quantities))
@@ -281,6 +290,7 @@ fn line_totals<'s>(
             .map(|line| {
                 let totals = LineTotals {
                     received_qty: line.quantity,
+                    accepted_qty: line.accepted_quantity,
                     ..LineTotals::default()
                 };
                 ((po, line.po_line_no), totals)
@@ -341,5 +351,8 @@ fn po_line_row(po: &PurchaseOrder, line: &PoLine, totals: &LineTotals) -> PoLine
         received_qty: totals.received_qty,
         billed_qty: totals.billed_qty,
         invoice_count: totals.invoice_count as u32,
+        match_level: po.match_level(line),
+        category: line.category.clone(),
+        accepted_qty: totals.accepted_qty,
     }
 }

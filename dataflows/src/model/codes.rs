@@ -46,6 +46,43 @@ impl PoStatus {
     }
 }
 
+/// How many documents a PO line is matched against (SPEC §12.2): the
+/// invoice and the PO (`two_way`), and the receipts (`three_way`), and what
+/// inspection accepted (`four_way`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MatchLevel {
+    TwoWay,
+    ThreeWay,
+    FourWay,
+}
+impl MatchLevel {
+    /// Every level, as spelled on the wire.
+    pub const ALL: [MatchLevel; 3] = [
+        MatchLevel::TwoWay,
+        MatchLevel::ThreeWay,
+        MatchLevel::FourWay,
+    ];
+
+    /// The wire spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MatchLevel::TwoWay => "two_way",
+            MatchLevel::ThreeWay => "three_way",
+            MatchLevel::FourWay => "four_way",
+        }
+    }
+
+    /// The level with this wire spelling.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|level| level.as_str() == name)
+    }
+
+    /// Whether receipts are checked (`RECEIPT_MISSING`, `QTY_EXCEEDS_RECEIVED`).
+    pub fn checks_receipts(&self) -> bool {
+        *self != MatchLevel::TwoWay
+    }
+}
+
 /// `kind` of an invoice document.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum InvoiceKind {
@@ -108,6 +145,8 @@ pub enum ExceptionType {
     ReceiptMissing,
     QtyExceedsReceived,
     QtyExceedsOrdered,
+    /// §12.2: a four-way line billed past what inspection accepted.
+    QtyExceedsAccepted,
 }
 
 /// How much an exception matters: blocking ones keep an invoice from `matched`.
@@ -129,7 +168,7 @@ impl Severity {
 
 impl ExceptionType {
     /// Every exception type, in SPEC order.
-    pub const ALL: [ExceptionType; 11] = [
+    pub const ALL: [ExceptionType; 12] = [
         ExceptionType::PoNotFound,
         ExceptionType::PoClosed,
         ExceptionType::VendorMismatch,
@@ -141,6 +180,7 @@ impl ExceptionType {
         ExceptionType::ReceiptMissing,
         ExceptionType::QtyExceedsReceived,
         ExceptionType::QtyExceedsOrdered,
+        ExceptionType::QtyExceedsAccepted,
     ];
 
     /// The wire spelling, e.g. `PRICE_VARIANCE`.
@@ -157,6 +197,7 @@ impl ExceptionType {
             ExceptionType::ReceiptMissing => "RECEIPT_MISSING",
             ExceptionType::QtyExceedsReceived => "QTY_EXCEEDS_RECEIVED",
             ExceptionType::QtyExceedsOrdered => "QTY_EXCEEDS_ORDERED",
+            ExceptionType::QtyExceedsAccepted => "QTY_EXCEEDS_ACCEPTED",
         }
     }
 
@@ -174,6 +215,7 @@ impl ExceptionType {
                 | ExceptionType::ReceiptMissing
                 | ExceptionType::QtyExceedsReceived
                 | ExceptionType::QtyExceedsOrdered
+                | ExceptionType::QtyExceedsAccepted
         )
     }
 
@@ -186,10 +228,11 @@ impl ExceptionType {
     }
 
     /// The types the quantity rules raise (over `billed_to_date`).
-    pub const QUANTITY: [ExceptionType; 3] = [
+    pub const QUANTITY: [ExceptionType; 4] = [
         ExceptionType::ReceiptMissing,
         ExceptionType::QtyExceedsReceived,
         ExceptionType::QtyExceedsOrdered,
+        ExceptionType::QtyExceedsAccepted,
     ];
 
     /// Whether a document of `kind` can raise this type (SPEC §2): an

@@ -101,6 +101,7 @@ impl History {
                     .rng
                     .random_bool(0.7)
                     .then(|| Text::from(*CATEGORIES.choose(&mut self.rng).expect("categories"))),
+                match_level: self.match_level(0.25),
                 quantity: self.decimal(20, 1),
                 unit_price: Decimal::new(self.rng.random_range(100..=500), 2),
             })
@@ -138,8 +139,17 @@ impl History {
             .choose(&mut self.rng)
             .unwrap(),
             receipt_required: self.rng.random_bool(0.8),
+            match_level: self.match_level(0.4),
             lines,
         }
+    }
+
+    /// A §12.2 match level with `probability`, else none (the PO's, or
+    /// `receipt_required`'s).
+    fn match_level(&mut self, probability: f64) -> Option<MatchLevel> {
+        self.rng
+            .random_bool(probability)
+            .then(|| *MatchLevel::ALL.choose(&mut self.rng).expect("levels"))
     }
 
     fn goods_receipt(&mut self) -> GoodsReceipt {
@@ -149,9 +159,13 @@ impl History {
                 if self.rng.random_bool(0.15) {
                     quantity = -quantity; // a return to vendor
                 }
+                // Inspection: none yet, part, or all of it (§12.2).
+                let accepted_share =
+                    Decimal::new(self.rng.random_range(0..=4), 0) / Decimal::from(4);
                 ReceiptLine {
                     po_line_no: self.rng.random_range(1..=4),
                     quantity,
+                    accepted_quantity: quantity * accepted_share,
                 }
             })
             .collect();
@@ -164,6 +178,7 @@ impl History {
                 .into_iter()
                 .map(|line| ReceiptLine {
                     quantity: line.quantity * Decimal::from(20),
+                    accepted_quantity: line.accepted_quantity * Decimal::from(20),
                     ..line
                 })
                 .collect()

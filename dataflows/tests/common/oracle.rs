@@ -40,18 +40,35 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
             .find(|po| &*po.tenant_id == tenant && &*po.po_number == number)
             .copied()
     };
-    let received = |tenant: &str, number: &str, line_no: u32| -> Decimal {
-        let mut sum = Decimal::ZERO;
-        for receipt in &receipts {
-            if &*receipt.tenant_id == tenant && &*receipt.po_number == number {
-                for line in &receipt.lines {
-                    if line.po_line_no == line_no {
-                        sum += line.quantity;
+    // §2 received_qty and §12.2 accepted_qty: sums over the receipt lines
+    // linking to the PO line.
+    let receipt_sum =
+        |tenant: &str, number: &str, line_no: u32, of: fn(&ReceiptLine) -> Decimal| {
+            let mut sum = Decimal::ZERO;
+            for receipt in &receipts {
+                if &*receipt.tenant_id == tenant && &*receipt.po_number == number {
+                    for line in &receipt.lines {
+                        if line.po_line_no == line_no {
+                            sum += of(line);
+                        }
                     }
                 }
             }
+            sum
+        };
+    let received = |tenant: &str, number: &str, line_no: u32| {
+        receipt_sum(tenant, number, line_no, |line| line.quantity)
+    };
+    let accepted = |tenant: &str, number: &str, line_no: u32| {
+        receipt_sum(tenant, number, line_no, |line| line.accepted_quantity)
+    };
+    // §12.2: the line's level, else the PO's, else from receipt_required.
+    let level_of = |po: &PurchaseOrder, line: &PoLine| -> MatchLevel {
+        match (line.match_level, po.match_level, po.receipt_required) {
+            (Some(level), _, _) | (None, Some(level), _) => level,
+            (None, None, true) => MatchLevel::ThreeWay,
+            (None, None, false) => MatchLevel::TwoWay,
         }
-        sum
     };
     let signed = |invoice: &Invoice, quantity: Decimal| {
         if invoice.kind == InvoiceKind::CreditMemo {
@@ -149,6 +166,9 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
                 received_qty: received(&po.tenant_id, &po.po_number, line.line_no),
                 billed_qty: billing.iter().map(|entry| entry.2).sum(),
                 invoice_count: billing.len() as u32,
+                match_level: level_of(po, line),
+                category: line.category.clone(),
+                accepted_qty: accepted(&po.tenant_id, &po.po_number, line.line_no),
             });
         }
     }
@@ -238,7 +258,9 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
                             .map(|entry| entry.2)
                             .sum();
                     let received_qty = received(&invoice.tenant_id, &invoice.po_number, n);
-                    if po.receipt_required && received_qty <= Decimal::ZERO {
+                    let level = level_of(po, po_line);
+                    let receipts_checked = level != MatchLevel::TwoWay;
+                    if receipts_checked && received_qty <= Decimal::ZERO {
                         raised.push((
                             ExceptionType::ReceiptMissing,
                             Some(n),
@@ -246,7 +268,7 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
                             Some(billed_to_date),
                         ));
                     }
-                    if po.receipt_required
+                    if receipts_checked
                         && received_qty > Decimal::ZERO
                         && billed_to_date > qty_limit(received_qty, &t)
                     {
@@ -254,6 +276,18 @@ pub fn evaluate(documents: &BTreeMap<Fingerprint, Document>, default: &Tolerance
                             ExceptionType::QtyExceedsReceived,
                             Some(n),
                             Some(received_qty),
+                            Some(billed_to_date),
+                        ));
+                    }
+                    let accepted_qty = accepted(&invoice.tenant_id, &invoice.po_number, n);
+                    if level == MatchLevel::FourWay
+                        && received_qty > Decimal::ZERO
+                        && billed_to_date > qty_limit(accepted_qty, &t)
+                    {
+                        raised.push((
+                            ExceptionType::QtyExceedsAccepted,
+                            Some(n),
+                            Some(accepted_qty),
                             Some(billed_to_date),
                         ));
                     }
