@@ -17,6 +17,7 @@ use crate::model::*;
 
 mod fields;
 pub mod json;
+pub mod policy_changes;
 use fields::*;
 use json::{Json, JsonObject, NotAnObject};
 

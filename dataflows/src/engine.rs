@@ -41,8 +41,10 @@ use crate::rows::*;
 use serde::{Deserialize, Serialize};
 
 mod checkpoint;
+mod preview;
 mod read;
 pub use checkpoint::ShardCheckpoint;
+use preview::PreviewTraces;
 use read::OutputTrace;
 
 mod collections;
@@ -178,6 +180,8 @@ pub struct Matcher {
     checkpoint_hold: Option<Time>,
     probe: ProbeHandle<Time>,
     live_rows: LiveRows,
+    /// What a policy preview reads ([`crate::preview`]).
+    preview: PreviewTraces,
 }
 
 /// Rows per output collection in this worker's shard, kept as the outputs'
@@ -203,7 +207,7 @@ impl Matcher {
         let changes = changes.map(|sink| Rc::new(RefCell::new(sink)));
         let live_rows = LiveRows::default();
         let default_tolerances = config.default_tolerances;
-        let (traces, documents, bookkeeping) = worker.dataflow::<Time, _, _>(|scope| {
+        let (traces, documents, bookkeeping, preview) = worker.dataflow::<Time, _, _>(|scope| {
             let upserts = scope.input_from(&mut input);
             let source_rows =
                 arrange_from_upsert::<
@@ -277,6 +281,7 @@ impl Matcher {
                 payment_matches,
                 payment_exceptions,
                 payment_suggestions,
+                preview,
             } = three_way_match(documents, default_tolerances);
             let po_lines = publish_arranged(
                 OutputCollection::PoLines,
@@ -305,6 +310,7 @@ impl Matcher {
                 &changes,
                 &live_rows,
             );
+            let preview = PreviewTraces::new(preview, invoice_matches.clone());
             let traces: [(OutputCollection, Box<dyn OutputTrace>); 10] = [
                 (OutputCollection::InvoiceMatches, Box::new(invoice_matches)),
                 publish(
@@ -370,6 +376,7 @@ impl Matcher {
                 OutputTraces(traces.into_iter().collect()),
                 documents_trace,
                 bookkeeping,
+                preview,
             )
         });
         Matcher {
@@ -386,6 +393,7 @@ impl Matcher {
             checkpoint_hold: None,
             probe,
             live_rows,
+            preview,
         }
     }
 
@@ -487,6 +495,8 @@ impl Matcher {
         for trace in self.traces.all() {
             trace.set_logical_compaction(AntichainRef::new(&frontier));
         }
+        self.preview
+            .set_logical_compaction(AntichainRef::new(&frontier));
         self.compact_checkpoint_state();
     }
 }

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod graph;
 pub mod model;
 pub mod operators;
+pub mod preview;
 pub mod rows;
 pub mod rules;
 

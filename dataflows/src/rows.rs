@@ -25,6 +25,20 @@ pub enum MatchStatus {
 }
 
 impl MatchStatus {
+    /// SPEC §2 Status: of a cancelled invoice, or of an active one with
+    /// `open_blocking` open and `accepted_blocking` accepted blocking exceptions.
+    pub fn of(active: bool, open_blocking: u32, accepted_blocking: u32) -> MatchStatus {
+        if !active {
+            MatchStatus::Cancelled
+        } else if open_blocking > 0 {
+            MatchStatus::Exception
+        } else if accepted_blocking > 0 {
+            MatchStatus::Approved
+        } else {
+            MatchStatus::Matched
+        }
+    }
+
     /// The wire spelling.
     pub fn as_str(&self) -> &'static str {
         match self {

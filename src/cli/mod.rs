@@ -28,6 +28,7 @@ pub mod connection;
 pub mod demo;
 mod generate;
 mod health;
+mod policy;
 mod print;
 mod progress;
 mod resolve;
@@ -77,6 +78,9 @@ enum Command {
     Resolve(Box<resolve::ResolveArgs>),
     /// Manage API tokens: add-token, revoke-token, list.
     Auth(auth::AuthArgs),
+    /// Tolerance policies: `preview FILE` shows what a change would raise
+    /// and release before it is produced.
+    Policy(policy::PolicyArgs),
     /// Probe /healthz or /readyz: exit 0 when it answers 200.
     Health(health::HealthArgs),
     /// Check JSON documents (one per line) against the input contract.
@@ -117,6 +121,7 @@ pub fn main() -> ExitCode {
         Command::Sql(args) => sql::run(args).map(|()| true),
         Command::Resolve(args) => resolve::run(*args).map(|()| true),
         Command::Auth(args) => auth::run(args).map(|()| true),
+        Command::Policy(args) => policy::run(args).map(|()| true),
         Command::Health(args) => health::run(args),
         Command::Validate { topic, files } => validate::run(&topic, &files),
     };

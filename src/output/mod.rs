@@ -1,6 +1,7 @@
 //! The output collections as readers get them: Arrow schemas and record
 //! batches of the engine's rows ([`columns`]), the equality filters of a read
-//! ([`filter`]), and the Parquet files of a bounded run ([`parquet`]).
+//! ([`filter`]), the Parquet files of a bounded run ([`parquet`]), and a
+//! policy preview's answer ([`preview`]).
 //!
 //! This layer may use the engine's row types and Arrow, nothing else of
 //! trimatch: both `pipeline` (filters in reads and subscriptions) and
@@ -15,6 +16,7 @@ use trimatch_dataflows::{OutputCollection, Row, Time};
 pub mod columns;
 pub mod filter;
 pub mod parquet;
+pub mod preview;
 
 /// Schema metadata keys of a snapshot (SPEC §5), on Flight replies and in
 /// Parquet files alike: its logical time, and the offsets it reflects.

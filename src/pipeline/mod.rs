@@ -48,6 +48,7 @@ use anyhow::{anyhow, Result};
 use timely::communication::allocator::AllocatorBuilder;
 use timely::communication::initialize::WorkerGuards;
 use trimatch_connectors::{SourceConfig, SourceMetrics};
+use trimatch_dataflows::model::Tolerances;
 use trimatch_dataflows::{MatchConfig, OutputCollection, ReadError, Row, Time};
 
 mod catch_up;
@@ -57,6 +58,7 @@ pub mod counters;
 pub mod durability;
 mod handle;
 pub mod passes;
+mod preview;
 mod progress;
 mod reads;
 pub mod subscriptions;
@@ -272,6 +274,8 @@ struct Shared {
     /// The checkpoint writer's channel; workers clone it, and it is dropped
     /// at stop so the writer ends once the workers have.
     checkpoint_writer: Mutex<Option<Sender<ShardMessage>>>,
+    /// The global default policy (what a policy preview falls back to).
+    default_tolerances: Tolerances,
 }
 
 impl Shared {
@@ -371,6 +375,7 @@ impl Pipeline {
             input_time,
             durability,
             checkpoint_writer: Mutex::new(writer_sender),
+            default_tolerances: config.matching.default_tolerances,
         });
         let mut requests = Vec::new();
         let mut receivers = Vec::new();

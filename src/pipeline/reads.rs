@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
+use trimatch_dataflows::model::{ExceptionResolution, Fingerprint, MatchPolicy, Text};
+use trimatch_dataflows::preview::{InvoicePreview, PreviewPlan};
 use trimatch_dataflows::{Change, OutputCollection, ReadError, Row, Time};
 
 use super::{PipelineHandle, ReadFailure, Snapshot};
@@ -26,6 +28,15 @@ pub(super) enum ReadKind {
         from: Time,
         filter: Arc<RowFilter>,
     },
+    /// The three reads of a policy preview (`super::preview`).
+    Preview(PreviewRead),
+}
+
+/// A policy preview's read of one shard (SPEC §12.4).
+pub(super) enum PreviewRead {
+    TenantPolicies(Text),
+    Invoices(Arc<PreviewPlan>),
+    Decisions(Arc<Vec<Fingerprint>>),
 }
 
 /// A worker's answer to a [`ReadRequest`]: its shard of the rows, count or changes.
@@ -33,6 +44,9 @@ pub(super) enum ReadReply {
     Rows(Vec<Row>),
     Count(u64),
     Changes(Vec<Change>),
+    Policies(Vec<Arc<MatchPolicy>>),
+    Previews(Vec<InvoicePreview>),
+    Decisions(Vec<(Fingerprint, Arc<ExceptionResolution>)>),
 }
 
 /// A read a worker answers with its shard.
@@ -189,7 +203,7 @@ impl PipelineHandle {
     }
 
     /// Sends a read to every worker and collects their replies.
-    fn ask(
+    pub(super) fn ask(
         &self,
         collection: OutputCollection,
         as_of: Time,

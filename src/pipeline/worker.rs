@@ -22,6 +22,7 @@ use super::clock::LogicalClock;
 use super::durability::agree::agree_on_checkpoint;
 use super::durability::schedule::CheckpointSchedule;
 use super::durability::Durability;
+use super::reads::PreviewRead;
 use super::{PipelineConfig, ReadKind, ReadReply, ReadRequest, Shared};
 
 /// How long a worker waits in Kafka's poll when the dataflow has nothing to do.
@@ -548,6 +549,17 @@ fn answer(matcher: &mut Matcher, request: &ReadRequest) -> Result<ReadReply, Rea
             }
             Ok(ReadReply::Count(count))
         }
+        ReadKind::Preview(read) => match read {
+            PreviewRead::TenantPolicies(tenant) => matcher
+                .tenant_policies(request.as_of, tenant)
+                .map(ReadReply::Policies),
+            PreviewRead::Invoices(plan) => matcher
+                .preview_invoices(request.as_of, plan)
+                .map(ReadReply::Previews),
+            PreviewRead::Decisions(keys) => matcher
+                .decisions(request.as_of, keys)
+                .map(ReadReply::Decisions),
+        },
         ReadKind::Changes { from, filter } => {
             let mut changes = Vec::new();
             for key in keys {

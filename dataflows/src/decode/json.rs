@@ -167,6 +167,11 @@ impl<'a> JsonObject<'a> {
     pub fn contains_key(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
+
+    /// The names of the fields, in order (a repeated name more than once).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(name, _)| name.as_ref())
+    }
 }
 
 struct ObjectVisitor;

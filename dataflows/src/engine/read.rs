@@ -119,7 +119,7 @@ impl Matcher {
         Ok(changes)
     }
 
-    fn check_complete(&self, as_of: Time) -> Result<(), ReadError> {
+    pub(super) fn check_complete(&self, as_of: Time) -> Result<(), ReadError> {
         let newest = self.newest_complete();
         if newest.is_none_or(|newest| as_of > newest) {
             return Err(ReadError::NotComplete {

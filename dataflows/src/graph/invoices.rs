@@ -63,7 +63,7 @@ pub(super) fn duplicates<'s>(
 }
 
 /// A `match_exceptions` row.
-pub(super) fn exception_row(exception: ResolvedException) -> ExceptionRow {
+pub(crate) fn exception_row(exception: ResolvedException) -> ExceptionRow {
     let ResolvedException {
         invoice,
         raised,
@@ -145,15 +145,7 @@ pub(super) fn invoice_match_rows<'s>(
         }
         let invoice_amount = invoice.invoice_amount();
         let gross_amount = invoice_amount + invoice.tax + invoice.freight;
-        let status = if !invoice.is_active() {
-            MatchStatus::Cancelled
-        } else if blocking_count > 0 {
-            MatchStatus::Exception
-        } else if accepted_count > 0 {
-            MatchStatus::Approved
-        } else {
-            MatchStatus::Matched
-        };
+        let status = MatchStatus::of(invoice.is_active(), blocking_count, accepted_count);
         let row = InvoiceMatchRow {
             tenant_id: invoice.tenant_id.clone(),
             invoice_id: invoice.invoice_id.clone(),

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::*;
 use crate::operators::{left_join, Collection, KeyedArrangement};
 use crate::rows::*;
-use crate::rules;
+use crate::rules::{self, Raised};
 use invoices::{duplicates, exception_row, exception_summary_rows, invoice_match_rows};
 use lines::LineOutputs;
 use policies::{HeaderPolicies, InvoiceTolerances, Policies};
@@ -72,6 +72,18 @@ pub struct MatchOutputs<'s> {
     pub payment_matches: KeyedArrangement<'s, Fingerprint, (PaymentMatchRow, Arc<Payment>)>,
     pub payment_exceptions: Collection<'s, (Text, PaymentExceptionRow)>,
     pub payment_suggestions: Collection<'s, (Text, PaymentSuggestionRow)>,
+    /// What a policy preview reads (SPEC §12.4, [`crate::preview`]).
+    pub preview: PreviewInputs<'s>,
+}
+
+/// The arrangements a policy preview reads: each invoice's context and
+/// billed lines (keyed by invoice), the policies by scope, and the
+/// resolutions by exception key. All are arranged for the graph anyway.
+pub struct PreviewInputs<'s> {
+    pub contexts: KeyedArrangement<'s, Fingerprint, InvoiceContext>,
+    pub billed_lines: KeyedArrangement<'s, Fingerprint, rules::LineQuantities>,
+    pub policies: Policies<'s>,
+    pub resolutions: KeyedArrangement<'s, Fingerprint, Arc<ExceptionResolution>>,
 }
 
 /// An active invoice with everything its header and price rules need.
@@ -128,18 +140,8 @@ pub fn three_way_match<'s>(
 
     // 2. Exceptions local to an invoice and its PO.
     let local_exceptions = contexts.clone().flat_map(|(id, context)| {
-        let mut raised = Vec::new();
-        rules::header_exceptions(
-            &context.invoice,
-            context.po.as_deref(),
-            &context.tolerances.header,
-            &mut raised,
-        );
-        if let Some(po) = &context.po {
-            let tolerances = |category: Option<&str>| context.tolerances.line(category);
-            rules::line_exceptions(&context.invoice, po, tolerances, &mut raised);
-        }
-        raised
+        context
+            .local_exceptions(&context.tolerances)
             .into_iter()
             .map(move |r| (id, (context.invoice.clone(), r)))
     });
@@ -152,14 +154,15 @@ pub fn three_way_match<'s>(
 
     // 4. Quantity exceptions of each billed line, under its own tolerances. Per change: a join by invoice, O(the invoice's lines).
     let contexts = contexts.arrange_by_key_named("invoice contexts");
-    let quantity_exceptions = billed_lines.join_core(contexts, |id, quantities, context| {
-        let mut raised = Vec::new();
-        let tolerances = context.tolerances.line(quantities.category.as_deref());
-        rules::quantity_exceptions(quantities, tolerances, &mut raised);
-        let id = *id;
-        let invoice = context.invoice.clone();
-        raised.into_iter().map(move |r| (id, (invoice.clone(), r)))
-    });
+    let quantity_exceptions =
+        billed_lines
+            .clone()
+            .join_core(contexts.clone(), |id, quantities, context| {
+                let raised = quantities.exceptions(&context.tolerances);
+                let id = *id;
+                let invoice = context.invoice.clone();
+                raised.into_iter().map(move |r| (id, (invoice.clone(), r)))
+            });
 
     // 5. Duplicates.
     let duplicate_exceptions = duplicates(active_invoices);
@@ -174,7 +177,8 @@ pub fn three_way_match<'s>(
             && invoice.kind == InvoiceKind::Invoice;
         suggested.then_some((id, invoice))
     });
-    let exceptions = resolutions::resolve(exceptions, exception_resolutions);
+    let exception_resolutions = exception_resolutions.arrange_by_key_named("exception resolutions");
+    let exceptions = resolutions::resolve(exceptions, &exception_resolutions);
 
     // 7. Payments applied to invoices.
     let applications = payments::applications(payments.clone(), invoices);
@@ -203,6 +207,42 @@ pub fn three_way_match<'s>(
         payment_matches: payment_outputs.payment_matches,
         payment_exceptions: payment_outputs.payment_exceptions,
         payment_suggestions: payment_outputs.payment_suggestions,
+        preview: PreviewInputs {
+            contexts,
+            billed_lines,
+            policies,
+            resolutions: exception_resolutions,
+        },
+    }
+}
+
+impl InvoiceContext {
+    /// The exceptions local to the invoice and its PO (header and price
+    /// rules) under `tolerances`: the context's own in the graph, another
+    /// policy's in a preview.
+    pub fn local_exceptions(&self, tolerances: &InvoiceTolerances) -> Vec<Raised> {
+        let mut raised = Vec::new();
+        rules::header_exceptions(
+            &self.invoice,
+            self.po.as_deref(),
+            &tolerances.header,
+            &mut raised,
+        );
+        if let Some(po) = &self.po {
+            let tolerances = |category: Option<&str>| tolerances.line(category);
+            rules::line_exceptions(&self.invoice, po, tolerances, &mut raised);
+        }
+        raised
+    }
+}
+
+impl rules::LineQuantities {
+    /// The quantity exceptions of the line under the invoice's `tolerances`
+    /// (the line's category picks them).
+    pub fn exceptions(&self, tolerances: &InvoiceTolerances) -> Vec<Raised> {
+        let mut raised = Vec::new();
+        rules::quantity_exceptions(self, tolerances.line(self.category.as_deref()), &mut raised);
+        raised
     }
 }
 

@@ -131,27 +131,22 @@ pub fn invoice_tolerances<'s>(
     let requests = invoices
         .clone()
         .flat_map(|(id, (invoice, po, _))| {
-            let mut categories: Vec<Text> = invoice
-                .lines
-                .iter()
-                .filter_map(|line| po.line(line.po_line_no)?.category.clone())
-                .collect();
-            categories.sort();
-            categories.dedup();
-            categories.into_iter().flat_map(move |category| {
-                let tenant = invoice.tenant_id.clone();
-                let vendor = invoice.vendor_id.clone();
-                [
-                    (
-                        policy_key(&tenant, Some(&vendor), Some(&category)),
-                        (id, category.clone(), CategoryLevel::VendorCategory),
-                    ),
-                    (
-                        policy_key(&tenant, None, Some(&category)),
-                        (id, category, CategoryLevel::Category),
-                    ),
-                ]
-            })
+            categories_billed(&invoice, &po)
+                .into_iter()
+                .flat_map(move |category| {
+                    let tenant = invoice.tenant_id.clone();
+                    let vendor = invoice.vendor_id.clone();
+                    [
+                        (
+                            policy_key(&tenant, Some(&vendor), Some(&category)),
+                            (id, category.clone(), CategoryLevel::VendorCategory),
+                        ),
+                        (
+                            policy_key(&tenant, None, Some(&category)),
+                            (id, category, CategoryLevel::Category),
+                        ),
+                    ]
+                })
         })
         .arrange_by_key_named("category policy requests");
     let found = requests
@@ -174,6 +169,80 @@ pub fn invoice_tolerances<'s>(
             resolve(&header, found.as_deref().unwrap_or(&[]), &default),
         )
     })
+}
+
+/// The categories of the PO lines `invoice` bills, sorted, each once.
+fn categories_billed(invoice: &Invoice, po: &PurchaseOrder) -> Vec<Text> {
+    let mut categories: Vec<Text> = invoice
+        .lines
+        .iter()
+        .filter_map(|line| po.line(line.po_line_no)?.category.clone())
+        .collect();
+    categories.sort();
+    categories.dedup();
+    categories
+}
+
+/// The tolerances of one active invoice (on `po`, if present) under the
+/// policies `policy_at` finds by scope key: what [`with_header_policies`]
+/// and [`invoice_tolerances`] derive in the graph, for a single invoice —
+/// a policy preview's tolerances after the change (SPEC §12.4).
+///
+/// ```
+/// use std::sync::Arc;
+/// use rust_decimal::Decimal;
+/// use trimatch_dataflows::graph::policies::tolerances_of;
+/// use trimatch_dataflows::model::*;
+///
+/// let invoice = Invoice {
+///     tenant_id: "acme".into(), invoice_id: "INV-1".into(), kind: InvoiceKind::Invoice,
+///     status: InvoiceStatus::Active, vendor_id: "V-17".into(), invoice_number: "1".into(),
+///     po_number: "PO-1".into(), currency: Currency(*b"USD"), invoice_date: 0,
+///     lines: vec![], tax: Decimal::ZERO, freight: Decimal::ZERO, total: None,
+/// };
+/// let vendor = Arc::new(MatchPolicy {
+///     tenant_id: "acme".into(), vendor_id: Some("V-17".into()),
+///     price_tolerance_pct: Some(Decimal::from(5)), ..MatchPolicy::default()
+/// });
+/// let key = vendor.key();
+/// let found = |scope: Fingerprint| (scope == key).then(|| vendor.clone());
+/// let tolerances = tolerances_of(&invoice, None, found, &Tolerances::default());
+/// assert_eq!(tolerances.header.price_tolerance_pct, Decimal::from(5));
+/// ```
+pub fn tolerances_of(
+    invoice: &Invoice,
+    po: Option<&PurchaseOrder>,
+    policy_at: impl Fn(Fingerprint) -> Option<Arc<MatchPolicy>>,
+    default: &Tolerances,
+) -> InvoiceTolerances {
+    let (tenant, vendor) = (&invoice.tenant_id, &invoice.vendor_id);
+    let header = HeaderPolicies {
+        vendor: policy_at(policy_key(tenant, Some(vendor), None)),
+        tenant: policy_at(tenant_key(tenant)),
+    };
+    let Some(po) = po else {
+        return InvoiceTolerances::uniform(header.tolerances(default));
+    };
+    let mut found = Vec::new();
+    for category in categories_billed(invoice, po) {
+        let scopes = [
+            (
+                policy_key(tenant, Some(vendor), Some(&category)),
+                CategoryLevel::VendorCategory,
+            ),
+            (
+                policy_key(tenant, None, Some(&category)),
+                CategoryLevel::Category,
+            ),
+        ];
+        for (key, level) in scopes {
+            if let Some(policy) = policy_at(key) {
+                found.push((category.clone(), level, policy));
+            }
+        }
+    }
+    found.sort();
+    resolve(&header, &found, default)
 }
 
 /// §12.1's resolution for the header and each category that has a policy

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::model::*;
-use crate::operators::{left_join, Collection};
+use crate::operators::{left_join, Collection, KeyedArrangement};
 use crate::rows::ResolutionRecord;
 use crate::rules::{self, Raised};
 
@@ -26,8 +26,9 @@ impl ResolvedException {
     }
 }
 
-/// Each raised exception (keyed by invoice) with its resolution: the
-/// resolution document with the exception's key (tenant, invoice, type,
+/// Each raised exception (keyed by invoice) with its resolution (the
+/// resolutions arranged by their key): the resolution document with the
+/// exception's key (tenant, invoice, type,
 /// line), if one is present. A resolution whose exception is not raised
 /// meets nothing and waits; when the exception appears (or its `actual`
 /// changes) the join re-derives what the decision makes of it.
@@ -36,7 +37,7 @@ impl ResolvedException {
 /// resolution at most one exception.
 pub(super) fn resolve<'s>(
     exceptions: Collection<'s, (Fingerprint, (Arc<Invoice>, Raised))>,
-    resolutions: Collection<'s, (Fingerprint, Arc<ExceptionResolution>)>,
+    resolutions: &KeyedArrangement<'s, Fingerprint, Arc<ExceptionResolution>>,
 ) -> Collection<'s, (Fingerprint, ResolvedException)> {
     let by_key = exceptions
         .map(|(id, (invoice, raised))| {
@@ -49,8 +50,7 @@ pub(super) fn resolve<'s>(
             (key, (id, invoice, raised))
         })
         .arrange_by_key_named("exceptions by resolution key");
-    let resolutions = resolutions.arrange_by_key_named("exception resolutions");
-    left_join(&by_key, &resolutions).map(|(_, (id, invoice, raised), decision)| {
+    left_join(&by_key, resolutions).map(|(_, (id, invoice, raised), decision)| {
         let resolution =
             decision.map(|decision| rules::resolution_record(raised.actual, &decision));
         let resolved = ResolvedException {

@@ -10,6 +10,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 use trimatch_dataflows::model::*;
+use trimatch_dataflows::preview::PolicyChanges;
 
 use super::Feed;
 
@@ -447,6 +448,46 @@ impl History {
             reference,
             allocations,
         }
+    }
+
+    /// 1–3 random policy changes of one tenant (upserts at any scope, and
+    /// deletions of present policies or of absent ones), as a preview would
+    /// be asked for them (SPEC §12.4) and as the feeds that make them;
+    /// `documents` becomes the documents present after them.
+    pub fn policy_changes(
+        &mut self,
+        documents: &mut BTreeMap<Fingerprint, Document>,
+    ) -> (PolicyChanges, Vec<Feed>) {
+        let tenant: Text = self.pick(&TENANTS).into();
+        let mut changes = PolicyChanges {
+            tenant: tenant.clone(),
+            ..PolicyChanges::default()
+        };
+        let mut feeds = Vec::new();
+        for _ in 0..self.rng.random_range(1..=3) {
+            let policy = MatchPolicy {
+                tenant_id: tenant.clone(),
+                ..self.match_policy()
+            };
+            let scope = (policy.vendor_id.clone(), policy.category.clone());
+            // A scope is changed at most once per preview: the feeds of one
+            // batch apply in offset order, the preview's deletions first.
+            if changes.scopes().contains(&scope) {
+                continue;
+            }
+            let key = policy.key();
+            if self.rng.random_bool(0.3) {
+                documents.remove(&key);
+                changes.delete.push(scope);
+                feeds.push(Feed::delete(key));
+            } else {
+                let document = Document::MatchPolicy(Arc::new(policy.clone()));
+                documents.insert(key, document.clone());
+                changes.upsert.push(Arc::new(policy));
+                feeds.push(Feed::put(document));
+            }
+        }
+        (changes, feeds)
     }
 
     /// One batch of 1–6 random changes, shuffled (a source may hand them

@@ -17,6 +17,7 @@ use trimatch_dataflows::engine::{
     Change, MatchConfig, Matcher, OutputCollection, ReadError, Row, ShardCheckpoint,
 };
 use trimatch_dataflows::model::*;
+use trimatch_dataflows::preview;
 use trimatch_dataflows::rows::*;
 
 /// One upsert as a source would feed it.
@@ -144,12 +145,27 @@ impl Snapshot {
 }
 
 enum Command {
-    Apply { feeds: Vec<Feed>, time: Time },
-    ReadAt { as_of: Time, tenant: Option<String> },
-    ReadChanges { from: Time, through: Time },
-    Count { as_of: Time },
+    Apply {
+        feeds: Vec<Feed>,
+        time: Time,
+    },
+    ReadAt {
+        as_of: Time,
+        tenant: Option<String>,
+    },
+    ReadChanges {
+        from: Time,
+        through: Time,
+    },
+    Count {
+        as_of: Time,
+    },
     Compact(Time),
-    Checkpoint { as_of: Time },
+    Checkpoint {
+        as_of: Time,
+    },
+    /// Runs on the worker's matcher between steps (it replies on its own channel).
+    Run(Box<dyn FnOnce(&mut Matcher) + Send>),
 }
 
 type Reply = Result<(Vec<(Row, isize)>, Vec<Change>), ReadError>;
@@ -278,6 +294,10 @@ impl TestEngine {
                         checkpoint_replies.send(matcher.checkpoint(as_of)).unwrap();
                         continue;
                     }
+                    Command::Run(run) => {
+                        run(&mut matcher);
+                        continue;
+                    }
                 };
                 replies.send(reply).unwrap();
             }
@@ -396,6 +416,23 @@ impl TestEngine {
         Ok(shards)
     }
 
+    /// Runs `read` on every worker's matcher; the answers in no particular order.
+    pub fn on_every_worker<T: Send + 'static>(
+        &mut self,
+        read: impl Fn(&mut Matcher) -> T + Send + Sync + 'static,
+    ) -> Vec<T> {
+        let read = Arc::new(read);
+        let (tx, rx) = channel();
+        for commands in &self.commands {
+            let (read, tx) = (read.clone(), tx.clone());
+            let run = move |matcher: &mut Matcher| tx.send(read(matcher)).unwrap();
+            commands.send(Some(Command::Run(Box::new(run)))).unwrap();
+        }
+        (0..self.commands.len())
+            .map(|_| rx.recv().expect("worker replies"))
+            .collect()
+    }
+
     /// Lets the outputs forget history before `since`.
     pub fn compact(&mut self, since: Time) {
         self.broadcast(|_| Command::Compact(since)).unwrap();
@@ -496,4 +533,33 @@ pub fn tombstone_key(kind: DocumentKind, key: serde_json::Value) -> Fingerprint 
 
 pub fn dec(text: &str) -> rust_decimal::Decimal {
     text.parse().unwrap()
+}
+
+/// The engine's state at its current time, as a policy preview reads it.
+impl preview::PreviewShards for TestEngine {
+    type Error = ReadError;
+
+    fn tenant_policies(&mut self, tenant: &str) -> Result<Vec<Arc<MatchPolicy>>, ReadError> {
+        let (as_of, tenant) = (self.time, tenant.to_string());
+        let shards = self.on_every_worker(move |matcher| matcher.tenant_policies(as_of, &tenant));
+        Ok(shards.into_iter().collect::<Result<Vec<_>, _>>()?.concat())
+    }
+
+    fn invoices(
+        &mut self,
+        plan: Arc<preview::PreviewPlan>,
+    ) -> Result<Vec<preview::InvoicePreview>, ReadError> {
+        let as_of = self.time;
+        let shards = self.on_every_worker(move |matcher| matcher.preview_invoices(as_of, &plan));
+        Ok(shards.into_iter().collect::<Result<Vec<_>, _>>()?.concat())
+    }
+
+    fn decisions(
+        &mut self,
+        keys: Arc<Vec<Fingerprint>>,
+    ) -> Result<Vec<(Fingerprint, Arc<ExceptionResolution>)>, ReadError> {
+        let as_of = self.time;
+        let shards = self.on_every_worker(move |matcher| matcher.decisions(as_of, &keys));
+        Ok(shards.into_iter().collect::<Result<Vec<_>, _>>()?.concat())
+    }
 }

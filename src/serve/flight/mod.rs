@@ -1,6 +1,6 @@
 //! The Arrow Flight adapter: the service of SPEC §5 ([`service`]) over the
 //! access gate and the cluster reader, its message encoding ([`encode`]),
-//! the `status` action, and the server that runs it (with the Flight SQL
+//! the `status` and `preview_policy` ([`preview`]) actions, and the server that runs it (with the Flight SQL
 //! adapter on the same port), in clear or over TLS.
 //!
 //! May use: `serve::gate`, `serve::reader`, `serve::tickets`,
@@ -9,6 +9,7 @@
 //! the reader.
 
 pub mod encode;
+pub mod preview;
 pub mod service;
 mod status;
 

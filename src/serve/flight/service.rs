@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use trimatch_dataflows::OutputCollection;
 
 use super::encode::{feed_stream, snapshot_stream};
+use super::preview::{Previews, PREVIEW_ACTION};
 use crate::output::columns::{change_schema, schema};
 use crate::pipeline::PipelineHandle;
 use crate::serve::auth::{Authenticator, Principal};
@@ -38,6 +39,8 @@ pub struct TrimatchFlight {
     /// What the SQL calls share, made at the first one (when the reader,
     /// the metrics and the key are final).
     sql_engine: Arc<OnceLock<Arc<SqlEngine>>>,
+    /// Policy previews, one at a time.
+    previews: Previews,
 }
 
 impl TrimatchFlight {
@@ -47,6 +50,7 @@ impl TrimatchFlight {
             gate: AccessGate::default(),
             sql: SqlSettings::default(),
             sql_engine: Arc::default(),
+            previews: Previews::default(),
         }
     }
 
@@ -216,6 +220,18 @@ impl TrimatchFlight {
         action: Action,
     ) -> Result<Vec<arrow_flight::Result>, Status> {
         match action.r#type.as_str() {
+            PREVIEW_ACTION => {
+                let answer = self
+                    .previews
+                    .preview(&self.reader, principal, &action.body)
+                    .await?;
+                Ok(answer
+                    .into_iter()
+                    .map(|stream| arrow_flight::Result {
+                        body: stream.into(),
+                    })
+                    .collect())
+            }
             "status" => {
                 authorize_admin(principal, "the status action")?;
                 let body = super::status::status_json(&self.reader, self.gate.metrics())
@@ -224,7 +240,7 @@ impl TrimatchFlight {
                 Ok(vec![arrow_flight::Result { body: body.into() }])
             }
             other => Err(Status::invalid_argument(format!(
-                "unknown action {other:?}; the actions are: status"
+                "unknown action {other:?}; the actions are: status, {PREVIEW_ACTION}"
             ))),
         }
     }
@@ -488,6 +504,10 @@ impl FlightService for TrimatchFlight {
             description: "JSON: newest complete time, frontier, offsets per topic-partition, row counts, uptime (admins)"
                 .to_string(),
         };
+        let preview = ActionType {
+            r#type: PREVIEW_ACTION.to_string(),
+            description: "JSON {\"upsert\": [policy, …], \"delete\": [identity, …]} → what the policy change would raise and release (Arrow IPC: match_exceptions' columns and _diff) and which invoices would change status (Arrow IPC), without changing anything (admins of the tenant; SPEC §12.4)".to_string(),
+        };
         let sql = SQL_ACTIONS.iter().map(|name| {
             Ok(ActionType {
                 r#type: name.to_string(),
@@ -495,7 +515,7 @@ impl FlightService for TrimatchFlight {
             })
         });
         Ok(Response::new(
-            stream::iter(std::iter::once(Ok(status)).chain(sql)).boxed(),
+            stream::iter([Ok(status), Ok(preview)].into_iter().chain(sql)).boxed(),
         ))
     }
 }

@@ -21,7 +21,7 @@ use trimatch_dataflows::OutputCollection;
 
 use crate::serve::auth::{Authenticator, Principal};
 use crate::serve::metrics::Metrics;
-pub use scope::{authorize, authorize_admin, may_read, scoped};
+pub use scope::{authorize, authorize_admin, authorize_tenant_admin, may_read, scoped};
 pub use slots::{caller_of, SlotKind, SlotPermit, Slots};
 
 /// Stream slots, as refusals name them.

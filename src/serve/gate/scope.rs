@@ -42,6 +42,27 @@ pub fn authorize(principal: &Principal, query: Query) -> Result<Query, Status> {
 /// The check for what belongs to no tenant (`dead_letters`,
 /// `source_progress`, the `status` action): it shows every tenant's input,
 /// so it needs an admin of every tenant.
+/// An admin whose tenants include `tenant` (a policy preview, SPEC §12.4).
+pub fn authorize_tenant_admin(
+    principal: &Principal,
+    tenant: &str,
+    what: &str,
+) -> Result<(), Status> {
+    if !principal.is_admin() {
+        return Err(Status::permission_denied(format!(
+            "{what} is for admins of the tenant; {:?} has the reader role",
+            principal.name
+        )));
+    }
+    if !principal.tenants.allows(tenant) {
+        return Err(Status::permission_denied(format!(
+            "{what} names tenant {tenant:?}, and {:?} is an admin of the tenants {} only",
+            principal.name, principal.tenants
+        )));
+    }
+    Ok(())
+}
+
 pub fn authorize_admin(principal: &Principal, what: &str) -> Result<(), Status> {
     if !principal.is_admin() {
         return Err(Status::permission_denied(format!(

@@ -118,6 +118,11 @@ impl ClusterReader {
         self
     }
 
+    /// Whether other processes hold shards of the state.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_cluster()
+    }
+
     /// The running job this reader reads.
     pub fn pipeline(&self) -> &PipelineHandle {
         &self.pipeline
