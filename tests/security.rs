@@ -15,7 +15,7 @@ use support::secured::*;
 use support::*;
 
 use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -334,6 +334,56 @@ fn readers_are_refused_admin_collections_shards_and_bad_credentials_are_unauthen
             .await
             .unwrap();
         assert!(!rows.is_empty() && rows.iter().all(|row| row[0] == "tenant-001"));
+
+        // A policy preview (SPEC §12.4) is for admins of the policies' tenant.
+        let preview = |tenant: &str| {
+            let body = json!({"upsert": [{"tenant_id": tenant, "vendor_id": "V-000", "price_tolerance_pct": "5"}]});
+            Action::new("preview_policy", body.to_string())
+        };
+        let results: Vec<_> = tenant_admin
+            .do_action(preview("tenant-001"))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(results.len(), 2, "two Arrow IPC streams");
+        for (who, client, tenant, says) in [
+            (
+                "a tenant admin",
+                &mut tenant_admin,
+                "tenant-002",
+                "admin of the tenants tenant-001 only",
+            ),
+            ("a reader", &mut client, "tenant-001", "has the reader role"),
+        ] {
+            let status = client
+                .do_action(preview(tenant))
+                .await
+                .map(|_| ())
+                .map_err(status_of)
+                .unwrap_err();
+            assert_eq!(
+                status.code(),
+                tonic::Code::PermissionDenied,
+                "{who}: {status:?}"
+            );
+            assert!(status.message().contains(says), "{who}: {status:?}");
+        }
+        let status = tenant_admin
+            .do_action(Action::new(
+                "preview_policy",
+                r#"{"upsert": [{"tenant_id": "tenant-001", "qty_tolerance_abs": "x"}]}"#,
+            ))
+            .await
+            .map(|_| ())
+            .map_err(status_of)
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("upsert[0].qty_tolerance_abs"),
+            "{status:?}"
+        );
 
         // The admin reads them.
         let mut admin_client = connection(&served, Some(&admin)).connect().await.unwrap();

@@ -13,6 +13,8 @@
 //! * [`payments`] — payments per second through the graph at a 1M-invoice
 //!   state, and the latency of one payment for a vendor with 100 … 10,000
 //!   open invoices.
+//! * [`policies`] — the latency of one vendor-scoped policy change as the
+//!   tenant grows, and one preview over a tenant of 100,000 invoices.
 //! * [`measure`] — what they measure with: wall-clock time, latency
 //!   percentiles, the resident set.
 //!
@@ -28,6 +30,7 @@ pub mod load;
 pub mod measure;
 pub mod operator_profile;
 pub mod payments;
+pub mod policies;
 pub mod restart;
 
 use std::path::PathBuf;
@@ -53,6 +56,9 @@ pub enum BenchCommand {
     /// Payments through the graph at a large invoice state, and the latency
     /// of one payment as its vendor's open invoices grow.
     Payments(PaymentsArgs),
+    /// One vendor-scoped policy change as the tenant grows, and one policy
+    /// preview over a large tenant.
+    Policies(PoliciesArgs),
     /// Decoding alone, one thread: JSON messages to validated documents
     /// (the hot path's first step; also a target for `perf record`).
     Decode(DecodeArgs),
@@ -100,6 +106,27 @@ pub struct PaymentsArgs {
     #[arg(long)]
     pub operator_profile: bool,
     #[arg(long, default_value = "target/bench/payments.json")]
+    pub report: PathBuf,
+}
+
+/// `trimatch-bench policies`.
+#[derive(Args)]
+pub struct PoliciesArgs {
+    /// Tenant sizes (invoices) for the vendor-scoped change, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,100000")]
+    pub sizes: Vec<usize>,
+    /// Changes timed per size.
+    #[arg(long, default_value_t = 50)]
+    pub probes: usize,
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// The tenant size of the preview.
+    #[arg(long, default_value_t = 100_000)]
+    pub preview_invoices: usize,
+    /// Previews timed.
+    #[arg(long, default_value_t = 5)]
+    pub previews: usize,
+    #[arg(long, default_value = "target/bench/policies.json")]
     pub report: PathBuf,
 }
 
@@ -271,6 +298,16 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 operator_profile: args.operator_profile,
             });
             finish(&machine, &payments::summary(&report), &args.report, &report)
+        }
+        BenchCommand::Policies(args) => {
+            let report = policies::run(&policies::PolicyBenchConfig {
+                sizes: args.sizes,
+                probes: args.probes,
+                workers: args.workers,
+                preview_invoices: args.preview_invoices,
+                previews: args.previews,
+            });
+            finish(&machine, &policies::summary(&report), &args.report, &report)
         }
         BenchCommand::GroupSize(args) => {
             let report = group_size::run(&group_size::GroupSizeConfig {
