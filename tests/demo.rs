@@ -125,6 +125,11 @@ fn the_demo_shows_live_exceptions_within_a_minute_and_takes_documents_from_any_c
         );
     }
 
+    // Twenty seconds in, the demo previews and produces a vendor's policy.
+    while started.elapsed() < Duration::from_secs(24) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // Ctrl-C stops it cleanly.
     let interrupted = Command::new("kill")
         .args(["-INT", &demo.id().to_string()])
@@ -144,4 +149,13 @@ fn the_demo_shows_live_exceptions_within_a_minute_and_takes_documents_from_any_c
     assert!(summary
         .iter()
         .any(|line| line.contains("trimatch demo stopped")));
+    let moment = summary
+        .iter()
+        .find(|line| line.contains("policy preview"))
+        .expect("the policy moment was shown");
+    assert!(
+        moment.contains("V-000 of tenant-000 may bill 10 % over")
+            && moment.contains("exceptions released"),
+        "{moment}"
+    );
 }

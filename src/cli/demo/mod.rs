@@ -5,6 +5,8 @@
 //! pipeline and the Flight service, and shows a one-screen summary every
 //! second. Any Kafka client can produce its own documents to the printed
 //! bootstrap address; any Flight client can read from the printed address.
+//! Twenty seconds in, it previews and produces a vendor's tolerance policy
+//! ([`policy`]).
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -19,6 +21,8 @@ use trimatch_connectors::{SourceConfig, TopicConfig};
 use trimatch_dataflows::model::DocumentKind;
 use trimatch_dataflows::{OutputCollection, Row, Time};
 use trimatch_workload::{ProduceLimits, Workload, WorkloadConfig, WorkloadProducer};
+
+mod policy;
 
 use super::print::readable_time;
 use super::shutdown_signal;
@@ -165,6 +169,7 @@ pub fn run(options: DemoOptions) -> Result<()> {
     let started = Instant::now();
     let mut screen = Screen::new(std::io::stdout().is_terminal());
     let mut previous = (Instant::now(), 0u64);
+    let mut moment = policy::PolicyMoment::default();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_secs(1));
         if options
@@ -178,7 +183,11 @@ pub fn run(options: DemoOptions) -> Result<()> {
             anyhow::bail!(error);
         }
         let summary = Summary::read(&handle, &mut previous);
-        screen.show(&summary.render(&brokers, options.flight_addr))?;
+        let mut text = summary.render(&brokers, options.flight_addr);
+        if let Some(line) = moment.line(started.elapsed(), &handle, &brokers) {
+            text.push_str(&format!("\npolicy preview  {line}\n"));
+        }
+        screen.show(&text)?;
     }
     stop.store(true, Ordering::SeqCst);
     let produced = generator
