@@ -27,24 +27,23 @@ use std::rc::Rc;
 use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
-use differential_dataflow::trace::TraceReader;
 use timely::dataflow::operators::vec::input::Input;
-use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::progress::frontier::AntichainRef;
 use timely::worker::Worker;
 
 use crate::graph::{three_way_match, Documents, MatchOutputs};
 use crate::model::*;
-use crate::operators::{Collection, KeyedArrangement};
 use crate::rows::*;
 use serde::{Deserialize, Serialize};
 
 mod checkpoint;
 mod preview;
+mod publish;
 mod read;
 pub use checkpoint::ShardCheckpoint;
 use preview::PreviewTraces;
+use publish::{release_physical_compaction, LiveRows, Publisher, RowsPerValue};
 use read::OutputTrace;
 
 mod collections;
@@ -184,12 +183,6 @@ pub struct Matcher {
     preview: PreviewTraces,
 }
 
-/// Rows per output collection in this worker's shard, kept as the outputs'
-/// batches are formed (each batch's diffs added), so they cost nothing to
-/// read: the counts as of the newest time this worker has processed, which
-/// may be ahead of the newest complete time (a gauge, not a read).
-type LiveRows = Rc<RefCell<BTreeMap<OutputCollection, i64>>>;
-
 impl Matcher {
     /// Builds the graph on `worker`. Every worker of the computation must build it,
     /// in the same order relative to other dataflows. `changes`, if given, sees
@@ -201,11 +194,14 @@ impl Matcher {
     ) -> Self {
         let mut input = UpsertInput::new();
         let mut source_input = SourceRowInput::new();
-        let probe = ProbeHandle::new();
         let worker_index = worker.index();
         let dead_letter_slots = (config.dead_letter_capacity / worker.peers()).max(1) as u64;
         let changes = changes.map(|sink| Rc::new(RefCell::new(sink)));
-        let live_rows = LiveRows::default();
+        let publisher = Publisher {
+            probe: ProbeHandle::new(),
+            changes,
+            live_rows: LiveRows::default(),
+        };
         let default_tolerances = config.default_tolerances;
         let (traces, documents, bookkeeping, preview) = worker.dataflow::<Time, _, _>(|scope| {
             let upserts = scope.input_from(&mut input);
@@ -283,93 +279,59 @@ impl Matcher {
                 payment_suggestions,
                 preview,
             } = three_way_match(documents, default_tolerances);
-            let po_lines = publish_arranged(
+            let po_lines = publisher.publish_arranged(
                 OutputCollection::PoLines,
                 po_lines,
                 |_, line| Some(Row::PoLine(line.to_row())),
                 RowsPerValue::MayRepeat,
-                &probe,
-                &changes,
-                &live_rows,
             );
-            let invoice_matches = publish_arranged(
+            let invoice_matches = publisher.publish_arranged(
                 OutputCollection::InvoiceMatches,
                 invoice_matches,
                 |_, (row, _)| Some(Row::InvoiceMatch(row.clone())),
                 RowsPerValue::MayRepeat,
-                &probe,
-                &changes,
-                &live_rows,
             );
-            let payment_matches = publish_arranged(
+            let payment_matches = publisher.publish_arranged(
                 OutputCollection::PaymentMatches,
                 payment_matches,
                 |_, (row, _)| Some(Row::PaymentMatch(row.clone())),
                 RowsPerValue::MayRepeat,
-                &probe,
-                &changes,
-                &live_rows,
             );
             let preview = PreviewTraces::new(preview, invoice_matches.clone());
             let traces: [(OutputCollection, Box<dyn OutputTrace>); 10] = [
                 (OutputCollection::InvoiceMatches, Box::new(invoice_matches)),
-                publish(
+                publisher.publish(
                     OutputCollection::MatchExceptions,
                     match_exceptions,
                     Row::Exception,
-                    &probe,
-                    &changes,
-                    &live_rows,
                 ),
                 (OutputCollection::PoLines, Box::new(po_lines)),
-                publish(
+                publisher.publish(
                     OutputCollection::ExceptionSummary,
                     exception_summary,
                     Row::ExceptionSummary,
-                    &probe,
-                    &changes,
-                    &live_rows,
                 ),
-                publish(
+                publisher.publish(
                     OutputCollection::PoSuggestions,
                     po_suggestions,
                     Row::PoSuggestion,
-                    &probe,
-                    &changes,
-                    &live_rows,
                 ),
                 (OutputCollection::PaymentMatches, Box::new(payment_matches)),
-                publish(
+                publisher.publish(
                     OutputCollection::PaymentExceptions,
                     payment_exceptions,
                     Row::PaymentException,
-                    &probe,
-                    &changes,
-                    &live_rows,
                 ),
-                publish(
+                publisher.publish(
                     OutputCollection::PaymentSuggestions,
                     payment_suggestions,
                     Row::PaymentSuggestion,
-                    &probe,
-                    &changes,
-                    &live_rows,
                 ),
-                publish(
-                    OutputCollection::DeadLetters,
-                    dead_letters,
-                    Row::DeadLetter,
-                    &probe,
-                    &changes,
-                    &live_rows,
-                ),
-                publish(
+                publisher.publish(OutputCollection::DeadLetters, dead_letters, Row::DeadLetter),
+                publisher.publish(
                     OutputCollection::SourceProgress,
                     source_progress,
                     Row::SourceProgress,
-                    &probe,
-                    &changes,
-                    &live_rows,
                 ),
             ];
             (
@@ -379,6 +341,9 @@ impl Matcher {
                 preview,
             )
         });
+        let Publisher {
+            probe, live_rows, ..
+        } = publisher;
         Matcher {
             input,
             pending: Vec::new(),
@@ -457,7 +422,8 @@ impl Matcher {
     }
 
     /// Rows per collection in this worker's shard as of the newest time it
-    /// has processed (see [`LiveRows`]); free to call after every step.
+    /// has processed, kept as the outputs' batches form; free to call after
+    /// every step.
     pub fn live_rows(&self) -> Vec<(OutputCollection, i64)> {
         let rows = self.live_rows.borrow();
         rows.iter()
@@ -499,125 +465,4 @@ impl Matcher {
             .set_logical_compaction(AntichainRef::new(&frontier));
         self.compact_checkpoint_state();
     }
-}
-
-/// Arranges an output by tenant and publishes it (see [`publish_arranged`]):
-/// the collection with the trace its reads are served from.
-fn publish<'s, R>(
-    output: OutputCollection,
-    collection: Collection<'s, (Text, R)>,
-    to_row: fn(R) -> Row,
-    probe: &ProbeHandle<Time>,
-    changes: &Option<SharedSink>,
-    live_rows: &LiveRows,
-) -> (OutputCollection, Box<dyn OutputTrace>)
-where
-    R: differential_dataflow::ExchangeData,
-    R: read::OutputValue,
-{
-    let arranged = collection.arrange_by_key();
-    let trace: ByTenant<R> = publish_arranged(
-        output,
-        arranged,
-        move |_, row| Some(to_row(row.clone())),
-        RowsPerValue::Distinct,
-        probe,
-        changes,
-        live_rows,
-    );
-    (output, Box::new(trace))
-}
-
-/// Whether two values of an arranged output can make the same row.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum RowsPerValue {
-    /// Each value is its row (the outputs keyed by tenant or topic).
-    Distinct,
-    /// A value carries more than its row (the PO behind a PO line, an
-    /// invoice's tolerance, a payment), so a change of what the row does not
-    /// show retracts and re-adds the same row: the changes are consolidated
-    /// before they are reported.
-    MayRepeat,
-}
-
-/// Reports the changes of an arranged output's rows (`to_row` picks and builds
-/// them from the arrangement's values) to `changes` while it wants
-/// `output`'s (rows are not built otherwise), and attaches the output to the
-/// probe that says when a time is complete. The probe sits after the change
-/// sink, so once a time is complete every change at or before it has been
-/// reported, on every worker. Keeps the output's row count in `live_rows`
-/// (one addition per update of its batches). Returns the trace that reads
-/// are served from.
-#[allow(clippy::too_many_arguments)]
-fn publish_arranged<'s, K, V>(
-    output: OutputCollection,
-    arranged: KeyedArrangement<'s, K, V>,
-    to_row: impl Fn(&K, &V) -> Option<Row> + 'static,
-    rows: RowsPerValue,
-    probe: &ProbeHandle<Time>,
-    changes: &Option<SharedSink>,
-    live_rows: &LiveRows,
-) -> TraceAgent<ValSpine<K, V, Time, isize>>
-where
-    K: differential_dataflow::ExchangeData,
-    V: differential_dataflow::ExchangeData,
-{
-    let tally = Rc::clone(live_rows);
-    tally.borrow_mut().insert(output, 0);
-    arranged
-        .clone()
-        .as_collection(|_, _| ())
-        .inspect_batch(move |_, updates| {
-            let net: isize = updates.iter().map(|(_, _, diff)| diff).sum();
-            *tally.borrow_mut().entry(output).or_default() += net as i64;
-        });
-    match changes.clone() {
-        Some(sink) => {
-            let mut buffer: Vec<Change> = Vec::new();
-            let wanted = sink.clone();
-            arranged
-                .clone()
-                .flat_map_ref(move |key, value| {
-                    if wanted.borrow().wants(output) {
-                        to_row(key, value)
-                    } else {
-                        None
-                    }
-                })
-                .inspect_batch(move |_, updates| {
-                    buffer.clear();
-                    buffer.extend(updates.iter().cloned());
-                    if rows == RowsPerValue::MayRepeat {
-                        // What nets to nothing is not a change.
-                        differential_dataflow::consolidation::consolidate_updates(&mut buffer);
-                    }
-                    if !buffer.is_empty() {
-                        sink.borrow_mut().take(&mut buffer);
-                    }
-                })
-                .inner
-                .probe_with(probe);
-        }
-        None => {
-            arranged.stream.clone().probe_with(probe);
-        }
-    }
-    let mut trace = arranged.trace;
-    release_physical_compaction(&mut trace);
-    trace
-}
-
-/// Lets the spine merge an output's batches as soon as they arrive.
-///
-/// A spine holds back (unmerged, as "pending" batches) every batch whose upper
-/// is beyond the physical compaction frontier of some handle. Holding that
-/// frontier at the retention horizon left every batch of the retained window
-/// unmerged — with a batch per sealed time, hundreds — so each read walked
-/// hundreds of cursors (a one-tenant snapshot cost ~30 ms of a worker at
-/// 5k changes/s), and the merges came in bursts. Reads take all batches
-/// (`batches_through(&[])`), never a cut at some frontier, so they need no
-/// batch boundaries kept; what they may ask for is bounded by *logical*
-/// compaction alone ([`Matcher::allow_compaction`]).
-fn release_physical_compaction(trace: &mut impl TraceReader<Time = Time>) {
-    trace.set_physical_compaction(AntichainRef::new(&[]));
 }

@@ -6,7 +6,7 @@
 //! second. Any Kafka client can produce its own documents to the printed
 //! bootstrap address; any Flight client can read from the printed address.
 //! Twenty seconds in, it previews and produces a vendor's tolerance policy
-//! ([`policy`]).
+//! (`demo/policy.rs`).
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
