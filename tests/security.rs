@@ -370,6 +370,14 @@ fn readers_are_refused_admin_collections_shards_and_bad_credentials_are_unauthen
             );
             assert!(status.message().contains(says), "{who}: {status:?}");
         }
+        // The processes' internal shard reads are not for callers.
+        let status = tenant_admin
+            .do_action(Action::new("preview_policy_shard", "{}"))
+            .await
+            .map(|_| ())
+            .map_err(status_of)
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
         let status = tenant_admin
             .do_action(Action::new(
                 "preview_policy",

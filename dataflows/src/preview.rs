@@ -22,6 +22,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::graph::invoices::exception_row;
 use crate::graph::policies::{tolerances_of, InvoiceTolerances};
 use crate::graph::resolutions::ResolvedException;
@@ -83,6 +85,24 @@ impl PolicyChanges {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicySet(pub BTreeMap<Fingerprint, Arc<MatchPolicy>>);
 
+impl FromIterator<Arc<MatchPolicy>> for PolicySet {
+    fn from_iter<I: IntoIterator<Item = Arc<MatchPolicy>>>(policies: I) -> Self {
+        PolicySet(
+            policies
+                .into_iter()
+                .map(|policy| (policy.key(), policy))
+                .collect(),
+        )
+    }
+}
+
+impl PolicySet {
+    /// The policies, in key order.
+    pub fn policies(&self) -> Vec<Arc<MatchPolicy>> {
+        self.0.values().cloned().collect()
+    }
+}
+
 /// What a worker needs to preview its shard: the changed scopes and the
 /// policies as they would be.
 #[derive(Clone, Debug)]
@@ -97,7 +117,7 @@ pub struct PreviewPlan {
 }
 
 /// One invoice whose exceptions a change would raise or release.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvoicePreview {
     pub invoice: Arc<Invoice>,
     /// Its `invoice_matches` row now (status and counts before the change).

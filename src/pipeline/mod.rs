@@ -69,6 +69,7 @@ use durability::schedule::ShardMessage;
 use durability::writer::Writer;
 use durability::Durability;
 pub use durability::{CheckpointMetrics, DurabilityConfig, Restored};
+pub use preview::LocalShards;
 use progress::{LagHysteresis, WorkerProgress};
 use reads::{ReadKind, ReadReply, ReadRequest};
 use subscriptions::Hub;

@@ -1,11 +1,12 @@
 //! A policy preview (SPEC §12.4) over the running job's workers: each of
-//! the preview's three reads goes to every worker at one complete time, as
-//! any read does ([`crate::pipeline::reads`]), and the answer is put
-//! together by `trimatch_dataflows::preview`.
+//! the preview's three reads goes to every local worker at one complete
+//! time, as any read does (`pipeline::reads`), and the answer is put
+//! together by `trimatch_dataflows::preview`. A cluster's other processes
+//! are asked by the serving layer, which adds their shards to these.
 
 use std::sync::Arc;
 
-use trimatch_dataflows::model::{ExceptionResolution, Fingerprint, MatchPolicy};
+use trimatch_dataflows::model::{ExceptionResolution, Fingerprint, MatchPolicy, Tolerances};
 use trimatch_dataflows::preview::{
     self, InvoicePreview, PolicyChanges, PolicyPreview, PreviewError, PreviewPlan, PreviewShards,
 };
@@ -23,22 +24,32 @@ impl PipelineHandle {
         max_changes: usize,
     ) -> Result<(Time, PolicyPreview), PreviewError<ReadFailure>> {
         let as_of = self.resolve_as_of(None).map_err(PreviewError::Shards)?;
-        let mut shards = Shards {
+        let mut shards = self.local_shards(as_of);
+        let default = self.default_tolerances();
+        preview::preview(&mut shards, changes, default, max_changes).map(|answer| (as_of, answer))
+    }
+
+    /// This process's workers' shards at `as_of`, as a preview reads them.
+    pub fn local_shards(&self, as_of: Time) -> LocalShards<'_> {
+        LocalShards {
             handle: self,
             as_of,
-        };
-        let default = self.shared.default_tolerances;
-        preview::preview(&mut shards, changes, default, max_changes).map(|answer| (as_of, answer))
+        }
+    }
+
+    /// The global default policy a preview falls back to.
+    pub fn default_tolerances(&self) -> Tolerances {
+        self.shared.default_tolerances
     }
 }
 
 /// Every local worker's shard at `as_of`.
-struct Shards<'h> {
+pub struct LocalShards<'h> {
     handle: &'h PipelineHandle,
     as_of: Time,
 }
 
-impl Shards<'_> {
+impl LocalShards<'_> {
     /// Asks every worker for `read` and gathers what `take` finds in the replies.
     fn gather<T>(
         &self,
@@ -55,7 +66,7 @@ impl Shards<'_> {
     }
 }
 
-impl PreviewShards for Shards<'_> {
+impl PreviewShards for LocalShards<'_> {
     type Error = ReadFailure;
 
     fn tenant_policies(&mut self, tenant: &str) -> Result<Vec<Arc<MatchPolicy>>, ReadFailure> {

@@ -23,6 +23,7 @@ use trimatch_workload::{GeneratedMessage, Present, Workload, WorkloadConfig, Wor
 pub mod common;
 
 pub mod certs;
+pub mod cluster;
 pub mod secured;
 
 pub use common::oracle;

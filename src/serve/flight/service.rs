@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use trimatch_dataflows::OutputCollection;
 
 use super::encode::{feed_stream, snapshot_stream};
-use super::preview::{Previews, PREVIEW_ACTION};
+use super::preview::{Previews, PREVIEW_ACTION, PREVIEW_SHARD_ACTION};
 use crate::output::columns::{change_schema, schema};
 use crate::pipeline::PipelineHandle;
 use crate::serve::auth::{Authenticator, Principal};
@@ -230,6 +230,16 @@ impl TrimatchFlight {
                     .map(|stream| arrow_flight::Result {
                         body: stream.into(),
                     })
+                    .collect())
+            }
+            PREVIEW_SHARD_ACTION => {
+                let answer = self
+                    .previews
+                    .shard(&self.reader, principal, &action.body)
+                    .await?;
+                Ok(answer
+                    .into_iter()
+                    .map(|body| arrow_flight::Result { body: body.into() })
                     .collect())
             }
             "status" => {

@@ -313,7 +313,6 @@ impl SqlService {
         let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch, Status>>(2);
         let limit = self.engine.settings.deadline;
         self.engine.pool.spawn(async move {
-            let _slot = permit;
             let running = async {
                 let mut batches = planned
                     .frame
@@ -331,6 +330,10 @@ impl SqlService {
             let outcome = tokio::time::timeout_at(deadline, running)
                 .await
                 .unwrap_or_else(|_| Err(deadline_exceeded(limit)));
+            // The slot is free before the client hears how the statement
+            // ended (its error, or the end of the stream when `sender` is
+            // dropped): a caller may start the next one at once.
+            drop(permit);
             if let Err(status) = outcome {
                 let _ = sender.send(Err(status)).await;
             }

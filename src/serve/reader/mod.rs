@@ -123,6 +123,22 @@ impl ClusterReader {
         self.cluster.is_cluster()
     }
 
+    /// The `Result` bodies every other process answers the action (`kind`,
+    /// `body`) with (none outside a cluster).
+    pub async fn peer_actions(&self, kind: &str, body: &[u8]) -> Result<Vec<Vec<u8>>, Status> {
+        self.cluster.actions(kind, body).await
+    }
+
+    /// How long a peer's shard request waits for its `as_of` here.
+    pub fn peer_completion_wait(&self) -> Duration {
+        peers::PEER_COMPLETION_WAIT
+    }
+
+    /// The gRPC status of a failed read (what to ask for instead).
+    pub fn status_of(&self, failure: ReadFailure) -> Status {
+        status_of(failure, self.retention)
+    }
+
     /// The running job this reader reads.
     pub fn pipeline(&self) -> &PipelineHandle {
         &self.pipeline

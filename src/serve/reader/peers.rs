@@ -1,8 +1,8 @@
 //! The other processes of a cluster, as the reader reaches them: their
 //! Flight services, asked for their shards of a read at the same `as_of`
 //! (SPEC §4 across processes). This is the one fan-out: snapshots, a
-//! statement's tables, offsets and change feeds all open their requests to
-//! the other processes here.
+//! statement's tables, offsets, change feeds and a policy preview's reads
+//! all open their requests to the other processes here.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::{FlightClient, Ticket};
-use futures::StreamExt;
+use arrow_flight::{Action, FlightClient, Ticket};
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Status;
@@ -87,6 +87,31 @@ impl Cluster {
             streams.push((process, stream));
         }
         Ok(streams)
+    }
+
+    /// Sends the action (`kind`, `body`) to every other process and gathers
+    /// each one's `Result` bodies: a policy preview's shard reads.
+    pub async fn actions(&self, kind: &str, body: &[u8]) -> Result<Vec<Vec<u8>>, Status> {
+        let mut bodies = Vec::new();
+        for (process, peer) in self.peers.iter().enumerate() {
+            if process == self.process {
+                continue;
+            }
+            let mut client = self.link.connect(process, peer).await?;
+            let results = client
+                .do_action(Action::new(kind.to_string(), body.to_vec()))
+                .await
+                .map_err(|error| match error {
+                    arrow_flight::error::FlightError::Tonic(status) => *status,
+                    other => peer_unavailable(process, peer, &other),
+                })?;
+            let results: Vec<_> = results
+                .try_collect()
+                .await
+                .map_err(|error| peer_unavailable(process, peer, &error))?;
+            bodies.extend(results.into_iter().map(|bytes| bytes.to_vec()));
+        }
+        Ok(bodies)
     }
 
     /// The other processes' shards of a snapshot at `as_of`: their record
