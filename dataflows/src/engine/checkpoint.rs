@@ -14,8 +14,8 @@
 //! again); only the dead-letter ring's position is per worker, so a shard is
 //! restored on the worker with its index.
 
+use super::read::visit_present;
 use differential_dataflow::operators::arrange::TraceAgent;
-use differential_dataflow::trace::cursor::{cursor_list, Cursor};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
 use timely::progress::frontier::AntichainRef;
@@ -122,33 +122,9 @@ fn present_at<V: Clone + Ord + 'static>(
     trace: &mut TraceAgent<ValSpine<Fingerprint, V, Time, isize>>,
     as_of: Time,
 ) -> Result<Vec<(Fingerprint, V)>, ReadError> {
-    let since = trace
-        .get_logical_compaction()
-        .first()
-        .copied()
-        .unwrap_or(Time::MAX);
-    if as_of < since {
-        return Err(ReadError::Compacted { as_of, since });
-    }
     let mut present = Vec::new();
-    let Some(batches) = trace.batches_through(AntichainRef::new(&[])) else {
-        return Ok(present);
-    };
-    let (mut cursor, storage) = cursor_list(batches);
-    while let Some(key) = cursor.get_key(&storage) {
-        while let Some(value) = cursor.get_val(&storage) {
-            let mut count = 0;
-            cursor.map_times(&storage, |time, diff| {
-                if *time <= as_of {
-                    count += diff;
-                }
-            });
-            if count > 0 {
-                present.push((*key, value.clone()));
-            }
-            cursor.step_val(&storage);
-        }
-        cursor.step_key(&storage);
-    }
+    visit_present(trace, as_of, None, |key, value| {
+        present.push((*key, value.clone()))
+    })?;
     Ok(present)
 }

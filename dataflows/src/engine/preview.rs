@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use differential_dataflow::operators::arrange::TraceAgent;
-use differential_dataflow::trace::cursor::{cursor_list, Cursor};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
 use timely::progress::frontier::AntichainRef;
 
+use super::read::visit_present;
 use super::{release_physical_compaction, Matcher, ReadError};
 use crate::graph::{InvoiceContext, PreviewInputs};
 use crate::model::*;
@@ -75,7 +75,7 @@ impl Matcher {
             if *policy.tenant_id == *tenant {
                 found.push(policy.clone());
             }
-        });
+        })?;
         Ok(found)
     }
 
@@ -102,7 +102,7 @@ impl Matcher {
                     touched.push((*id, context.clone()));
                 }
             },
-        );
+        )?;
         let mut previews: Vec<InvoicePreview> = Vec::new();
         let mut changes = 0;
         for (id, context) in touched {
@@ -115,14 +115,14 @@ impl Matcher {
                 as_of,
                 Some((id, id)),
                 |_, line| lines.push(line.clone()),
-            );
+            )?;
             let mut row = None;
             visit_present(
                 &mut self.preview.invoice_matches,
                 as_of,
                 Some((id, id)),
                 |_, (found, _)| row = Some(found.clone()),
-            );
+            )?;
             // Every active invoice has its row; one missing is not previewed.
             if let Some(preview) = row.and_then(|before| plan.invoice(&context, &lines, before)) {
                 changes += preview.changes();
@@ -147,59 +147,14 @@ impl Matcher {
                 as_of,
                 Some((*key, *key)),
                 |key, decision| found.push((*key, decision.clone())),
-            );
+            )?;
         }
         Ok(found)
     }
 
-    /// Refuses an `as_of` that is not complete or no longer retained.
+    /// Refuses an `as_of` that is not complete (a retained one is checked
+    /// by each [`visit_present`]).
     fn check_readable(&mut self, as_of: Time) -> Result<(), ReadError> {
-        self.check_complete(as_of)?;
-        let since = self
-            .preview
-            .contexts
-            .get_logical_compaction()
-            .first()
-            .copied()
-            .unwrap_or(Time::MAX);
-        if as_of < since {
-            return Err(ReadError::Compacted { as_of, since });
-        }
-        Ok(())
-    }
-}
-
-/// Visits every value present as of `as_of` (net multiplicity above zero)
-/// under the keys in `range` (all keys: `None`), in key order.
-fn visit_present<V: Clone + Ord + 'static>(
-    trace: &mut ByKey<V>,
-    as_of: Time,
-    range: Option<(Fingerprint, Fingerprint)>,
-    mut visit: impl FnMut(&Fingerprint, &V),
-) {
-    let Some(batches) = trace.batches_through(AntichainRef::new(&[])) else {
-        return;
-    };
-    let (mut cursor, storage) = cursor_list(batches);
-    if let Some((first, _)) = &range {
-        cursor.seek_key(&storage, first);
-    }
-    while let Some(key) = cursor.get_key(&storage) {
-        if range.as_ref().is_some_and(|(_, last)| key > last) {
-            break;
-        }
-        while let Some(value) = cursor.get_val(&storage) {
-            let mut count = 0isize;
-            cursor.map_times(&storage, |time, diff| {
-                if *time <= as_of {
-                    count += *diff;
-                }
-            });
-            if count > 0 {
-                visit(key, value);
-            }
-            cursor.step_val(&storage);
-        }
-        cursor.step_key(&storage);
+        self.check_complete(as_of)
     }
 }

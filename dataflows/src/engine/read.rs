@@ -348,3 +348,49 @@ pub(super) enum Visit {
     Continue,
     Stop,
 }
+
+/// Visits every value of a trace keyed by fingerprint that is present as of
+/// `as_of` (its updates at times up to it sum above zero), under the keys in
+/// `range` (all keys: `None`), in key order. Refused if history before
+/// `as_of` has been compacted. Checkpoints and policy previews read with it.
+pub(super) fn visit_present<V: Clone + Ord + 'static>(
+    trace: &mut TraceAgent<ValSpine<Fingerprint, V, Time, isize>>,
+    as_of: Time,
+    range: Option<(Fingerprint, Fingerprint)>,
+    mut visit: impl FnMut(&Fingerprint, &V),
+) -> Result<(), ReadError> {
+    let since = trace
+        .get_logical_compaction()
+        .first()
+        .copied()
+        .unwrap_or(Time::MAX);
+    if as_of < since {
+        return Err(ReadError::Compacted { as_of, since });
+    }
+    let Some(batches) = trace.batches_through(AntichainRef::new(&[])) else {
+        return Ok(());
+    };
+    let (mut cursor, storage) = cursor_list(batches);
+    if let Some((first, _)) = &range {
+        cursor.seek_key(&storage, first);
+    }
+    while let Some(key) = cursor.get_key(&storage) {
+        if range.as_ref().is_some_and(|(_, last)| key > last) {
+            break;
+        }
+        while let Some(value) = cursor.get_val(&storage) {
+            let mut count = 0isize;
+            cursor.map_times(&storage, |time, diff| {
+                if *time <= as_of {
+                    count += *diff;
+                }
+            });
+            if count > 0 {
+                visit(key, value);
+            }
+            cursor.step_val(&storage);
+        }
+        cursor.step_key(&storage);
+    }
+    Ok(())
+}
